@@ -1,0 +1,3 @@
+from scalablejob.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""Which Redis a command talks to: --broker, else SCALABLEJOB_BROKER, else the embedded one in the data folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from scalablejob.errors import BrokerError
+from scalablejob.redis_server import RedisServer
+
+BROKER_ENV = "SCALABLEJOB_BROKER"
+DATA_DIR_ENV = "SCALABLEJOB_DATA_DIR"
+DEFAULT_DATA_DIR = Path(".scalablejob")
+BROKER_RECORD = "broker.json"
+_SCHEMES = ("redis", "rediss")
+
+
+def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of the embedded broker's data: the argument, else $SCALABLEJOB_DATA_DIR, else ./.scalablejob."""
+    return Path(explicit or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def checked_broker_url(url: str) -> str:
+    scheme = urlparse(url).scheme
+    if scheme not in _SCHEMES:
+        raise BrokerError(f"broker {url!r}: expected a redis:// or rediss:// URL")
+    return url
+
+
+def running_embedded(folder: Path) -> str | None:
+    """The URL of an embedded broker already serving `folder`, if one answers."""
+    try:
+        url = json.loads((folder / BROKER_RECORD).read_text())["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        client.ping()
+        return str(url)
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+class EmbeddedBroker:
+    """Starts the private redis-server of a data folder and records its URL there for other commands."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.server = RedisServer(folder / "redis", persistent=True)
+
+    def start(self) -> str:
+        url = self.server.start()
+        (self.folder / BROKER_RECORD).write_text(json.dumps({"url": url, "pid": self.server.pid}))
+        return url
+
+    def stop(self) -> None:
+        (self.folder / BROKER_RECORD).unlink(missing_ok=True)
+        self.server.stop()
+
+
+def resolve_broker(explicit: str | None, folder: Path) -> tuple[str, EmbeddedBroker | None]:
+    """The broker URL to use, and the embedded broker this process started (and must stop), if any."""
+    url = explicit or os.environ.get(BROKER_ENV)
+    if url:
+        return checked_broker_url(url), None
+    existing = running_embedded(folder)
+    if existing:
+        return existing, None
+    broker = EmbeddedBroker(folder)
+    return broker.start(), broker

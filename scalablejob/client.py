@@ -1,0 +1,117 @@
+"""The Python client: submits work straight to Redis and reads results from the sink, no front end needed."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+
+import redis
+
+from scalablejob.celery_app import make_app
+from scalablejob.errors import BrokerError, RequestError, ResultTimeout
+from scalablejob.routing import TASK_TYPE_TAG, parse_task_type, queue_for, task_name_for
+from scalablejob.sink import EntryType, Sink, SinkEntry
+from scalablejob.state import RequestState, RequestStore
+
+REQUEST_ID_TAG = "requestId"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_FINAL_TYPES = (EntryType.RESULT.value, EntryType.ERROR.value)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def normalize_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
+    """Tags as the queue service carries them: string keys and values."""
+    return {str(key): str(value) for key, value in (tags or {}).items()}
+
+
+def checked_request_id(tags: Mapping[str, str]) -> str:
+    """The request id a client chose (validated), or a new one."""
+    request_id = tags.get(REQUEST_ID_TAG)
+    if request_id is None:
+        return new_request_id()
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise RequestError(f"tag requestId {request_id!r}: expected 1 to 128 characters of A-Z a-z 0-9 _ . : -")
+    return request_id
+
+
+class JobClient:
+    """Submit command and query tasks to one service and wait for their results."""
+
+    def __init__(self, service: str, broker: str, *, default_task_type: str | None = None) -> None:
+        self.service = service
+        self.default_task_type = default_task_type
+        self._redis = redis.Redis.from_url(broker)
+        self._app = make_app(service, broker)
+        self.sink = Sink(self._redis, service)
+        self.requests = RequestStore(self._redis, service)
+
+    def put(self, data: bytes | str, tags: Mapping[str, object] | None = None) -> tuple[int, str]:
+        """Enqueue one request routed by its `taskType` tag; returns (index, request_id)."""
+        body = data.encode() if isinstance(data, str) else bytes(data)
+        clean = normalize_tags(tags)
+        task_type = parse_task_type(clean.get(TASK_TYPE_TAG), self.default_task_type)
+        request_id = checked_request_id(clean)
+        clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
+        index = self.requests.create(request_id, task_type.value)
+        try:
+            self._app.send_task(
+                task_name_for(task_type),
+                args=(body, clean),
+                task_id=request_id,
+                queue=queue_for(self.service, task_type),
+            )
+        except Exception as exc:
+            self.requests.discard(request_id, index)
+            raise BrokerError(f"could not enqueue request {request_id} on {self.service}: {exc}") from exc
+        return index, request_id
+
+    def state(self, request_id: str) -> RequestState | None:
+        return self.requests.get(request_id)
+
+    def result(self, request_id: str, timeout: float | None = None) -> SinkEntry:
+        """Wait for a request's final sink entry (type `result` or `error`); ResultTimeout after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = self.sink.last_index()  # read before the state, so an entry written in between is not missed
+        state = self._known_state(request_id)
+        while not state.status.finished:
+            remaining_ms = 1000 if deadline is None else int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise ResultTimeout(f"request {request_id} still {state.status.value} after {timeout} s")
+            for entry in self.sink.wait(seen, block_ms=min(remaining_ms, 1000)):
+                seen = entry.index
+                if entry.request_id == request_id and entry.type in _FINAL_TYPES:
+                    return entry
+            state = self._known_state(request_id)
+        return self._final_entry(state)
+
+    def read_sink(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
+        return self.sink.read(start_index, count)
+
+    def close(self) -> None:
+        self._redis.close()
+        self._app.close()
+
+    def __enter__(self) -> JobClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _known_state(self, request_id: str) -> RequestState:
+        state = self.requests.get(request_id)
+        if state is None:
+            raise RequestError(f"requestId {request_id!r} is unknown to service {self.service}")
+        return state
+
+    def _final_entry(self, state: RequestState) -> SinkEntry:
+        if state.result_index is None:
+            raise RequestError(f"request {state.request_id} ended {state.status.value} without a result entry")
+        entry = self.sink.get(state.result_index)
+        if entry is None:
+            raise RequestError(f"the result of request {state.request_id} was already deleted from the sink")
+        return entry

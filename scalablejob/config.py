@@ -1,0 +1,427 @@
+"""Service config: the cloud service's JSON, validated once into frozen dataclasses that components take as arguments.
+
+Pure except `load_config`, which reads a file. Every default is a named constant in the block below; every
+problem raises ConfigError with the JSON path of the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeVar
+
+from scalablejob.errors import ConfigError
+from scalablejob.routing import ALLOWED_TASK_TYPES, TaskType, parse_task_type
+
+# Defaults: the one place they are written down. Optional fields not listed here default to None (unset).
+DEFAULT_INSTANCE = 1
+DEFAULT_WORKER_THREADS = 4
+DEFAULT_GPU = 0
+DEFAULT_SHELL = False
+DEFAULT_WRITE_LOG_TO_QUEUE: Mapping[str, bool] = MappingProxyType({"command": True, "query": False})
+DEFAULT_MIN_REPLICAS = 1
+DEFAULT_MAX_REPLICAS = 10
+DEFAULT_AVG_WAITING_LENGTH = 2.0
+DEFAULT_SCALE_UP_WINDOW_S = 0.0
+DEFAULT_SCALE_DOWN_WINDOW_S = 1.0
+DEFAULT_SCALE_TO_ZERO_GRACE_S = 60.0
+
+TYPE_STANDALONE = "ScalableJob"
+TYPE_INTEGRATED = "ScalableJobService"
+SERVICE_TYPES: tuple[str, ...] = (TYPE_STANDALONE, TYPE_INTEGRATED)
+NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_-]{0,62}$"
+
+_NAME_RE = re.compile(NAME_PATTERN[1:-1])  # used with fullmatch: "$" would let a trailing newline through
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEFAULT_SOURCE = "<config>"
+_MAX_PORT = 65535
+_ENV_EXPECTED = 'an object of name -> string, or a list of {"name": ..., "value": ...} objects'
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """One container entry; locally only the first one's command and port matter (the query model server)."""
+
+    image: str | None = None
+    command: str | None = None
+    port: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # A read-only copy, so that a frozen config cannot be changed through the mapping it was given.
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Who the service is and what each worker gets; the name ends up in Redis keys and Celery queue names."""
+
+    name: str
+    type: str
+    instance: int = DEFAULT_INSTANCE
+    worker_threads: int = DEFAULT_WORKER_THREADS
+    cpu: float | None = None
+    gpu: int = DEFAULT_GPU
+    memory: int | None = None
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """The user's own front-end program (integrated mode), which `scalablejob up` starts and keeps alive."""
+
+    port: int | None = None
+    script: str | None = None
+    cpu: float | None = None
+    memory: int | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class ScalableJobConfig:
+    """How workers run tasks: log streaming, the per-worker init command, the taskType used when none is sent."""
+
+    enable_write_log_to_queue: bool | None = None
+    init_command: str | None = None
+    default_task_type: str | None = None
+    shell: bool = DEFAULT_SHELL
+
+    def write_log_to_queue(self, task_type: str | TaskType) -> bool:
+        """Whether a task's output lines go to the sink: the explicit setting, else the task type's default."""
+        kind = parse_task_type(task_type)
+        if self.enable_write_log_to_queue is not None:
+            return self.enable_write_log_to_queue
+        return DEFAULT_WRITE_LOG_TO_QUEUE[kind.value]
+
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    """The bounds and timing the scaler's pure policy decides with."""
+
+    min: int = DEFAULT_MIN_REPLICAS
+    max: int = DEFAULT_MAX_REPLICAS
+    avg_waiting_length: float = DEFAULT_AVG_WAITING_LENGTH
+    scale_up_window_s: float = DEFAULT_SCALE_UP_WINDOW_S
+    scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
+    scale_to_zero_grace_s: float = DEFAULT_SCALE_TO_ZERO_GRACE_S
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The whole service config, parsed once; components take the pieces they need."""
+
+    containers: tuple[ContainerConfig, ...]
+    metadata: Metadata
+    front_end: FrontEndConfig | None = None
+    scalable_job: ScalableJobConfig = field(default_factory=ScalableJobConfig)
+    autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+
+    @property
+    def name(self) -> str:
+        """The service name, which prefixes its Redis keys and Celery queues."""
+        return self.metadata.name
+
+    @property
+    def model_server(self) -> ContainerConfig | None:
+        """The first container when it names a local HTTP model server (command and port), else None."""
+        first = self.containers[0] if self.containers else None
+        if first is None or not first.command or first.port is None:
+            return None
+        return first
+
+    @property
+    def is_integrated(self) -> bool:
+        """True for ScalableJobService (job service plus one bound front end), False for standalone."""
+        return self.metadata.type == TYPE_INTEGRATED
+
+
+# ---- Public entry points -------------------------------------------------------------------------------------
+
+
+def parse_config(data: object, *, source: str = _DEFAULT_SOURCE) -> ServiceConfig:
+    """Validate already-decoded service JSON; a `source` (file name) is added to error messages."""
+    try:
+        return _parse_service(_Obj(data, "$"))
+    except ConfigError as exc:
+        if source == _DEFAULT_SOURCE:
+            raise
+        raise ConfigError(exc.path, f"{exc.message} (in {source})") from None
+
+
+def parse_config_text(text: str, source: str = _DEFAULT_SOURCE) -> ServiceConfig:
+    """Decode and validate service JSON text; invalid JSON is a ConfigError at ``$`` with its line and column."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = "" if source == _DEFAULT_SOURCE else f" (in {source})"
+        message = f"expected valid JSON, found an error at line {exc.lineno} column {exc.colno}: {exc.msg}{where}"
+        raise ConfigError("$", message) from None
+    return parse_config(data, source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> ServiceConfig:
+    """Read and validate a service JSON file; a missing or unreadable file is a ConfigError naming it."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError("$", f"cannot read config file {name!r}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("$", f"expected UTF-8 text in config file {name!r}, got {exc.reason}") from exc
+    return parse_config_text(text, source=name)
+
+
+# ---- Section parsers -----------------------------------------------------------------------------------------
+
+
+def _parse_service(root: _Obj) -> ServiceConfig:
+    containers = tuple(_parse_container(_Obj(item, path)) for path, item in root.items("containers"))
+    metadata = _parse_metadata(root.required_section("metadata"))
+    front_end_obj = root.optional_section("front_end")
+    config = ServiceConfig(
+        containers=containers,
+        metadata=metadata,
+        front_end=None if front_end_obj is None else _parse_front_end(front_end_obj),
+        scalable_job=_parse_scalable_job(root.section("scalable_job")),
+        autoscaler=_parse_autoscaler(root.section("autoscaler")),
+    )
+    root.done()
+    return config
+
+
+def _parse_container(obj: _Obj) -> ContainerConfig:
+    container = ContainerConfig(
+        image=obj.string("image", None),
+        command=obj.string("command", None),
+        port=obj.integer("port", None, ge=1, le=_MAX_PORT),
+        env=_parse_env(obj.raw("env", {}), obj.at("env")),
+    )
+    obj.done()
+    return container
+
+
+def _parse_env(raw: object, path: str) -> dict[str, str]:
+    """Both env forms: {"NAME": "value"} and the cloud's [{"name": "NAME", "value": "value"}]."""
+    if isinstance(raw, dict):
+        env_obj = _Obj(raw, path)
+        pairs = [(name, env_obj.at(name), env_obj.string(name, "", nonempty=False)) for name in raw]
+    elif isinstance(raw, list):
+        pairs = [_parse_env_entry(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+    else:
+        raise ConfigError(path, f"expected {_ENV_EXPECTED}, got {_found(raw)}")
+    env: dict[str, str] = {}
+    for name, where, value in pairs:
+        if not name or "=" in name:
+            raise ConfigError(where, f"expected an environment variable name (non-empty, no '='), got {name!r}")
+        if name in env:
+            raise ConfigError(where, f"expected each name once, got {name!r} again")
+        env[name] = value
+    return env
+
+
+def _parse_env_entry(item: object, path: str) -> tuple[str, str, str]:
+    entry = _Obj(item, path)
+    name = entry.required_string("name", nonempty=False)  # checked with the other form's names below
+    value = entry.required_string("value", nonempty=False)
+    entry.done()
+    return name, entry.at("name"), value
+
+
+def _parse_metadata(meta: _Obj) -> Metadata:
+    name = meta.required_string("name")
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            meta.at("name"),
+            f"expected a name matching {NAME_PATTERN} (it is used in Redis keys and Celery queue names), "
+            f"got {json.dumps(name)}",
+        )
+    metadata = Metadata(
+        name=name,
+        type=meta.required_string("type", choices=SERVICE_TYPES),
+        instance=meta.integer("instance", DEFAULT_INSTANCE, ge=0),
+        worker_threads=meta.integer("rpc.worker_threads", DEFAULT_WORKER_THREADS, ge=1),
+        cpu=meta.number("cpu", None, gt=0),
+        gpu=meta.integer("gpu", DEFAULT_GPU, ge=0),
+        memory=meta.integer("memory", None, ge=1),
+    )
+    meta.done()
+    return metadata
+
+
+def _parse_front_end(obj: _Obj) -> FrontEndConfig:
+    front_end = FrontEndConfig(
+        port=obj.integer("port", None, ge=1, le=_MAX_PORT),
+        script=obj.string("script", None),
+        cpu=obj.number("cpu", None, gt=0),
+        memory=obj.integer("memory", None, ge=1),
+        token=obj.string("token", None),
+    )
+    obj.done()
+    return front_end
+
+
+def _parse_scalable_job(obj: _Obj) -> ScalableJobConfig:
+    scalable_job = ScalableJobConfig(
+        enable_write_log_to_queue=obj.boolean("enable_write_log_to_queue", None),
+        init_command=obj.string("init_command", None),
+        default_task_type=obj.string("default_task_type", None, choices=ALLOWED_TASK_TYPES),
+        shell=obj.boolean("shell", DEFAULT_SHELL),
+    )
+    obj.done()
+    return scalable_job
+
+
+def _parse_autoscaler(obj: _Obj) -> AutoscalerConfig:
+    min_replicas = obj.integer("min", DEFAULT_MIN_REPLICAS, ge=0)
+    max_replicas = obj.integer("max", DEFAULT_MAX_REPLICAS, ge=1)
+    strategies = obj.section("strategies")
+    avg_waiting_length = strategies.number("avg_waiting_length", DEFAULT_AVG_WAITING_LENGTH, gt=0)
+    strategies.done()
+    behavior = obj.section("behavior")
+    scale_up = _window(behavior, "scaleUp", "stabilizationWindowSeconds", DEFAULT_SCALE_UP_WINDOW_S)
+    scale_down = _window(behavior, "scaleDown", "stabilizationWindowSeconds", DEFAULT_SCALE_DOWN_WINDOW_S)
+    to_zero = _window(behavior, "onZero", "scaleDownGracePeriodSeconds", DEFAULT_SCALE_TO_ZERO_GRACE_S)
+    behavior.done()
+    obj.done()
+    if min_replicas > max_replicas:
+        raise ConfigError(obj.at("min"), f"min must be <= max, got min {min_replicas} and max {max_replicas}")
+    return AutoscalerConfig(min_replicas, max_replicas, avg_waiting_length, scale_up, scale_down, to_zero)
+
+
+def _window(behavior: _Obj, section: str, key: str, default: float) -> float:
+    obj = behavior.section(section)
+    seconds = obj.number(key, default, ge=0)
+    obj.done()
+    return seconds
+
+
+# ---- Reader: one JSON object, its path, and the keys asked for ---------------------------------------------
+
+_D = TypeVar("_D")
+_MISSING = object()
+_SCALAR_KINDS: dict[type, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+class _Obj:
+    """A JSON object being read; it remembers the keys asked for, so that `done` can reject every other key."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path, f"expected an object, got {_found(data)}")
+        self._data: dict[str, object] = data
+        self._asked: list[str] = []
+        self.path = path
+
+    def at(self, key: str) -> str:
+        """The JSON path of one of this object's keys; keys that are not identifiers go in brackets."""
+        return f"{self.path}.{key}" if _IDENT_RE.fullmatch(key) else f"{self.path}[{json.dumps(key)}]"
+
+    def raw(self, key: str, default: object = _MISSING) -> object:
+        """The value as decoded, or `default` when the key is absent."""
+        self._asked.append(key)
+        return self._data.get(key, default)
+
+    def integer(self, key: str, default: _D, *, ge: int | None = None, le: int | None = None) -> int | _D:
+        value = self.raw(key)
+        if value is _MISSING:
+            return default
+        expected = _range_expected("an integer", ge=ge, le=le)
+        if not isinstance(value, int) or isinstance(value, bool):  # JSON true must not pass as 1
+            raise ConfigError(self.at(key), f"expected {expected}, got {_found(value)}")
+        if (ge is not None and value < ge) or (le is not None and value > le):
+            raise ConfigError(self.at(key), f"expected {expected}, got {value}")
+        return value
+
+    def number(self, key: str, default: _D, *, ge: float | None = None, gt: float | None = None) -> float | _D:
+        value = self.raw(key)
+        if value is _MISSING:
+            return default
+        expected = _range_expected("a number", ge=ge, gt=gt)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(self.at(key), f"expected {expected}, got {_found(value)}")
+        if not math.isfinite(value) or (ge is not None and value < ge) or (gt is not None and value <= gt):
+            raise ConfigError(self.at(key), f"expected {expected}, got {value}")
+        return float(value)
+
+    def string(
+        self, key: str, default: _D, *, nonempty: bool = True, choices: tuple[str, ...] | None = None
+    ) -> str | _D:
+        value = self.raw(key)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str) or (nonempty and not value) or (choices is not None and value not in choices):
+            raise ConfigError(self.at(key), f"expected {_string_expected(nonempty, choices)}, got {_found(value)}")
+        return value
+
+    def required_string(self, key: str, *, nonempty: bool = True, choices: tuple[str, ...] | None = None) -> str:
+        value = self.string(key, None, nonempty=nonempty, choices=choices)
+        if value is None:
+            raise ConfigError(self.at(key), f"required, expected {_string_expected(nonempty, choices)}")
+        return value
+
+    def boolean(self, key: str, default: _D) -> bool | _D:
+        value = self.raw(key)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.at(key), f"expected a boolean (true or false), got {_found(value)}")
+        return value
+
+    def optional_section(self, key: str) -> _Obj | None:
+        """A nested object, or None when the key is absent."""
+        value = self.raw(key)
+        return None if value is _MISSING else _Obj(value, self.at(key))
+
+    def section(self, key: str) -> _Obj:
+        """A nested object; an absent key reads as an empty one, so every field takes its default."""
+        return _Obj(self.raw(key, {}), self.at(key))
+
+    def required_section(self, key: str) -> _Obj:
+        section = self.optional_section(key)
+        if section is None:
+            raise ConfigError(self.at(key), "required, expected an object")
+        return section
+
+    def items(self, key: str) -> list[tuple[str, object]]:
+        """A list's items with their paths; an absent key reads as an empty list."""
+        value = self.raw(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(self.at(key), f"expected a list, got {_found(value)}")
+        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(value)]
+
+    def done(self) -> None:
+        """Reject any key that was not asked for: a typo must not pass silently as a default."""
+        for key in self._data:
+            if key not in self._asked:
+                allowed = ", ".join(self._asked) or "none"
+                raise ConfigError(self.at(key), f"unknown key {key!r} (allowed: {allowed})")
+
+
+def _range_expected(kind: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> str:
+    if ge is not None and le is not None:
+        return f"{kind} between {ge:g} and {le:g}"
+    bounds = [f"{op} {bound:g}" for op, bound in ((">=", ge), (">", gt), ("<=", le)) if bound is not None]
+    return " ".join([kind, *bounds])
+
+
+def _string_expected(nonempty: bool, choices: tuple[str, ...] | None) -> str:
+    if choices is not None:
+        return "one of " + ", ".join(json.dumps(choice) for choice in choices)
+    return "a non-empty string" if nonempty else "a string"
+
+
+def _found(value: object) -> str:
+    """How a found value reads in a message: objects and lists by kind, scalars by kind and JSON text."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if value is None:
+        return "null"
+    kind = _SCALAR_KINDS.get(type(value))
+    return repr(value) if kind is None else f"{kind} {json.dumps(value)}"

@@ -1,0 +1,172 @@
+"""Request state in Redis: queued -> running (on which worker) -> done / failed / cancelled, with timestamps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import redis
+
+from scalablejob import keys
+from scalablejob.errors import RequestError
+from scalablejob.sink import HashUpdate
+
+FINISHED_STATE_TTL_S = 7 * 24 * 3600  # finished requests stay searchable for a week, then Redis forgets them
+
+
+class RequestStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RequestStatus.DONE, RequestStatus.FAILED, RequestStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """A snapshot of one request as the service sees it."""
+
+    request_id: str
+    index: int
+    task_type: str
+    status: RequestStatus
+    queued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    progress: float | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    result_index: int | None = None
+    error: str | None = None
+    retries: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> RequestState:
+        text = {k.decode(): v.decode() for k, v in raw.items()}
+        number = {name: float(text[name]) for name in ("started_at", "finished_at", "progress") if name in text}
+        whole = {name: int(text[name]) for name in ("exit_code", "result_index", "retries") if name in text}
+        return cls(
+            request_id=text["request_id"],
+            index=int(text["index"]),
+            task_type=text["task_type"],
+            status=RequestStatus(text["status"]),
+            queued_at=float(text["queued_at"]),
+            worker=text.get("worker"),
+            message=text.get("message"),
+            error=text.get("error"),
+            **number,  # type: ignore[arg-type]
+            **whole,  # type: ignore[arg-type]
+        )
+
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local index = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
+           'status', 'queued', 'queued_at', ARGV[3])
+redis.call('HSET', KEYS[3], index, ARGV[1])
+return index
+"""
+
+# Updates never recreate a request that is gone (expired, discarded): they touch only an existing hash.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+_REQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'message', ARGV[1])
+redis.call('HDEL', KEYS[1], 'worker', 'started_at')
+return redis.call('HINCRBY', KEYS[1], 'retries', 1)
+"""
+
+
+class RequestStore:
+    """Reads and writes the state of a service's requests. The client must not decode responses."""
+
+    def __init__(self, client: redis.Redis, service: str) -> None:
+        self._redis = client
+        self.service = service
+        self._create = client.register_script(_CREATE)
+        self._update_script = client.register_script(_UPDATE)
+        self._requeue = client.register_script(_REQUEUE)
+
+    def _key(self, request_id: str) -> str:
+        return keys.request_state(self.service, request_id)
+
+    def create(self, request_id: str, task_type: str, now: float | None = None) -> int:
+        """Record a new queued request and return its index; a request id in use is an error."""
+        index = int(
+            self._create(
+                keys=[
+                    self._key(request_id),
+                    keys.input_index_counter(self.service),
+                    keys.input_index_map(self.service),
+                ],
+                args=[request_id, task_type, now if now is not None else time.time()],
+            )
+        )
+        if index == 0:
+            raise RequestError(f"requestId {request_id!r} is already in use: expected a new, unique id")
+        return index
+
+    def discard(self, request_id: str, index: int) -> None:
+        """Forget a request whose enqueue failed, so no state claims it is queued."""
+        self._redis.delete(self._key(request_id))
+        self._redis.hdel(keys.input_index_map(self.service), index)
+
+    def apply(self, update: HashUpdate) -> bool:
+        """Apply an update to a request that still exists; False (and no change) if it does not."""
+        pairs = [item for name_value in update.fields.items() for item in name_value]
+        return bool(self._update_script(keys=[update.key], args=[update.ttl_s, *pairs]))
+
+    def mark_running(self, request_id: str, worker: str, now: float | None = None) -> None:
+        fields = {"status": RequestStatus.RUNNING.value, "worker": worker, "started_at": _now(now)}
+        self.apply(HashUpdate(self._key(request_id), fields, ttl_s=0))
+
+    def requeued(self, request_id: str, reason: str) -> None:
+        """Back to queued after a worker could not finish it; `retries` counts how often."""
+        self._requeue(keys=[self._key(request_id)], args=[reason])
+
+    def set_progress(self, request_id: str, fraction: float, message: str = "") -> None:
+        self.apply(HashUpdate(self._key(request_id), {"progress": fraction, "message": message}, ttl_s=0))
+
+    def finish_update(
+        self,
+        request_id: str,
+        status: RequestStatus,
+        now: float | None = None,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+    ) -> HashUpdate:
+        """The state change that ends a request; `Sink.append(..., then=...)` applies it with the result entry."""
+        fields: dict[str, str | float | int] = {"status": status.value, "finished_at": _now(now)}
+        optional = {"exit_code": exit_code, "error": error}
+        fields.update({name: value for name, value in optional.items() if value is not None})
+        return HashUpdate(self._key(request_id), fields, FINISHED_STATE_TTL_S)
+
+    def finish(self, request_id: str, status: RequestStatus, now: float | None = None, **details: int | str) -> None:
+        """End a request that has no result entry (e.g. cancelled); its state expires after FINISHED_STATE_TTL_S."""
+        self.apply(self.finish_update(request_id, status, now, **details))  # type: ignore[arg-type]
+
+    def get(self, request_id: str) -> RequestState | None:
+        raw = self._redis.hgetall(self._key(request_id))
+        return RequestState.from_hash(raw) if raw else None
+
+    def get_by_index(self, index: int) -> RequestState | None:
+        request_id = self._redis.hget(keys.input_index_map(self.service), index)
+        return self.get(request_id.decode()) if request_id else None
+
+
+def _now(now: float | None) -> float:
+    return now if now is not None else time.time()

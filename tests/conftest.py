@@ -1,0 +1,142 @@
+"""Fixtures that start real parts: a redis-server on a free loopback port and real worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from scalablejob import JobClient
+from scalablejob.celery_app import make_app
+from scalablejob.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_HANDLERS = REPO / "tests" / "support" / "sj_test_handlers.py"
+WORKER_READY_TIMEOUT_S = 30.0
+WORKER_STOP_TIMEOUT_S = 15.0
+
+
+def service_config(name: str, **metadata: Any) -> dict[str, Any]:
+    """A minimal valid service JSON for tests."""
+    return {"metadata": {"name": name, "type": "ScalableJob", "gpu": 0, **metadata}}
+
+
+def python_command(code: str) -> str:
+    """A command task body running `code` in this interpreter (a JSON argv: no shell, no quoting)."""
+    return json.dumps([sys.executable, "-c", code])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test with `message` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s: {message}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A `scalablejob worker` child process, its node name and its log."""
+
+    def __init__(self, process: subprocess.Popen[bytes], hostname: str, log_path: Path) -> None:
+        self.process = process
+        self.hostname = hostname
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, service: str, broker_url: str, timeout: float = WORKER_READY_TIMEOUT_S) -> None:
+        app = make_app(service, broker_url)
+        try:
+
+            def answers() -> bool:
+                if self.process.poll() is not None:
+                    pytest.fail(f"worker {self.hostname} exited {self.process.returncode}:\n{self.log()}")
+                return bool(app.control.ping(destination=[self.hostname], timeout=0.3))
+
+            wait_until(answers, timeout, f"worker {self.hostname} never answered a ping:\n{self.log()}", interval=0)
+        finally:
+            app.close()
+
+    def stop(self, timeout: float = WORKER_STOP_TIMEOUT_S) -> int:
+        """Warm shutdown (SIGTERM); the whole process group is killed if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # children too: commands, model servers
+        return self.process.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "redis", persistent=False) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes for a service config; all of them are stopped after the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(config: dict[str, Any], *, app: str | None = str(TEST_HANDLERS), wait: bool = True) -> WorkerProcess:
+        service = config["metadata"]["name"]
+        config_path = tmp_path / f"{service}.json"
+        config_path.write_text(json.dumps(config))
+        hostname = f"{service}-w{len(workers)}@test"
+        log_path = tmp_path / f"{hostname}.log"
+        argv = [sys.executable, "-m", "scalablejob", "worker", str(config_path), "--broker", redis_url, "-n", hostname]
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*argv, *(["--app", app] if app else [])],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        worker = WorkerProcess(process, hostname, log_path)
+        workers.append(worker)
+        if wait:
+            worker.wait_ready(service, redis_url)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def client_for(redis_url: str) -> Iterator[Callable[[str], JobClient]]:
+    clients: list[JobClient] = []
+
+    def make(service: str) -> JobClient:
+        clients.append(JobClient(service, redis_url))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()

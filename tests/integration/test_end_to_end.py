@@ -1,0 +1,98 @@
+"""End to end against a real redis-server and real worker processes: results and outputs reach the sink."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import python_command, service_config
+from scalablejob import RequestStatus, TaskTypeError
+from scalablejob.celery_app import service_queues
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def test_query_result_reaches_the_sink(start_worker, client_for):
+    start_worker(service_config("e2e"))
+    client = client_for("e2e")
+
+    index, request_id = client.put(b'{"progress": 0.5}', {"taskType": "query"})
+    entry = client.result(request_id, timeout=30)
+
+    assert index == 1
+    assert entry.data == b'echo:{"progress": 0.5}'
+    assert dict(entry.tags) == {"requestId": request_id, "taskType": "query", "type": "result"}
+    assert client.read_sink() == [entry]
+    state = client.state(request_id)
+    assert state.status is RequestStatus.DONE
+    assert state.progress == 0.5 and state.message == "halfway"
+    assert state.worker == "e2e-w0@test"
+    assert state.queued_at <= state.started_at <= state.finished_at
+
+
+def test_failing_query_handler_writes_an_error_entry(start_worker, client_for):
+    start_worker(service_config("e2e"))
+    client = client_for("e2e")
+
+    _, request_id = client.put(b'{"fail": "no model loaded"}', {"taskType": "query"})
+    entry = client.result(request_id, timeout=30)
+
+    assert entry.type == "error"
+    assert entry.data == b"RuntimeError: no model loaded"
+    assert client.state(request_id).status is RequestStatus.FAILED
+
+
+def test_command_exit_code_and_output_reach_the_sink(start_worker, client_for):
+    start_worker(service_config("e2e"))
+    client = client_for("e2e")
+
+    _, ok_id = client.put(python_command("print('epoch 1'); print('epoch 2')"), {"taskType": "command"})
+    _, bad_id = client.put(
+        python_command("import sys; print('oops', file=sys.stderr); sys.exit(3)"), {"taskType": "command"}
+    )
+
+    ok, bad = client.result(ok_id, timeout=30), client.result(bad_id, timeout=30)
+    assert (ok.data, ok.tags["exitCode"], ok.tags["type"]) == (b"epoch 1\nepoch 2\n", "0", "result")
+    assert (bad.data, bad.tags["exitCode"]) == (b"oops\n", "3")
+    assert client.state(ok_id).status is RequestStatus.DONE
+    failed = client.state(bad_id)
+    assert (failed.status, failed.exit_code) == (RequestStatus.FAILED, 3)
+
+
+def test_bad_task_type_is_rejected_and_nothing_is_enqueued(redis_client, client_for):
+    client = client_for("e2e")
+
+    with pytest.raises(TaskTypeError, match=r"'train'.*command, query"):
+        client.put(b"python train.py", {"taskType": "train"})
+    with pytest.raises(TaskTypeError, match=r"required.*command, query"):
+        client.put(b"python train.py")
+
+    assert [redis_client.llen(queue) for queue in service_queues("e2e")] == [0, 0]
+    assert redis_client.keys("*") == []
+
+
+def test_command_tasks_run_one_at_a_time_while_queries_share_the_threads(start_worker, client_for):
+    # given one worker with two query threads
+    start_worker(service_config("e2e", **{"rpc.worker_threads": 2}))
+    client = client_for("e2e")
+
+    # when two commands and three queries, each about 1 s long, arrive together
+    commands = [client.put(python_command("import time; time.sleep(1)"), {"taskType": "command"})[1] for _ in range(2)]
+    queries = [client.put(b'{"sleep": 1}', {"taskType": "query"})[1] for _ in range(3)]
+    for request_id in commands + queries:
+        client.result(request_id, timeout=30)
+
+    # then the commands never overlap, at most two queries overlap, and queries ran beside a command
+    spans = {rid: (s.started_at, s.finished_at) for rid in commands + queries if (s := client.state(rid))}
+    assert max_overlap([spans[rid] for rid in commands]) == 1
+    assert max_overlap([spans[rid] for rid in queries]) == 2
+    assert max_overlap([spans[commands[0]], *[spans[rid] for rid in queries]]) >= 2
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The largest number of (start, end) spans that are open at one instant."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak

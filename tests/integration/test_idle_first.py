@@ -1,0 +1,62 @@
+"""Idle first: a task goes to an idle worker, never into a busy worker's prefetch buffer."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import python_command, service_config, wait_until
+from scalablejob import RequestStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def sleeping(seconds: float) -> str:
+    return python_command(f"import time; time.sleep({seconds})")
+
+
+def running_state(client, request_id):
+    state = client.state(request_id)
+    return state if state.status is RequestStatus.RUNNING else None
+
+
+def test_short_tasks_go_to_the_idle_worker_while_the_other_is_busy(start_worker, client_for):
+    # given two idle workers, one of which takes a long task
+    start_worker(service_config("idle"))
+    start_worker(service_config("idle"))
+    client = client_for("idle")
+    _, long_id = client.put(sleeping(6), {"taskType": "command"})
+    busy = wait_until(lambda: running_state(client, long_id), 20, "the long task never started").worker
+
+    # when short tasks arrive one after another while it runs
+    short_workers = []
+    for _ in range(3):
+        _, short_id = client.put(python_command("pass"), {"taskType": "command"})
+        client.result(short_id, timeout=20)
+        short_workers.append(client.state(short_id).worker)
+
+    # then every short task ran on the idle worker and finished while the long one still ran
+    assert busy not in short_workers
+    assert len(set(short_workers)) == 1
+    assert client.state(long_id).status is RequestStatus.RUNNING
+
+
+def test_a_short_task_never_waits_behind_a_busy_worker(start_worker, client_for):
+    # given two idle workers
+    start_worker(service_config("idle"))
+    start_worker(service_config("idle"))
+    client = client_for("idle")
+
+    # when a long task, a shorter task and a short one arrive together
+    _, long_id = client.put(sleeping(6), {"taskType": "command"})
+    _, medium_id = client.put(sleeping(1.5), {"taskType": "command"})
+    _, short_id = client.put(python_command("pass"), {"taskType": "command"})
+    client.result(short_id, timeout=30)
+    long_run, medium, short = client.state(long_id), client.state(medium_id), client.state(short_id)
+
+    # then the first two ran at once on different workers, and the short task ran on the first worker to
+    # come free: after the medium task, while the long task was still running
+    assert long_run.worker != medium.worker
+    assert abs(long_run.started_at - medium.started_at) < 2
+    assert short.worker == medium.worker
+    assert medium.finished_at <= short.started_at
+    assert client.state(long_id).status is RequestStatus.RUNNING

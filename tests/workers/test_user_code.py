@@ -1,0 +1,225 @@
+"""Loading the --app module: file and MODULE[:ATTRIBUTE] forms, and one clear error for each way it can go wrong."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from scalablejob.errors import UserCodeError
+from scalablejob.job import Job
+from workers.user_code import load_job
+
+SERVICE = "svc"
+WriteModule = Callable[[str], str]
+
+
+@pytest.fixture
+def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WriteModule]:
+    """Write a module with a fresh name into the current directory (tmp_path) and return its name.
+
+    sys.path and sys.modules are as they were after the test.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_job adds the current directory to it
+    names: list[str] = []
+
+    def write(source: str) -> str:
+        name = f"sj_user_{uuid.uuid4().hex[:12]}"
+        (tmp_path / f"{name}.py").write_text(source)
+        importlib.invalidate_caches()
+        names.append(name)
+        return name
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+ONE_JOB = """
+from scalablejob import Job
+job = Job("svc")
+"""
+
+
+@pytest.mark.parametrize("form", ["{name}.py", "{name}", "{name}:job", "{name}.py:job"])
+def test_load_job_finds_the_job_in_each_form(write_module: WriteModule, form: str) -> None:
+    name = write_module(ONE_JOB)
+
+    job = load_job(form.format(name=name), SERVICE)
+
+    module_name = f"scalablejob_app_{name}" if ".py" in form else name  # files load under a private name
+    assert job is sys.modules[module_name].job
+    assert job.service == SERVICE
+
+
+def test_load_job_accepts_a_job_for_any_service(write_module: WriteModule) -> None:
+    name = write_module("from scalablejob import Job\nanything = Job()\n")
+
+    assert load_job(name, SERVICE) is sys.modules[name].anything
+
+
+def test_load_job_keeps_the_handler_the_module_registered(write_module: WriteModule) -> None:
+    name = write_module(ONE_JOB + "\n@job.query\ndef answer(body):\n    return body\n")
+
+    job = load_job(f"{name}.py", SERVICE)
+
+    assert job.query_handler is not None
+    assert job.query_handler.__name__ == "answer"
+
+
+def test_load_job_ignores_a_job_for_another_service(write_module: WriteModule) -> None:
+    name = write_module('from scalablejob import Job\nother = Job("other")\nmine = Job("svc")\n')
+
+    assert load_job(name, SERVICE) is sys.modules[name].mine
+
+
+def test_load_job_with_an_attribute_picks_that_job(write_module: WriteModule) -> None:
+    name = write_module('from scalablejob import Job\nfirst = Job("svc")\nsecond = Job("svc")\n')
+
+    assert load_job(f"{name}:second", SERVICE) is sys.modules[name].second
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("x = 1\n", "found none"),
+        ('from scalablejob import Job\nother = Job("other")\n', "found Job(service='other')"),
+    ],
+    ids=["no-job", "only-another-service"],
+)
+def test_load_job_without_a_job_for_the_service_raises(write_module: WriteModule, source: str, found: str) -> None:
+    name = write_module(source)
+
+    with pytest.raises(UserCodeError) as caught:
+        load_job(name, SERVICE)
+
+    message = str(caught.value)
+    assert f"--app {name}: expected exactly one scalablejob.Job for service 'svc'" in message
+    assert found in message
+
+
+def test_load_job_with_two_jobs_asks_for_module_attribute(write_module: WriteModule) -> None:
+    name = write_module('from scalablejob import Job\na = Job("svc")\nb = Job()\n')
+
+    with pytest.raises(UserCodeError) as caught:
+        load_job(name, SERVICE)
+
+    message = str(caught.value)
+    assert "found Job(service='svc'), Job(service=None)" in message
+    assert message.endswith("name one as MODULE:ATTRIBUTE")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "type_name"),
+    [("handler", "function"), ("number", "int")],
+)
+def test_load_job_with_an_attribute_that_is_not_a_job_raises(
+    write_module: WriteModule, attribute: str, type_name: str
+) -> None:
+    name = write_module(ONE_JOB + "number = 3\ndef handler(body):\n    return body\n")
+
+    with pytest.raises(UserCodeError) as caught:
+        load_job(f"{name}:{attribute}", SERVICE)
+
+    assert str(caught.value) == (
+        f"--app {name}:{attribute}: expected {attribute} to be a scalablejob.Job, got {type_name}"
+    )
+
+
+def test_load_job_with_a_missing_attribute_names_it(write_module: WriteModule) -> None:
+    name = write_module(ONE_JOB)
+
+    with pytest.raises(UserCodeError) as caught:
+        load_job(f"{name}:missing", SERVICE)
+
+    assert str(caught.value) == f"--app {name}:missing: module {name} has no attribute 'missing'"
+
+
+def test_load_job_with_an_attribute_naming_another_services_job_raises(write_module: WriteModule) -> None:
+    name = write_module('from scalablejob import Job\nother = Job("other")\n')
+
+    with pytest.raises(UserCodeError, match="found Job\\(service='other'\\)"):
+        load_job(f"{name}:other", SERVICE)
+
+
+@pytest.mark.parametrize("suffix", [".py", ""])
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("1 / 0\n", "ZeroDivisionError: division by zero"),
+        ("import sj_no_such_module_anywhere\n", "ModuleNotFoundError: No module named 'sj_no_such_module_anywhere'"),
+        ("def broken(:\n", "SyntaxError: "),
+    ],
+    ids=["raises", "imports-missing", "syntax"],
+)
+def test_load_job_names_the_module_and_the_exception_when_import_fails(
+    write_module: WriteModule, suffix: str, source: str, error: str
+) -> None:
+    name = write_module(source)
+
+    with pytest.raises(UserCodeError) as caught:
+        load_job(f"{name}{suffix}", SERVICE)
+
+    assert str(caught.value).startswith(f"--app {name}{suffix}: could not import it: {error}")
+
+
+@pytest.mark.parametrize("spec", ["sj_no_such_module_anywhere", "sj_no_such_module_anywhere:job"])
+def test_load_job_of_a_missing_module_raises_naming_it(write_module: WriteModule, spec: str) -> None:
+    with pytest.raises(UserCodeError, match="--app sj_no_such_module_anywhere: could not import it: ModuleNotFound"):
+        load_job(spec, SERVICE)
+
+
+def test_load_job_of_a_missing_file_raises_naming_it(write_module: WriteModule) -> None:
+    with pytest.raises(UserCodeError, match=r"--app missing_handlers\.py: no such file"):
+        load_job("missing_handlers.py", SERVICE)
+
+
+def test_load_job_finds_a_module_in_a_package_under_the_current_directory(
+    write_module: WriteModule, tmp_path: Path
+) -> None:
+    package = f"sj_pkg_{uuid.uuid4().hex[:12]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "handlers.py").write_text(ONE_JOB)
+    importlib.invalidate_caches()
+    try:
+        job = load_job(f"{package}.handlers", SERVICE)
+
+        assert isinstance(job, Job)
+        assert job is sys.modules[f"{package}.handlers"].job
+    finally:
+        sys.modules.pop(f"{package}.handlers", None)
+        sys.modules.pop(package, None)
+
+
+def test_a_file_that_fails_to_import_leaves_no_module_behind(write_module: WriteModule) -> None:
+    name = write_module("1 / 0\n")
+
+    with pytest.raises(UserCodeError):
+        load_job(f"{name}.py", SERVICE)
+
+    assert name not in sys.modules
+
+
+def test_a_file_named_like_an_imported_module_does_not_replace_it(
+    write_module: WriteModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a user file whose name is that of a module the worker has imported (as proj/celery.py would be)
+    import colorsys
+
+    monkeypatch.setitem(sys.modules, "colorsys", colorsys)  # put back after the test, whatever happens
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "colorsys.py").write_text(ONE_JOB)
+
+    # when it is loaded in file form (or refused)
+    with contextlib.suppress(UserCodeError):
+        load_job("proj/colorsys.py", SERVICE)
+
+    # then the imported module is still the one every other import sees
+    assert sys.modules["colorsys"] is colorsys

@@ -1,0 +1,137 @@
+"""The local HTTP model server of `containers[0]`: started once per worker, each query POSTed to it."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+
+from scalablejob.errors import HandlerError, ModelServerError
+from workers.command import with_worker_python
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 120.0
+REQUEST_TIMEOUT_S = 600.0
+STOP_GRACE_S = 10.0
+DEATH_GRACE_S = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the worker dies, so a killed worker leaves no model server behind."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ModelServer:
+    """One model server process and the port it answers on."""
+
+    def __init__(
+        self, command: str, port: int, *, env: Mapping[str, str] | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        self.command = command
+        self.port = port
+        self.host = host
+        self.url = f"http://{host}:{port}/"
+        self._env = dict(env or {})
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Start the server and return once its port accepts connections."""
+        try:
+            self._process = subprocess.Popen(
+                with_worker_python(shlex.split(self.command)),
+                env={**os.environ, **self._env},
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # started before any worker thread exists
+            )
+        except OSError as exc:
+            raise ModelServerError(f"model server {self.command!r} could not start: {exc}") from exc
+        self._wait_until_listening(time.monotonic() + timeout_s)
+        logger.info("model server %r answers on %s", self.command, self.url)
+
+    def _wait_until_listening(self, deadline: float) -> None:
+        while True:
+            code = self.exit_code
+            if code is not None:
+                raise ModelServerError(f"model server {self.command!r} exited with code {code} before listening")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ModelServerError(
+                        f"model server {self.command!r} did not listen on port {self.port} within the startup timeout"
+                    ) from None
+                time.sleep(0.1)
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def forward(self, body: bytes, timeout_s: float = REQUEST_TIMEOUT_S) -> bytes:
+        """POST one query body and return the response body; HandlerError for an HTTP error answer."""
+        request = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/octet-stream"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:2048].decode("utf-8", "replace")
+            raise HandlerError(f"model server answered HTTP {exc.code}: {detail}") from None
+        except OSError as exc:
+            code = self._exit_code_within(DEATH_GRACE_S)  # a dropped connection is often the first sign of death
+            if code is not None:
+                raise ModelServerError(f"model server {self.command!r} died (exit code {code})") from exc
+            raise ModelServerError(f"model server on port {self.port} did not answer: {exc}") from exc
+
+    def _exit_code_within(self, seconds: float) -> int | None:
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def watch(self, on_death: Callable[[int], None]) -> None:
+        """Call `on_death(exit_code)` from a daemon thread if the server exits without being asked to."""
+
+        def wait() -> None:
+            assert self._process is not None
+            code = self._process.wait()
+            if not self._stopping.is_set():
+                on_death(code)
+
+        threading.Thread(target=wait, name="model-server-watch", daemon=True).start()
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM the server's process group, SIGKILL it after `grace_s`."""
+        self._stopping.set()
+        if self._process is None or self._process.poll() is not None:
+            return
+        _signal_group(self._process.pid, signal.SIGTERM)
+        try:
+            self._process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)

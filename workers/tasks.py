@@ -1,0 +1,34 @@
+"""The two Celery tasks every service worker registers: `scalablejob.command` and `scalablejob.query`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import Reject
+
+from scalablejob.errors import CommandFailed, HandlerError, ModelServerError, RequestError
+from scalablejob.routing import TaskType, task_name_for
+from workers.runtime import WorkerRuntime
+
+
+def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: Callable[[], None]) -> None:
+    """Register the command and query tasks on `app`, bound to `runtime`."""
+
+    @app.task(name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError))
+    def command(self: Any, body: bytes, tags: dict[str, str]) -> int:
+        exit_code = runtime.run_command(self.request.id, body, self.request.hostname)
+        if exit_code != 0:
+            raise CommandFailed(f"command exited with code {exit_code}")
+        return exit_code
+
+    @app.task(name=task_name_for(TaskType.QUERY), bind=True, throws=(HandlerError,))
+    def query(self: Any, body: bytes, tags: dict[str, str]) -> None:
+        try:
+            runtime.run_query(self.request.id, body, tags, self.request.hostname)
+        except ModelServerError as exc:
+            # the model server, not the request, failed: stop taking work and hand the request back
+            on_model_server_error()
+            runtime.requeued(self.request.id, str(exc))
+            raise Reject(str(exc), requeue=True) from exc
