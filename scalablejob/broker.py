@@ -50,11 +50,14 @@ def running_embedded(folder: Path) -> str | None:
 class EmbeddedBroker:
     """Starts the private redis-server of a data folder and records its URL there for other commands."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int | None = None) -> None:
         self.folder = folder
-        self.server = RedisServer(folder / "redis", persistent=True)
+        self.server = RedisServer(folder / "redis", port=port, persistent=True)
 
     def start(self) -> str:
+        existing = running_embedded(self.folder)
+        if existing:  # two servers appending to one data folder would corrupt it
+            raise BrokerError(f"an embedded broker already serves {self.folder} at {existing}: use --broker {existing}")
         url = self.server.start()
         (self.folder / BROKER_RECORD).write_text(json.dumps({"url": url, "pid": self.server.pid}))
         return url

@@ -67,7 +67,7 @@ class RedisServer:
         ]  # fmt: skip
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> str:
-        """Start the server and return its URL once it answers PING."""
+        """Start the server and return its URL once it answers on its port."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -79,16 +79,12 @@ class RedisServer:
                         f"redis-server exited with code {self._process.returncode} on port {self.port}; "
                         f"see {self.data_dir / 'redis.log'}"
                     )
-                try:
-                    client.ping()
+                if _answers_as(client, self._process.pid):
                     return self.url
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise BrokerError(
-                            f"redis-server did not answer on port {self.port} within {timeout_s} s"
-                        ) from None
-                    time.sleep(0.05)
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerError(f"redis-server did not answer on port {self.port} within {timeout_s} s")
+                time.sleep(0.05)
         finally:
             client.close()
 
@@ -109,3 +105,11 @@ class RedisServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _answers_as(client: redis.Redis, pid: int) -> bool:
+    """True once the server with this pid (not another one on the same port) answers."""
+    try:
+        return bool(client.info("server")["process_id"] == pid)
+    except redis.ConnectionError:
+        return False

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import redis
 
@@ -105,22 +106,22 @@ class Sink:
 
     def read(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
         """Up to `count` entries from `start_index` on, in order."""
-        items = self._redis.xrange(self.stream, min=f"{start_index}-0", max="+", count=count)
+        items: Any = self._redis.xrange(self.stream, min=f"{start_index}-0", max="+", count=count)
         return [decode_entry(sid, fields) for sid, fields in items]
 
     def get(self, index: int) -> SinkEntry | None:
         """The entry with this index, or None if it never existed or was deleted."""
-        items = self._redis.xrange(self.stream, min=f"{index}-0", max=f"{index}-0")
+        items: Any = self._redis.xrange(self.stream, min=f"{index}-0", max=f"{index}-0")
         return decode_entry(*items[0]) if items else None
 
     def last_index(self) -> int:
         """Index of the newest entry ever appended (0 if none): entries after it are new."""
-        value = self._redis.get(keys.sink_index_counter(self.service))
+        value: Any = self._redis.get(keys.sink_index_counter(self.service))
         return int(value or 0)
 
     def wait(self, after_index: int, block_ms: int, count: int = 100) -> list[SinkEntry]:
         """Entries after `after_index`, blocking up to `block_ms` until at least one arrives."""
-        reply = self._redis.xread({self.stream: f"{after_index}-0"}, count=count, block=max(1, block_ms))
+        reply: Any = self._redis.xread({self.stream: f"{after_index}-0"}, count=count, block=max(1, block_ms))
         return [decode_entry(sid, fields) for _, items in reply or [] for sid, fields in items]
 
     def length(self) -> int:

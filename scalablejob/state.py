@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import redis
 
@@ -130,7 +131,11 @@ class RequestStore:
         return bool(self._update_script(keys=[update.key], args=[update.ttl_s, *pairs]))
 
     def mark_running(self, request_id: str, worker: str, now: float | None = None) -> None:
-        fields = {"status": RequestStatus.RUNNING.value, "worker": worker, "started_at": _now(now)}
+        fields: dict[str, str | float] = {
+            "status": RequestStatus.RUNNING.value,
+            "worker": worker,
+            "started_at": _now(now),
+        }
         self.apply(HashUpdate(self._key(request_id), fields, ttl_s=0))
 
     def requeued(self, request_id: str, reason: str) -> None:
@@ -160,11 +165,11 @@ class RequestStore:
         self.apply(self.finish_update(request_id, status, now, **details))  # type: ignore[arg-type]
 
     def get(self, request_id: str) -> RequestState | None:
-        raw = self._redis.hgetall(self._key(request_id))
+        raw: Any = self._redis.hgetall(self._key(request_id))
         return RequestState.from_hash(raw) if raw else None
 
     def get_by_index(self, index: int) -> RequestState | None:
-        request_id = self._redis.hget(keys.input_index_map(self.service), index)
+        request_id: Any = self._redis.hget(keys.input_index_map(self.service), index)
         return self.get(request_id.decode()) if request_id else None
 
 

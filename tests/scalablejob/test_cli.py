@@ -1,0 +1,92 @@
+"""The command line: clear errors, and commands that run real processes and stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, service_config, wait_until
+from scalablejob import JobClient
+from scalablejob.broker import BROKER_RECORD, running_embedded
+from scalablejob.cli import main
+
+
+def test_worker_with_an_invalid_config_names_the_field_and_exits_1(tmp_path):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"metadata": {"name": "svc", "type": "ScalableJob", "gpu": -1}}))
+
+    result = CliRunner().invoke(main, ["worker", str(config), "--broker", "redis://127.0.0.1:1/0"])
+
+    assert result.exit_code == 1
+    assert "$.metadata.gpu" in result.output and "expected an integer >= 0" in result.output
+
+
+def test_worker_with_an_unloadable_app_says_so_and_exits_1(tmp_path):
+    config = tmp_path / "svc.json"
+    config.write_text(json.dumps(service_config("svc")))
+
+    result = CliRunner().invoke(main, ["worker", str(config), "--broker", "redis://127.0.0.1:1/0", "--app", "nope_mod"])
+
+    assert result.exit_code == 1
+    assert "--app nope_mod: could not import it: ModuleNotFoundError" in result.output
+
+
+def test_worker_help_explains_every_option():
+    result = CliRunner().invoke(main, ["worker", "--help"])
+    for option in ("--app", "--broker", "--hostname", "--data-dir", "SCALABLEJOB_BROKER"):
+        assert option in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_redis_command_runs_the_embedded_broker_until_interrupted(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scalablejob", "redis", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert "listening on redis://127.0.0.1:" in process.stdout.readline()
+        url = running_embedded(tmp_path)
+        assert url is not None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
+        assert running_embedded(tmp_path) is None
+        assert not (tmp_path / BROKER_RECORD).exists()
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_worker_without_a_broker_starts_the_embedded_one_and_stops_it_on_exit(tmp_path):
+    # given a worker started with no broker at all
+    config = tmp_path / "solo.json"
+    config.write_text(json.dumps(service_config("solo")))
+    env = {k: v for k, v in os.environ.items() if k != "SCALABLEJOB_BROKER"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "scalablejob", "worker", str(config), "--data-dir", str(tmp_path), "-n", "solo@t"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = wait_until(lambda: running_embedded(tmp_path), 30, "the worker never started an embedded broker")
+
+        # when a command is submitted to that broker
+        with JobClient("solo", url) as client:
+            _, request_id = client.put("python -c \"print('on the embedded broker')\"", {"taskType": "command"})
+            entry = client.result(request_id, timeout=30)
+
+        # then it runs, and a warm shutdown of the worker stops the broker it started
+        assert entry.data == b"on the embedded broker\n"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        assert running_embedded(tmp_path) is None
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL) if worker.poll() is None else None
+        worker.wait()
