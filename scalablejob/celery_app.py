@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
+from scalablejob.queues import NORMAL_PRIORITY, PRIORITY_STEPS
 from scalablejob.routing import TaskType, queue_for, task_name_for
 
 # Unacked messages come back only after this long (celery #7924). Crash recovery belongs to the scaler,
@@ -40,7 +41,8 @@ def make_app(service: str, broker_url: str) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "priority_steps": list(PRIORITY_STEPS)},
+        task_default_priority=NORMAL_PRIORITY,
         worker_send_task_events=True,  # Flower sees workers and tasks
         task_send_sent_event=True,
     )

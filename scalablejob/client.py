@@ -11,11 +11,13 @@ import redis
 
 from scalablejob.celery_app import make_app
 from scalablejob.errors import BrokerError, RequestError, ResultTimeout
+from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY
 from scalablejob.routing import TASK_TYPE_TAG, parse_task_type, queue_for, task_name_for
 from scalablejob.sink import EntryType, Sink, SinkEntry
 from scalablejob.state import RequestState, RequestStore
 
 REQUEST_ID_TAG = "requestId"
+PRIORITY_TAG = "_priority_"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _FINAL_TYPES = (EntryType.RESULT.value, EntryType.ERROR.value)
 
@@ -27,6 +29,14 @@ def new_request_id() -> str:
 def normalize_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
     """Tags as the queue service carries them: string keys and values."""
     return {str(key): str(value) for key, value in (tags or {}).items()}
+
+
+def priority_of(tags: Mapping[str, str]) -> int:
+    """`_priority_=1` puts a request ahead of normal ones; 0 or no tag is normal."""
+    value = tags.get(PRIORITY_TAG, "0")
+    if value not in ("0", "1"):
+        raise RequestError(f"tag {PRIORITY_TAG} {value!r}: expected 0 (normal) or 1 (ahead of normal requests)")
+    return URGENT_PRIORITY if value == "1" else NORMAL_PRIORITY
 
 
 def checked_request_id(tags: Mapping[str, str]) -> str:
@@ -56,6 +66,7 @@ class JobClient:
         clean = normalize_tags(tags)
         task_type = parse_task_type(clean.get(TASK_TYPE_TAG), self.default_task_type)
         request_id = checked_request_id(clean)
+        priority = priority_of(clean)
         clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
         index = self.requests.create(request_id, task_type.value)
         try:
@@ -64,6 +75,7 @@ class JobClient:
                 args=(body, clean),
                 task_id=request_id,
                 queue=queue_for(self.service, task_type),
+                priority=priority,
             )
         except Exception as exc:
             self.requests.discard(request_id, index)

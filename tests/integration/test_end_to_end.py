@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import python_command, service_config
-from scalablejob import RequestStatus, TaskTypeError
+from scalablejob import RequestError, RequestStatus, TaskTypeError
 from scalablejob.celery_app import service_queues
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -96,3 +96,25 @@ def max_overlap(spans: list[tuple[float, float]]) -> int:
         running += change
         peak = max(peak, running)
     return peak
+
+
+def test_a_priority_request_runs_ahead_of_normal_ones(start_worker, client_for):
+    # given normal requests waiting before an urgent one, and no worker yet
+    client = client_for("e2e")
+    normal = [client.put(b"{}", {"taskType": "query"})[1] for _ in range(3)]
+    _, urgent = client.put(b"{}", {"taskType": "query", "_priority_": "1"})
+
+    # when a worker with one query slot starts
+    start_worker(service_config("e2e", **{"rpc.worker_threads": 1}))
+    for request_id in [*normal, urgent]:
+        client.result(request_id, timeout=30)
+
+    # then the urgent request ran first and the normal ones kept their order
+    order = sorted([*normal, urgent], key=lambda rid: client.state(rid).started_at)
+    assert order == [urgent, *normal]
+
+
+def test_a_bad_priority_tag_is_refused(client_for, redis_client):
+    with pytest.raises(RequestError, match=r"_priority_ 'high': expected 0 .* or 1"):
+        client_for("e2e").put(b"{}", {"taskType": "query", "_priority_": "high"})
+    assert redis_client.keys("*") == []
