@@ -24,6 +24,9 @@ DEFAULT_WORKER_THREADS = 4
 DEFAULT_GPU = 0
 DEFAULT_SHELL = False
 DEFAULT_WRITE_LOG_TO_QUEUE: Mapping[str, bool] = MappingProxyType({"command": True, "query": False})
+DEFAULT_LOG_CAP_BYTES = 8 * 1024 * 1024  # per job: a chatty job cannot fill Redis
+DEFAULT_CANCEL_GRACE_S = 10.0  # SIGTERM to SIGKILL when a running command is cancelled or times out
+DEFAULT_TASK_TIMEOUT_S: float | None = None  # no limit
 DEFAULT_MIN_REPLICAS = 1
 DEFAULT_MAX_REPLICAS = 10
 DEFAULT_AVG_WAITING_LENGTH = 2.0
@@ -89,6 +92,11 @@ class ScalableJobConfig:
     init_command: str | None = None
     default_task_type: str | None = None
     shell: bool = DEFAULT_SHELL
+    working_dir: str | None = None
+    request_env: tuple[str, ...] = ()
+    log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
+    task_timeout_s: float | None = DEFAULT_TASK_TIMEOUT_S
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
 
     def write_log_to_queue(self, task_type: str | TaskType) -> bool:
         """Whether a task's output lines go to the sink: the explicit setting, else the task type's default."""
@@ -271,9 +279,22 @@ def _parse_scalable_job(obj: _Obj) -> ScalableJobConfig:
         init_command=obj.string("init_command", None),
         default_task_type=obj.string("default_task_type", None, choices=ALLOWED_TASK_TYPES),
         shell=obj.boolean("shell", DEFAULT_SHELL),
+        working_dir=obj.string("working_dir", None),
+        request_env=_env_names(obj.items("request_env")),
+        log_cap_bytes=obj.integer("log_cap_bytes", DEFAULT_LOG_CAP_BYTES, ge=1024),
+        task_timeout_s=obj.number("task_timeout_seconds", DEFAULT_TASK_TIMEOUT_S, gt=0),
+        cancel_grace_s=obj.number("cancel_grace_seconds", DEFAULT_CANCEL_GRACE_S, ge=0),
     )
     obj.done()
     return scalable_job
+
+
+def _env_names(items: list[tuple[str, object]]) -> tuple[str, ...]:
+    """Environment variable names a request may set through `env.NAME` tags."""
+    for path, name in items:
+        if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+            raise ConfigError(path, f"expected an environment variable name like LEARNING_RATE, got {_found(name)}")
+    return tuple(str(name) for _, name in items)
 
 
 def _parse_autoscaler(obj: _Obj) -> AutoscalerConfig:
@@ -302,6 +323,7 @@ def _window(behavior: _Obj, section: str, key: str, default: float) -> float:
 
 # ---- Reader: one JSON object, its path, and the keys asked for ---------------------------------------------
 
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _D = TypeVar("_D")
 _MISSING = object()
 _SCALAR_KINDS: dict[type, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}

@@ -28,6 +28,9 @@ class RequestStatus(str, Enum):
         return self in (RequestStatus.DONE, RequestStatus.FAILED, RequestStatus.CANCELLED)
 
 
+_INTEGER_FIELDS = ("exit_code", "result_index", "retries", "log_index")
+
+
 @dataclass(frozen=True)
 class RequestState:
     """A snapshot of one request as the service sees it."""
@@ -46,12 +49,14 @@ class RequestState:
     result_index: int | None = None
     error: str | None = None
     retries: int = 0
+    log_index: int | None = None  # sink index of the request's first log or progress entry
+    cancel_requested: bool = False
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> RequestState:
         text = {k.decode(): v.decode() for k, v in raw.items()}
         number = {name: float(text[name]) for name in ("started_at", "finished_at", "progress") if name in text}
-        whole = {name: int(text[name]) for name in ("exit_code", "result_index", "retries") if name in text}
+        whole = {name: int(text[name]) for name in _INTEGER_FIELDS if name in text}
         return cls(
             request_id=text["request_id"],
             index=int(text["index"]),
@@ -61,6 +66,7 @@ class RequestState:
             worker=text.get("worker"),
             message=text.get("message"),
             error=text.get("error"),
+            cancel_requested=text.get("cancel_requested") == "1",
             **number,  # type: ignore[arg-type]
             **whole,  # type: ignore[arg-type]
         )
@@ -144,6 +150,17 @@ class RequestStore:
 
     def set_progress(self, request_id: str, fraction: float, message: str = "") -> None:
         self.apply(HashUpdate(self._key(request_id), {"progress": fraction, "message": message}, ttl_s=0))
+
+    def set_log_index(self, request_id: str, index: int) -> None:
+        """Remember where the request's log starts in the sink, so `logs` need not scan the whole stream."""
+        self.apply(HashUpdate(self._key(request_id), {"log_index": index}, ttl_s=0))
+
+    def request_cancel(self, request_id: str) -> bool:
+        """Flag a request for cancellation (its worker polls the flag); False if the request is unknown."""
+        return self.apply(HashUpdate(self._key(request_id), {"cancel_requested": 1}, ttl_s=0))
+
+    def cancel_requested(self, request_id: str) -> bool:
+        return self._redis.hget(self._key(request_id), "cancel_requested") == b"1"
 
     def finish_update(
         self,

@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import selectors
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from scalablejob.errors import RequestError
+from workers.lines import Ending, Line, LineSplitter
 
 TAIL_LINES = 50  # the result entry keeps the last lines of output, capped in bytes too
 TAIL_BYTES = 8192
-MAX_LINE_BYTES = 64 * 1024  # a longer line is cut into pieces rather than buffered without bound
+READ_BYTES = 64 * 1024
+POLL_S = 0.05  # how often the runner looks at cancel requests, deadlines and quiet partial lines
+STOP_CHECK_S = 0.25  # how often it asks whether the job was cancelled
+PARTIAL_FLUSH_S = 0.5  # a line without an ending is shown after the program has been quiet this long
+DRAIN_S = 0.5  # after the command exits, how long its descendants may keep its pipes open
+STOP_GRACE_S = 10.0
+ENV_TAG_PREFIX = "env."
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 SHELL = "/bin/sh"
 
 
+OnLine = Callable[[str, Line], None]  # (stream name "stdout" or "stderr", line)
+StopCheck = Callable[[], "str | None"]  # a reason to stop the command now ("cancelled"), or None
+
+
 @dataclass(frozen=True)
 class CommandOutcome:
-    """How a command ended: exit code (128 + N when killed by signal N), output tail and duration."""
+    """How a command ended: exit code (128 + N when killed by signal N), output tail, duration, why stopped."""
 
     exit_code: int
     output_tail: bytes
     duration_s: float
+    stopped: str | None = None  # "cancelled" or "timeout" when the runner stopped it
 
 
 PYTHON_NAMES = ("python", "python3")
@@ -69,25 +85,140 @@ def _json_argv(text: str) -> list[str] | None:
     return argv
 
 
-def run_command(argv: list[str], *, on_line: Callable[[bytes], None] | None = None) -> CommandOutcome:
-    """Run argv to completion in its own session, feeding each output line (stdout and stderr) to `on_line`."""
+def command_env(
+    base: Mapping[str, str], config_env: Mapping[str, str], tags: Mapping[str, str], allowed: tuple[str, ...]
+) -> dict[str, str]:
+    """A job's environment: the worker's, the container's from the config, then `env.NAME` tags it allows."""
+    env = {"PYTHONUNBUFFERED": "1", **base, **config_env}  # Python jobs' prints reach the log as they happen
+    for tag, value in tags.items():
+        if not tag.startswith(ENV_TAG_PREFIX):
+            continue
+        name = tag[len(ENV_TAG_PREFIX) :]
+        if name not in allowed:
+            allowed_text = ", ".join(allowed) or "none"
+            raise RequestError(
+                f"tag {tag}: expected an environment variable the service allows in scalable_job.request_env "
+                f"({allowed_text})"
+            )
+        env[name] = value
+    return env
+
+
+def run_command(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    on_line: OnLine | None = None,
+    should_stop: StopCheck | None = None,
+    timeout_s: float | None = None,
+    grace_s: float = STOP_GRACE_S,
+) -> CommandOutcome:
+    """Run argv in its own process group, streaming its output lines; nothing of it outlives the call."""
     started = time.monotonic()
-    tail: deque[bytes] = deque(maxlen=TAIL_LINES)
     try:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    except FileNotFoundError:
-        return CommandOutcome(EXIT_NOT_FOUND, f"command not found: {argv[0]}\n".encode(), time.monotonic() - started)
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, cwd=cwd, env=None if env is None else dict(env),
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        missing = argv[0] if exc.filename in (None, argv[0]) else exc.filename
+        return CommandOutcome(EXIT_NOT_FOUND, f"not found: {missing}\n".encode(), time.monotonic() - started)
     except OSError as exc:  # permission denied, exec format error, ...
         message = f"cannot execute {argv[0]}: {exc.strerror}\n".encode()
         return CommandOutcome(EXIT_NOT_EXECUTABLE, message, time.monotonic() - started)
-    assert process.stdout is not None
-    with process.stdout:
-        for line in iter(lambda: process.stdout.readline(MAX_LINE_BYTES), b""):  # type: ignore[union-attr]
-            tail.append(line)
-            if on_line is not None:
-                on_line(line)
+    pump = _OutputPump(process, on_line)
+    stopped = pump.run(should_stop, None if timeout_s is None else started + timeout_s, grace_s)
     returncode = process.wait()
     exit_code = returncode if returncode >= 0 else 128 - returncode
-    return CommandOutcome(exit_code, b"".join(tail)[-TAIL_BYTES:], time.monotonic() - started)
+    return CommandOutcome(exit_code, pump.tail(), time.monotonic() - started, stopped)
+
+
+class _OutputPump:
+    """Reads a child's stdout and stderr as they come, and stops the child when asked to or out of time."""
+
+    def __init__(self, process: subprocess.Popen[bytes], on_line: OnLine | None) -> None:
+        self.process = process
+        self.on_line = on_line
+        self.selector = selectors.DefaultSelector()
+        self.splitters: dict[str, LineSplitter] = {}
+        self.last_data: dict[str, float] = {}
+        self._tail: deque[bytes] = deque(maxlen=TAIL_LINES)
+        for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
+            assert pipe is not None
+            os.set_blocking(pipe.fileno(), False)
+            self.selector.register(pipe, selectors.EVENT_READ, name)
+            self.splitters[name] = LineSplitter()
+
+    def run(self, should_stop: StopCheck | None, deadline: float | None, grace_s: float) -> str | None:
+        """Pump output until the pipes close; returns why the child was stopped, if it was."""
+        stopped: str | None = None
+        kill_at = next_check = exited_at = None
+        while self.selector.get_map():
+            for key, _ in self.selector.select(POLL_S):
+                self._read(key)
+            now = time.monotonic()
+            self._flush_quiet(now)
+            if stopped is None and (next_check is None or now >= next_check):
+                next_check = now + STOP_CHECK_S
+                stopped = (should_stop() if should_stop else None) or (
+                    "timeout" if deadline is not None and now >= deadline else None
+                )
+                if stopped is not None:
+                    signal_group(self.process.pid, signal.SIGTERM)
+                    kill_at = now + grace_s
+            if kill_at is not None and now >= kill_at:
+                signal_group(self.process.pid, signal.SIGKILL)
+                kill_at = None
+            if self.process.poll() is not None:
+                exited_at = exited_at or now
+                if now - exited_at > DRAIN_S:
+                    break  # its descendants still hold the pipes: they go with the group below
+        signal_group(self.process.pid, signal.SIGKILL)  # nothing of this job may outlive it
+        self._close()
+        return stopped
+
+    def _read(self, key: selectors.SelectorKey) -> None:
+        stream = key.data
+        try:
+            chunk = os.read(key.fd, READ_BYTES)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.selector.unregister(key.fileobj)
+            self._emit(stream, self.splitters[stream].flush())
+            return
+        self.last_data[stream] = time.monotonic()
+        self._emit(stream, self.splitters[stream].feed(chunk))
+
+    def _flush_quiet(self, now: float) -> None:
+        """A line without an ending is shown once the program has been quiet for PARTIAL_FLUSH_S."""
+        for stream, splitter in self.splitters.items():
+            if splitter.has_pending and now - self.last_data.get(stream, now) >= PARTIAL_FLUSH_S:
+                self._emit(stream, splitter.flush())
+
+    def _emit(self, stream: str, lines: list[Line]) -> None:
+        for line in lines:
+            if line.ending is not Ending.CARRIAGE_RETURN:  # progress-bar frames stay out of the result's tail
+                self._tail.append(line.text + (b"" if line.ending is Ending.CUT else b"\n"))
+            if self.on_line is not None:
+                self.on_line(stream, line)
+
+    def _close(self) -> None:
+        for key in list(self.selector.get_map().values()):
+            self.selector.unregister(key.fileobj)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+        for stream, splitter in self.splitters.items():
+            self._emit(stream, splitter.flush())
+        self.selector.close()
+
+    def tail(self) -> bytes:
+        return b"".join(self._tail)[-TAIL_BYTES:]
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Signal a whole process group; one that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)

@@ -85,9 +85,11 @@ def run_worker(
     runner, server = query_runner(config, app_spec)
     app = make_app(config.name, broker_url)
     install_gate(app, slot_gate(config))
+    container_env = config.containers[0].env if config.containers else {}
     runtime = WorkerRuntime(
-        config.name, redis.Redis.from_url(broker_url), query_runner=runner, shell=config.scalable_job.shell
-    )
+        config.name, redis.Redis.from_url(broker_url), query_runner=runner,
+        settings=config.scalable_job, container_env=container_env,
+    )  # fmt: skip
     register_tasks(app, runtime, on_model_server_error=lambda: _stop_if_dead(server))
     try:
         if server is not None:

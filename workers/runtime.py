@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 
+from scalablejob.config import ScalableJobConfig
 from scalablejob.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.job import QueryContext
 from scalablejob.routing import TaskType
 from scalablejob.sink import EntryType, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
-from workers.command import parse_argv, run_command
+from workers.command import CommandOutcome, command_env, parse_argv, run_command
+from workers.joblog import JobLog
 
 logger = logging.getLogger(__name__)
 
@@ -51,38 +54,78 @@ class WorkerRuntime:
     """Runs command and query tasks for one service and reports them through Redis."""
 
     def __init__(
-        self, service: str, client: redis.Redis, *, query_runner: QueryRunner | None = None, shell: bool = False
+        self,
+        service: str,
+        client: redis.Redis,
+        *,
+        query_runner: QueryRunner | None = None,
+        settings: ScalableJobConfig | None = None,
+        container_env: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
         self.sink = Sink(client, service)
         self.requests = RequestStore(client, service)
         self.query_runner = query_runner or _no_query_runner(service)
-        self.shell = shell
+        self.settings = settings or ScalableJobConfig()
+        self.container_env = dict(container_env or {})
 
-    def run_command(self, request_id: str, body: bytes, worker: str) -> int:
-        """Run a command request to its end; returns the exit code (the result entry carries it too)."""
+    def run_command(self, request_id: str, body: bytes, tags: Mapping[str, str], worker: str) -> RequestStatus:
+        """Run a command request to its end, streaming its output; returns how it ended."""
+        if self._cancelled_before_start(request_id, TaskType.COMMAND):
+            return RequestStatus.CANCELLED
         self.requests.mark_running(request_id, worker)
         try:
-            argv = parse_argv(body, shell=self.shell)
+            argv = parse_argv(body, shell=self.settings.shell)
+            env = command_env(os.environ, self.container_env, tags, self.settings.request_env)
         except RequestError as exc:
             self._fail(request_id, TaskType.COMMAND, str(exc))
             raise
-        outcome = run_command(argv)
-        tags = entry_tags(
-            request_id, TaskType.COMMAND.value, EntryType.RESULT,
-            exitCode=outcome.exit_code, durationSeconds=f"{outcome.duration_s:.3f}",
+        log = self._job_log(request_id, TaskType.COMMAND)
+        outcome = run_command(
+            argv, cwd=self.settings.working_dir, env=env, on_line=log.line,
+            should_stop=lambda: "cancelled" if self.requests.cancel_requested(request_id) else None,
+            timeout_s=self.settings.task_timeout_s, grace_s=self.settings.cancel_grace_s,
         )  # fmt: skip
-        status = RequestStatus.DONE if outcome.exit_code == 0 else RequestStatus.FAILED
-        error = None if outcome.exit_code == 0 else f"command exited with code {outcome.exit_code}"
+        status, error = self._command_status(outcome)
+        tags_out = entry_tags(
+            request_id, TaskType.COMMAND.value, EntryType.RESULT, exitCode=outcome.exit_code,
+            durationSeconds=f"{outcome.duration_s:.3f}", **({"stopped": outcome.stopped} if outcome.stopped else {}),
+            **log.summary_tags(),
+        )  # fmt: skip
         finished = self.requests.finish_update(request_id, status, exit_code=outcome.exit_code, error=error)
-        self.sink.append(outcome.output_tail, tags, then=finished)
-        return outcome.exit_code
+        self.sink.append(outcome.output_tail, tags_out, then=finished)
+        return status
+
+    def _command_status(self, outcome: CommandOutcome) -> tuple[RequestStatus, str | None]:
+        if outcome.stopped == "cancelled":
+            return RequestStatus.CANCELLED, "cancelled while running"
+        if outcome.stopped == "timeout":
+            return RequestStatus.FAILED, f"timed out after {self.settings.task_timeout_s:g} s"
+        if outcome.exit_code != 0:
+            return RequestStatus.FAILED, f"command exited with code {outcome.exit_code}"
+        return RequestStatus.DONE, None
+
+    def _job_log(self, request_id: str, task_type: TaskType) -> JobLog:
+        return JobLog(
+            self.sink, self.requests, request_id, task_type.value,
+            to_queue=self.settings.write_log_to_queue(task_type), cap_bytes=self.settings.log_cap_bytes,
+        )  # fmt: skip
+
+    def _cancelled_before_start(self, request_id: str, task_type: TaskType) -> bool:
+        """A request cancelled while queued never runs: it ends with an `error` entry saying so."""
+        if not self.requests.cancel_requested(request_id):
+            return False
+        finished = self.requests.finish_update(request_id, RequestStatus.CANCELLED, error="cancelled before it started")
+        tags = entry_tags(request_id, task_type.value, EntryType.ERROR, cancelled="true")
+        self.sink.append(b"cancelled before it started", tags, then=finished)
+        return True
 
     def run_query(self, request_id: str, body: bytes, tags: dict[str, str], worker: str) -> None:
         """Answer a query request; a handler error becomes an `error` entry and HandlerError."""
+        if self._cancelled_before_start(request_id, TaskType.QUERY):
+            return
         self.requests.mark_running(request_id, worker)
-        context = QueryContext(request_id, tags, lambda fraction, message: self.requests.set_progress(
-            request_id, fraction, message))  # fmt: skip
+        context = QueryContext(request_id, tags, self._job_log(request_id, TaskType.QUERY).progress)
         try:
             data = response_body(self.query_runner(body, context))
         except HandlerError as exc:

@@ -10,6 +10,7 @@ from celery.exceptions import Reject
 
 from scalablejob.errors import CommandFailed, HandlerError, ModelServerError, RequestError
 from scalablejob.routing import TaskType, task_name_for
+from scalablejob.state import RequestStatus
 from workers.runtime import WorkerRuntime
 
 
@@ -17,11 +18,11 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: C
     """Register the command and query tasks on `app`, bound to `runtime`."""
 
     @app.task(name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError))
-    def command(self: Any, body: bytes, tags: dict[str, str]) -> int:
-        exit_code = runtime.run_command(self.request.id, body, self.request.hostname)
-        if exit_code != 0:
-            raise CommandFailed(f"command exited with code {exit_code}")
-        return exit_code
+    def command(self: Any, body: bytes, tags: dict[str, str]) -> str:
+        status = runtime.run_command(self.request.id, body, tags, self.request.hostname)
+        if status is RequestStatus.FAILED:
+            raise CommandFailed(f"request {self.request.id} failed")
+        return status.value
 
     @app.task(name=task_name_for(TaskType.QUERY), bind=True, throws=(HandlerError,))
     def query(self: Any, body: bytes, tags: dict[str, str]) -> None:

@@ -313,7 +313,8 @@ BAD_CONFIGS = [
         "unknown-scalable-job",
         config_with(scalable_job={"x": 1}),
         "$.scalable_job.x",
-        "unknown key 'x' (allowed: enable_write_log_to_queue, init_command, default_task_type, shell)",
+        "unknown key 'x' (allowed: enable_write_log_to_queue, init_command, default_task_type, shell, working_dir, "
+        "request_env, log_cap_bytes, task_timeout_seconds, cancel_grace_seconds)",
     ),
     (
         "unknown-autoscaler",

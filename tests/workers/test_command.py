@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scalablejob.errors import RequestError
 from workers.command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
-    MAX_LINE_BYTES,
     SHELL,
     TAIL_BYTES,
     TAIL_LINES,
+    command_env,
     parse_argv,
     run_command,
 )
+from workers.lines import MAX_LINE_BYTES, Ending, Line
 
 
 def python(source: str) -> list[str]:
@@ -114,75 +119,118 @@ def test_parse_argv_rejects_a_bad_body_naming_the_command_body(body: bytes, shel
 # ---- run_command ---------------------------------------------------------------------------------------------
 
 
+class Recorder:
+    """An on_line callback that keeps (stream, line, time seen) for each line."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Line, float]] = []
+
+    def __call__(self, stream: str, line: Line) -> None:
+        self.seen.append((stream, line, time.monotonic()))
+
+    def texts(self, stream: str | None = None) -> list[bytes]:
+        return [line.text for name, line, _ in self.seen if stream in (None, name)]
+
+
 @pytest.mark.parametrize("code", [0, 3])
 def test_run_command_reports_the_exit_code(code: int) -> None:
     outcome = run_command(python(f"import sys; sys.exit({code})"))
 
     assert outcome.exit_code == code
     assert outcome.duration_s >= 0
+    assert outcome.stopped is None
 
 
-def test_run_command_tail_has_stdout_and_stderr_lines_in_order() -> None:
-    source = (
-        "import sys\nprint('out 1')\nprint('err 2', file=sys.stderr)\nprint('out 3')\nprint('err 4', file=sys.stderr)"
-    )
+def test_run_command_tags_each_line_with_its_stream_in_order() -> None:
+    recorder = Recorder()
+    source = "import sys\nfor n in range(3):\n    print('out', n)\n    print('err', n, file=sys.stderr)"
 
-    outcome = run_command(python(source))
+    run_command(python(source), on_line=recorder)
 
-    assert outcome.output_tail == b"out 1\nerr 2\nout 3\nerr 4\n"
+    assert recorder.texts("stdout") == [b"out 0", b"out 1", b"out 2"]
+    assert recorder.texts("stderr") == [b"err 0", b"err 1", b"err 2"]
+    assert {line.ending for _, line, _ in recorder.seen} == {Ending.NEWLINE}
 
 
-def test_run_command_feeds_each_line_to_on_line_as_printed() -> None:
-    lines: list[bytes] = []
+def test_run_command_feeds_every_line_not_only_the_tail() -> None:
+    recorder = Recorder()
     count = TAIL_LINES + 10
 
-    outcome = run_command(python(f"for n in range({count}): print(n)"), on_line=lines.append)
+    outcome = run_command(python(f"for n in range({count}): print(n)"), on_line=recorder)
 
-    assert lines == [f"{n}\n".encode() for n in range(count)]  # every line, not only the tail
-    assert outcome.exit_code == 0
-
-
-def test_run_command_tail_keeps_only_the_last_lines() -> None:
-    count = TAIL_LINES + 10
-
-    outcome = run_command(python(f"for n in range({count}): print(n)"))
-
+    assert recorder.texts() == [str(n).encode() for n in range(count)]
     assert outcome.output_tail == b"".join(f"{n}\n".encode() for n in range(count - TAIL_LINES, count))
 
 
 def test_run_command_tail_keeps_only_the_last_bytes() -> None:
     # 40 lines of 1000 bytes: few enough lines to fit TAIL_LINES, too many bytes for TAIL_BYTES
-    source = "for n in range(40): print(str(n % 10) * 999)"
     everything = b"".join((str(n % 10) * 999 + "\n").encode() for n in range(40))
 
-    outcome = run_command(python(source))
+    outcome = run_command(python("for n in range(40): print(str(n % 10) * 999)"))
 
-    assert len(outcome.output_tail) == TAIL_BYTES
     assert outcome.output_tail == everything[-TAIL_BYTES:]
 
 
 def test_run_command_cuts_a_very_long_line_into_pieces() -> None:
-    lines: list[bytes] = []
+    recorder = Recorder()
 
-    run_command(python(f"print('x' * {MAX_LINE_BYTES + 10})"), on_line=lines.append)
+    run_command(python(f"print('x' * {MAX_LINE_BYTES + 10})"), on_line=recorder)
 
-    assert lines == [b"x" * MAX_LINE_BYTES, b"x" * 10 + b"\n"]
+    assert [(line.text, line.ending) for _, line, _ in recorder.seen] == [
+        (b"x" * MAX_LINE_BYTES, Ending.CUT),
+        (b"x" * 10, Ending.NEWLINE),
+    ]
 
 
-def test_run_command_keeps_a_last_line_without_newline() -> None:
-    lines: list[bytes] = []
+def test_a_line_without_newline_is_shown_while_the_program_still_runs() -> None:
+    # given a program that prints a prompt-like partial line, then stays quiet, then finishes the line
+    recorder = Recorder()
+    source = "import sys, time\nsys.stdout.write('loading...'); sys.stdout.flush(); time.sleep(1.5); print(' done')"
 
-    outcome = run_command(python("import sys; sys.stdout.write('a\\nno newline')"), on_line=lines.append)
+    started = time.monotonic()
+    outcome = run_command(python(source), on_line=recorder)
 
-    assert lines == [b"a\n", b"no newline"]
-    assert outcome.output_tail == b"a\nno newline"
+    # then the partial text was seen well before the program exited
+    (_, first, seen_at), *_ = recorder.seen
+    assert (first.text, first.ending) == (b"loading...", Ending.PARTIAL)
+    assert seen_at - started < 1.4
+    assert recorder.texts() == [b"loading...", b" done"]
+    assert outcome.exit_code == 0
+
+
+def test_carriage_return_frames_are_lines_of_their_own_and_stay_out_of_the_tail() -> None:
+    recorder = Recorder()
+
+    outcome = run_command(python("import sys; sys.stdout.write('10%\\r50%\\r100%\\n')"), on_line=recorder)
+
+    assert [(line.text, line.ending) for _, line, _ in recorder.seen] == [
+        (b"10%", Ending.CARRIAGE_RETURN),
+        (b"50%", Ending.CARRIAGE_RETURN),
+        (b"100%", Ending.NEWLINE),
+    ]
+    assert outcome.output_tail == b"100%\n"
+
+
+def test_non_utf8_output_is_passed_through_as_bytes() -> None:
+    recorder = Recorder()
+
+    run_command(python("import sys; sys.stdout.buffer.write(b'\\xff\\xfe ok\\n')"), on_line=recorder)
+
+    assert recorder.texts() == [b"\xff\xfe ok"]
 
 
 def test_run_command_of_a_missing_program_exits_127() -> None:
     outcome = run_command(["/nonexistent/scalablejob-no-such-program", "arg"])
 
     assert outcome.exit_code == EXIT_NOT_FOUND == 127
-    assert outcome.output_tail == b"command not found: /nonexistent/scalablejob-no-such-program\n"
+    assert outcome.output_tail == b"not found: /nonexistent/scalablejob-no-such-program\n"
+
+
+def test_run_command_in_a_missing_working_dir_exits_127_naming_it(tmp_path: Path) -> None:
+    outcome = run_command(python("pass"), cwd=str(tmp_path / "nowhere"))
+
+    assert outcome.exit_code == EXIT_NOT_FOUND
+    assert outcome.output_tail == f"not found: {tmp_path / 'nowhere'}\n".encode()
 
 
 def test_run_command_of_a_file_that_is_not_executable_exits_126(tmp_path: Path) -> None:
@@ -215,13 +263,106 @@ def test_run_command_of_a_process_killed_by_sigkill_exits_137() -> None:
     assert outcome.output_tail == b"before\n"
 
 
-def test_run_command_starts_the_process_in_its_own_session() -> None:
-    outcome = run_command(python("import os; print(os.getsid(0) == os.getpid())"))
+def test_run_command_starts_the_process_in_its_own_session_without_stdin() -> None:
+    outcome = run_command(python("import os, sys; print(os.getsid(0) == os.getpid(), repr(sys.stdin.read()))"))
 
-    assert outcome.output_tail == b"True\n"
+    assert outcome.output_tail == b"True ''\n"
 
 
-def test_run_command_gives_the_process_no_stdin() -> None:
-    outcome = run_command(python("import sys; print(repr(sys.stdin.read()))"))
+def test_run_command_uses_the_given_working_dir_and_environment(tmp_path: Path) -> None:
+    outcome = run_command(
+        python("import os; print(os.getcwd(), os.environ['LR'], 'HOME' in os.environ)"),
+        cwd=str(tmp_path), env={"LR": "0.1", "PATH": os.environ["PATH"]},
+    )  # fmt: skip
 
-    assert outcome.output_tail == b"''\n"
+    assert outcome.output_tail == f"{tmp_path} 0.1 False\n".encode()
+
+
+def pid_alive(pid: int, settle_s: float = 5.0) -> bool:
+    """Whether the process still runs once a SIGKILL has had time to land (a zombie counts as gone)."""
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+GRANDCHILD = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print(child.pid, flush=True)\n"
+)
+
+
+def test_a_stop_request_ends_the_command_and_its_grandchildren() -> None:
+    # given a command whose own child runs long
+    recorder = Recorder()
+    stop_after_first_line = lambda: "cancelled" if recorder.seen else None  # noqa: E731
+
+    # when it is asked to stop once it has printed its child's pid
+    outcome = run_command(
+        python(GRANDCHILD + "time.sleep(60)"), on_line=recorder, should_stop=stop_after_first_line, grace_s=5
+    )
+
+    # then it ended by SIGTERM and the grandchild is gone too
+    grandchild = int(recorder.texts()[0])
+    assert outcome.stopped == "cancelled"
+    assert outcome.exit_code == 128 + signal.SIGTERM
+    assert outcome.duration_s < 5
+    assert not pid_alive(grandchild)
+
+
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
+    source = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
+    )
+    recorder = Recorder()
+
+    outcome = run_command(
+        python(source), on_line=recorder, should_stop=lambda: "cancelled" if recorder.seen else None, grace_s=0.5
+    )
+
+    assert (outcome.stopped, outcome.exit_code) == ("cancelled", 128 + signal.SIGKILL)
+
+
+def test_a_command_past_its_timeout_is_stopped() -> None:
+    outcome = run_command(python("import time; time.sleep(60)"), timeout_s=0.5, grace_s=1)
+
+    assert outcome.stopped == "timeout"
+    assert outcome.exit_code == 128 + signal.SIGTERM
+    assert outcome.duration_s < 5
+
+
+def test_a_finished_command_leaves_no_descendant_behind_even_one_holding_its_pipes() -> None:
+    recorder = Recorder()
+
+    outcome = run_command(python(GRANDCHILD), on_line=recorder)
+
+    assert outcome.exit_code == 0
+    assert not pid_alive(int(recorder.texts()[0]))
+
+
+# ---- command_env ---------------------------------------------------------------------------------------------
+
+
+def test_command_env_layers_worker_config_and_allowed_tags() -> None:
+    env = command_env(
+        {"PATH": "/bin", "LR": "base"}, {"LR": "config", "MODE": "train"},
+        {"env.LR": "0.5", "taskType": "command"}, allowed=("LR",),
+    )  # fmt: skip
+
+    assert env == {"PATH": "/bin", "LR": "0.5", "MODE": "train", "PYTHONUNBUFFERED": "1"}
+
+
+def test_command_env_keeps_an_explicit_pythonunbuffered() -> None:
+    assert command_env({"PYTHONUNBUFFERED": "0"}, {}, {}, allowed=())["PYTHONUNBUFFERED"] == "0"
+
+
+@pytest.mark.parametrize("allowed", [(), ("OTHER",)])
+def test_command_env_refuses_a_tag_the_config_does_not_allow(allowed: tuple[str, ...]) -> None:
+    with pytest.raises(RequestError, match=r"tag env\.PATH: expected an environment variable the service allows"):
+        command_env({}, {}, {"env.PATH": "/evil"}, allowed=allowed)

@@ -1,0 +1,79 @@
+"""A job's output and progress, written to the output queue as they happen, within a per-job cap."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from scalablejob.sink import EntryType, Sink, entry_tags
+from scalablejob.state import RequestStore
+from workers.lines import Ending, FrameThrottle, Line, LogBudget, parse_progress
+
+FRAME_INTERVAL_S = 0.5  # progress-bar frames: at most two a second reach the queue
+TRUNCATION_STREAM = "scalablejob"
+
+
+class JobLog:
+    """Turns one request's output lines into `log` and `progress` entries of the sink."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        requests: RequestStore,
+        request_id: str,
+        task_type: str,
+        *,
+        to_queue: bool,
+        cap_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sink = sink
+        self.requests = requests
+        self.request_id = request_id
+        self.task_type = task_type
+        self.to_queue = to_queue
+        self.budget = LogBudget(cap_bytes)
+        self._clock = clock
+        self._throttles: dict[str, FrameThrottle] = {}
+        self._first_index: int | None = None
+
+    def line(self, stream: str, line: Line) -> None:
+        """One line of the job's stdout or stderr (the command runner's `on_line`)."""
+        progress = parse_progress(line.text) if line.ending is not Ending.CARRIAGE_RETURN else None
+        if progress is not None:
+            self.progress(*progress)
+            return
+        if not self.to_queue or not self._admit_frame(stream, line):
+            return
+        if self.budget.take(len(line.text)):
+            self._append(line.text, EntryType.LOG, stream=stream, **_ending_tag(line))
+        elif self.budget.dropped == len(line.text):  # the first line over the cap: say so, once
+            notice = f"log truncated: output past log_cap_bytes={self.budget.cap_bytes} is not stored in the queue"
+            self._append(notice.encode(), EntryType.LOG, stream=TRUNCATION_STREAM, truncated="true")
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Progress goes to the request's state always, and to the queue when this job's log does."""
+        self.requests.set_progress(self.request_id, fraction, message)
+        if self.to_queue:
+            self._append(message.encode(), EntryType.PROGRESS, progress=f"{fraction:.4f}")
+
+    def summary_tags(self) -> dict[str, str]:
+        """Tags for the result entry: how much log the cap kept out of the queue."""
+        return {"logBytesDropped": str(self.budget.dropped)} if self.budget.exhausted else {}
+
+    def _admit_frame(self, stream: str, line: Line) -> bool:
+        if line.ending is not Ending.CARRIAGE_RETURN:
+            return True
+        throttle = self._throttles.setdefault(stream, FrameThrottle(FRAME_INTERVAL_S))
+        return throttle.admit(self._clock())
+
+    def _append(self, data: bytes, entry_type: EntryType, **tags: str) -> None:
+        index = self.sink.append(data, entry_tags(self.request_id, self.task_type, entry_type, **tags))
+        if self._first_index is None:
+            self._first_index = index
+            self.requests.set_log_index(self.request_id, index)
+
+
+def _ending_tag(line: Line) -> dict[str, str]:
+    """Lines that are not plain complete lines say what they are, so a reader can render them."""
+    return {} if line.ending is Ending.NEWLINE else {"ending": line.ending.value}

@@ -1,0 +1,116 @@
+"""Turning a child's raw output into log lines: pure, so every edge case is tested without processes.
+
+Output arrives in arbitrary chunks. A line ends at `\\n` (or `\\r\\n`); a `\\r` alone ends a progress-bar
+frame, of which only the latest is worth keeping; a line longer than `max_line` is cut; bytes are kept as
+they are (a reader decodes with replacement), so non-UTF-8 output never breaks anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+MAX_LINE_BYTES = 16 * 1024
+PROGRESS_MARKER = b"::progress "
+_ENDINGS = re.compile(rb"\r\n|\n|\r")
+_PROGRESS = re.compile(rb"::progress\s+([0-9]*\.?[0-9]+)(%?)(?:\s+(.*))?")
+
+
+class Ending(str, Enum):
+    NEWLINE = "newline"  # a complete line
+    CARRIAGE_RETURN = "cr"  # a progress-bar frame, to be overwritten by the next one
+    CUT = "cut"  # longer than the limit: the rest follows as another piece
+    PARTIAL = "partial"  # no ending yet, flushed because the program went quiet or exited
+
+
+@dataclass(frozen=True)
+class Line:
+    text: bytes
+    ending: Ending
+
+
+class LineSplitter:
+    """Feeds on output chunks and returns the lines they complete."""
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[Line]:
+        data = self._pending + chunk
+        held = b""
+        if data.endswith(b"\r"):  # maybe the first half of a \r\n split across chunks: decide next time
+            data, held = data[:-1], b"\r"
+        lines: list[Line] = []
+        start = 0
+        for match in _ENDINGS.finditer(data):
+            *cut, last = self._pieces(data[start : match.start()])
+            lines += [Line(piece, Ending.CUT) for piece in cut]
+            lines.append(Line(last, Ending.CARRIAGE_RETURN if match.group() == b"\r" else Ending.NEWLINE))
+            start = match.end()
+        *cut, rest = self._pieces(data[start:])
+        lines += [Line(piece, Ending.CUT) for piece in cut]
+        self._pending = rest + held
+        return lines
+
+    def _pieces(self, text: bytes) -> list[bytes]:
+        """`text` in pieces of at most max_line bytes; always at least one (maybe empty) piece."""
+        return [text[i : i + self.max_line] for i in range(0, len(text), self.max_line)] or [b""]
+
+    def flush(self) -> list[Line]:
+        """What is left without an ending (the program went quiet or exited)."""
+        pending, self._pending = self._pending, b""
+        if pending.endswith(b"\r"):
+            return [Line(pending[:-1], Ending.CARRIAGE_RETURN)]
+        return [Line(pending, Ending.PARTIAL)] if pending else []
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+
+def parse_progress(text: bytes) -> tuple[float, str] | None:
+    """(fraction, message) of a `::progress 0.42 message` or `::progress 42% message` line, else None."""
+    match = _PROGRESS.fullmatch(text.strip())
+    if match is None:
+        return None
+    value = float(match.group(1)) / (100 if match.group(2) else 1)
+    if not 0.0 <= value <= 1.0:
+        return None
+    return value, (match.group(3) or b"").decode("utf-8", "replace")
+
+
+class LogBudget:
+    """A per-job cap on the bytes of log written to the output queue, so Redis memory stays bounded."""
+
+    def __init__(self, cap_bytes: int) -> None:
+        self.cap_bytes = cap_bytes
+        self.written = 0
+        self.dropped = 0
+
+    def take(self, size: int) -> bool:
+        """True if `size` more bytes fit under the cap; False (and counted as dropped) once it is reached."""
+        if self.dropped or self.written + size > self.cap_bytes:
+            self.dropped += size
+            return False
+        self.written += size
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        return self.dropped > 0
+
+
+class FrameThrottle:
+    """Keeps progress-bar frames (`\\r`) to at most one per `interval_s`; time is a parameter."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: float | None = None
+
+    def admit(self, now: float) -> bool:
+        if self._last is not None and now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True
