@@ -77,3 +77,11 @@ def resolve_broker(explicit: str | None, folder: Path) -> tuple[str, EmbeddedBro
         return existing, None
     broker = EmbeddedBroker(folder)
     return broker.start(), broker
+
+
+def existing_broker(explicit: str | None, folder: Path) -> str:
+    """The broker URL for commands that only talk to a running service: never starts one."""
+    url = explicit or os.environ.get(BROKER_ENV) or running_embedded(folder)
+    if not url:
+        raise BrokerError(f"no broker: pass --broker URL (or set {BROKER_ENV}); no embedded broker runs in {folder}")
+    return checked_broker_url(url)

@@ -91,3 +91,7 @@ def redis(data_dir: str | None, port: int | None) -> None:
         signal.sigwait(stop_signals)
     finally:
         broker.stop()
+
+
+# Commands defined in their own modules register themselves on `main` when imported.
+import scalablejob.cli_requests  # noqa: E402, F401

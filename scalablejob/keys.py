@@ -28,3 +28,39 @@ def input_index_map(service: str) -> str:
 def request_state(service: str, request_id: str) -> str:
     """Hash holding one request's state (queued, running, done, ...) and timestamps."""
     return f"{KEY_PREFIX}:{service}:request:{request_id}"
+
+
+def request_state_pattern(request_id: str) -> str:
+    """A SCAN pattern that finds a request's state key in any service."""
+    escaped = "".join(f"\\{char}" if char in "*?[]\\" else char for char in request_id)
+    return f"{KEY_PREFIX}:*:request:{escaped}"
+
+
+def service_of_request_state(key: str) -> str:
+    """The service named in a request state key (the inverse of `request_state`)."""
+    return key.split(":", 2)[1] if key.startswith(f"{KEY_PREFIX}:") else ""
+
+
+def init_failures(service: str) -> str:
+    """Hash from worker name to its failed init command (exit code, output tail), for status and the scaler."""
+    return f"{KEY_PREFIX}:{service}:init-failures"
+
+
+def worker_presence(service: str) -> str:
+    """Hash from worker node name to the state that worker publishes (pid, GPUs, held tasks, heartbeat)."""
+    return f"{KEY_PREFIX}:{service}:workers"
+
+
+def scaler_processes(service: str) -> str:
+    """Hash from worker node name to the process a scaler spawned (pid, start time, host), so a restart adopts it."""
+    return f"{KEY_PREFIX}:{service}:scaler:processes"
+
+
+def scaler_lease(service: str, host: str) -> str:
+    """Held by the one scaler of a service on a host, so two scalers never fight over the same workers."""
+    return f"{KEY_PREFIX}:{service}:scaler:lease:{host}"
+
+
+def scaler_status(service: str, host: str) -> str:
+    """Hash with the scaler's last decision (desired, replicas, reason, inputs), for status commands and tests."""
+    return f"{KEY_PREFIX}:{service}:scaler:status:{host}"

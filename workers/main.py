@@ -16,7 +16,9 @@ from scalablejob.config import ServiceConfig
 from scalablejob.errors import UserCodeError
 from scalablejob.routing import TaskType, queue_for
 from workers.gate import SlotGate, install_gate
+from workers.init_command import EXIT_INIT_FAILED, run_init_command
 from workers.model_server import ModelServer
+from workers.presence import install_presence
 from workers.runtime import QueryRunner, WorkerRuntime, response_body
 from workers.tasks import register_tasks
 from workers.user_code import load_job
@@ -85,12 +87,17 @@ def run_worker(
     runner, server = query_runner(config, app_spec)
     app = make_app(config.name, broker_url)
     install_gate(app, slot_gate(config))
+    install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
     container_env = config.containers[0].env if config.containers else {}
+    client = redis.Redis.from_url(broker_url)
     runtime = WorkerRuntime(
-        config.name, redis.Redis.from_url(broker_url), query_runner=runner,
+        config.name, client, query_runner=runner,
         settings=config.scalable_job, container_env=container_env,
     )  # fmt: skip
     register_tasks(app, runtime, on_model_server_error=lambda: _stop_if_dead(server))
+    hostname = hostname or default_hostname(config.name)
+    if not run_init_command(config.scalable_job, container_env, client, config.name, hostname):
+        return EXIT_INIT_FAILED
     try:
         if server is not None:
             server.start()
@@ -98,7 +105,7 @@ def run_worker(
         exit_codes: list[int] = []
         signals.worker_shutdown.connect(lambda sender, **_: exit_codes.append(sender.exitcode or 0), weak=False)
         # app.start() drops the worker's exit code (click returns it instead of raising); the signal carries it
-        usage_error = app.start(argv=worker_argv(config, hostname or default_hostname(config.name), celery_args))
+        usage_error = app.start(argv=worker_argv(config, hostname, celery_args))
         return usage_error or (exit_codes[-1] if exit_codes else 0)
     finally:
         if server is not None:

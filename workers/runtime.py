@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from scalablejob.cancel import end_cancelled_before_start
 from scalablejob.config import ScalableJobConfig
 from scalablejob.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.job import QueryContext
@@ -112,12 +113,10 @@ class WorkerRuntime:
         )  # fmt: skip
 
     def _cancelled_before_start(self, request_id: str, task_type: TaskType) -> bool:
-        """A request cancelled while queued never runs: it ends with an `error` entry saying so."""
+        """A request cancelled while queued never runs."""
         if not self.requests.cancel_requested(request_id):
             return False
-        finished = self.requests.finish_update(request_id, RequestStatus.CANCELLED, error="cancelled before it started")
-        tags = entry_tags(request_id, task_type.value, EntryType.ERROR, cancelled="true")
-        self.sink.append(b"cancelled before it started", tags, then=finished)
+        end_cancelled_before_start(self.sink, self.requests, request_id, task_type.value)
         return True
 
     def run_query(self, request_id: str, body: bytes, tags: dict[str, str], worker: str) -> None:

@@ -1,0 +1,62 @@
+"""Cancelling a request: a queued one is taken off its queue, a running one is stopped by its worker."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any
+
+import redis
+
+from scalablejob.errors import RequestError
+from scalablejob.queues import priority_lists
+from scalablejob.routing import TaskType, queue_for
+from scalablejob.sink import EntryType, Sink, entry_tags
+from scalablejob.state import RequestStatus, RequestStore
+
+NOT_STARTED_MESSAGE = b"cancelled before it started"
+
+
+class CancelOutcome(str, Enum):
+    REMOVED = "removed from its queue"
+    STOPPING = "its worker is stopping it"  # the worker polls the flag and signals the job's process group
+
+
+def end_cancelled_before_start(sink: Sink, requests: RequestStore, request_id: str, task_type: str) -> None:
+    """A request that never ran ends with an `error` entry, so a reader of the sink learns what happened."""
+    finished = requests.finish_update(request_id, RequestStatus.CANCELLED, error=NOT_STARTED_MESSAGE.decode())
+    tags = entry_tags(request_id, task_type, EntryType.ERROR, cancelled="true")
+    sink.append(NOT_STARTED_MESSAGE, tags, then=finished)
+
+
+def remove_queued(client: redis.Redis, queue: str, request_id: str) -> bool:
+    """Take the message of `request_id` off a Celery queue; False if a worker has already taken it."""
+    for key in priority_lists(queue):
+        raw_messages: Any = client.lrange(key, 0, -1)
+        for raw in raw_messages:
+            if _task_id(raw) == request_id:
+                return bool(client.lrem(key, 1, raw))
+    return False
+
+
+def _task_id(raw: bytes) -> str | None:
+    try:
+        return json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def cancel_request(client: redis.Redis, service: str, request_id: str) -> CancelOutcome:
+    """Cancel a queued or running request of `service`; an unknown or finished one is a RequestError."""
+    requests = RequestStore(client, service)
+    state = requests.get(request_id)
+    if state is None:
+        raise RequestError(f"requestId {request_id!r} is unknown to service {service}")
+    if state.status.finished:
+        raise RequestError(f"request {request_id} already ended {state.status.value}: nothing to cancel")
+    requests.request_cancel(request_id)  # first: a worker that takes it from now on will not run it
+    queue = queue_for(service, TaskType(state.task_type))
+    if state.status is RequestStatus.QUEUED and remove_queued(client, queue, request_id):
+        end_cancelled_before_start(Sink(client, service), requests, request_id, state.task_type)
+        return CancelOutcome.REMOVED
+    return CancelOutcome.STOPPING
