@@ -19,8 +19,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 broker_option = click.option(
     "--broker", envvar=BROKER_ENV, metavar="URL",
-    help=f"Redis URL of the broker (env {BROKER_ENV}). Without it, the embedded redis-server of the data folder "
-    "is used, and started if none is running.",
+    help=f"Redis URL of the broker (env {BROKER_ENV}). Without it, the embedded redis-server of the data folder.",
 )  # fmt: skip
 data_dir_option = click.option(
     "--data-dir", envvar=DATA_DIR_ENV, type=click.Path(file_okay=False), default=None,
@@ -63,6 +62,7 @@ def worker(
 ) -> None:  # fmt: skip
     """Run one worker of the service in CONFIG: a real Celery worker on its command and query queues.
 
+    Without --broker, it uses the embedded redis-server of the data folder, and starts one if none runs.
     Extra arguments after the options go to `celery worker` as they are (e.g. `-- -l DEBUG`).
     """
     from workers.main import run_worker  # the worker's imports are not needed by the other commands

@@ -1,4 +1,4 @@
-"""Commands about one request: follow its logs, cancel it."""
+"""Commands about requests: submit one, follow its logs, cancel it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from scalablejob.broker import data_dir as data_folder
 from scalablejob.broker import existing_broker
 from scalablejob.cancel import cancel_request
 from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
+from scalablejob.client import JobClient
+from scalablejob.config import load_config
 from scalablejob.errors import RequestError
 from scalablejob.logs import request_entries
 from scalablejob.sink import EntryType, Sink, SinkEntry
@@ -83,3 +85,65 @@ def cancel(request_id: str, service: str | None, broker: str | None, data_dir: s
     client, service = _connect(broker, data_dir, service, request_id)
     outcome = cancel_request(client, service, request_id)
     click.echo(f"request {request_id} of {service}: {outcome.value}")
+
+
+def parse_tags(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`KEY=VALUE` options as a tag dict; a pair without `=` is a usage error naming it."""
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--tag")
+        tags[key] = value
+    return tags
+
+
+def _request_body(data: str | None, file: Any) -> bytes:
+    if data is not None and file is not None:
+        raise click.UsageError("give the request as DATA or --file, not both")
+    if file is not None:
+        return file.read()
+    if data is not None:
+        return data.encode()
+    if not sys.stdin.isatty():
+        return sys.stdin.buffer.read()
+    raise click.UsageError("expected the request: DATA, --file PATH, or data on stdin")
+
+
+@main.command()
+@click.argument("data", required=False)
+@click.option("--type", "task_type", type=click.Choice(["command", "query"]), help="taskType of the request.")
+@click.option("--file", "-f", "file", type=click.File("rb"), help="Read the request body from a file (- for stdin).")
+@click.option("--tag", "-t", "tag_pairs", multiple=True, metavar="KEY=VALUE", help="A tag of the request; repeatable.")
+@click.option("--config", "-c", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Service config: gives the service name and its default taskType.")  # fmt: skip
+@click.option("--wait", is_flag=True, help="Wait for the result and print it; exit 1 unless it succeeded.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS", help="How long --wait waits.")
+@click.option("--service", "-s", envvar=SERVICE_ENV, metavar="NAME", help=f"Service to submit to (env {SERVICE_ENV}).")
+@broker_option
+@data_dir_option
+@reports_errors
+def submit(
+    data: str | None, task_type: str | None, file: Any, tag_pairs: tuple[str, ...], config_path: str | None,
+    wait: bool, timeout: float | None, service: str | None, broker: str | None, data_dir: str | None,
+) -> None:  # fmt: skip
+    """Submit DATA (a command line, or a query body) to a service; print its request id.
+
+    The index and where to follow it go to stderr, so `id=$(scalablejob submit ...)` keeps just the id.
+    """
+    config = load_config(config_path) if config_path else None
+    name = service or (config.name if config else None)
+    if not name:
+        raise click.UsageError("expected --service NAME or --config FILE")
+    tags = parse_tags(tag_pairs) | ({"taskType": task_type} if task_type else {})
+    default_type = config.scalable_job.default_task_type if config else None
+    with JobClient(name, existing_broker(broker, data_folder(data_dir)), default_task_type=default_type) as client:
+        index, request_id = client.put(_request_body(data, file), tags)
+        click.echo(request_id)
+        click.echo(f"index {index} on {name}; follow it with: scalablejob logs -f {request_id}", err=True)
+        if wait:
+            entry = client.result(request_id, timeout=timeout)
+            sys.stdout.buffer.write(entry.data)
+            state = client.state(request_id)
+            if state is not None and state.status.value != "done":
+                sys.exit(1)

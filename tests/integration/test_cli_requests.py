@@ -1,0 +1,85 @@
+"""`submit`, `logs -f` and `cancel` from the command line, against a real worker running examples/train.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, service_config, wait_until
+from scalablejob import RequestStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def cli(redis_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scalablejob", *args, "--broker", redis_url],
+        cwd=REPO, input=stdin, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def test_submit_wait_prints_the_result_of_a_query_read_from_stdin(start_worker, redis_url):
+    start_worker(service_config("cli"))
+
+    run = cli(redis_url, "submit", "--service", "cli", "--type", "query", "--wait", "--timeout", "30", stdin="hi")
+
+    assert run.returncode == 0, run.stderr
+    request_id, result = run.stdout.split("\n", 1)
+    assert len(request_id) == 32 and result == "echo:hi"
+    assert f"follow it with: scalablejob logs -f {request_id}" in run.stderr
+
+
+def test_a_training_job_submitted_and_followed_from_the_cli(tmp_path, start_worker, client_for, redis_url):
+    # given a worker and the example training script submitted as a command
+    start_worker(service_config("cli"))
+    command = f"python examples/train.py --epochs 3 --epoch-seconds 0 --checkpoint-dir {tmp_path}"
+    request_id = cli(redis_url, "submit", "-s", "cli", "--type", "command", command).stdout.strip()
+
+    # when its logs are followed to the end
+    run = cli(redis_url, "logs", "-f", request_id)
+
+    # then every epoch was printed, progress reached 100 % and the checkpoint is there
+    assert run.returncode == 0, run.stderr
+    assert [line.split(" loss")[0] for line in run.stdout.splitlines()[:3]] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "[progress 100%] epoch 3/3" in run.stderr
+    assert run.stdout.splitlines()[-1].startswith("[result: exit code 0")
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 3
+    assert client_for("cli").state(request_id).progress == 1.0
+
+
+def test_cancel_from_the_cli_stops_a_training_job_which_saves_a_checkpoint(
+    tmp_path, start_worker, client_for, redis_url
+):
+    start_worker(service_config("cli"))
+    client = client_for("cli")
+    command = f"python examples/train.py --epochs 100 --epoch-seconds 5 --checkpoint-dir {tmp_path}"
+    request_id = cli(redis_url, "submit", "-s", "cli", "--type", "command", command).stdout.strip()
+    wait_until(lambda: (tmp_path / "checkpoint.json").exists(), 30, "the job never wrote its first checkpoint")
+
+    run = cli(redis_url, "cancel", request_id)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"request {request_id} of cli: its worker is stopping it\n"
+    assert client.result(request_id, timeout=30).tags["stopped"] == "cancelled"
+    assert client.state(request_id).status is RequestStatus.CANCELLED
+    assert b"cancelled at epoch 1: checkpoint" in client.result(request_id, timeout=1).data
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("submit", "-s", "cli", "--tag", "novalue", "x"), "expected KEY=VALUE, got 'novalue'"),
+        (("submit", "x"), "expected --service NAME or --config FILE"),
+        (("submit", "-s", "cli", "--type", "query", "x", "--tag", "_priority_=9"), "expected 0 (normal) or 1"),
+        (("cancel", "nope", "-s", "cli"), "requestId 'nope' is unknown to service cli"),
+        (("logs", "nope"), "requestId 'nope' found in no service"),
+    ],
+)
+def test_bad_cli_input_is_a_clear_error_and_a_nonzero_exit(redis_url, args, message):
+    run = cli(redis_url, *args)
+
+    assert run.returncode != 0
+    assert message in run.stderr
