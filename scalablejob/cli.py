@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from redis.exceptions import ConnectionError as BrokerUnreachable
 
 from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV, EmbeddedBroker, resolve_broker
 from scalablejob.broker import data_dir as data_folder
@@ -36,6 +37,8 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except ScalableJobError as exc:
             raise click.ClickException(str(exc)) from exc
+        except BrokerUnreachable as exc:
+            raise click.ClickException(f"cannot reach the broker: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -90,3 +90,12 @@ def test_worker_without_a_broker_starts_the_embedded_one_and_stops_it_on_exit(tm
     finally:
         os.killpg(worker.pid, signal.SIGKILL) if worker.poll() is None else None
         worker.wait()
+
+
+def test_an_unreachable_broker_is_a_one_line_error():
+    result = CliRunner().invoke(
+        main, ["submit", "-s", "svc", "--type", "query", "hi", "--broker", "redis://127.0.0.1:1/0"]
+    )
+
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot reach the broker: Error 111 connecting to 127.0.0.1:1")
