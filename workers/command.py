@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import selectors
@@ -16,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from scalablejob.errors import RequestError
+from scalablejob.processes import signal_group
 from workers.lines import Ending, Line, LineSplitter
 
 TAIL_LINES = 50  # the result entry keeps the last lines of output, capped in bytes too
@@ -216,9 +216,3 @@ class _OutputPump:
 
     def tail(self) -> bytes:
         return b"".join(self._tail)[-TAIL_BYTES:]
-
-
-def signal_group(pgid: int, signum: int) -> None:
-    """Signal a whole process group; one that is already gone is fine."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)

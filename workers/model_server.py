@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import threading
@@ -17,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 
 from scalablejob.errors import HandlerError, ModelServerError
+from scalablejob.processes import die_with_parent, stop_group
 from workers.command import with_worker_python
 
 logger = logging.getLogger(__name__)
@@ -25,13 +23,6 @@ STARTUP_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 600.0
 STOP_GRACE_S = 10.0
 DEATH_GRACE_S = 1.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the worker dies, so a killed worker leaves no model server behind."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ModelServer:
@@ -56,7 +47,7 @@ class ModelServer:
                 env={**os.environ, **self._env},
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # started before any worker thread exists
+                preexec_fn=die_with_parent,  # started before any worker thread exists
             )
         except OSError as exc:
             raise ModelServerError(f"model server {self.command!r} could not start: {exc}") from exc
@@ -122,16 +113,5 @@ class ModelServer:
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM the server's process group, SIGKILL it after `grace_s`."""
         self._stopping.set()
-        if self._process is None or self._process.poll() is not None:
-            return
-        _signal_group(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            _signal_group(self._process.pid, signal.SIGKILL)
-            self._process.wait()
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signum)
+        if self._process is not None:
+            stop_group(self._process, grace_s)

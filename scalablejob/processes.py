@@ -1,0 +1,35 @@
+"""Small process-group helpers shared by everything that starts children: jobs, model servers, the stack."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child (as preexec_fn): get SIGTERM when the parent dies, so a killed parent leaves no orphan."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Signal a whole process group; one that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def stop_group(process: subprocess.Popen[bytes], grace_s: float) -> int:
+    """SIGTERM a child's process group, SIGKILL it after `grace_s`; returns the child's exit status."""
+    if process.poll() is None:
+        signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            signal_group(process.pid, signal.SIGKILL)
+    signal_group(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+    return process.wait()
