@@ -7,6 +7,7 @@ import pytest
 from conftest import python_command, service_config
 from scalablejob import RequestError, RequestStatus, TaskTypeError
 from scalablejob.celery_app import service_queues
+from scalablejob.queues import queue_depth
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -66,7 +67,7 @@ def test_bad_task_type_is_rejected_and_nothing_is_enqueued(redis_client, client_
     with pytest.raises(TaskTypeError, match=r"required.*command, query"):
         client.put(b"python train.py")
 
-    assert [redis_client.llen(queue) for queue in service_queues("e2e")] == [0, 0]
+    assert [queue_depth(redis_client, queue) for queue in service_queues("e2e")] == [0, 0]
     assert redis_client.keys("*") == []
 
 

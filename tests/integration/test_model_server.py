@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, service_config, wait_until
 from scalablejob import RequestStatus
+from scalablejob.queues import queue_depth
 from scalablejob.redis_server import free_port
 from workers.main import EXIT_MODEL_SERVER_DIED
 
@@ -55,7 +56,7 @@ def test_a_dead_model_server_stops_the_worker_and_its_query_goes_back_on_the_que
     state = client.state(request_id)
     assert (state.status, state.retries) == (RequestStatus.QUEUED, 1)
     assert "died" in state.message
-    assert redis_client.llen("echo.query") == 1
+    assert queue_depth(redis_client, "echo.query") == 1
 
     # and a new worker answers it
     pid_file.unlink()

@@ -14,6 +14,7 @@ from scalablejob import RequestStatus
 from scalablejob.cancel import CancelOutcome, cancel_request
 from scalablejob.keys import init_failures
 from scalablejob.logs import request_entries
+from scalablejob.queues import queue_depth
 from workers.init_command import EXIT_INIT_FAILED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -114,7 +115,7 @@ def test_cancel_of_a_queued_job_takes_it_off_the_queue(tmp_path, start_worker, c
     entry = client.result(queued_id, timeout=5)
     assert (entry.type, entry.data, entry.tags["cancelled"]) == ("error", b"cancelled before it started", "true")
     assert client.state(queued_id).status is RequestStatus.CANCELLED
-    assert redis_client.llen("train.command") == 0 and log_texts(client, queued_id) == []
+    assert queue_depth(redis_client, "train.command") == 0 and log_texts(client, queued_id) == []
 
 
 def test_a_job_past_its_timeout_fails(start_worker, client_for):
