@@ -45,7 +45,7 @@ class RedisServer:
     """One redis-server child process bound to 127.0.0.1, optionally with append-only persistence."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None, persistent: bool = True) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # redis-server changes into --dir before it opens --logfile
         self.port = port or free_port()
         self.persistent = persistent
         self._process: subprocess.Popen[bytes] | None = None

@@ -86,3 +86,10 @@ def test_a_second_embedded_broker_on_the_same_folder_is_refused(tmp_path):
             EmbeddedBroker(tmp_path).start()
     finally:
         first.stop()
+
+
+def test_a_relative_data_folder_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with RedisServer("relative/data", persistent=True) as server:
+        assert redis.Redis.from_url(server.url).ping()
+    assert (tmp_path / "relative" / "data" / "redis.log").is_file()
