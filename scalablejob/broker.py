@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,6 +14,7 @@ from scalablejob.errors import BrokerError
 from scalablejob.redis_server import RedisServer
 
 BROKER_ENV = "SCALABLEJOB_BROKER"
+BROKER_WAIT_ENV = "SCALABLEJOB_BROKER_WAIT"  # seconds to wait for a given broker to answer (Procfile start order)
 DATA_DIR_ENV = "SCALABLEJOB_DATA_DIR"
 DEFAULT_DATA_DIR = Path(".scalablejob")
 BROKER_RECORD = "broker.json"
@@ -71,7 +73,8 @@ def resolve_broker(explicit: str | None, folder: Path) -> tuple[str, EmbeddedBro
     """The broker URL to use, and the embedded broker this process started (and must stop), if any."""
     url = explicit or os.environ.get(BROKER_ENV)
     if url:
-        return checked_broker_url(url), None
+        wait_for_broker(checked_broker_url(url), broker_wait_s())
+        return url, None
     existing = running_embedded(folder)
     if existing:
         return existing, None
@@ -85,3 +88,34 @@ def existing_broker(explicit: str | None, folder: Path) -> str:
     if not url:
         raise BrokerError(f"no broker: pass --broker URL (or set {BROKER_ENV}); no embedded broker runs in {folder}")
     return checked_broker_url(url)
+
+
+def broker_wait_s() -> float:
+    """How long to wait for a given broker, from $SCALABLEJOB_BROKER_WAIT (default: not at all)."""
+    value = os.environ.get(BROKER_WAIT_ENV, "0")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise BrokerError(f"{BROKER_WAIT_ENV}={value!r}: expected a number of seconds >= 0")
+    return seconds
+
+
+def wait_for_broker(url: str, timeout_s: float) -> None:
+    """Return once the broker answers PING, trying for up to `timeout_s` (0: do not wait, do not check)."""
+    if timeout_s <= 0:
+        return
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"broker {url} did not answer within {timeout_s:g} s: {exc}") from None
+                time.sleep(0.2)
+    finally:
+        client.close()

@@ -98,3 +98,4 @@ def redis(data_dir: str | None, port: int | None) -> None:
 
 # Commands defined in their own modules register themselves on `main` when imported.
 import scalablejob.cli_requests  # noqa: E402, F401
+import scaler.cli  # noqa: E402, F401

@@ -46,3 +46,43 @@ class HandlerError(ScalableJobError):
 
 class CommandFailed(ScalableJobError):
     """A command task's process ended with a non-zero exit code."""
+
+
+class GpuError(ScalableJobError):
+    """The GPUs a service asks for cannot be listed (no NVIDIA driver) or are not there."""
+
+
+class ScalerError(ScalableJobError):
+    """The scaler cannot run: another scaler owns the service on this host, or its settings are inconsistent."""
+
+
+class BindingError(ScalableJobError):
+    """A front end cannot be bound to the job service as asked (wrong name for the mode, bad token, ...)."""
+
+
+class QueueServiceError(ScalableJobError):
+    """A queue-service request the front end refuses because of the client: the HTTP layer maps each kind to a 4xx."""
+
+
+class ParameterError(QueueServiceError, ValueError):
+    """A query parameter or header is malformed or out of range; `parameter` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+class AuthError(QueueServiceError):
+    """The Authorization header is missing or does not carry the front end's token."""
+
+
+class QueueNotFound(QueueServiceError):
+    """No queue of that name is served here, or no item with that index is in it."""
+
+
+class PayloadTooLarge(QueueServiceError):
+    """A request body is over the front end's size limit."""
+
+
+class WatcherConflict(QueueServiceError):
+    """A watcher of the same queue, group and client is already connected."""

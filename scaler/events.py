@@ -1,0 +1,72 @@
+"""Early wake-up on new work: Celery's `task-sent` events, which the service's producers already publish.
+
+The app sets `task_send_sent_event`, so every enqueue is followed by a `task-sent` event on the `celeryev`
+fanout exchange, which kombu's Redis transport carries as a Redis PUBLISH. Listening to it costs one pub/sub
+connection and a thread, and lets the scaler react to a burst at once instead of at its next pass. Anything
+unexpected only wakes the loop (or, if events never come, the loop still observes every interval).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable, Collection
+from typing import Any
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+TASK_SENT_PATTERN = "*celeryev/task.sent"  # kombu prefixes the db ("/0.") since Redis pub/sub spans databases
+RETRY_S = 1.0
+READ_TIMEOUT_S = 0.25  # how long stop() may wait for the thread
+
+
+def is_for(message: bytes | str, queues: Collection[str]) -> bool:
+    """Whether a published task-sent event names one of `queues`; an event that cannot be read counts as yes."""
+    try:
+        envelope: Any = json.loads(message)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        return json.loads(body).get("queue") in queues
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return True
+
+
+class TaskSentListener:
+    """A daemon thread that calls `wake()` whenever a task is sent to one of the service's queues."""
+
+    def __init__(self, client: redis.Redis, queues: Collection[str], wake: Callable[[], None]) -> None:
+        self._client = client
+        self._queues = set(queues)
+        self._wake = wake
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="task-sent-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening; returns once the thread is done with the connection."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(RETRY_S + READ_TIMEOUT_S + 1)
+
+    def _listen(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._follow()
+            except redis.RedisError as exc:
+                logger.debug("task-sent events unavailable, retrying in %g s: %s", RETRY_S, exc)
+                self._stopped.wait(RETRY_S)
+
+    def _follow(self) -> None:
+        with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.psubscribe(TASK_SENT_PATTERN)
+            while not self._stopped.is_set():
+                message = pubsub.get_message(timeout=READ_TIMEOUT_S)
+                if message is not None and is_for(message["data"], self._queues):
+                    self._wake()

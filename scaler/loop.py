@@ -1,0 +1,297 @@
+"""The scaler loop: observe -> decide -> act, one pass per `tick(now)`; `run()` only keeps time.
+
+Each pass reads queue depths and worker presence, reaps workers that ended (putting back the tasks a dead one
+held), decides the replicas with the pure policy, and spawns or warm-stops workers to match. Every decision that
+changes something is logged with its inputs at INFO (every pass at DEBUG) and published to Redis and Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+from kombu.exceptions import OperationalError
+
+from scalablejob.gpus import Gpu, assign_gpus
+from scaler.backoff import Backoff
+from scaler.exporter import Exporter
+from scaler.metrics import MetricsSource, Observation
+from scaler.plan import WorkerView, plan
+from scaler.policy import Decision, History, Policy, Snapshot, decide
+from scaler.pool import Launcher, WorkerSpec
+from scaler.records import ProcessRecord, ScalerStore
+from scaler.recovery import ORPHAN_AGE_S, Recoverer
+from scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
+from workers.presence import WorkerState
+
+logger = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 30.0
+MIN_PASS_GAP_S = 0.02
+_TRANSIENT = (redis.RedisError, OperationalError)  # the broker is away: skip this pass, try again next one
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """What the workers look like: service, host, the GPUs to hand out and how many each worker gets."""
+
+    service: str
+    host: str
+    gpus: tuple[Gpu, ...] = ()
+    gpu_per_worker: int = 0
+    initial: int = 0  # workers to start with (metadata.instance, within the policy's bounds)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The loop's connections to the world: observe, act on processes, recover tasks, remember, export."""
+
+    metrics: MetricsSource
+    launcher: Launcher
+    recovery: Recoverer
+    store: ScalerStore
+    exporter: Exporter | None = None
+
+
+@dataclass
+class Managed:
+    """One of this scaler's workers: its process record and what the loop knows of it."""
+
+    record: ProcessRecord
+    stopping: bool = False  # a warm stop was asked (by us, or seen in its presence)
+    ready: bool = False  # it reported idle or busy at least once
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A worker that ended and whose tasks may still have to be put back."""
+
+    managed: Managed
+    exit_code: int | None
+
+
+@dataclass
+class _Memory:
+    """What the loop carries from one pass to the next, besides its workers."""
+
+    history: History = field(default_factory=History)
+    backoff: Backoff = field(default_factory=Backoff)
+    last_sweep: float = -math.inf
+    last_logged: tuple[int, int, int] | None = None
+
+
+class Scaler:
+    """Owns one service's worker processes on this host and keeps their number right."""
+
+    def __init__(self, fleet: Fleet, policy: Policy, parts: Parts) -> None:
+        self.fleet = fleet
+        self.policy = policy
+        self.parts = parts
+        self.workers: dict[str, Managed] = {}
+        self._ended: list[_Ended] = []
+        self._memory = _Memory()
+
+    @property
+    def backoff(self) -> Backoff:
+        return self._memory.backoff
+
+    def start(self, now: float) -> None:
+        """Take the lease, adopt (or recover from) the workers of a previous run, then start the initial ones."""
+        self.parts.store.acquire_lease()
+        for record in self.parts.store.records():
+            if self.parts.launcher.adopt(record):
+                self.workers[record.name] = Managed(record, ready=True)
+                logger.info("adopted worker %s (pid %d) from a previous scaler run", record.name, record.pid)
+            else:  # it died while no scaler watched it
+                self._ended.append(_Ended(Managed(record, ready=True), None))
+        self.reap(now)
+        self._sweep(self.parts.metrics.observe(), now)
+        for _ in range(self.fleet.initial - len(self.workers)):
+            if not self._spawn(now):
+                break
+
+    def tick(self, now: float) -> Decision:
+        """One pass: observe, reap, decide, act, report."""
+        observation = self.parts.metrics.observe()
+        self.reap(now)
+        self._note_states(observation)
+        views = self._views(observation)
+        snapshot = self._snapshot(observation, views, now)
+        decision = decide(snapshot, self.policy, self._memory.history, now)
+        self._memory.history = decision.history
+        acted = self._act(decision, views, now)
+        self._report(decision, observation, acted, now)
+        if now - self._memory.last_sweep >= SWEEP_INTERVAL_S:
+            self._sweep(observation, now)
+        return decision
+
+    def reap(self, now: float) -> None:
+        """Handle every worker that ended; if the broker is away meanwhile, the rest is handled on a later pass."""
+        for exited in self.parts.launcher.reap():
+            managed = self.workers.pop(exited.name, None)
+            if managed is not None:
+                self._ended.append(_Ended(managed, exited.exit_code))
+        while self._ended:
+            ended = self._ended[0]
+            self._on_exit(ended.managed, ended.exit_code, now)
+            self._ended.pop(0)
+
+    def drain(self) -> None:
+        """Warm-stop every worker, busy ones included: the scaler itself is stopping."""
+        for name, managed in self.workers.items():
+            if not managed.stopping:
+                self.parts.launcher.stop(name)
+                managed.stopping = True
+
+    def kill_all(self) -> None:
+        """Stop at once (a second stop request): tasks in flight go back on their queues when reaped."""
+        for name in self.workers:
+            self.parts.launcher.kill(name)
+
+    def close(self) -> None:
+        self.parts.store.release()
+
+    def run(
+        self, wakeup: Wakeup, clock: Callable[[], float] = time.time, interval_s: float = DEFAULT_INTERVAL_S
+    ) -> None:
+        """Pass after pass until a stop is requested; then drain the workers (a second request kills them)."""
+        self.start(clock())
+        try:
+            while not wakeup.stop_requests:
+                started = clock()
+                _guarded(self.tick, started)
+                wakeup.wait(interval_s)
+                time.sleep(max(0.0, started + MIN_PASS_GAP_S - clock()))  # a storm of wake-ups is not a busy loop
+            logger.info("stopping: warm shutdown of %d worker(s); stop again to kill them", len(self.workers))
+            self.drain()
+            while self.workers or self._ended:
+                if wakeup.stop_requests > 1:
+                    self.kill_all()
+                _guarded(self.reap, clock())
+                wakeup.wait(interval_s)
+        finally:
+            self.close()
+
+    # ---- steps of a pass -----------------------------------------------------------------------------------
+
+    def _on_exit(self, managed: Managed, exit_code: int | None, now: float) -> None:
+        """A worker ended: kill what it left behind, put back what it held, forget it. Safe to repeat."""
+        name, record = managed.record.name, managed.record
+        crashed = not managed.stopping or exit_code not in (0, None, -signal.SIGTERM)
+        leftovers = self.parts.launcher.kill_leftovers(name) if crashed else 0
+        presence = self.parts.store.presence_of(name)
+        reason = f"worker {name} (pid {record.pid}) {_how(exit_code)}"
+        requeued = self.parts.recovery.recover(name, presence.held if presence else {}, reason)
+        self.parts.store.forget_worker(name)
+        if crashed and not managed.ready and not managed.stopping:
+            self._memory.backoff = self._memory.backoff.failed(now)
+        log = logger.warning if crashed else logger.info
+        log("%s; %d task(s) requeued %s, %d leftover process(es) killed", reason, len(requeued), requeued, leftovers)
+        if self.parts.exporter is not None:
+            self.parts.exporter.worker_exited(crashed=crashed, requeued=len(requeued))
+
+    def _note_states(self, observation: Observation) -> None:
+        for name, managed in self.workers.items():
+            presence = observation.workers.get(name)
+            if presence is None:
+                continue
+            if presence.state in (WorkerState.IDLE, WorkerState.BUSY) and not managed.ready:
+                managed.ready = True
+                self._memory.backoff = self._memory.backoff.succeeded()
+            if presence.state is WorkerState.STOPPING:
+                managed.stopping = True
+
+    def _views(self, observation: Observation) -> list[WorkerView]:
+        views = []
+        for name, managed in self.workers.items():
+            presence = observation.workers.get(name)
+            state = presence.state if presence is not None else WorkerState.STARTING
+            state = WorkerState.STOPPING if managed.stopping else state
+            views.append(WorkerView(name, state, managed.record.started_at))
+        return views
+
+    def _snapshot(self, observation: Observation, views: list[WorkerView], now: float) -> Snapshot:
+        active = [view for view in views if view.state is not WorkerState.STOPPING]
+        busy = sum(1 for view in active if view.state is WorkerState.BUSY)
+        return Snapshot(observation.total_queued, observation.running(now), len(active), busy)
+
+    def _act(self, decision: Decision, views: list[WorkerView], now: float) -> bool:
+        """Spawn or warm-stop workers to reach the decision; True when something was done."""
+        changes = plan(decision.desired, views)
+        for name in changes.stop:
+            self.parts.launcher.stop(name)
+            self.workers[name].stopping = True
+            logger.info("stopping idle worker %s (warm shutdown)", name)
+        spawned = 0
+        while spawned < changes.spawn and self._spawn(now):
+            spawned += 1
+        return bool(changes.stop) or spawned > 0
+
+    def _spawn(self, now: float) -> bool:
+        """Start one worker on free GPUs; False when the crash backoff or the GPUs do not allow it now."""
+        if not self._memory.backoff.allows(now):
+            logger.debug("spawn held back until %.1f: workers keep dying at start", self._memory.backoff.not_before)
+            return False
+        in_use = {uuid for managed in self.workers.values() for uuid in managed.record.gpus}
+        gpus = assign_gpus(self.fleet.gpus, in_use, self.fleet.gpu_per_worker)
+        if gpus is None:
+            logger.warning("no free GPU for another worker (%d per worker)", self.fleet.gpu_per_worker)
+            return False
+        name = f"{self.fleet.service}-{secrets.token_hex(4)}@{self.fleet.host}"
+        try:
+            record = self.parts.launcher.spawn(WorkerSpec(name, gpus))
+        except OSError as exc:
+            logger.error("cannot start worker %s: %s", name, exc)
+            self._memory.backoff = self._memory.backoff.failed(now)
+            return False
+        self.parts.store.save(record)
+        self.workers[name] = Managed(record)
+        logger.info("spawned worker %s (pid %d, GPUs %s)", name, record.pid, ",".join(record.gpus) or "none")
+        return True
+
+    def _report(self, decision: Decision, observation: Observation, acted: bool, now: float) -> None:
+        snap = decision.snapshot
+        key = (decision.desired, snap.replicas, decision.target)
+        log = logger.info if acted or key != self._memory.last_logged else logger.debug
+        log(
+            "decision: queued=%d running=%d replicas=%d busy=%d -> desired=%d (%s): %s",
+            snap.queued, snap.running, snap.replicas, snap.busy, decision.desired, decision.change, decision.reason,
+        )  # fmt: skip
+        self._memory.last_logged = key
+        states = {view.name: view.state.value for view in self._views(observation)}
+        self.parts.store.report({
+            "desired": decision.desired, "replicas": snap.replicas, "busy": snap.busy, "queued": snap.queued,
+            "running": snap.running, "target": decision.target, "reason": decision.reason, "at": now,
+            "workers": json.dumps(states),
+        })  # fmt: skip
+        if self.parts.exporter is not None:
+            self.parts.exporter.record(decision, observation.queued, [WorkerState(s) for s in states.values()])
+
+    def _sweep(self, observation: Observation, now: float) -> None:
+        self._memory.last_sweep = now
+        requeued = self.parts.recovery.sweep(observation.claimed(now, ORPHAN_AGE_S), now)
+        if requeued:
+            logger.warning("requeued %d orphaned task(s) no worker held: %s", len(requeued), requeued)
+
+
+def _how(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "ended while it was not our child (exit code unknown)"
+    if exit_code < 0:
+        return f"was killed by signal {-exit_code}"
+    return f"exited with code {exit_code}"
+
+
+def _guarded(step: Callable[[float], object], now: float) -> None:
+    """Run one step; a broker outage is logged and retried next pass instead of ending the scaler."""
+    try:
+        step(now)
+    except _TRANSIENT as exc:
+        logger.error("broker unavailable, retrying next pass: %s", exc)

@@ -1,0 +1,55 @@
+"""Observe: what the scaler reads from Redis on every pass (queue depths and every worker's published state)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis
+
+from scalablejob.celery_app import service_queues
+from scalablejob.queues import queue_depth
+from workers.presence import Presence, read_presence
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Queue depths and worker presence, as read in one pass."""
+
+    queued: Mapping[str, int] = field(default_factory=dict)  # queue name -> messages waiting
+    workers: Mapping[str, Presence] = field(default_factory=dict)  # node name -> presence, any host
+
+    @property
+    def total_queued(self) -> int:
+        return sum(self.queued.values())
+
+    def running(self, now: float) -> int:
+        """Tasks held by live workers of the service, on any host (stale fields are workers that are gone)."""
+        return sum(len(presence.held) for presence in self.workers.values() if presence.is_fresh(now))
+
+    def claimed(self, now: float, within_s: float) -> set[str]:
+        """Task ids held by workers heard from within `within_s`: recovery must not put back what they may run."""
+        return {
+            task_id
+            for presence in self.workers.values()
+            if now - presence.heartbeat < within_s
+            for task_id in presence.held
+        }
+
+
+class MetricsSource(Protocol):
+    def observe(self) -> Observation: ...
+
+
+class RedisMetrics:
+    """The real source: kombu's queue lists (all priorities) and the presence hash, a few round trips per pass."""
+
+    def __init__(self, client: redis.Redis, service: str) -> None:
+        self._client = client
+        self._service = service
+        self._queues = service_queues(service)
+
+    def observe(self) -> Observation:
+        queued = {queue: queue_depth(self._client, queue) for queue in self._queues}
+        return Observation(queued, read_presence(self._client, self._service))

@@ -1,0 +1,123 @@
+"""What a scaler keeps in Redis: a record of each worker process it spawned, its lease, and its last decision.
+
+The records let a restarted scaler find the workers of its previous run and adopt them (pid and process start
+time, checked with psutil, so a reused pid is never mistaken for a worker). The lease makes sure only one scaler
+owns a service's workers on one host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+import redis
+
+from scalablejob import keys
+from scalablejob.errors import ScalerError
+from workers.presence import Presence, forget_presence
+
+LEASE_TTL_S = 10.0
+CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A worker process a scaler spawned: enough to find it again and to know which GPUs it holds."""
+
+    name: str
+    pid: int
+    create_time: float  # psutil's process start time: with the pid, it names one process for good
+    host: str
+    gpus: tuple[str, ...] = ()  # GPU UUIDs it is pinned to
+    started_at: float = 0.0
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> ProcessRecord:
+        data = json.loads(raw)
+        return cls(
+            str(data["name"]), int(data["pid"]), float(data["create_time"]), str(data["host"]),
+            tuple(str(uuid) for uuid in data.get("gpus", ())), float(data.get("started_at", 0.0)),
+        )  # fmt: skip
+
+
+def is_same_process(pid: int, create_time: float) -> bool:
+    """Whether `pid` still is the process that started at `create_time` (and is not a zombie)."""
+    try:
+        process = psutil.Process(pid)
+        same = abs(process.create_time() - create_time) < CREATE_TIME_TOLERANCE_S
+        return same and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def this_process() -> tuple[int, float]:
+    pid = os.getpid()
+    return pid, psutil.Process(pid).create_time()
+
+
+class ScalerStore:
+    """The scaler's keys for one service and host."""
+
+    def __init__(self, client: redis.Redis, service: str, host: str) -> None:
+        self._client = client
+        self._service = service
+        self.host = host
+        self._records_key = keys.scaler_processes(service)
+        self._lease_key = keys.scaler_lease(service, host)
+        self._status_key = keys.scaler_status(service, host)
+        self._me = json.dumps(dict(zip(("pid", "create_time"), this_process(), strict=True)))
+
+    def save(self, record: ProcessRecord) -> None:
+        self._client.hset(self._records_key, record.name, record.encode())
+
+    def records(self) -> list[ProcessRecord]:
+        """The records of this host: other hosts' scalers own theirs."""
+        raw: Any = self._client.hgetall(self._records_key)
+        found = [ProcessRecord.decode(value) for value in raw.values()]
+        return [record for record in found if record.host == self.host]
+
+    def presence_of(self, name: str) -> Presence | None:
+        """A worker's presence read now (at its death the last observation may be a pass old)."""
+        raw: Any = self._client.hget(keys.worker_presence(self._service), name)
+        return None if raw is None else Presence.decode(name, raw)
+
+    def forget_worker(self, name: str) -> None:
+        """A worker is gone for good: drop its record and the presence field it can no longer drop itself."""
+        self._client.hdel(self._records_key, name)
+        forget_presence(self._client, self._service, name)
+
+    def acquire_lease(self) -> None:
+        """Become the service's scaler on this host, unless a live scaler already is."""
+        if self._client.set(self._lease_key, self._me, nx=True, px=int(LEASE_TTL_S * 1000)):
+            return
+        holder: Any = self._client.get(self._lease_key)
+        try:
+            other = json.loads(holder or "{}")
+            alive = is_same_process(int(other["pid"]), float(other["create_time"]))
+        except (ValueError, KeyError, TypeError):
+            alive = False
+        if alive:
+            raise ScalerError(
+                f"another scaler (pid {other['pid']}) already runs service {self._service} on {self.host}: "
+                "expected one scaler per service and host; stop it first"
+            )
+        self._client.set(self._lease_key, self._me, px=int(LEASE_TTL_S * 1000))
+
+    def report(self, status: Mapping[str, str | int | float]) -> None:
+        """Renew the lease and publish the last decision (always the same fields, and our pid), in one round trip."""
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.set(self._lease_key, self._me, px=int(LEASE_TTL_S * 1000))
+            fields: dict[Any, Any] = {**status, "pid": os.getpid()}
+            pipe.hset(self._status_key, mapping=fields)
+            pipe.execute()
+
+    def release(self) -> None:
+        """The scaler stopped and its workers are gone: drop the lease and the status."""
+        self._client.delete(self._lease_key, self._status_key)

@@ -1,0 +1,45 @@
+"""Early wake-up: Celery's task-sent events for the service's queues wake the scaler; others do not."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+
+import pytest
+
+from conftest import wait_until
+from scalablejob import JobClient
+from scaler.events import TaskSentListener, is_for
+
+QUEUES = {"svc.command", "svc.query"}
+
+
+def event(queue: str) -> bytes:
+    body = base64.b64encode(json.dumps({"type": "task-sent", "queue": queue}).encode()).decode()
+    return json.dumps({"body": body, "properties": {"body_encoding": "base64"}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("message", "wakes"),
+    [(event("svc.command"), True), (event("other.command"), False), (b"not json", True), (b"{}", True)],
+)
+def test_only_events_for_the_service_or_unreadable_ones_wake_it(message: bytes, wakes: bool) -> None:
+    assert is_for(message, QUEUES) is wakes
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(30)
+def test_a_task_sent_to_the_service_wakes_the_listener(redis_url: str, redis_client) -> None:
+    woken = threading.Event()
+    listener = TaskSentListener(redis_client, QUEUES, woken.set)
+    listener.start()
+    try:
+        wait_until(lambda: redis_client.pubsub_numpat() == 1, 10, "the listener never subscribed")
+        with JobClient("other", redis_url) as other, JobClient("svc", redis_url) as client:
+            other.put(b"echo", {"taskType": "command"})
+            assert not woken.wait(0.3)
+            client.put(b"echo", {"taskType": "command"})
+            assert woken.wait(5)
+    finally:
+        listener.stop()

@@ -1,0 +1,99 @@
+"""Worker presence: what a worker publishes about itself for the scaler, driven as Celery's signals would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import fakeredis
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from scalablejob import keys
+from scalablejob.testing import FakeClock
+from workers.presence import Presence, PresenceReporter, WorkerState, forget_presence, read_presence
+
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def reporter(client: redis.Redis, clock: FakeClock) -> PresenceReporter:
+    return PresenceReporter(client, "svc", clock=clock, gpus="GPU-fake-0001", heartbeat_s=3600)
+
+
+def test_a_worker_publishes_its_life_from_starting_to_gone(client: fakeredis.FakeRedis) -> None:
+    clock = FakeClock()
+    worker = reporter(client, clock)
+
+    worker.starting("svc-a@host")
+    assert read_presence(client, "svc")["svc-a@host"] == Presence(
+        "svc-a@host", os.getpid(), socket.gethostname(), WorkerState.STARTING, "GPU-fake-0001", {}, clock.now
+    )
+    worker.ready()
+    assert read_presence(client, "svc")["svc-a@host"].state is WorkerState.IDLE
+    worker.received("task-1", "tag-1")
+    clock.advance(1)
+    worker.received("task-2", "tag-2")
+    busy = read_presence(client, "svc")["svc-a@host"]
+    assert (busy.state, dict(busy.held), busy.heartbeat) == (
+        WorkerState.BUSY,
+        {"task-1": "tag-1", "task-2": "tag-2"},
+        clock.now,
+    )
+    worker.finished("task-1")
+    worker.finished("task-2")
+    assert read_presence(client, "svc")["svc-a@host"].state is WorkerState.IDLE
+    worker.stop_requested()
+    worker.finished("unknown")
+    assert read_presence(client, "svc")["svc-a@host"].state is WorkerState.STOPPING
+    worker.gone()
+    assert read_presence(client, "svc") == {}
+
+
+def test_presence_is_fresh_only_while_the_heartbeat_runs() -> None:
+    presence = Presence("w", 1, "h", WorkerState.IDLE, heartbeat=100.0)
+    assert presence.is_fresh(109.9) and not presence.is_fresh(110.0)
+
+
+def test_an_unreadable_field_is_skipped_and_a_dead_worker_forgotten(client: fakeredis.FakeRedis) -> None:
+    good = Presence("good@h", 7, "h", WorkerState.BUSY, "", {"t": "g"}, 5.0)
+    client.hset(keys.worker_presence("svc"), mapping={"good@h": good.encode(), "bad@h": "{not json"})
+    assert read_presence(client, "svc") == {"good@h": good}
+    forget_presence(client, "svc", "good@h")
+    assert client.hkeys(keys.worker_presence("svc")) == [b"bad@h"]
+
+
+def test_a_broker_outage_never_takes_the_worker_down() -> None:
+    broken = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0))
+    worker = reporter(broken, FakeClock())
+    worker.starting("svc-a@host")
+    worker.received("task-1", "tag-1")
+    assert worker.presence.held == {"task-1": "tag-1"}
+    worker.gone()
+
+
+def test_tasks_received_and_finished_on_many_threads_are_all_accounted_for(client: fakeredis.FakeRedis) -> None:
+    worker = reporter(client, FakeClock())
+    worker.starting("svc-a@host")
+    worker.ready()
+
+    def churn(thread: int) -> None:
+        for n in range(50):
+            worker.received(f"t{thread}-{n}", f"g{thread}-{n}")
+            if n % 2:
+                worker.finished(f"t{thread}-{n}")
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    expected = {f"t{i}-{n}" for i in range(8) for n in range(0, 50, 2)}
+    assert set(read_presence(client, "svc")["svc-a@host"].held) == expected
+    worker.gone()
