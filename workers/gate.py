@@ -19,6 +19,9 @@ from celery.worker import state as worker_state
 from scalablejob.routing import TaskType, task_type_of
 
 
+GATED_BRPOP_TIMEOUT_S = 0.1
+
+
 class SlotGate:
     """Thread-safe count of in-flight tasks per type against each type's number of slots."""
 
@@ -44,6 +47,10 @@ class SlotGate:
     def release(self, request_id: str) -> None:
         with self._lock:
             self._in_flight.pop(request_id, None)
+
+    def any_full(self) -> bool:
+        """True while some queue of ours is hidden: its slot frees when a task ends, not when a message comes."""
+        return any(not self.has_room(queue) for queue in self._queues)
 
     def in_flight(self, task_type: TaskType) -> int:
         with self._lock:
@@ -78,6 +85,9 @@ def gate_channel(channel: Any, gate: SlotGate) -> None:
     def gated_brpop_start(timeout: float | None = None) -> None:
         if len(worker_state.reserved_requests) == 0:
             gate.reset()  # self-heal: nothing is reserved, so nothing can be in flight
+        if gate.any_full():
+            # a hidden queue reopens when a task ends; a short BRPOP lets the next one include it soon after
+            timeout = GATED_BRPOP_TIMEOUT_S
         cycle = channel._queue_cycle
         channel._queue_cycle = _GatedCycle(cycle, gate)
         try:

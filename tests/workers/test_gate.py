@@ -8,7 +8,7 @@ import pytest
 from celery.worker import state as worker_state
 
 from scalablejob.routing import TaskType
-from workers.gate import SlotGate, _GatedCycle, gate_channel
+from workers.gate import GATED_BRPOP_TIMEOUT_S, SlotGate, _GatedCycle, gate_channel
 
 COMMAND_QUEUE = "svc.command"
 QUERY_QUEUE = "svc.query"
@@ -203,7 +203,7 @@ def test_gate_channel_brpops_only_on_queues_with_room(claims: tuple[TaskType, ..
     channel._brpop_start(2.5)
 
     assert channel.brpops == [visible]
-    assert channel.timeouts == [2.5]
+    assert channel.timeouts == [2.5 if not claims else GATED_BRPOP_TIMEOUT_S]  # short while a queue is hidden
     assert channel._queue_cycle is original_cycle
 
 
@@ -220,7 +220,7 @@ def test_gate_channel_follows_claims_and_releases_between_brpops() -> None:
     channel._brpop_start()
 
     assert channel.brpops == [ALL_QUEUES, [QUERY_QUEUE, FOREIGN_QUEUE], ALL_QUEUES]
-    assert channel.timeouts == [None, None, None]
+    assert channel.timeouts == [None, GATED_BRPOP_TIMEOUT_S, None]
 
 
 @pytest.mark.usefixtures("reserved")
