@@ -18,7 +18,6 @@ from celery.worker import state as worker_state
 
 from scalablejob.routing import TaskType, task_type_of
 
-
 GATED_BRPOP_TIMEOUT_S = 0.1
 
 
