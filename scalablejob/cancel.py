@@ -11,7 +11,7 @@ import redis
 from scalablejob.errors import RequestError
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
-from scalablejob.sink import EntryType, Sink, entry_tags
+from scalablejob.sink import EntryType, RoutedSink, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
 
 NOT_STARTED_MESSAGE = b"cancelled before it started"
@@ -57,6 +57,7 @@ def cancel_request(client: redis.Redis, service: str, request_id: str) -> Cancel
     requests.request_cancel(request_id)  # first: a worker that takes it from now on will not run it
     queue = queue_for(service, TaskType(state.task_type))
     if state.status is RequestStatus.QUEUED and remove_queued(client, queue, request_id):
-        end_cancelled_before_start(Sink(client, service), requests, request_id, state.task_type)
+        # the entry goes to the output queue of the request's own front end, and takes it off that input queue
+        end_cancelled_before_start(RoutedSink(client, service), requests, request_id, state.task_type)
         return CancelOutcome.REMOVED
     return CancelOutcome.STOPPING

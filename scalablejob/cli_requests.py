@@ -53,7 +53,11 @@ def _connect(broker: str | None, data_dir: str | None, service: str | None, requ
 def logs(request_id: str, follow: bool, service: str | None, broker: str | None, data_dir: str | None) -> None:
     """Print the output lines of a request (stdout here, stderr to stderr), then how it ended."""
     client, service = _connect(broker, data_dir, service, request_id)
-    sink, requests = Sink(client, service), RequestStore(client, service)
+    requests = RequestStore(client, service)
+    state = requests.get(request_id)
+    if state is None:
+        raise RequestError(f"requestId {request_id!r} is unknown to service {service}")
+    sink = Sink(client, service, frontend=state.frontend)  # the output queue of the front end it came through
     for entry in request_entries(sink, requests, request_id, follow=follow):
         _print_entry(entry)
 
@@ -117,6 +121,8 @@ def _request_body(data: str | None, file: Any) -> bytes:
 @click.option("--tag", "-t", "tag_pairs", multiple=True, metavar="KEY=VALUE", help="A tag of the request; repeatable.")
 @click.option("--config", "-c", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Service config: gives the service name and its default taskType.")  # fmt: skip
+@click.option("--repeat", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="Submit that many copies (a burst); one request id per line.")  # fmt: skip
 @click.option("--wait", is_flag=True, help="Wait for the result and print it; exit 1 unless it succeeded.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS", help="How long --wait waits.")
 @click.option("--service", "-s", envvar=SERVICE_ENV, metavar="NAME", help=f"Service to submit to (env {SERVICE_ENV}).")
@@ -125,7 +131,7 @@ def _request_body(data: str | None, file: Any) -> bytes:
 @reports_errors
 def submit(
     data: str | None, task_type: str | None, file: Any, tag_pairs: tuple[str, ...], config_path: str | None,
-    wait: bool, timeout: float | None, service: str | None, broker: str | None, data_dir: str | None,
+    repeat: int, wait: bool, timeout: float | None, service: str | None, broker: str | None, data_dir: str | None,
 ) -> None:  # fmt: skip
     """Submit DATA (a command line, or a query body) to a service; print its request id.
 
@@ -137,13 +143,20 @@ def submit(
         raise click.UsageError("expected --service NAME or --config FILE")
     tags = parse_tags(tag_pairs) | ({"taskType": task_type} if task_type else {})
     default_type = config.scalable_job.default_task_type if config else None
+    body = _request_body(data, file)
     with JobClient(name, existing_broker(broker, data_folder(data_dir)), default_task_type=default_type) as client:
-        index, request_id = client.put(_request_body(data, file), tags)
-        click.echo(request_id)
-        click.echo(f"index {index} on {name}; follow it with: scalablejob logs -f {request_id}", err=True)
+        submitted = [client.put(body, tags) for _ in range(repeat)]
+        for index, request_id in submitted:
+            click.echo(request_id)
+            click.echo(f"index {index} on {name}; follow it with: scalablejob logs -f {request_id}", err=True)
         if wait:
-            entry = client.result(request_id, timeout=timeout)
-            sys.stdout.buffer.write(entry.data)
-            state = client.state(request_id)
-            if state is not None and state.status.value != "done":
-                sys.exit(1)
+            sys.exit(max(_print_result(client, request_id, timeout) for _, request_id in submitted))
+
+
+def _print_result(client: JobClient, request_id: str, timeout: float | None) -> int:
+    """Print a request's result body; 0 if it succeeded, 1 otherwise."""
+    entry = client.result(request_id, timeout=timeout)
+    sys.stdout.buffer.write(entry.data)
+    sys.stdout.flush()
+    state = client.state(request_id)
+    return 0 if state is not None and state.status.value == "done" else 1

@@ -50,14 +50,21 @@ def checked_request_id(tags: Mapping[str, str]) -> str:
 
 
 class JobClient:
-    """Submit command and query tasks to one service and wait for their results."""
+    """Submit command and query tasks to one service and wait for their results.
 
-    def __init__(self, service: str, broker: str, *, default_task_type: str | None = None) -> None:
+    `frontend` names the front end the requests come through (default: the service's own): results go to that
+    front end's output queue, and waiting requests show in its input queue.
+    """
+
+    def __init__(
+        self, service: str, broker: str, *, default_task_type: str | None = None, frontend: str | None = None
+    ) -> None:
         self.service = service
+        self.frontend = frontend or service
         self.default_task_type = default_task_type
         self._redis = redis.Redis.from_url(broker)
         self._app = make_app(service, broker)
-        self.sink = Sink(self._redis, service)
+        self.sink = Sink(self._redis, service, frontend=self.frontend)
         self.requests = RequestStore(self._redis, service)
 
     def put(self, data: bytes | str, tags: Mapping[str, object] | None = None) -> tuple[int, str]:
@@ -68,7 +75,7 @@ class JobClient:
         request_id = checked_request_id(clean)
         priority = priority_of(clean)
         clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
-        index = self.requests.create(request_id, task_type.value)
+        index = self.requests.create_queued(request_id, task_type.value, frontend=self.frontend, data=body, tags=clean)
         try:
             self._app.send_task(
                 task_name_for(task_type),
@@ -78,7 +85,7 @@ class JobClient:
                 priority=priority,
             )
         except Exception as exc:
-            self.requests.discard(request_id, index)
+            self.requests.discard_queued(request_id, index, self.frontend)
             raise BrokerError(f"could not enqueue request {request_id} on {self.service}: {exc}") from exc
         return index, request_id
 

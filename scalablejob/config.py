@@ -33,6 +33,9 @@ DEFAULT_AVG_WAITING_LENGTH = 2.0
 DEFAULT_SCALE_UP_WINDOW_S = 0.0
 DEFAULT_SCALE_DOWN_WINDOW_S = 1.0
 DEFAULT_SCALE_TO_ZERO_GRACE_S = 60.0
+DEFAULT_FRONTEND_HOST = "127.0.0.1"  # the queue service's HTTP front end: loopback unless asked otherwise
+DEFAULT_FRONTEND_PORT = 8080  # the port the cloud's queue service gateway answers on
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a request body over this is refused with 413
 
 TYPE_STANDALONE = "ScalableJob"
 TYPE_INTEGRATED = "ScalableJobService"

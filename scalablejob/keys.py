@@ -61,6 +61,31 @@ def scaler_lease(service: str, host: str) -> str:
     return f"{KEY_PREFIX}:{service}:scaler:lease:{host}"
 
 
+def scaler_decisions(service: str) -> str:
+    """Capped list of the scaler's recent decisions that changed something, newest first, for `status`."""
+    return f"{KEY_PREFIX}:{service}:scaler:decisions"
+
+
 def scaler_status(service: str, host: str) -> str:
     """Hash with the scaler's last decision (desired, replicas, reason, inputs), for status commands and tests."""
     return f"{KEY_PREFIX}:{service}:scaler:status:{host}"
+
+
+def frontend_sink_stream(service: str, frontend: str) -> str:
+    """A front end's output queue; the service's own front end (named like it) keeps the plain `<service>/sink`."""
+    return sink_stream(service) if frontend == service else f"{service}/{frontend}/sink"
+
+
+def frontend_sink_index_counter(service: str, frontend: str) -> str:
+    """The index counter of a front end's output queue."""
+    return sink_index_counter(service) if frontend == service else f"{KEY_PREFIX}:{service}:fe:{frontend}:sink:index"
+
+
+def input_stream(service: str, frontend: str) -> str:
+    """A front end's input queue as the protocol reads it: its requests not yet finished, by index."""
+    return f"{KEY_PREFIX}:{service}:fe:{frontend}:input"
+
+
+def frontend_registry(service: str) -> str:
+    """Hash of the front ends bound to a service: name -> token, so a restarted front end keeps its token."""
+    return f"{KEY_PREFIX}:{service}:frontends"

@@ -1,4 +1,4 @@
-"""The output queue: one Redis Stream per service whose entries carry `data` bytes and string `tags`.
+"""The output queue: one Redis Stream per service and front end whose entries carry `data` bytes and string `tags`.
 
 Each entry's stream id is ``<index>-0``, where index comes from a counter bumped in the same Lua call,
 so indexes are monotonic, never reused after a delete, and an entry is found by index with one XRANGE.
@@ -7,6 +7,8 @@ so indexes are monotonic, never reused after a delete, and an entry is found by 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -66,6 +68,22 @@ return index
 """
 
 
+# As _APPEND, and an update that ends the request also takes it off its front end's input queue (KEYS[4]), in the
+# same atomic step: a reader never finds a request both finished and still waiting.
+_APPEND_FINISHED = """
+local index = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 4))
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  local input = redis.call('HGET', KEYS[3], 'index')
+  if input then redis.call('XDEL', KEYS[4], input .. '-0') end
+end
+return index
+"""
+_ROUTE_CACHE_SIZE = 1024  # request id -> front end, so a job's log lines cost no extra round trip
+
+
 def entry_tags(request_id: str, task_type: str, entry_type: EntryType, **extra: object) -> dict[str, str]:
     """The tags every sink entry carries, plus entry-specific ones (exitCode, stream, ...)."""
     tags = {"requestId": request_id, "taskType": task_type, "type": entry_type.value}
@@ -87,15 +105,17 @@ def decode_entry(stream_id: bytes | str, fields: Mapping[bytes, bytes]) -> SinkE
 class Sink:
     """Reads and appends a service's output queue. The client must not decode responses (data is bytes)."""
 
-    def __init__(self, client: redis.Redis, service: str) -> None:
+    def __init__(self, client: redis.Redis, service: str, *, frontend: str | None = None) -> None:
         self._redis = client
         self.service = service
-        self.stream = keys.sink_stream(service)
+        self.frontend = frontend or service  # each front end of a service has its own output queue
+        self.stream = keys.frontend_sink_stream(service, self.frontend)
+        self._counter = keys.frontend_sink_index_counter(service, self.frontend)
         self._append = client.register_script(_APPEND)
 
     def append(self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None) -> int:
         """Append one entry and return its index; `then` updates a hash (a request's state) atomically with it."""
-        entry_keys = [self.stream, keys.sink_index_counter(self.service)]
+        entry_keys = [self.stream, self._counter]
         args: list[bytes | str | int | float] = [data, encode_tags(tags)]
         if then is not None:
             entry_keys.append(then.key)
@@ -116,7 +136,7 @@ class Sink:
 
     def last_index(self) -> int:
         """Index of the newest entry ever appended (0 if none): entries after it are new."""
-        value: Any = self._redis.get(keys.sink_index_counter(self.service))
+        value: Any = self._redis.get(self._counter)
         return int(value or 0)
 
     def wait(self, after_index: int, block_ms: int, count: int = 100) -> list[SinkEntry]:
@@ -126,3 +146,54 @@ class Sink:
 
     def length(self) -> int:
         return int(self._redis.xlen(self.stream))
+
+
+class RoutedSink(Sink):
+    """The worker's sink: each entry goes to the output queue of the front end its request came from.
+
+    The front end is read once per request from the request's state (`frontend`, set at put); requests without
+    one belong to the service's own front end. Reads (`read`, `get`, ...) are those of the service's own sink.
+    """
+
+    def __init__(self, client: redis.Redis, service: str) -> None:
+        super().__init__(client, service)
+        self._sinks: dict[str, Sink] = {service: self}
+        self._routes: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()  # query tasks run in threads
+        self._append_finished = client.register_script(_APPEND_FINISHED)
+
+    def append(self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None) -> int:
+        """Append to the request's front end; an update that ends the request (sets finished_at) also takes it off
+        that front end's input queue."""
+        frontend = self.frontend_of(tags.get("requestId"))
+        if then is None or "finished_at" not in then.fields:
+            target = self if frontend == self.service else self._sink_for(frontend)
+            return Sink.append(target, data, tags, then=then)
+        target = self._sink_for(frontend)
+        entry_keys = [target.stream, target._counter, then.key, keys.input_stream(self.service, frontend)]
+        args: list[bytes | str | int | float] = [data, encode_tags(tags), then.ttl_s]
+        for name, value in then.fields.items():
+            args.extend((name, value))
+        return int(self._append_finished(keys=entry_keys, args=args))
+
+    def frontend_of(self, request_id: str | None) -> str:
+        """The front end a request came from (cached); the service's own one when unknown."""
+        if not request_id:
+            return self.service
+        with self._lock:
+            if request_id in self._routes:
+                self._routes.move_to_end(request_id)
+                return self._routes[request_id]
+        raw: Any = self._redis.hget(keys.request_state(self.service, request_id), "frontend")
+        frontend = raw.decode() if raw else self.service
+        with self._lock:
+            self._routes[request_id] = frontend
+            while len(self._routes) > _ROUTE_CACHE_SIZE:
+                self._routes.popitem(last=False)
+        return frontend
+
+    def _sink_for(self, frontend: str) -> Sink:
+        with self._lock:
+            if frontend not in self._sinks:
+                self._sinks[frontend] = Sink(self._redis, self.service, frontend=frontend)
+            return self._sinks[frontend]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -11,7 +12,7 @@ import redis
 
 from scalablejob import keys
 from scalablejob.errors import RequestError
-from scalablejob.sink import HashUpdate
+from scalablejob.sink import HashUpdate, encode_tags
 
 FINISHED_STATE_TTL_S = 7 * 24 * 3600  # finished requests stay searchable for a week, then Redis forgets them
 
@@ -51,6 +52,7 @@ class RequestState:
     retries: int = 0
     log_index: int | None = None  # sink index of the request's first log or progress entry
     cancel_requested: bool = False
+    frontend: str | None = None  # the front end the request came through (None: the service's own)
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> RequestState:
@@ -67,6 +69,7 @@ class RequestState:
             message=text.get("message"),
             error=text.get("error"),
             cancel_requested=text.get("cancel_requested") == "1",
+            frontend=text.get("frontend"),
             **number,  # type: ignore[arg-type]
             **whole,  # type: ignore[arg-type]
         )
@@ -78,6 +81,21 @@ local index = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
            'status', 'queued', 'queued_at', ARGV[3])
 redis.call('HSET', KEYS[3], index, ARGV[1])
+return index
+"""
+
+# As _CREATE, and the request is mirrored into its front end's input stream (KEYS[4]) under id <index>-0, so the
+# queue protocol can read, watch and count waiting requests; the worker's final sink append removes it again.
+# `sink_from` is the last index of the front end's output queue (KEYS[5]) now: every entry of this request comes
+# after it, so a search of the output queue by request id starts there instead of at the beginning.
+_CREATE_QUEUED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local index = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
+           'status', 'queued', 'queued_at', ARGV[3], 'frontend', ARGV[4],
+           'sink_from', redis.call('GET', KEYS[5]) or 0)
+redis.call('HSET', KEYS[3], index, ARGV[1])
+redis.call('XADD', KEYS[4], index .. '-0', 'data', ARGV[5], 'tags', ARGV[6])
 return index
 """
 
@@ -104,6 +122,7 @@ class RequestStore:
         self._redis = client
         self.service = service
         self._create = client.register_script(_CREATE)
+        self._create_queued = client.register_script(_CREATE_QUEUED)
         self._update_script = client.register_script(_UPDATE)
         self._requeue = client.register_script(_REQUEUE)
 
@@ -112,19 +131,35 @@ class RequestStore:
 
     def create(self, request_id: str, task_type: str, now: float | None = None) -> int:
         """Record a new queued request and return its index; a request id in use is an error."""
-        index = int(
-            self._create(
-                keys=[
-                    self._key(request_id),
-                    keys.input_index_counter(self.service),
-                    keys.input_index_map(self.service),
-                ],
-                args=[request_id, task_type, now if now is not None else time.time()],
-            )
+        index = self._create(keys=self._create_keys(request_id), args=[request_id, task_type, _now(now)])
+        return _new_index(index, request_id)
+
+    def _create_keys(self, request_id: str) -> list[str]:
+        return [self._key(request_id), keys.input_index_counter(self.service), keys.input_index_map(self.service)]
+
+    def create_queued(
+        self,
+        request_id: str,
+        task_type: str,
+        *,
+        frontend: str,
+        data: bytes,
+        tags: Mapping[str, str],
+        now: float | None = None,
+    ) -> int:
+        """As `create`, for a request of `frontend`, also mirrored (data and tags) into that front end's input queue."""
+        mirror = keys.input_stream(self.service, frontend)
+        sink_counter = keys.frontend_sink_index_counter(self.service, frontend)
+        index = self._create_queued(
+            keys=[*self._create_keys(request_id), mirror, sink_counter],
+            args=[request_id, task_type, _now(now), frontend, data, encode_tags(tags)],
         )
-        if index == 0:
-            raise RequestError(f"requestId {request_id!r} is already in use: expected a new, unique id")
-        return index
+        return _new_index(index, request_id)
+
+    def discard_queued(self, request_id: str, index: int, frontend: str) -> None:
+        """Forget a request made by `create_queued` whose enqueue failed, its input queue entry included."""
+        self.discard(request_id, index)
+        self._redis.xdel(keys.input_stream(self.service, frontend), f"{index}-0")
 
     def discard(self, request_id: str, index: int) -> None:
         """Forget a request whose enqueue failed, so no state claims it is queued."""
@@ -188,6 +223,13 @@ class RequestStore:
     def get_by_index(self, index: int) -> RequestState | None:
         request_id: Any = self._redis.hget(keys.input_index_map(self.service), index)
         return self.get(request_id.decode()) if request_id else None
+
+
+def _new_index(index: Any, request_id: str) -> int:
+    """The index a create script returned; 0 means the request id was taken."""
+    if int(index) == 0:
+        raise RequestError(f"requestId {request_id!r} is already in use: expected a new, unique id")
+    return int(index)
 
 
 def _now(now: float | None) -> float:

@@ -15,7 +15,7 @@ from scalablejob.config import ScalableJobConfig
 from scalablejob.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.job import QueryContext
 from scalablejob.routing import TaskType
-from scalablejob.sink import EntryType, Sink, entry_tags
+from scalablejob.sink import EntryType, RoutedSink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
 from workers.command import CommandOutcome, command_env, parse_argv, run_command
 from workers.joblog import JobLog
@@ -64,7 +64,7 @@ class WorkerRuntime:
         container_env: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
-        self.sink = Sink(client, service)
+        self.sink = RoutedSink(client, service)  # each result and log line to its request's front end
         self.requests = RequestStore(client, service)
         self.query_runner = query_runner or _no_query_runner(service)
         self.settings = settings or ScalableJobConfig()

@@ -6,9 +6,20 @@ import fakeredis
 import pytest
 
 from scalablejob import keys
-from scalablejob.sink import EntryType, HashUpdate, Sink, SinkEntry, decode_entry, encode_tags, entry_tags
+from scalablejob.sink import (
+    EntryType,
+    HashUpdate,
+    RoutedSink,
+    Sink,
+    SinkEntry,
+    decode_entry,
+    encode_tags,
+    entry_tags,
+)
+from scalablejob.state import RequestStatus, RequestStore
 
 WAIT_MS = 20  # how long a wait that should find nothing blocks
+DONE = RequestStatus.DONE
 
 
 @pytest.fixture
@@ -212,3 +223,43 @@ def test_decode_entry_takes_the_index_from_the_stream_id(stream_id: bytes | str)
 
 def test_encode_tags_is_compact_json_of_strings() -> None:
     assert encode_tags({"a": "1", "b": "x y"}) == b'{"a":"1","b":"x y"}'
+
+
+# ---- Front ends: one output queue each; the worker's RoutedSink writes to the request's one -----------------
+
+
+def test_each_front_end_has_its_own_output_queue_and_indexes(client: fakeredis.FakeRedis) -> None:
+    own, web = Sink(client, "svc", frontend="svc"), Sink(client, "svc", frontend="web")
+    assert (own.stream, web.stream) == ("svc/sink", "svc/web/sink")
+    assert [own.append(b"a", {}), web.append(b"b", {}), web.append(b"c", {})] == [1, 1, 2]
+    assert [e.data for e in Sink(client, "svc").read()] == [b"a"] and web.last_index() == 2
+
+
+def _queued(client: fakeredis.FakeRedis, request_id: str, frontend: str) -> int:
+    tags = {"requestId": request_id, "taskType": "query"}
+    return RequestStore(client, "svc").create_queued(request_id, "query", frontend=frontend, data=b"in", tags=tags)
+
+
+def test_a_routed_sink_writes_each_entry_to_its_requests_front_end(client: fakeredis.FakeRedis) -> None:
+    _queued(client, "r-web", "web")
+    routed = RoutedSink(client, "svc")
+
+    routed.append(b"log", entry_tags("r-web", "query", EntryType.LOG))
+    routed.append(b"other", entry_tags("unknown", "query", EntryType.LOG))
+
+    assert [e.data for e in Sink(client, "svc", frontend="web").read()] == [b"log"]
+    assert [e.data for e in Sink(client, "svc").read()] == [b"other"]  # no known front end: the service's own
+
+
+def test_a_routed_final_entry_ends_the_request_and_takes_it_off_its_input_queue(client: fakeredis.FakeRedis) -> None:
+    index = _queued(client, "r1", "web")
+    store = RequestStore(client, "svc")
+    routed = RoutedSink(client, "svc")
+    routed.append(b"50%", entry_tags("r1", "query", EntryType.PROGRESS))
+    assert client.xlen(keys.input_stream("svc", "web")) == 1  # not finished: still waiting in the input queue
+
+    result = routed.append(b"ok", entry_tags("r1", "query", EntryType.RESULT), then=store.finish_update("r1", DONE))
+
+    state = store.get("r1")
+    assert state is not None and (state.status, state.result_index, state.frontend) == (DONE, result, "web")
+    assert client.xrange(keys.input_stream("svc", "web"), f"{index}-0", f"{index}-0") == []

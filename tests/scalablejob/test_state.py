@@ -9,7 +9,7 @@ import pytest
 
 from scalablejob import keys
 from scalablejob.errors import RequestError
-from scalablejob.sink import HashUpdate, Sink
+from scalablejob.sink import HashUpdate, Sink, encode_tags
 from scalablejob.state import FINISHED_STATE_TTL_S, RequestState, RequestStatus, RequestStore
 
 T0 = 1_700_000_000.0
@@ -223,3 +223,26 @@ def test_an_update_to_an_unknown_request_leaves_it_unknown(
 
     # then the store does not claim to know it, nor fail on it
     assert store.get("ghost") is None
+
+
+def test_a_request_put_through_a_front_end_is_mirrored_into_its_input_queue(
+    client: fakeredis.FakeRedis, store: RequestStore
+) -> None:
+    tags = {"requestId": "r1", "taskType": "query", "user": "x"}
+    index = store.create_queued("r1", "query", frontend="web", data=b"body", tags=tags, now=T0)
+
+    [(stream_id, fields)] = client.xrange(keys.input_stream("svc", "web"))
+    assert (stream_id, fields[b"data"], fields[b"tags"]) == (f"{index}-0".encode(), b"body", encode_tags(tags))
+    state = state_of(store, "r1")
+    assert (state.frontend, state.status, state.index) == ("web", RequestStatus.QUEUED, index)
+    assert store.get_by_index(index) == state
+    with pytest.raises(RequestError, match="already in use"):
+        store.create_queued("r1", "query", frontend="web", data=b"", tags={}, now=T0)
+
+
+def test_a_request_whose_enqueue_failed_is_forgotten_with_its_input_queue_entry(
+    client: fakeredis.FakeRedis, store: RequestStore
+) -> None:
+    index = store.create_queued("r1", "query", frontend="web", data=b"body", tags={}, now=T0)
+    store.discard_queued("r1", index, "web")
+    assert (store.get("r1"), store.get_by_index(index), client.xlen(keys.input_stream("svc", "web"))) == (None, None, 0)

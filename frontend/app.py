@@ -1,0 +1,323 @@
+"""The HTTP and websocket routes of the queue service: `/api/predict/<queue>` and `/api/predict/<queue>/sink`.
+
+The handlers only parse, authenticate, dispatch and answer: queue operations live in frontend.queues,
+attributes and search in frontend.status, watching in frontend.watch. A client error is a 4xx with a short text
+that says what was wrong; a broker that cannot be reached is a 503 (the SDK retries it); anything else is a 500,
+logged, and the process goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import redis.exceptions
+from redis import asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from frontend.auth import HEADER as AUTH_HEADER
+from frontend.auth import check_token
+from frontend.binding import SINK_SUFFIX, FrontEnd
+from frontend.params import (
+    parse_bool,
+    parse_get,
+    parse_indexes,
+    parse_int,
+    parse_truncate,
+    parse_watch,
+    single_values,
+    tags_of,
+)
+from frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_list
+from frontend.queues import InputQueue, Queue, SinkQueue
+from frontend.status import Inspector, WorkerCensus
+from frontend.watch import READ_BLOCK_MS, WatchRegistry, WatchSession
+from scalablejob.client import JobClient
+from scalablejob.config import DEFAULT_MAX_BODY_BYTES
+from scalablejob.errors import (
+    AuthError,
+    BrokerError,
+    ParameterError,
+    PayloadTooLarge,
+    QueueNotFound,
+    QueueServiceError,
+    RequestError,
+    TaskTypeError,
+    WatcherConflict,
+)
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Eas-Queueservice-Request-Id"
+INDEX_HEADER = "X-Eas-Queueservice-Index"
+UID_HEADER = "X-EAS-QueueService-Redis-Uid"
+GID_HEADER = "X-EAS-QueueService-Redis-Gid"
+DEFAULT_GROUP = "eas"  # the SDK's default gid
+MAX_IDENTITY_CHARS = 256
+SESSION_STOP_TIMEOUT_S = 2 * READ_BLOCK_MS / 1000  # a session notices its stop flag within one blocking read
+
+# Most specific first: the first match gives the status.
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (AuthError, 401), (QueueNotFound, 404), (PayloadTooLarge, 413), (WatcherConflict, 409),
+    (ParameterError, 400), (TaskTypeError, 400), (RequestError, 400), (QueueServiceError, 400),
+    (BrokerError, 503), (redis.exceptions.ConnectionError, 503), (redis.exceptions.TimeoutError, 503),
+)  # fmt: skip
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status an error is answered with; 500 for anything not expected."""
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 500)
+
+
+class FrontEndService:
+    """What the routes work on: the queues of the front ends served, Redis, the connected watchers."""
+
+    def __init__(
+        self, front_ends: Sequence[FrontEnd], broker: str, *, default_task_type: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:  # fmt: skip
+        self.front_ends = tuple(front_ends)
+        self.broker = broker
+        self.default_task_type = default_task_type
+        self.max_body_bytes = max_body_bytes
+        self.watchers = WatchRegistry()
+        self.queues: dict[str, Queue] = {}
+        self._clients: list[JobClient] = []
+        self._redis: aioredis.Redis | None = None
+        self.inspector: Inspector | None = None
+
+    async def start(self) -> None:
+        self._redis = aioredis.Redis.from_url(self.broker)
+        service = self.front_ends[0].service
+        self.inspector = Inspector(self._redis, WorkerCensus(service, self.broker))
+        for fe in self.front_ends:
+            client = JobClient(fe.service, self.broker, default_task_type=self.default_task_type, frontend=fe.name)
+            self._clients.append(client)
+            self.queues[fe.name] = InputQueue(self._redis, client, fe, self.watchers.removed)
+            self.queues[fe.sink_name] = SinkQueue(self._redis, client, fe, self.watchers.removed)
+
+    async def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        if self.inspector is not None:
+            self.inspector.census.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def queue(self, path: str) -> Queue:
+        queue = self.queues.get(path)
+        if queue is None:  # the names served are not listed: a client learns nothing of other front ends
+            raise QueueNotFound(f"unknown queue {path!r}: expected a queue served here, <name> or <name>/sink")
+        return queue
+
+    def authorized(self, path: str, headers: Mapping[str, str]) -> Queue:
+        """The queue at `path`, if the request carries its front end's token."""
+        queue = self.queue(path)
+        check_token(headers.get(AUTH_HEADER), queue.front_end.token, queue.name)
+        return queue
+
+
+def queue_path(path_params: Mapping[str, Any]) -> str:
+    suffix = path_params.get("suffix")
+    name = str(path_params["name"])
+    return name if suffix is None else f"{name}/{suffix}"
+
+
+# ---- HTTP ----------------------------------------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over this front end's limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over this front end's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def put(service: FrontEndService, queue: Queue, query: dict[str, str], request: Request) -> Response:
+    body = await read_body(request, service.max_body_bytes)
+    index, request_id = await queue.put(body, tags_of(query))
+    return PlainTextResponse(str(index), headers={REQUEST_ID_HEADER: request_id})
+
+
+async def get(service: FrontEndService, queue: Queue, query: dict[str, str], request: Request) -> Response:
+    assert service.inspector is not None
+    if parse_bool(query, "_attrs_"):
+        return JSONResponse(await service.inspector.attributes(queue))
+    if parse_bool(query, "_search_"):
+        if not query.get("_index_"):
+            raise ParameterError("_index_", "required with _search_=true: expected the index of the item")
+        return JSONResponse(await service.inspector.search(queue, parse_int(query, "_index_", 0, low=1)))
+    if parse_bool(query, "_watch_"):
+        raise ParameterError("_watch_", "a watch needs a websocket connection (ws:// or wss://), not a plain GET")
+    params = parse_get(query)
+    entries = await queue.read(params, request.is_disconnected)
+    if params.raw:
+        if not entries:
+            return Response(status_code=204)
+        first = entries[0]
+        return Response(first.data, headers={INDEX_HEADER: str(first.index), REQUEST_ID_HEADER: first.request_id or ""})
+    frames = [DataFrame(index=entry.index, data=entry.data, tags=entry.tags) for entry in entries]
+    return Response(encode_frame_list(frames), media_type=CONTENT_TYPE)
+
+
+async def commit(service: FrontEndService, queue: Queue, query: dict[str, str], request: Request) -> Response:
+    await queue.remove(parse_indexes(query.get("_indexes_")))
+    return PlainTextResponse("OK")
+
+
+async def delete(service: FrontEndService, queue: Queue, query: dict[str, str], request: Request) -> Response:
+    if parse_bool(query, "_trunc_"):
+        await queue.truncate(parse_truncate(query))
+    else:
+        await queue.remove(parse_indexes(query.get("_indexes_")))
+    return PlainTextResponse("OK")
+
+
+Handler = Callable[[FrontEndService, Queue, dict[str, str], Request], Awaitable[Response]]
+_HANDLERS: dict[str, Handler] = {"POST": put, "GET": get, "PUT": commit, "DELETE": delete}
+
+
+async def http_endpoint(request: Request) -> Response:
+    service: FrontEndService = request.app.state.service
+    try:
+        queue = service.authorized(queue_path(request.path_params), request.headers)
+        query = single_values(request.query_params.multi_items())
+        return await _HANDLERS["GET" if request.method == "HEAD" else request.method](service, queue, query, request)
+    except Exception as exc:
+        return error_response(exc, f"{request.method} {request.url.path}")
+
+
+def error_response(exc: Exception, what: str) -> Response:
+    status = status_of(exc)
+    if status >= 500:
+        logger.error("%s failed: %s", what, exc, exc_info=status == 500)
+        return PlainTextResponse(f"{what} failed on the server: {type(exc).__name__}: {exc}", status_code=status)
+    return PlainTextResponse(str(exc), status_code=status)
+
+
+def _unknown_path(path: str) -> Response:
+    message = f"unknown path {path}: expected /api/predict/<queue> or /api/predict/<queue>/{SINK_SUFFIX}"
+    return PlainTextResponse(message, status_code=404)
+
+
+async def unknown_path(request: Request) -> Response:
+    return _unknown_path(request.url.path)
+
+
+async def unknown_websocket_path(websocket: WebSocket) -> None:
+    await deny(websocket, _unknown_path(websocket.url.path))
+
+
+# ---- Websocket -----------------------------------------------------------------------------------------------
+
+
+def identity(headers: Mapping[str, str]) -> tuple[str, str]:
+    """(group, consumer) from the SDK's identity headers; a client without a uid is a consumer of its own."""
+    group = headers.get(GID_HEADER) or DEFAULT_GROUP
+    consumer = headers.get(UID_HEADER) or f"anonymous-{uuid.uuid4().hex}"
+    for header, value in ((GID_HEADER, group), (UID_HEADER, consumer)):
+        if len(value) > MAX_IDENTITY_CHARS:
+            raise ParameterError(header, f"expected at most {MAX_IDENTITY_CHARS} characters, got {len(value)}")
+    return group, consumer
+
+
+async def watch_endpoint(websocket: WebSocket) -> None:
+    service: FrontEndService = websocket.app.state.service
+    try:
+        queue = service.authorized(queue_path(websocket.path_params), websocket.headers)
+        query = single_values(websocket.query_params.multi_items())
+        if not parse_bool(query, "_watch_"):
+            raise ParameterError("_watch_", "expected _watch_=true on a websocket connection")
+        params = parse_watch(query)
+        key = (queue.stream, *identity(websocket.headers))
+    except Exception as exc:
+        await deny(websocket, error_response(exc, f"watch {websocket.url.path}"))
+        return
+    if not await service.watchers.acquire(key):
+        message = f"a watcher of queue {queue.name} with group {key[1]} and uid {key[2]} is already connected"
+        await deny(websocket, error_response(WatcherConflict(message), "watch"))
+        return
+    try:
+        await websocket.accept()
+        session = WatchSession(queue, params, key, service.watchers, websocket.send_bytes)
+        await until_disconnected(websocket, session)
+    finally:
+        service.watchers.release(key)
+
+
+async def deny(websocket: WebSocket, response: Response) -> None:
+    """Refuse a websocket handshake with an HTTP answer, so the client sees the status and the reason."""
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:  # a server without the denial extension: a plain refusal
+        await websocket.close(code=1008)
+
+
+async def until_disconnected(websocket: WebSocket, session: WatchSession) -> None:
+    """Run the session until the client goes away (or the session ends); then stop both."""
+    sender = asyncio.ensure_future(session.run())
+    receiver = asyncio.ensure_future(_drain(websocket))
+    try:
+        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        client_gone = receiver.done()
+        session.stop()  # besides the cancel: redis.asyncio has been seen to swallow a cancellation
+        for task in (sender, receiver):
+            task.cancel()
+        await asyncio.wait({sender, receiver}, timeout=SESSION_STOP_TIMEOUT_S)
+    if receiver.done() and not receiver.cancelled():
+        receiver.exception()  # retrieved, so that asyncio does not report it as lost
+    failure = sender.exception() if sender.done() and not sender.cancelled() else None
+    if isinstance(failure, Exception) and not isinstance(failure, WebSocketDisconnect | OSError) and not client_gone:
+        logger.error("watch of %s failed: %s", websocket.url.path, failure, exc_info=failure)
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1011)  # the client learns that the session ended, and reconnects
+
+
+async def _drain(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it disconnects; pings are answered by the server itself."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+# ---- The app -------------------------------------------------------------------------------------------------
+
+
+def create_app(service: FrontEndService) -> Starlette:
+    """The ASGI app serving `service`'s queues; Redis connections open at startup and close at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    methods = list(_HANDLERS)
+    routes = [
+        Route("/api/predict/{name}", http_endpoint, methods=methods),
+        Route("/api/predict/{name}/{suffix}", http_endpoint, methods=methods),
+        WebSocketRoute("/api/predict/{name}", watch_endpoint),
+        WebSocketRoute("/api/predict/{name}/{suffix}", watch_endpoint),
+        Route("/{path:path}", unknown_path, methods=methods),
+        WebSocketRoute("/{path:path}", unknown_websocket_path),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app

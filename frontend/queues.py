@@ -1,0 +1,295 @@
+"""The two queues of a front end, on Redis: what put, get, commit, delete, truncate and attributes do to them.
+
+Both are Redis Streams whose entry ids are ``<index>-0`` and whose entries carry `data` and `tags` (JSON):
+- the output queue (sink) is the one the workers append results and logs to (scalablejob.sink);
+- the input queue mirrors the front end's requests: a put goes through `JobClient.put` (routing by taskType,
+  priority, request state), which also adds the request to this stream under the index it was given; the worker
+  removes it when it appends the request's final entry. So the input queue holds the requests that are queued or
+  running, and `stream.length` is their number.
+Taking an item off the input queue (a get with auto delete, a commit, a delete, a truncate) withdraws the request:
+it is flagged for cancellation, so a queued request never runs (its worker writes an `error` entry saying so) and
+a running command is stopped. Taking an item off the output queue just deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import ResponseError
+from starlette.concurrency import run_in_threadpool
+
+from frontend.binding import FrontEnd
+from frontend.params import GetParams
+from scalablejob import keys
+from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, normalize_tags
+from scalablejob.sink import SinkEntry, decode_entry
+
+SCAN_CHUNK = 256
+REMOVE_CHUNK = 1000
+WAIT_SLICE_S = 1.0  # a long wait is cut into slices, so a closed connection is noticed within one
+
+# Up to ARGV[2] entries from id ARGV[1] on, read ARGV[3] at a time, whose `tags` JSON holds every needle (ARGV[4..]:
+# exact `"key":"value"` texts, as encode_tags writes them), and the last id looked at: the scan stays in Redis.
+_SCAN = """
+local found, last, start = {}, false, ARGV[1]
+while true do
+  local items = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[3])
+  if #items == 0 then break end
+  for _, item in ipairs(items) do
+    last = item[1]
+    local fields, tags = item[2], nil
+    for i = 1, #fields, 2 do if fields[i] == 'tags' then tags = fields[i + 1] end end
+    local ok = tags ~= nil
+    for n = 4, #ARGV do
+      if ok and not string.find(tags, ARGV[n], 1, true) then ok = false end
+    end
+    if ok then
+      found[#found + 1] = item
+      if #found >= tonumber(ARGV[2]) then return {found, last} end
+    end
+  end
+  start = '(' .. last
+end
+return {found, last}
+"""
+
+# Delete the entries ARGV[1..] and flag for cancellation each request (KEYS[2..]) that has not ended yet.
+_WITHDRAW = """
+local removed = redis.call('XDEL', KEYS[1], unpack(ARGV))
+for i = 2, #KEYS do
+  local status = redis.call('HGET', KEYS[i], 'status')
+  if status == 'queued' or status == 'running' then redis.call('HSET', KEYS[i], 'cancel_requested', 1) end
+end
+return removed
+"""
+
+
+Gone = Callable[[], Awaitable[bool]]
+
+
+async def _never_gone() -> bool:
+    return False
+
+
+class _Wait:
+    """A get's wait for items, cut into slices of WAIT_SLICE_S, so that a client that left is noticed."""
+
+    def __init__(self, deadline: float, gone: Gone) -> None:
+        self.deadline = deadline
+        self.gone = gone
+        self.sliced = False
+
+    async def next_block_ms(self) -> int | None:
+        """Milliseconds to block for now, or None (do not block) once the deadline passed or the client left."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0.001 or (self.sliced and await self.gone()):
+            return None
+        self.sliced = True
+        return max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
+
+
+def stream_id(index: int) -> str:
+    return f"{index}-0"
+
+
+def tag_needle(name: str, value: str) -> str:
+    """How one tag reads inside the JSON that encode_tags writes: no other text can match it."""
+    return f"{json.dumps(name)}:{json.dumps(value)}"
+
+
+def entries_of(items: Any) -> list[SinkEntry]:
+    """SinkEntries from an XRANGE-shaped reply; entries deleted since (no fields) are left out."""
+    return [decode_entry(sid, fields) for sid, fields in items or [] if fields]
+
+
+def _scan_items(items: Any) -> list[SinkEntry]:
+    """SinkEntries from the raw `{id, {field, value, ...}}` arrays a script returns."""
+    return [decode_entry(sid, dict(zip(fields[::2], fields[1::2], strict=True))) for sid, fields in items]
+
+
+class Queue:
+    """One queue of one front end: reading and removing its items."""
+
+    kind = "queue"
+
+    def __init__(
+        self, redis: aioredis.Redis, front_end: FrontEnd, name: str, stream: str, on_removed: Callable[[str], None]
+    ) -> None:
+        self.redis = redis
+        self.front_end = front_end
+        self.name = name
+        self.stream = stream
+        self._on_removed = on_removed
+        self._scan = redis.register_script(_SCAN)
+
+    async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
+        """Add one item; returns (index, requestId)."""
+        raise NotImplementedError
+
+    async def read(self, params: GetParams, gone: Gone = _never_gone) -> list[SinkEntry]:
+        """Up to `length` items from `index` on (matching the filters), waiting up to `wait_s` for the first;
+        a wait ends early, empty, once `gone` says the client went away."""
+        waiting = _Wait(time.monotonic() + params.wait_s, gone)
+        if params.filters:
+            entries = await self._read_matching(params, waiting)
+        else:
+            entries = await self._read_plain(params, waiting)
+        if params.auto_delete and entries:
+            await self.remove([entry.index for entry in entries])
+        return entries
+
+    async def _read_plain(self, params: GetParams, waiting: _Wait) -> list[SinkEntry]:
+        after = stream_id(max(params.index - 1, 0))
+        while True:
+            block = await waiting.next_block_ms()
+            reply: Any = await self.redis.xread({self.stream: after}, count=params.length, block=block)
+            entries = [entry for _, items in reply or [] for entry in entries_of(items)]
+            if entries or block is None:
+                return entries
+
+    async def _read_matching(self, params: GetParams, waiting: _Wait) -> list[SinkEntry]:
+        needles = [tag_needle(name, value) for name, value in sorted(params.filters.items())]
+        start = max(params.index, await self._first_possible(params.filters.get(REQUEST_ID_TAG)))
+        reply: Any = await self._scan(keys=[self.stream], args=[stream_id(start), params.length, SCAN_CHUNK, *needles])
+        found, last = _scan_items(reply[0]), reply[1]
+        after = max(start - 1, 0) if not last else max(start - 1, _index_of(last))
+        while not found:
+            block = await waiting.next_block_ms()
+            if block is None:
+                break
+            reply = await self.redis.xread({self.stream: stream_id(after)}, count=SCAN_CHUNK, block=block)
+            for entry in [entry for _, items in reply or [] for entry in entries_of(items)]:
+                after = max(after, entry.index)
+                if all(entry.tags.get(name) == value for name, value in params.filters.items()):
+                    found.append(entry)
+        return found[: params.length]
+
+    async def _first_possible(self, request_id: str | None) -> int:
+        """The lowest index an item of this request can have here, as its state tells (0: unknown)."""
+        return 0
+
+    async def _state_field(self, request_id: str, name: str) -> int:
+        """A number from the state of one of this front end's requests; 0 if unknown or another front end's."""
+        state_key = keys.request_state(self.front_end.service, request_id)
+        reply: Any = await self.redis.hmget(state_key, ["frontend", name])
+        frontend, value = reply
+        mine = frontend is not None and frontend.decode() == self.front_end.name
+        return int(value) if mine and value is not None else 0
+
+    async def get(self, index: int) -> SinkEntry | None:
+        items: Any = await self.redis.xrange(self.stream, min=stream_id(index), max=stream_id(index))
+        entries = entries_of(items)
+        return entries[0] if entries else None
+
+    async def remove(self, indexes: Sequence[int]) -> int:
+        """Commit or delete items: they leave the queue (unknown indexes are ignored, so a retry is harmless)."""
+        removed = 0
+        for start in range(0, len(indexes), REMOVE_CHUNK):
+            removed += await self._remove_chunk(indexes[start : start + REMOVE_CHUNK])
+        self._on_removed(self.stream)
+        return removed
+
+    async def _remove_chunk(self, indexes: Sequence[int]) -> int:
+        return int(await self.redis.xdel(self.stream, *[stream_id(index) for index in indexes]))
+
+    async def truncate(self, below: int) -> int:
+        """Delete every item whose index is below `below`."""
+        removed, start = 0, "-"
+        while True:
+            items: Any = await self.redis.xrange(self.stream, start, f"({stream_id(below)}", count=REMOVE_CHUNK)
+            if not items:
+                break
+            removed += await self._remove_chunk([_index_of(sid) for sid, _ in items])
+            start = f"({_text(items[-1][0])}"
+        self._on_removed(self.stream)
+        return removed
+
+    async def stream_attributes(self) -> dict[str, str]:
+        """`stream.*` attributes; `stream.lastEntry` is the last index given, so truncate(lastEntry + 1) empties it."""
+        try:
+            info: Any = await self.redis.xinfo_stream(self.stream)
+        except ResponseError:  # no such key: nothing was ever put
+            return {"stream.length": "0", "stream.firstEntry": "0", "stream.lastEntry": "0"}
+        first = info.get("first-entry")
+        return {
+            "stream.length": str(info["length"]),
+            "stream.firstEntry": str(_index_of(first[0])) if first else "0",
+            "stream.lastEntry": str(_index_of(info["last-generated-id"])),
+        }
+
+    def meta(self) -> dict[str, str]:
+        return {
+            "meta.name": self.name, "meta.queue": self.kind, "meta.frontend": self.front_end.name,
+            "meta.service": self.front_end.service,
+        }  # fmt: skip
+
+
+class SinkQueue(Queue):
+    """The output queue: results, logs and progress of the front end's requests, and whatever clients put."""
+
+    kind = "sink"
+
+    def __init__(
+        self, redis: aioredis.Redis, client: JobClient, front_end: FrontEnd, on_removed: Callable[[str], None]
+    ) -> None:
+        super().__init__(redis, front_end, front_end.sink_name, client.sink.stream, on_removed)
+        self._client = client
+
+    async def _first_possible(self, request_id: str | None) -> int:
+        """Every output of a request comes after the output queue's last index when it was put (`sink_from`)."""
+        return await self._state_field(request_id, "sink_from") + 1 if request_id else 0
+
+    async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
+        """Append an item as given; it gets a requestId tag if it has none."""
+        clean = normalize_tags(tags)
+        clean[REQUEST_ID_TAG] = checked_request_id(clean)
+        index = await run_in_threadpool(self._client.sink.append, data, clean)
+        return index, clean[REQUEST_ID_TAG]
+
+
+class InputQueue(Queue):
+    """The input queue: the front end's requests that are queued or running."""
+
+    kind = "input"
+
+    def __init__(
+        self, redis: aioredis.Redis, client: JobClient, front_end: FrontEnd, on_removed: Callable[[str], None]
+    ) -> None:
+        stream = keys.input_stream(front_end.service, front_end.name)
+        super().__init__(redis, front_end, front_end.name, stream, on_removed)
+        self._client = client
+        self._withdraw = redis.register_script(_WITHDRAW)
+
+    async def _first_possible(self, request_id: str | None) -> int:
+        """A request's input item has the request's index."""
+        return await self._state_field(request_id, "index") if request_id else 0
+
+    async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
+        """Enqueue a request routed by its taskType (JobClient.put, run off the event loop: it blocks)."""
+        return await run_in_threadpool(self._client.put, data, tags)
+
+    async def _remove_chunk(self, indexes: Sequence[int]) -> int:
+        """Withdraw the requests behind the items found in this queue: only they can be this front end's."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.xrange(self.stream, min=stream_id(index), max=stream_id(index))
+            replies: list[Any] = await pipe.execute()
+        entries = [entry for reply in replies for entry in entries_of(reply)]
+        if not entries:
+            return 0
+        service = self.front_end.service
+        states = [keys.request_state(service, entry.request_id) for entry in entries if entry.request_id]
+        ids = [stream_id(entry.index) for entry in entries]
+        return int(await self._withdraw(keys=[self.stream, *states], args=ids))
+
+
+def _text(sid: bytes | str) -> str:
+    return sid.decode() if isinstance(sid, bytes) else sid
+
+
+def _index_of(sid: bytes | str) -> int:
+    return int(_text(sid).split("-", 1)[0])

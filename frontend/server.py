@@ -1,0 +1,76 @@
+"""Serving the front end with uvicorn: on a socket bound first (so `--port 0` can say which port it got), in the
+foreground for the CLI, or in a thread for programs that embed it (tests, an integrated user front end)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+
+from scalablejob.errors import BindingError
+
+GRACEFUL_SHUTDOWN_S = 3  # open watchers are closed after this on stop
+START_TIMEOUT_S = 15.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (0: a free port); BindingError if the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BindingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def make_server(app: Starlette, *, log_level: str = "info") -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on", access_log=False
+    )
+    return uvicorn.Server(config)
+
+
+class ServerThread:
+    """The front end served from a thread of this process, on a socket of its own; `stop` ends it."""
+
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> None:
+        self.socket = bind_socket(host, port)
+        self.url = base_url(self.socket)
+        self.server = make_server(app, log_level=log_level)
+        self._thread = threading.Thread(target=self._run, name=f"frontend {self.url}", daemon=True)
+
+    def _run(self) -> None:
+        self.server.run(sockets=[self.socket])
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise BindingError(f"the front end at {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(GRACEFUL_SHUTDOWN_S + 5)
+        self.socket.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

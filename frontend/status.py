@@ -1,0 +1,200 @@
+"""What `attributes` and `search` tell about a queue and an item: lengths, depth, workers, state and position."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from redis import asyncio as aioredis
+from redis.exceptions import ResponseError
+from starlette.concurrency import run_in_threadpool
+
+from frontend.queues import InputQueue, Queue, SinkQueue, stream_id
+from scalablejob import keys
+from scalablejob.celery_app import make_app, service_queues
+from scalablejob.errors import QueueNotFound
+from scalablejob.queues import priority_lists
+from scalablejob.routing import TaskType, queue_for
+from scalablejob.state import RequestState, RequestStatus
+
+CENSUS_TTL_S = 2.0
+CENSUS_TIMEOUT_S = 0.5
+
+# How many messages are ahead of the one holding ARGV[1] (a request id, quoted) in a Celery queue's lists (KEYS,
+# most urgent first). kombu pushes on the left and its consumers pop on the right, so the rightmost goes next.
+# A message is found by its id inside the JSON envelope; the body (base64) cannot hold a quote, so nothing else
+# matches. -1: not waiting (already taken by a worker, or gone).
+_POSITION = """
+local ahead = 0
+for _, key in ipairs(KEYS) do
+  local stop = redis.call('LLEN', key) - 1
+  while stop >= 0 do
+    local start = math.max(0, stop - 255)
+    local items = redis.call('LRANGE', key, start, stop)
+    for i = #items, 1, -1 do
+      if string.find(items[i], ARGV[1], 1, true) then return ahead end
+      ahead = ahead + 1
+    end
+    stop = start - 1
+  end
+end
+return -1
+"""
+
+# How many entries of stream KEYS[1] come before id ARGV[1].
+_COUNT_BEFORE = """
+local count, start = 0, '-'
+while true do
+  local items = redis.call('XRANGE', KEYS[1], start, '(' .. ARGV[1], 'COUNT', 1000)
+  if #items == 0 then return count end
+  count = count + #items
+  start = '(' .. items[#items][1]
+end
+"""
+
+
+class WorkerCensus:
+    """How many workers consume the service's queues: asked of the workers themselves (a Celery broadcast that
+    waits CENSUS_TIMEOUT_S for replies). Only the first answer is waited for; after that the last one is given at
+    once and, when older than CENSUS_TTL_S, renewed in the background."""
+
+    def __init__(self, service: str, broker: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.service = service
+        self._app: Celery = make_app(service, broker)
+        self._clock = clock
+        self._value: int | None = None
+        self._asked_at: float | None = None
+        self._asking: asyncio.Task[None] | None = None
+
+    async def count(self) -> int | None:
+        """Live workers of the service, or None when the broker could not be asked."""
+        stale = self._asked_at is None or self._clock() - self._asked_at > CENSUS_TTL_S
+        if stale and (self._asking is None or self._asking.done()):
+            self._asking = asyncio.ensure_future(self._renew())
+        if self._asked_at is None and self._asking is not None:
+            await asyncio.shield(self._asking)  # the first answer: nothing older to give
+        return self._value
+
+    async def _renew(self) -> None:
+        self._value = await run_in_threadpool(self._ask)
+        self._asked_at = self._clock()
+
+    def _ask(self) -> int | None:
+        try:
+            replies = self._app.control.inspect(timeout=CENSUS_TIMEOUT_S).active_queues() or {}
+        except Exception:  # the broker is down: say unknown rather than fail the whole answer
+            return None
+        ours = set(service_queues(self.service))
+        return sum(1 for queues in replies.values() if any(queue.get("name") in ours for queue in queues or []))
+
+    def close(self) -> None:
+        self._app.close()
+
+
+class Inspector:
+    """Answers `attributes` and `search` for the queues of the front ends of one service."""
+
+    def __init__(self, redis: aioredis.Redis, census: WorkerCensus) -> None:
+        self.redis = redis
+        self.census = census
+        self._position = redis.register_script(_POSITION)
+        self._count_before = redis.register_script(_COUNT_BEFORE)
+
+    async def attributes(self, queue: Queue) -> dict[str, str]:
+        """`stream.*` of the queue, plus the depth of the service's Celery queues and its live workers."""
+        service = queue.front_end.service
+        attrs = {**queue.meta(), **await queue.stream_attributes()}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_type in TaskType:
+                for key in priority_lists(queue_for(service, task_type)):
+                    pipe.llen(key)
+            lengths: list[Any] = await pipe.execute()
+        per_type = len(lengths) // len(TaskType)
+        for number, task_type in enumerate(TaskType):
+            depth = sum(int(n) for n in lengths[number * per_type : (number + 1) * per_type])
+            attrs[f"queue.depth.{task_type.value}"] = str(depth)
+        attrs["queue.depth"] = str(sum(int(n) for n in lengths))
+        workers = await self.census.count()
+        attrs["workers"] = "unknown" if workers is None else str(workers)
+        return attrs
+
+    async def search(self, queue: Queue, index: int) -> dict[str, Any]:
+        if isinstance(queue, InputQueue):
+            return await self._search_input(queue, index)
+        if isinstance(queue, SinkQueue):
+            return await self._search_sink(queue, index)
+        raise QueueNotFound(f"queue {queue.name} cannot be searched")
+
+    async def _search_input(self, queue: InputQueue, index: int) -> dict[str, Any]:
+        """A request's state, whether still in the input queue, and its position among the waiting requests."""
+        state = await self.request_state_at(queue, index)
+        if state is None:
+            raise QueueNotFound(f"no item with index {index} in queue {queue.name}")
+        in_queue = await queue.get(index) is not None
+        queued = state.status is RequestStatus.QUEUED
+        position = await self._position_of(queue.front_end.service, state) if queued else None
+        return {
+            "index": index, "requestId": state.request_id, "taskType": state.task_type,
+            "state": state.status.value, "inQueue": in_queue, "position": position,
+            "progress": state.progress, "message": state.message, "worker": state.worker,
+            "queuedAt": state.queued_at, "startedAt": state.started_at, "finishedAt": state.finished_at,
+            "exitCode": state.exit_code, "error": state.error, "retries": state.retries,
+            "cancelRequested": state.cancel_requested, "resultIndex": state.result_index,
+        }  # fmt: skip
+
+    async def request_state_at(self, queue: InputQueue, index: int) -> RequestState | None:
+        """The state of the request with this input index, if it came through this queue's front end."""
+        service = queue.front_end.service
+        request_id: Any = await self.redis.hget(keys.input_index_map(service), index)
+        state = await self.request_state(service, request_id.decode()) if request_id else None
+        if state is None or (state.frontend or service) != queue.front_end.name:
+            return None
+        return state
+
+    async def request_state(self, service: str, request_id: str) -> RequestState | None:
+        raw: Any = await self.redis.hgetall(keys.request_state(service, request_id))
+        return RequestState.from_hash(raw) if raw else None
+
+    async def _position_of(self, service: str, state: RequestState) -> int | None:
+        """Messages ahead of the request in its Celery queue (0: the next one a worker takes), or None."""
+        lists = priority_lists(queue_for(service, TaskType(state.task_type)))
+        ahead = int(await self._position(keys=lists, args=[json.dumps(state.request_id)]))
+        return None if ahead < 0 else ahead
+
+    async def _search_sink(self, queue: SinkQueue, index: int) -> dict[str, Any]:
+        """An output item: its tags, how many items are before it, and which watchers hold it uncommitted."""
+        entry = await queue.get(index)
+        if entry is None:
+            raise QueueNotFound(f"no item with index {index} in queue {queue.name}")
+        before = await self._count_before(keys=[queue.stream], args=[stream_id(index)])
+        service = queue.front_end.service
+        state = await self.request_state(service, entry.request_id) if entry.request_id else None
+        if state is not None and (state.frontend or service) != queue.front_end.name:
+            state = None  # another front end's request: nothing about it may show here
+        holders = await self._delivered(queue, index)
+        return {
+            "index": index, "requestId": entry.request_id, "type": entry.type, "tags": dict(entry.tags),
+            "state": "delivered" if holders else "waiting", "position": int(before), "deliveredTo": holders,
+            "requestState": None if state is None else state.status.value,
+        }  # fmt: skip
+
+    async def _delivered(self, queue: Queue, index: int) -> list[dict[str, str]]:
+        """The watchers (group, consumer) that were sent this item and have not committed it."""
+        try:
+            groups: Any = await self.redis.xinfo_groups(queue.stream)
+        except ResponseError:  # no such key: nothing was ever put
+            return []
+        holders = []
+        for group in groups:
+            name = group["name"]
+            pending: Any = await self.redis.xpending_range(queue.stream, name, stream_id(index), stream_id(index), 1)
+            holders += [{"group": _text(name), "consumer": _text(p["consumer"])} for p in pending]
+        return holders
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

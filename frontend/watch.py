@@ -1,0 +1,188 @@
+"""Watching a queue over a websocket: items streamed as `DataFrameProto` messages, at most `window` uncommitted.
+
+The SDK's identity headers map onto Redis consumer groups, as their names say: `X-EAS-QueueService-Redis-Gid` is
+the group, `X-EAS-QueueService-Redis-Uid` the consumer. Watchers in one group share the items (each goes to one of
+them); each group sees every item. `_index_` is where a new group starts; an existing group goes on from where it
+was. An item sent and not yet committed stays pending for its consumer and is sent again when that consumer comes
+back (the SDK reconnects with the same uid), or is adopted by another watcher of the group once its consumer is no
+longer connected: nothing sent and uncommitted is lost. A commit (or delete, or truncate) removes the item from
+the queue, which frees a place in the window. Only one connection per queue, group and consumer is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from frontend.params import WatchParams
+from frontend.protocol import DataFrame, encode_frame
+from frontend.queues import Queue, entries_of, stream_id
+from scalablejob.sink import SinkEntry
+
+READ_BLOCK_MS = 1000
+COMMIT_POLL_S = 0.5  # a commit made through another process is seen within this; our own ones wake at once
+ADOPT_INTERVAL_S = 1.0
+RECONNECT_GRACE_S = 1.0  # a client that reconnects may arrive before its old connection is seen closed
+_GRACE_POLL_S = 0.02
+
+WatcherKey = tuple[str, str, str]  # stream, group, consumer
+
+# How many of consumer ARGV[2]'s pending items (group ARGV[1], at most ARGV[3]) still exist; those deleted since
+# (committed, deleted, truncated, finished) are acknowledged, so they no longer hold a place in the window.
+_SETTLE = """
+local live = 0
+for _, item in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])) do
+  if #redis.call('XRANGE', KEYS[1], item[1], item[1]) == 0 then redis.call('XACK', KEYS[1], ARGV[1], item[1])
+  else live = live + 1 end
+end
+return live
+"""
+
+# Forget consumer ARGV[2] of group ARGV[1] if nothing is pending for it: a consumer is dropped only once empty.
+_FORGET = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
+class WatchRegistry:
+    """The watchers connected to this process, and the wake-ups of those waiting for a commit."""
+
+    def __init__(self) -> None:
+        self._live: set[WatcherKey] = set()
+        self._removals: dict[str, asyncio.Event] = {}
+
+    async def acquire(self, key: WatcherKey, grace_s: float = RECONNECT_GRACE_S) -> bool:
+        """Hold `key` for one connection; False if another still holds it after `grace_s`."""
+        deadline = time.monotonic() + grace_s
+        while key in self._live:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_GRACE_POLL_S)
+        self._live.add(key)
+        return True
+
+    def release(self, key: WatcherKey) -> None:
+        self._live.discard(key)
+
+    def is_live(self, key: WatcherKey) -> bool:
+        return key in self._live
+
+    def removed(self, stream: str) -> None:
+        """Items left `stream`: wake the watchers waiting for room in their window."""
+        event = self._removals.pop(stream, None)
+        if event is not None:
+            event.set()
+
+    async def wait_removed(self, stream: str, timeout_s: float) -> None:
+        event = self._removals.setdefault(stream, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+
+class WatchSession:
+    """One watcher's connection: deliver, wait for room in the window, adopt orphaned items, repeat."""
+
+    def __init__(
+        self, queue: Queue, params: WatchParams, key: WatcherKey, registry: WatchRegistry,
+        send: Callable[[bytes], Awaitable[None]],
+    ) -> None:  # fmt: skip
+        self.queue = queue
+        self.redis: aioredis.Redis = queue.redis
+        self.params = params
+        self.stream, self.group, self.consumer = key
+        self.registry = registry
+        self._send = send
+        self._settle = self.redis.register_script(_SETTLE)
+        self._forget = self.redis.register_script(_FORGET)
+        self._adopted_at = float("-inf")
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End `run` at its next step: the client went away."""
+        self._stopped = True
+
+    async def run(self) -> None:
+        """Stream items until stopped (the client went away) or a send fails."""
+        await self._ensure_group()
+        await self._deliver(await self._own_pending())
+        while not self._stopped:
+            room = self.params.window - await self._outstanding()
+            if room <= 0:
+                await self.registry.wait_removed(self.stream, COMMIT_POLL_S)
+                continue
+            entries = await self._adopt(room) or await self._read_new(room)
+            await self._deliver(entries)
+
+    async def _ensure_group(self) -> None:
+        start = stream_id(self.params.index - 1) if self.params.index > 1 else "0"
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _own_pending(self) -> list[SinkEntry]:
+        """Items sent to this consumer on an earlier connection and never committed: they are sent again."""
+        reply: Any = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"})
+        return await self._existing(reply)
+
+    async def _read_new(self, room: int) -> list[SinkEntry]:
+        reply: Any = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=room, block=READ_BLOCK_MS
+        )
+        return await self._existing(reply)
+
+    async def _existing(self, reply: Any) -> list[SinkEntry]:
+        """The entries of an XREADGROUP reply; ones deleted meanwhile are acknowledged and left out."""
+        items = [item for _, stream_items in reply or [] for item in stream_items if item[0] is not None]
+        gone = [sid for sid, fields in items if not fields]
+        if gone:
+            await self.redis.xack(self.stream, self.group, *gone)
+        return entries_of(items)
+
+    async def _outstanding(self) -> int:
+        return int(await self._settle(keys=[self.stream], args=[self.group, self.consumer, self.params.window]))
+
+    async def _adopt(self, room: int) -> list[SinkEntry]:
+        """Take over up to `room` items pending for consumers of the group that are no longer connected, and
+        forget such consumers once nothing is pending for them (each SDK client is a new consumer)."""
+        if time.monotonic() - self._adopted_at < ADOPT_INTERVAL_S:
+            return []
+        self._adopted_at = time.monotonic()
+        adopted: list[SinkEntry] = []
+        consumers: Any = await self.redis.xinfo_consumers(self.stream, self.group)
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            if name == self.consumer or self.registry.is_live((self.stream, self.group, name)):
+                continue
+            if consumer["pending"] and len(adopted) < room:
+                adopted += await self._claim(name, room - len(adopted))
+            await self._forget(keys=[self.stream], args=[self.group, name])
+        return adopted
+
+    async def _claim(self, orphan: str, count: int) -> list[SinkEntry]:
+        pending: Any = await self.redis.xpending_range(self.stream, self.group, "-", "+", count, consumername=orphan)
+        ids = [item["message_id"] for item in pending]
+        claimed: Any = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids) if ids else []
+        return await self._existing([(self.stream, claimed)])
+
+    async def _deliver(self, entries: list[SinkEntry]) -> None:
+        if self._stopped:
+            return  # read for a client that is gone: they stay pending for this consumer, and are not lost
+        for entry in entries:
+            data = b"" if self.params.index_only else entry.data
+            await self._send(encode_frame(DataFrame(index=entry.index, data=data, tags=entry.tags)))
+        if self.params.auto_commit and entries:
+            await self.redis.xack(self.stream, self.group, *[stream_id(entry.index) for entry in entries])
+            await self.queue.remove([entry.index for entry in entries])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

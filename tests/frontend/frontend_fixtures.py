@@ -1,0 +1,133 @@
+"""Fixtures for the front end: a live front end on a free loopback port, and the real eas-prediction SDK.
+
+The SDK pins an old protobuf, so it lives in a virtualenv of its own, made once and kept in pytest's cache
+folder (.pytest_cache); tests drive it through small scripts (tests/frontend/sdk_runner.py) run by that venv's
+Python, against the live front end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from frontend.app import FrontEndService, create_app
+from frontend.binding import bind
+from frontend.server import ServerThread
+from scalablejob.config import DEFAULT_MAX_BODY_BYTES, parse_config
+
+EAS_SDK = "eas-prediction==0.36"  # the SDK version the protocol was written against
+EAS_VENV_READY = "ready.json"
+SDK_RUNNER = Path(__file__).with_name("sdk_runner.py")
+SDK_RESULT_MARK = "SDK-RESULT "
+SDK_TIMEOUT_S = 120.0
+TOKEN = "test-token"
+
+
+@dataclass(frozen=True)
+class Served:
+    """A live front end: its base URL and the token of each front end it serves."""
+
+    url: str
+    tokens: Mapping[str, str]
+
+    @property
+    def endpoint(self) -> str:
+        """host:port, as the SDK takes it."""
+        return self.url.removeprefix("http://")
+
+    def token(self, name: str | None = None) -> str:
+        return self.tokens[name] if name else next(iter(self.tokens.values()))
+
+
+@pytest.fixture
+def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
+    """Start front ends (uvicorn in a thread, on a free port) for a service config; all stop after the test."""
+    threads: list[ServerThread] = []
+
+    def start(
+        config: dict[str, Any], *, names: Sequence[str] = (), token: str | None = TOKEN,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> Served:  # fmt: skip
+        service_config = parse_config(config)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            front_ends = bind(client, service_config, names, token)
+        finally:
+            client.close()
+        service = FrontEndService(
+            front_ends, redis_url, default_task_type=service_config.scalable_job.default_task_type,
+            max_body_bytes=max_body_bytes,
+        )  # fmt: skip
+        threads.append(ServerThread(create_app(service)).start())
+        return Served(threads[-1].url, {fe.name: fe.token for fe in front_ends})
+
+    yield start
+    for thread in threads:
+        thread.stop()
+
+
+def _venv_python(folder: Path) -> Path:
+    return folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+@pytest.fixture(scope="session")
+def eas_python(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a virtualenv holding the eas-prediction SDK: made once, then reused from pytest's cache
+    (.pytest_cache/d/eas-venv; without the cache plugin, a temporary folder for this session)."""
+    cache = getattr(pytestconfig, "cache", None)
+    folder = Path(cache.mkdir("eas-venv")) if cache is not None else tmp_path_factory.mktemp("eas-venv")
+    python = _venv_python(folder)
+    ready = folder / EAS_VENV_READY
+    if ready.is_file() and json.loads(ready.read_text()).get("sdk") == EAS_SDK and _sdk_imports(python):
+        return python
+    venv.EnvBuilder(clear=True, with_pip=True).create(folder)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", EAS_SDK],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if install.returncode != 0 or not _sdk_imports(python):
+        pytest.fail(f"could not install {EAS_SDK} into {folder}:\n{install.stdout}\n{install.stderr}")
+    ready.write_text(json.dumps({"sdk": EAS_SDK, "python": sys.version}))
+    return python
+
+
+def _sdk_imports(python: Path) -> bool:
+    if not python.is_file():
+        return False
+    probe = subprocess.run([str(python), "-c", "import eas_prediction"], capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def run_sdk(eas_python: Path) -> Callable[..., dict[str, Any]]:
+    """Run a snippet with the SDK against a live front end; returns what the snippet passed to `out(...)`."""
+
+    def run(served: Served, code: str, *, name: str | None = None, timeout: float = SDK_TIMEOUT_S) -> dict[str, Any]:
+        env = {
+            **os.environ, "SDK_ENDPOINT": served.endpoint, "SDK_TOKEN": served.token(name),
+            "SDK_QUEUE": name or next(iter(served.tokens)),
+        }  # fmt: skip
+        env.pop("PYTHONPATH", None)  # the SDK's venv must not see this project's packages
+        done = subprocess.run(
+            [str(eas_python), str(SDK_RUNNER)], input=code, capture_output=True, text=True, env=env, timeout=timeout
+        )
+        results: dict[str, Any] = {}
+        for line in done.stdout.splitlines():
+            if line.startswith(SDK_RESULT_MARK):
+                results.update(json.loads(line.removeprefix(SDK_RESULT_MARK)))
+        if done.returncode != 0:
+            output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            pytest.fail(f"SDK script failed ({done.returncode}):\n{code}\n{output}")
+        return results
+
+    return run
