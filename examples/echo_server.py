@@ -22,7 +22,7 @@ class EchoHandler(BaseHTTPRequestHandler):
         except ValueError:
             request = None
         if isinstance(request, dict):
-            time.sleep(float(request.get("sleep", 0)))
+            time.sleep(min(float(request.get("sleep", 0)), self.server.max_sleep))  # type: ignore[attr-defined]
         answer = json.dumps({"model": "echo", "pid": os.getpid(), "input": body.decode("utf-8", "replace")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -38,8 +38,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pid-file", type=Path, help="write this process's pid here once listening")
+    parser.add_argument("--max-sleep", type=float, default=60.0, help="cap on the sleep a body asks for")
     args = parser.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), EchoHandler)
+    server.max_sleep = args.max_sleep  # type: ignore[attr-defined]
     if args.pid_file:
         args.pid_file.write_text(str(os.getpid()))
     server.serve_forever()

@@ -1,10 +1,10 @@
-"""Example user code for the `demo` service: a query handler that reports progress as it works."""
+"""Example user code: a query handler that reports progress as it works."""
 
 from __future__ import annotations
 
 from scalablejob import Job, QueryContext
 
-job = Job("demo")
+job = Job()  # serves any service; Job("demo") would serve only the demo service
 
 
 @job.query

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import signal
 import sys
 from collections.abc import Callable
@@ -96,6 +97,15 @@ def redis(data_dir: str | None, port: int | None) -> None:
         broker.stop()
 
 
-# Commands defined in their own modules register themselves on `main` when imported.
-import scalablejob.cli_requests  # noqa: E402, F401
-import scaler.cli  # noqa: E402, F401
+# Commands defined in their own modules register themselves on `main` when imported (they import `main`).
+COMMAND_MODULES = (
+    "scalablejob.cli_requests",
+    "scalablejob.cli_status",
+    "scalablejob.cli_watch",
+    "scalablejob.cli_up",
+    "scalablejob.cli_config",
+    "frontend.cli",
+    "scaler.cli",
+)
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)

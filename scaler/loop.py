@@ -259,18 +259,21 @@ class Scaler:
     def _report(self, decision: Decision, observation: Observation, acted: bool, now: float) -> None:
         snap = decision.snapshot
         key = (decision.desired, snap.replicas, decision.target)
-        log = logger.info if acted or key != self._memory.last_logged else logger.debug
+        changed = acted or key != self._memory.last_logged
+        log = logger.info if changed else logger.debug
         log(
             "decision: queued=%d running=%d replicas=%d busy=%d -> desired=%d (%s): %s",
             snap.queued, snap.running, snap.replicas, snap.busy, decision.desired, decision.change, decision.reason,
         )  # fmt: skip
         self._memory.last_logged = key
         states = {view.name: view.state.value for view in self._views(observation)}
-        self.parts.store.report({
+        inputs: dict[str, str | int | float] = {
             "desired": decision.desired, "replicas": snap.replicas, "busy": snap.busy, "queued": snap.queued,
             "running": snap.running, "target": decision.target, "reason": decision.reason, "at": now,
-            "workers": json.dumps(states),
-        })  # fmt: skip
+        }  # fmt: skip
+        self.parts.store.report({**inputs, "workers": json.dumps(states)})
+        if changed:
+            self.parts.store.record_decision({**inputs, "change": decision.change})
         if self.parts.exporter is not None:
             self.parts.exporter.record(decision, observation.queued, [WorkerState(s) for s in states.values()])
 

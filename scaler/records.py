@@ -62,6 +62,9 @@ def this_process() -> tuple[int, float]:
     return pid, psutil.Process(pid).create_time()
 
 
+DECISION_HISTORY = 50
+
+
 class ScalerStore:
     """The scaler's keys for one service and host."""
 
@@ -116,6 +119,14 @@ class ScalerStore:
             pipe.set(self._lease_key, self._me, px=int(LEASE_TTL_S * 1000))
             fields: dict[Any, Any] = {**status, "pid": os.getpid()}
             pipe.hset(self._status_key, mapping=fields)
+            pipe.execute()
+
+    def record_decision(self, decision: Mapping[str, str | int | float]) -> None:
+        """Keep a decision that changed something in the short history `scalablejob status` shows."""
+        key = keys.scaler_decisions(self._service)
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, json.dumps({**decision, "host": self.host}))
+            pipe.ltrim(key, 0, DECISION_HISTORY - 1)
             pipe.execute()
 
     def release(self) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, service_config, wait_until
+from conftest import REPO, python_command, service_config, wait_until
 from scalablejob import RequestStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -83,3 +83,29 @@ def test_bad_cli_input_is_a_clear_error_and_a_nonzero_exit(redis_url, args, mess
 
     assert run.returncode != 0
     assert message in run.stderr
+
+
+def test_a_burst_shows_in_watch_with_running_progress_and_queued_requests(
+    tmp_path, start_worker, client_for, redis_url
+):
+    # given one worker and a burst of three jobs that report progress, then wait for the test
+    start_worker(service_config("cli"))
+    release = tmp_path / "release"
+    job = python_command(f"import os, time\nprint('::progress 0.5 halfway', flush=True)\n"
+                         f"while not os.path.exists({str(release)!r}): time.sleep(0.02)")  # fmt: skip
+    ids = cli(redis_url, "submit", "-s", "cli", "--type", "command", "--repeat", "3", job).stdout.split()
+    client = client_for("cli")
+    wait_until(lambda: client.state(ids[0]).progress == 0.5, 30, "the first job never reported progress")
+
+    # when watch takes a snapshot
+    argv = [sys.executable, "-m", "scalablejob", "watch", "-s", "cli", "--once", "--broker", redis_url]
+    shown = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, env={"COLUMNS": "200"})
+
+    # then it lists the running job with its progress, and the two waiting ones
+    assert "3 request(s) in flight" in shown.stdout, shown.stderr
+    running = next(line for line in shown.stdout.splitlines() if ids[0][:12] in line)
+    assert "running" in running and "50%" in running and "halfway" in running
+    assert sum("queued" in line for line in shown.stdout.splitlines() if any(i[:12] in line for i in ids[1:])) == 2
+    release.touch()
+    for request_id in ids:
+        client.result(request_id, timeout=30)

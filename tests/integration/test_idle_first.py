@@ -14,17 +14,22 @@ def sleeping(seconds: float) -> str:
     return python_command(f"import time; time.sleep({seconds})")
 
 
+def until_released(release) -> str:
+    """A long task that ends when the test creates `release`, so no test waits for a fixed time."""
+    return python_command(f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.02)")
+
+
 def running_state(client, request_id):
     state = client.state(request_id)
     return state if state.status is RequestStatus.RUNNING else None
 
 
-def test_short_tasks_go_to_the_idle_worker_while_the_other_is_busy(start_worker, client_for):
+def test_short_tasks_go_to_the_idle_worker_while_the_other_is_busy(tmp_path, start_worker, client_for):
     # given two idle workers, one of which takes a long task
     start_worker(service_config("idle"))
     start_worker(service_config("idle"))
     client = client_for("idle")
-    _, long_id = client.put(sleeping(6), {"taskType": "command"})
+    _, long_id = client.put(until_released(tmp_path / "release"), {"taskType": "command"})
     busy = wait_until(lambda: running_state(client, long_id), 20, "the long task never started").worker
 
     # when short tasks arrive one after another while it runs
@@ -38,16 +43,18 @@ def test_short_tasks_go_to_the_idle_worker_while_the_other_is_busy(start_worker,
     assert busy not in short_workers
     assert len(set(short_workers)) == 1
     assert client.state(long_id).status is RequestStatus.RUNNING
+    (tmp_path / "release").touch()
+    client.result(long_id, timeout=20)
 
 
-def test_a_short_task_never_waits_behind_a_busy_worker(start_worker, client_for):
+def test_a_short_task_never_waits_behind_a_busy_worker(tmp_path, start_worker, client_for):
     # given two idle workers
     start_worker(service_config("idle"))
     start_worker(service_config("idle"))
     client = client_for("idle")
 
     # when a long task, a shorter task and a short one arrive together
-    _, long_id = client.put(sleeping(6), {"taskType": "command"})
+    _, long_id = client.put(until_released(tmp_path / "release"), {"taskType": "command"})
     _, medium_id = client.put(sleeping(1.5), {"taskType": "command"})
     _, short_id = client.put(python_command("pass"), {"taskType": "command"})
     client.result(short_id, timeout=30)
@@ -60,3 +67,5 @@ def test_a_short_task_never_waits_behind_a_busy_worker(start_worker, client_for)
     assert short.worker == medium.worker
     assert medium.finished_at <= short.started_at
     assert client.state(long_id).status is RequestStatus.RUNNING
+    (tmp_path / "release").touch()
+    client.result(long_id, timeout=20)

@@ -18,9 +18,11 @@ from workers.main import EXIT_MODEL_SERVER_DIED
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def model_server_config(pid_file: Path) -> dict:
+def model_server_config(pid_file: Path, max_sleep: float = 60) -> dict:
     port = free_port()
-    command = f"python {REPO / 'examples' / 'echo_server.py'} --port {port} --pid-file {pid_file}"
+    command = (
+        f"python {REPO / 'examples' / 'echo_server.py'} --port {port} --pid-file {pid_file} --max-sleep {max_sleep}"
+    )
     return {**service_config("echo"), "containers": [{"image": "local/echo", "command": command, "port": port}]}
 
 
@@ -58,7 +60,7 @@ def test_a_dead_model_server_stops_the_worker_and_its_query_goes_back_on_the_que
     assert "died" in state.message
     assert queue_depth(redis_client, "echo.query") == 1
 
-    # and a new worker answers it
+    # and a new worker answers it (its server skips the sleep)
     pid_file.unlink()
-    start_worker(model_server_config(pid_file), app=None)
+    start_worker(model_server_config(pid_file, max_sleep=0), app=None)
     assert json.loads(client.result(request_id, timeout=60).data)["input"] == '{"sleep": 30}'

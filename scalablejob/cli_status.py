@@ -1,0 +1,93 @@
+"""`scalablejob status`: a service at a glance, as rich tables."""
+
+from __future__ import annotations
+
+import time
+
+import click
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from scalablejob.broker import data_dir as data_folder
+from scalablejob.broker import existing_broker
+from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
+from scalablejob.config import load_config
+from scalablejob.status import ServiceStatus, read_status
+from workers.presence import STALE_AFTER_S
+
+
+def _age(then: float, now: float) -> str:
+    return f"{max(0.0, now - then):.0f} s ago"
+
+
+def queues_table(status: ServiceStatus) -> Table:
+    table = Table(title="queues")
+    table.add_column("queue")
+    table.add_column("waiting", justify="right")
+    for queue, depth in status.queues.items():
+        table.add_row(queue, str(depth))
+    return table
+
+
+def scaler_table(status: ServiceStatus) -> Table:
+    table = Table(title="scaler")
+    for column in ("host", "replicas", "desired", "busy", "queued", "running", "reason", "updated"):
+        table.add_column(column)
+    for report in status.scalers:
+        updated = _age(float(report.get("at", 0)), status.taken_at)
+        row = [report.get(name, "") for name in ("host", "replicas", "desired", "busy", "queued", "running", "reason")]
+        table.add_row(*row, updated)
+    if not status.scalers:
+        table.add_row("(no scaler running)", *[""] * 7)
+    return table
+
+
+def workers_table(status: ServiceStatus) -> Table:
+    table = Table(title="workers")
+    for column in ("worker", "state", "GPU", "pid", "tasks", "heartbeat"):
+        table.add_column(column)
+    for worker in status.workers:
+        stale = status.taken_at - worker.heartbeat > STALE_AFTER_S
+        state = f"{worker.state.value} (stale)" if stale else worker.state.value
+        row = [worker.name, state, worker.gpus or "cpu", str(worker.pid), str(len(worker.held))]
+        table.add_row(*row, _age(worker.heartbeat, status.taken_at))
+    for name, failure in status.init_failures.items():
+        table.add_row(name, f"init failed (exit {failure.get('exit_code')})", "", "", "", "")
+    return table
+
+
+def decisions_table(status: ServiceStatus) -> Table:
+    table = Table(title="recent scaling decisions")
+    for column in ("when", "queued", "running", "replicas", "desired", "reason"):
+        table.add_column(column)
+    for decision in status.decisions:
+        when = time.strftime("%H:%M:%S", time.localtime(float(decision.get("at", 0))))
+        row = [str(decision.get(name, "")) for name in ("queued", "running", "replicas", "desired", "reason")]
+        table.add_row(when, *row)
+    return table
+
+
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("--service", "-s", metavar="NAME", help="Service name (instead of CONFIG).")
+@broker_option
+@data_dir_option
+@reports_errors
+def status(config: str | None, service: str | None, broker: str | None, data_dir: str | None) -> None:
+    """Show a service: queue depths, replicas desired and actual, each worker and its GPU, recent decisions."""
+    service_config = load_config(config) if config else None
+    name = service or (service_config.name if service_config else None)
+    if not name:
+        raise click.UsageError("expected CONFIG or --service NAME")
+    client = redis.Redis.from_url(existing_broker(broker, data_folder(data_dir)))
+    try:
+        snapshot = read_status(client, name)
+    finally:
+        client.close()
+    console = Console()
+    image = service_config.containers[0].image if service_config and service_config.containers else None
+    kind = f" ({service_config.metadata.type})" if service_config else ""
+    console.print(f"[bold]service {name}[/bold]{kind}" + (f", image {image} (not used locally)" if image else ""))
+    for table in (queues_table(snapshot), scaler_table(snapshot), workers_table(snapshot), decisions_table(snapshot)):
+        console.print(table)

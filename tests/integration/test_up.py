@@ -1,0 +1,258 @@
+"""`scalablejob up`: every part starts, Ctrl-C stops them all, and queued work survives into the next `up`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from conftest import REPO, python_command, wait_until
+from scalablejob import JobClient, RequestStatus
+from scalablejob.redis_server import free_port
+from workers.presence import read_presence
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+READY_LINE = "Ctrl-C stops everything"
+
+
+class UpProcess:
+    """A running `scalablejob up`, its output, and the addresses it printed."""
+
+    def __init__(self, config: Path, data_dir: Path, *extra: str) -> None:
+        self.ports = {"port": free_port(), "flower": free_port()}
+        argv = [sys.executable, "-m", "scalablejob", "up", str(config), "--data-dir", str(data_dir),
+                "--port", str(self.ports["port"]), "--flower-port", str(self.ports["flower"]), *extra]  # fmt: skip
+        self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if READY_LINE in line:
+                self.ready.set()
+
+    def wait_ready(self, timeout: float = 90) -> dict[str, str]:
+        assert self.ready.wait(timeout), "\n".join(self.lines)
+        text = "\n".join(self.lines)
+        labels = {"broker": "broker", "frontend": "front end", "flower": "flower", "metrics": "metrics"}
+        found = {name: re.search(rf"^  {label}\s+(\S+)", text, re.M).group(1) for name, label in labels.items()}
+        found["token"] = re.search(r"token (\S+)$", text, re.M).group(1)
+        return found
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def interrupt(self, timeout: float = 60) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        for child in [*self.descendants(), psutil.Process(self.process.pid)]:
+            child.kill()
+
+
+@pytest.fixture
+def start_up(tmp_path):
+    running: list[UpProcess] = []
+
+    def start(config: dict, *extra: str) -> UpProcess:
+        path = tmp_path / "service.json"
+        path.write_text(json.dumps(config))
+        running.append(UpProcess(path, tmp_path / "data", *extra))
+        return running[-1]
+
+    yield start
+    for up in running:
+        if up.process.poll() is None:
+            up.kill()
+
+
+def service(name: str = "stack", **autoscaler) -> dict:
+    return {"metadata": {"name": name, "type": "ScalableJob", "gpu": 0, "rpc.worker_threads": 1},
+            "autoscaler": {"min": 1, "max": 1, **autoscaler}}  # fmt: skip
+
+
+PARTS = {"redis-server", "frontend", "scaler", "flower", "worker"}
+
+
+def running_parts(up: UpProcess) -> set[str]:
+    """Which parts of the stack run among `up`'s descendants, by their command lines."""
+    lines = [" ".join(process.cmdline()) for process in up.descendants()]
+    return {part for part in PARTS if any(part in line for line in lines)}
+
+
+def answers(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": token} if token else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_up_starts_every_part_and_ctrl_c_leaves_no_process_behind(start_up):
+    # given a stack that is up
+    up = start_up(service(), "--app", "tests/support/sj_test_handlers.py")
+    where = up.wait_ready()
+    wait_until(lambda: running_parts(up) >= PARTS, 60, f"not every part started: {running_parts(up)}")
+
+    # then every part answers
+    assert answers(f"{where['frontend']}?_attrs_=true", where["token"]) == 200
+    assert answers(where["flower"]) == 200
+    assert answers(where["metrics"]) == 200
+    with JobClient("stack", where["broker"]) as client:
+        _, request_id = client.put(b"hello stack", {"taskType": "query"})
+        assert client.result(request_id, timeout=60).data == b"echo:hello stack"
+
+    # and the CLI works against it: submit, then status shows the queues, the worker and the scaler's decisions
+    cli = [sys.executable, "-m", "scalablejob"]
+    submitted = subprocess.run([*cli, "submit", "-s", "stack", "--type", "query", "--wait", "--timeout", "60", "cli",
+                                "--broker", where["broker"]], capture_output=True, text=True, timeout=90)  # fmt: skip
+    assert submitted.stdout.splitlines()[-1] == "echo:cli"
+    wide = {**os.environ, "COLUMNS": "200"}
+    shown = subprocess.run([*cli, "status", "-s", "stack", "--broker", where["broker"]],
+                           capture_output=True, text=True, timeout=60, env=wide)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    worker = next(iter(read_presence(redis.Redis.from_url(where["broker"]), "stack")))
+    for expected in ("stack.command", "stack.query", worker, "idle", "raised to min 1"):
+        assert expected in shown.stdout
+
+    # when it is interrupted, then it exits 0 and every process it started is gone
+    processes = up.descendants()
+    assert up.interrupt() == 0
+    assert all(wait_until(lambda p=p: gone(p), 10, f"{p} outlived up") for p in processes)
+
+
+def test_ctrl_c_drains_the_workers_and_queued_work_runs_after_the_next_up(start_up, tmp_path):
+    # given a stack with one worker busy on a job that waits for the test, and a second job queued behind it
+    release = tmp_path / "release"
+    up = start_up(service())
+    where = up.wait_ready()
+    with JobClient("stack", where["broker"]) as client:
+        wait_for_release = f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.02)\n"
+        _, running_id = client.put(python_command(wait_for_release), {"taskType": "command"})
+        wait_until(lambda: client.state(running_id).status is RequestStatus.RUNNING, 60, "the job never started")
+        _, queued_id = client.put(python_command("print('after restart')"), {"taskType": "command"})
+
+    # when Ctrl-C arrives while it runs, and the job then finishes
+    up.process.send_signal(signal.SIGINT)
+    wait_until(lambda: any("stopping" in line for line in up.lines), 30, "up did not start stopping")
+    release.touch()
+    assert up.process.wait(60) == 0
+
+    # then the running job finished, and the queued one is still there and runs after the next up
+    again = start_up(service())
+    where = again.wait_ready()
+    with JobClient("stack", where["broker"]) as client:
+        assert client.state(running_id).status is RequestStatus.DONE
+        assert client.result(queued_id, timeout=60).data == b"after restart\n"
+    assert again.interrupt() == 0
+
+
+def test_the_procfile_runs_the_same_parts_with_honcho(tmp_path):
+    # given the repository's Procfile and .env with free ports instead of the fixed ones
+    ports = {"6390": str(free_port()), "8080": str(free_port()), "5555": str(free_port())}
+    for name in ("Procfile", ".env"):
+        text = (REPO / name).read_text()
+        for fixed, free in ports.items():
+            text = text.replace(fixed, free)
+        (tmp_path / name).write_text(text.replace("examples/handlers.py", "tests/support/sj_test_handlers.py"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("SCALABLEJOB_BROKER", None)
+    honcho = subprocess.Popen(
+        [sys.executable, "-m", "honcho", "-f", str(tmp_path / "Procfile"), "-e", str(tmp_path / ".env"),
+         "-d", str(REPO), "start"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        # when it is up, then a query submitted to its broker is answered, and the front end and Flower answer
+        broker = f"redis://127.0.0.1:{ports['6390']}/0"
+        wait_until(lambda: running_embedded_at(broker), 60, "the Procfile's redis never answered")
+        with JobClient("demo", broker) as client:
+            _, request_id = client.put(b"via honcho", {"taskType": "query"})
+            assert client.result(request_id, timeout=90).data == b"echo:via honcho"
+        assert wait_until(lambda: port_open(int(ports["8080"])) and port_open(int(ports["5555"])), 60, "no HTTP")
+        processes = psutil.Process(honcho.pid).children(recursive=True)
+
+        # and Ctrl-C stops every process it started
+        honcho.send_signal(signal.SIGINT)
+        honcho.wait(60)
+        assert all(wait_until(lambda p=p: gone(p), 20, f"{p} outlived honcho") for p in processes)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(honcho.pid, signal.SIGKILL)
+        honcho.wait()
+
+
+def running_embedded_at(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_flower_shows_the_running_workers_in_a_real_browser(start_up, tmp_path):
+    browser = chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("chromium is not installed here (.ci/run installs it)")
+    # given a stack with two workers, both known to Flower
+    up = start_up(service(min=2, max=2))
+    where = up.wait_ready()
+    client = redis.Redis.from_url(where["broker"])
+    names = wait_until(lambda: sorted(read_presence(client, "stack")) if len(read_presence(client, "stack")) == 2
+                       else None, 60, "the scaler did not start two workers")  # fmt: skip
+
+    # when headless Chromium loads Flower's workers page
+    def page() -> str:
+        run = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=3000", "--dump-dom",
+             f"{where['flower']}/workers"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return run.stdout
+
+    # then it lists both running workers
+    def page_listing_all() -> str | None:
+        html = page()
+        return html if all(name in html for name in names) else None
+
+    dom = wait_until(page_listing_all, 60, f"Flower's workers page never listed {names}")
+    assert "workers-table" in dom
+    client.close()
+    assert up.interrupt() == 0
