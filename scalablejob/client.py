@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import redis
 
+from scalablejob.cancel import CancelOutcome, cancel_request
 from scalablejob.celery_app import make_app
 from scalablejob.errors import BrokerError, RequestError, ResultTimeout
+from scalablejob.logs import request_entries
 from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY
 from scalablejob.routing import TASK_TYPE_TAG, parse_task_type, queue_for, task_name_for
 from scalablejob.sink import EntryType, Sink, SinkEntry
@@ -107,6 +109,14 @@ class JobClient:
                     return entry
             state = self._known_state(request_id)
         return self._final_entry(state)
+
+    def cancel(self, request_id: str) -> CancelOutcome:
+        """Cancel a queued request (it leaves its queue) or a running one (its worker stops it)."""
+        return cancel_request(self._redis, self.service, request_id)
+
+    def logs(self, request_id: str, *, follow: bool = False) -> Iterator[SinkEntry]:
+        """A request's log, progress and final entries; with `follow`, as they come until it ends."""
+        return request_entries(self.sink, self.requests, request_id, follow=follow)
 
     def read_sink(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
         return self.sink.read(start_index, count)

@@ -30,8 +30,7 @@ def wait_for_file(path) -> str:
 
 
 def log_texts(client, request_id) -> list[str]:
-    entries = request_entries(client.sink, client.requests, request_id, follow=False)
-    return [entry.data.decode() for entry in entries if entry.type == "log"]
+    return [entry.data.decode() for entry in client.logs(request_id) if entry.type == "log"]
 
 
 def gone(pid: int) -> bool:
@@ -106,8 +105,8 @@ def test_cancel_of_a_queued_job_takes_it_off_the_queue(tmp_path, start_worker, c
     wait_until(lambda: client.state(busy_id).status is RequestStatus.RUNNING, 30, "the first job never started")
     _, queued_id = client.put(python_command("print('must not run')"), {"taskType": "command"})
 
-    # when the waiting job is cancelled
-    assert cancel_request(redis_client, "train", queued_id) is CancelOutcome.REMOVED
+    # when the waiting job is cancelled from the Python client
+    assert client.cancel(queued_id) is CancelOutcome.REMOVED
 
     # then it never runs and ends with an error entry that says so
     release.touch()

@@ -256,3 +256,40 @@ def test_flower_shows_the_running_workers_in_a_real_browser(start_up, tmp_path):
     assert "workers-table" in dom
     client.close()
     assert up.interrupt() == 0
+
+
+def test_an_integrated_service_gets_its_own_front_end_script_kept_alive(start_up):
+    # given an integrated service whose config names the user's own front-end program
+    port = free_port()
+    config = service("integrated")
+    config["metadata"]["type"] = "ScalableJobService"
+    config["front_end"] = {"port": port, "script": f"{sys.executable} {REPO / 'examples' / 'web_ui.py'}"}
+    up = start_up(config)
+    where = up.wait_ready()
+    ui = f"http://127.0.0.1:{port}"
+    first = wait_until(lambda: json_or_none(ui), 60, "the front-end script never answered")
+
+    # when it submits a training command through the queue service, then the job runs
+    assert first["service"] == "integrated" and first["endpoint"] == where["frontend"].split("/api/")[0]
+    submitted = post_json(f"{ui}/train", python_command("print('from the web ui')").encode())
+    with JobClient("integrated", where["broker"]) as client:
+        assert client.result(submitted["requestId"], timeout=60).data == b"from the web ui\n"
+
+    # and when the script dies, up starts it again
+    psutil.Process(first["pid"]).kill()
+    again = wait_until(lambda: (page := json_or_none(ui)) and page["pid"] != first["pid"] and page, 30, "no restart")
+    assert again["service"] == "integrated"
+    assert up.interrupt() == 0
+
+
+def json_or_none(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def post_json(url: str, body: bytes) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as response:
+        return json.loads(response.read())
