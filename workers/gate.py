@@ -13,10 +13,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from celery import bootsteps, signals
+from celery import bootsteps
 from celery.worker import state as worker_state
 
-from scalablejob.routing import TaskType, task_type_of
+from scalablejob.routing import TaskType
+from workers.held import track_held_tasks
 
 GATED_BRPOP_TIMEOUT_S = 0.1
 
@@ -118,20 +119,4 @@ def install_gate(app: Any, gate: SlotGate) -> None:
     """Wire a gate into an app's worker: count received tasks, release finished ones, gate the BRPOP."""
     app.scalablejob_gate = gate
     app.steps["consumer"].add(GateStep)
-
-    def on_received(request: Any = None, **_: Any) -> None:
-        task_type = task_type_of(request.name)
-        if task_type is not None:
-            gate.claim(request.id, task_type)
-
-    def on_postrun(task_id: str | None = None, **_: Any) -> None:
-        if task_id:
-            gate.release(task_id)
-
-    def on_revoked(request: Any = None, **_: Any) -> None:
-        if request is not None:
-            gate.release(request.id)
-
-    signals.task_received.connect(on_received, weak=False)
-    signals.task_postrun.connect(on_postrun, weak=False)
-    signals.task_revoked.connect(on_revoked, weak=False)
+    track_held_tasks(lambda request, task_type: gate.claim(request.id, task_type), gate.release)

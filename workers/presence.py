@@ -24,7 +24,7 @@ from celery import signals
 
 from scalablejob import keys
 from scalablejob.gpus import CUDA_VISIBLE_DEVICES
-from scalablejob.routing import task_type_of
+from workers.held import track_held_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -184,23 +184,9 @@ def install_presence(app: Any, service: str, broker_url: str) -> PresenceReporte
     def on_init(sender: object = None, **_: Any) -> None:
         reporter.starting(str(sender))
 
-    def on_received(request: Any = None, **_: Any) -> None:
-        if request is not None and task_type_of(request.name) is not None:
-            reporter.received(request.id, str(request.message.delivery_tag))
-
-    def on_postrun(task_id: str | None = None, **_: Any) -> None:
-        if task_id:
-            reporter.finished(task_id)
-
-    def on_revoked(request: Any = None, **_: Any) -> None:
-        if request is not None:
-            reporter.finished(request.id)
-
     signals.celeryd_init.connect(on_init, weak=False)
     signals.worker_ready.connect(lambda **_: reporter.ready(), weak=False)
-    signals.task_received.connect(on_received, weak=False)
-    signals.task_postrun.connect(on_postrun, weak=False)
-    signals.task_revoked.connect(on_revoked, weak=False)
+    track_held_tasks(lambda req, _type: reporter.received(req.id, str(req.message.delivery_tag)), reporter.finished)
     signals.worker_shutting_down.connect(lambda **_: reporter.stop_requested(), weak=False)
     signals.worker_shutdown.connect(lambda **_: reporter.gone(), weak=False)
     app.scalablejob_presence = reporter
