@@ -7,15 +7,14 @@ problem raises ConfigError with the JSON path of the field, what was expected an
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
 
 from scalablejob.errors import ConfigError
+from scalablejob.json_reader import JsonObject, found
 from scalablejob.routing import ALLOWED_TASK_TYPES, TaskType, parse_task_type
 
 # Defaults: the one place they are written down. Optional fields not listed here default to None (unset).
@@ -43,9 +42,9 @@ SERVICE_TYPES: tuple[str, ...] = (TYPE_STANDALONE, TYPE_INTEGRATED)
 NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_-]{0,62}$"
 
 _NAME_RE = re.compile(NAME_PATTERN[1:-1])  # used with fullmatch: "$" would let a trailing newline through
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFAULT_SOURCE = "<config>"
 _MAX_PORT = 65535
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_EXPECTED = 'an object of name -> string, or a list of {"name": ..., "value": ...} objects'
 
 
@@ -156,7 +155,7 @@ class ServiceConfig:
 def parse_config(data: object, *, source: str = _DEFAULT_SOURCE) -> ServiceConfig:
     """Validate already-decoded service JSON; a `source` (file name) is added to error messages."""
     try:
-        return _parse_service(_Obj(data, "$"))
+        return _parse_service(JsonObject(data, "$"))
     except ConfigError as exc:
         if source == _DEFAULT_SOURCE:
             raise
@@ -190,8 +189,8 @@ def load_config(path: str | os.PathLike[str]) -> ServiceConfig:
 # ---- Section parsers -----------------------------------------------------------------------------------------
 
 
-def _parse_service(root: _Obj) -> ServiceConfig:
-    containers = tuple(_parse_container(_Obj(item, path)) for path, item in root.items("containers"))
+def _parse_service(root: JsonObject) -> ServiceConfig:
+    containers = tuple(_parse_container(JsonObject(item, path)) for path, item in root.items("containers"))
     metadata = _parse_metadata(root.required_section("metadata"))
     front_end_obj = root.optional_section("front_end")
     config = ServiceConfig(
@@ -205,7 +204,7 @@ def _parse_service(root: _Obj) -> ServiceConfig:
     return config
 
 
-def _parse_container(obj: _Obj) -> ContainerConfig:
+def _parse_container(obj: JsonObject) -> ContainerConfig:
     container = ContainerConfig(
         image=obj.string("image", None),
         command=obj.string("command", None),
@@ -219,12 +218,12 @@ def _parse_container(obj: _Obj) -> ContainerConfig:
 def _parse_env(raw: object, path: str) -> dict[str, str]:
     """Both env forms: {"NAME": "value"} and the cloud's [{"name": "NAME", "value": "value"}]."""
     if isinstance(raw, dict):
-        env_obj = _Obj(raw, path)
+        env_obj = JsonObject(raw, path)
         pairs = [(name, env_obj.at(name), env_obj.string(name, "", nonempty=False)) for name in raw]
     elif isinstance(raw, list):
         pairs = [_parse_env_entry(item, f"{path}[{i}]") for i, item in enumerate(raw)]
     else:
-        raise ConfigError(path, f"expected {_ENV_EXPECTED}, got {_found(raw)}")
+        raise ConfigError(path, f"expected {_ENV_EXPECTED}, got {found(raw)}")
     env: dict[str, str] = {}
     for name, where, value in pairs:
         if not name or "=" in name:
@@ -236,14 +235,14 @@ def _parse_env(raw: object, path: str) -> dict[str, str]:
 
 
 def _parse_env_entry(item: object, path: str) -> tuple[str, str, str]:
-    entry = _Obj(item, path)
+    entry = JsonObject(item, path)
     name = entry.required_string("name", nonempty=False)  # checked with the other form's names below
     value = entry.required_string("value", nonempty=False)
     entry.done()
     return name, entry.at("name"), value
 
 
-def _parse_metadata(meta: _Obj) -> Metadata:
+def _parse_metadata(meta: JsonObject) -> Metadata:
     name = meta.required_string("name")
     if not _NAME_RE.fullmatch(name):
         raise ConfigError(
@@ -264,7 +263,7 @@ def _parse_metadata(meta: _Obj) -> Metadata:
     return metadata
 
 
-def _parse_front_end(obj: _Obj) -> FrontEndConfig:
+def _parse_front_end(obj: JsonObject) -> FrontEndConfig:
     front_end = FrontEndConfig(
         port=obj.integer("port", None, ge=1, le=_MAX_PORT),
         script=obj.string("script", None),
@@ -276,7 +275,7 @@ def _parse_front_end(obj: _Obj) -> FrontEndConfig:
     return front_end
 
 
-def _parse_scalable_job(obj: _Obj) -> ScalableJobConfig:
+def _parse_scalable_job(obj: JsonObject) -> ScalableJobConfig:
     scalable_job = ScalableJobConfig(
         enable_write_log_to_queue=obj.boolean("enable_write_log_to_queue", None),
         init_command=obj.string("init_command", None),
@@ -296,11 +295,11 @@ def _env_names(items: list[tuple[str, object]]) -> tuple[str, ...]:
     """Environment variable names a request may set through `env.NAME` tags."""
     for path, name in items:
         if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
-            raise ConfigError(path, f"expected an environment variable name like LEARNING_RATE, got {_found(name)}")
+            raise ConfigError(path, f"expected an environment variable name like LEARNING_RATE, got {found(name)}")
     return tuple(str(name) for _, name in items)
 
 
-def _parse_autoscaler(obj: _Obj) -> AutoscalerConfig:
+def _parse_autoscaler(obj: JsonObject) -> AutoscalerConfig:
     min_replicas = obj.integer("min", DEFAULT_MIN_REPLICAS, ge=0)
     max_replicas = obj.integer("max", DEFAULT_MAX_REPLICAS, ge=1)
     strategies = obj.section("strategies")
@@ -317,136 +316,8 @@ def _parse_autoscaler(obj: _Obj) -> AutoscalerConfig:
     return AutoscalerConfig(min_replicas, max_replicas, avg_waiting_length, scale_up, scale_down, to_zero)
 
 
-def _window(behavior: _Obj, section: str, key: str, default: float) -> float:
+def _window(behavior: JsonObject, section: str, key: str, default: float) -> float:
     obj = behavior.section(section)
     seconds = obj.number(key, default, ge=0)
     obj.done()
     return seconds
-
-
-# ---- Reader: one JSON object, its path, and the keys asked for ---------------------------------------------
-
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_D = TypeVar("_D")
-_MISSING = object()
-_SCALAR_KINDS: dict[type, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
-
-
-class _Obj:
-    """A JSON object being read; it remembers the keys asked for, so that `done` can reject every other key."""
-
-    def __init__(self, data: object, path: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(path, f"expected an object, got {_found(data)}")
-        self._data: dict[str, object] = data
-        self._asked: list[str] = []
-        self.path = path
-
-    def at(self, key: str) -> str:
-        """The JSON path of one of this object's keys; keys that are not identifiers go in brackets."""
-        return f"{self.path}.{key}" if _IDENT_RE.fullmatch(key) else f"{self.path}[{json.dumps(key)}]"
-
-    def raw(self, key: str, default: object = _MISSING) -> object:
-        """The value as decoded, or `default` when the key is absent."""
-        self._asked.append(key)
-        return self._data.get(key, default)
-
-    def integer(self, key: str, default: _D, *, ge: int | None = None, le: int | None = None) -> int | _D:
-        value = self.raw(key)
-        if value is _MISSING:
-            return default
-        expected = _range_expected("an integer", ge=ge, le=le)
-        if not isinstance(value, int) or isinstance(value, bool):  # JSON true must not pass as 1
-            raise ConfigError(self.at(key), f"expected {expected}, got {_found(value)}")
-        if (ge is not None and value < ge) or (le is not None and value > le):
-            raise ConfigError(self.at(key), f"expected {expected}, got {value}")
-        return value
-
-    def number(self, key: str, default: _D, *, ge: float | None = None, gt: float | None = None) -> float | _D:
-        value = self.raw(key)
-        if value is _MISSING:
-            return default
-        expected = _range_expected("a number", ge=ge, gt=gt)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(self.at(key), f"expected {expected}, got {_found(value)}")
-        if not math.isfinite(value) or (ge is not None and value < ge) or (gt is not None and value <= gt):
-            raise ConfigError(self.at(key), f"expected {expected}, got {value}")
-        return float(value)
-
-    def string(
-        self, key: str, default: _D, *, nonempty: bool = True, choices: tuple[str, ...] | None = None
-    ) -> str | _D:
-        value = self.raw(key)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str) or (nonempty and not value) or (choices is not None and value not in choices):
-            raise ConfigError(self.at(key), f"expected {_string_expected(nonempty, choices)}, got {_found(value)}")
-        return value
-
-    def required_string(self, key: str, *, nonempty: bool = True, choices: tuple[str, ...] | None = None) -> str:
-        value = self.string(key, None, nonempty=nonempty, choices=choices)
-        if value is None:
-            raise ConfigError(self.at(key), f"required, expected {_string_expected(nonempty, choices)}")
-        return value
-
-    def boolean(self, key: str, default: _D) -> bool | _D:
-        value = self.raw(key)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(self.at(key), f"expected a boolean (true or false), got {_found(value)}")
-        return value
-
-    def optional_section(self, key: str) -> _Obj | None:
-        """A nested object, or None when the key is absent."""
-        value = self.raw(key)
-        return None if value is _MISSING else _Obj(value, self.at(key))
-
-    def section(self, key: str) -> _Obj:
-        """A nested object; an absent key reads as an empty one, so every field takes its default."""
-        return _Obj(self.raw(key, {}), self.at(key))
-
-    def required_section(self, key: str) -> _Obj:
-        section = self.optional_section(key)
-        if section is None:
-            raise ConfigError(self.at(key), "required, expected an object")
-        return section
-
-    def items(self, key: str) -> list[tuple[str, object]]:
-        """A list's items with their paths; an absent key reads as an empty list."""
-        value = self.raw(key, [])
-        if not isinstance(value, list):
-            raise ConfigError(self.at(key), f"expected a list, got {_found(value)}")
-        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(value)]
-
-    def done(self) -> None:
-        """Reject any key that was not asked for: a typo must not pass silently as a default."""
-        for key in self._data:
-            if key not in self._asked:
-                allowed = ", ".join(self._asked) or "none"
-                raise ConfigError(self.at(key), f"unknown key {key!r} (allowed: {allowed})")
-
-
-def _range_expected(kind: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> str:
-    if ge is not None and le is not None:
-        return f"{kind} between {ge:g} and {le:g}"
-    bounds = [f"{op} {bound:g}" for op, bound in ((">=", ge), (">", gt), ("<=", le)) if bound is not None]
-    return " ".join([kind, *bounds])
-
-
-def _string_expected(nonempty: bool, choices: tuple[str, ...] | None) -> str:
-    if choices is not None:
-        return "one of " + ", ".join(json.dumps(choice) for choice in choices)
-    return "a non-empty string" if nonempty else "a string"
-
-
-def _found(value: object) -> str:
-    """How a found value reads in a message: objects and lists by kind, scalars by kind and JSON text."""
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if value is None:
-        return "null"
-    kind = _SCALAR_KINDS.get(type(value))
-    return repr(value) if kind is None else f"{kind} {json.dumps(value)}"
