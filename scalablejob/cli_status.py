@@ -21,51 +21,52 @@ def _age(then: float, now: float) -> str:
     return f"{max(0.0, now - then):.0f} s ago"
 
 
-def queues_table(status: ServiceStatus) -> Table:
-    table = Table(title="queues")
-    table.add_column("queue")
-    table.add_column("waiting", justify="right")
-    for queue, depth in status.queues.items():
-        table.add_row(queue, str(depth))
+def _table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def queues_table(status: ServiceStatus) -> Table:
+    return _table("queues", ("queue", "waiting"), [[queue, str(depth)] for queue, depth in status.queues.items()])
+
+
+_SCALER_FIELDS = ("host", "replicas", "desired", "busy", "queued", "running", "reason")
 
 
 def scaler_table(status: ServiceStatus) -> Table:
-    table = Table(title="scaler")
-    for column in ("host", "replicas", "desired", "busy", "queued", "running", "reason", "updated"):
-        table.add_column(column)
-    for report in status.scalers:
-        updated = _age(float(report.get("at", 0)), status.taken_at)
-        row = [report.get(name, "") for name in ("host", "replicas", "desired", "busy", "queued", "running", "reason")]
-        table.add_row(*row, updated)
-    if not status.scalers:
-        table.add_row("(no scaler running)", *[""] * 7)
-    return table
+    rows = [
+        [str(report.get(name, "")) for name in _SCALER_FIELDS] + [_age(float(report.get("at", 0)), status.taken_at)]
+        for report in status.scalers
+    ]
+    return _table("scaler", (*_SCALER_FIELDS, "updated"), rows or [["(no scaler running)"] + [""] * 7])
 
 
 def workers_table(status: ServiceStatus) -> Table:
-    table = Table(title="workers")
-    for column in ("worker", "state", "GPU", "pid", "tasks", "heartbeat"):
-        table.add_column(column)
+    rows = []
     for worker in status.workers:
         stale = status.taken_at - worker.heartbeat > STALE_AFTER_S
         state = f"{worker.state.value} (stale)" if stale else worker.state.value
-        row = [worker.name, state, worker.gpus or "cpu", str(worker.pid), str(len(worker.held))]
-        table.add_row(*row, _age(worker.heartbeat, status.taken_at))
+        age = _age(worker.heartbeat, status.taken_at)
+        rows.append([worker.name, state, worker.gpus or "cpu", str(worker.pid), str(len(worker.held)), age])
     for name, failure in status.init_failures.items():
-        table.add_row(name, f"init failed (exit {failure.get('exit_code')})", "", "", "", "")
-    return table
+        rows.append([name, f"init failed (exit {failure.get('exit_code')})", "", "", "", ""])
+    return _table("workers", ("worker", "state", "GPU", "pid", "tasks", "heartbeat"), rows)
+
+
+_DECISION_FIELDS = ("queued", "running", "replicas", "desired", "reason")
 
 
 def decisions_table(status: ServiceStatus) -> Table:
-    table = Table(title="recent scaling decisions")
-    for column in ("when", "queued", "running", "replicas", "desired", "reason"):
-        table.add_column(column)
-    for decision in status.decisions:
-        when = time.strftime("%H:%M:%S", time.localtime(float(decision.get("at", 0))))
-        row = [str(decision.get(name, "")) for name in ("queued", "running", "replicas", "desired", "reason")]
-        table.add_row(when, *row)
-    return table
+    rows = [
+        [time.strftime("%H:%M:%S", time.localtime(float(decision.get("at", 0))))]
+        + [str(decision.get(name, "")) for name in _DECISION_FIELDS]
+        for decision in status.decisions
+    ]
+    return _table("recent scaling decisions", ("when", *_DECISION_FIELDS), rows)
 
 
 @main.command()
