@@ -36,6 +36,16 @@ def python_command(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The largest number of (start, end) spans that are open at one instant."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
 def wait_until(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
     """Poll `condition` until it returns something truthy; fail the test with `message` after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import python_command, service_config
+from conftest import max_overlap, python_command, service_config
 from scalablejob import RequestError, RequestStatus, TaskTypeError
 from scalablejob.celery_app import service_queues
 from scalablejob.queues import queue_depth
@@ -87,16 +87,6 @@ def test_command_tasks_run_one_at_a_time_while_queries_share_the_threads(start_w
     assert max_overlap([spans[rid] for rid in commands]) == 1
     assert max_overlap([spans[rid] for rid in queries]) == 2
     assert max_overlap([spans[commands[0]], *[spans[rid] for rid in queries]]) >= 2
-
-
-def max_overlap(spans: list[tuple[float, float]]) -> int:
-    """The largest number of (start, end) spans that are open at one instant."""
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    running = peak = 0
-    for _, change in events:
-        running += change
-        peak = max(peak, running)
-    return peak
 
 
 def test_a_priority_request_runs_ahead_of_normal_ones(start_worker, client_for):
