@@ -14,10 +14,22 @@ ProgressReporter = Callable[[float, str], None]
 class QueryContext:
     """What a query handler knows about its request, and how it reports progress while it runs."""
 
-    def __init__(self, request_id: str, tags: Mapping[str, str], report: ProgressReporter) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        tags: Mapping[str, str],
+        report: ProgressReporter,
+        is_cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self.request_id = request_id
         self.tags = dict(tags)
         self._report = report
+        self._is_cancelled = is_cancelled or (lambda: False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone cancelled this request: a long handler checks it and returns early."""
+        return self._is_cancelled()
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report how far this request is, from 0.0 to 1.0; visible in the request's state while it runs."""

@@ -124,7 +124,10 @@ class WorkerRuntime:
         if self._cancelled_before_start(request_id, TaskType.QUERY):
             return
         self.requests.mark_running(request_id, worker)
-        context = QueryContext(request_id, tags, self._job_log(request_id, TaskType.QUERY).progress)
+        context = QueryContext(
+            request_id, tags, self._job_log(request_id, TaskType.QUERY).progress,
+            is_cancelled=lambda: self.requests.cancel_requested(request_id),
+        )  # fmt: skip
         try:
             data = response_body(self.query_runner(body, context))
         except HandlerError as exc:
@@ -136,12 +139,21 @@ class WorkerRuntime:
             logger.exception("query handler failed on request %s", request_id)
             self._fail(request_id, TaskType.QUERY, f"{type(exc).__name__}: {exc}")
             raise HandlerError(f"query handler raised {type(exc).__name__}: {exc}") from exc
+        if self.requests.cancel_requested(request_id):  # whatever it answered, the client no longer wants it
+            self._end_cancelled(request_id, TaskType.QUERY)
+            return
         finished = self.requests.finish_update(request_id, RequestStatus.DONE)
         self.sink.append(data, entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT), then=finished)
 
     def requeued(self, request_id: str, reason: str) -> None:
         """Record that a request went back on its queue (its worker could not run it)."""
         self.requests.requeued(request_id, reason)
+
+    def _end_cancelled(self, request_id: str, task_type: TaskType) -> None:
+        error = "cancelled while running"
+        finished = self.requests.finish_update(request_id, RequestStatus.CANCELLED, error=error)
+        tags = entry_tags(request_id, task_type.value, EntryType.ERROR, cancelled="true")
+        self.sink.append(error.encode(), tags, then=finished)
 
     def _fail(self, request_id: str, task_type: TaskType, error: str) -> None:
         finished = self.requests.finish_update(request_id, RequestStatus.FAILED, error=error)

@@ -207,3 +207,16 @@ def test_logs_follow_prints_a_jobs_lines_until_it_ends(tmp_path, start_worker, c
     assert follower.returncode == 0
     assert out.startswith("[result: exit code 0, seconds ")
     assert err == "bye\n"
+
+
+def test_a_running_query_sees_its_cancel_and_ends_cancelled(start_worker, client_for):
+    start_worker(service_config("train"))
+    client = client_for("train")
+    _, request_id = client.put(b'{"until_cancelled": true}', {"taskType": "query"})
+    wait_until(lambda: client.state(request_id).status is RequestStatus.RUNNING, 30, "the query never started")
+
+    assert client.cancel(request_id) is CancelOutcome.STOPPING
+
+    entry = client.result(request_id, timeout=30)
+    assert (entry.type, entry.data, entry.tags["cancelled"]) == ("error", b"cancelled while running", "true")
+    assert client.state(request_id).status is RequestStatus.CANCELLED

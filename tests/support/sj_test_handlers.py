@@ -12,7 +12,8 @@ job = Job()  # serves any service
 
 @job.query
 def handle(body: bytes, ctx: QueryContext) -> bytes:
-    """{"sleep": s} waits, {"fail": msg} raises, {"progress": f} reports; the answer echoes the body."""
+    """{"sleep": s} waits, {"fail": msg} raises, {"progress": f} reports, {"until_cancelled": true} runs until
+    cancelled; the answer echoes the body."""
     try:
         request = json.loads(body)
     except ValueError:
@@ -21,6 +22,8 @@ def handle(body: bytes, ctx: QueryContext) -> bytes:
         request = {}
     if "progress" in request:
         ctx.progress(float(request["progress"]), "halfway")
+    while request.get("until_cancelled") and not ctx.cancelled:
+        time.sleep(0.02)
     time.sleep(float(request.get("sleep", 0)))
     if "fail" in request:
         raise RuntimeError(request["fail"])
