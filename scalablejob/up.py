@@ -105,6 +105,19 @@ class StackOptions:
     metrics_port: int
 
 
+_CHECK_USER_CODE = "import sys; from workers.user_code import load_job; load_job(sys.argv[1], sys.argv[2])"
+
+
+def check_user_code(app_spec: str, service: str) -> None:
+    """Load --app once in a throwaway process, so a bad module is one clear error, not workers that keep dying."""
+    run = subprocess.run(
+        [sys.executable, "-c", _CHECK_USER_CODE, app_spec, service], capture_output=True, text=True, timeout=120
+    )
+    if run.returncode != 0:
+        lines = run.stderr.strip().splitlines() or [f"exit status {run.returncode}"]
+        raise ScalableJobError(lines[-1].split(": ", 1)[-1] if "UserCodeError" in lines[-1] else lines[-1])
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "scalablejob", *args]
 
@@ -186,6 +199,8 @@ def run_up(config: ServiceConfig, options: StackOptions, out: TextIO = sys.stdou
     signals_seen: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda number, _frame: signals_seen.append(number))
+    if options.app_spec:
+        check_user_code(options.app_spec, config.name)  # before anything starts, so nothing needs stopping
     stack = Stack(config, options, out)
     status = 0
     try:

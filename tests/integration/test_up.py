@@ -293,3 +293,19 @@ def json_or_none(url: str) -> dict | None:
 def post_json(url: str, body: bytes) -> dict:
     with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as response:
         return json.loads(response.read())
+
+
+def test_up_refuses_user_code_that_serves_no_job_of_the_service_before_starting_anything(tmp_path):
+    module = tmp_path / "other.py"
+    module.write_text('from scalablejob import Job\njob = Job("other")\n')
+    config = tmp_path / "service.json"
+    config.write_text(json.dumps(service("stack")))
+
+    run = subprocess.run(
+        [sys.executable, "-m", "scalablejob", "up", str(config), "--app", str(module), "--data-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert run.returncode == 1
+    assert "expected exactly one scalablejob.Job for service 'stack'" in run.stderr
+    assert run.stdout == ""  # nothing was started, so nothing was stopped
