@@ -97,7 +97,7 @@ class FrontEndService:
     async def start(self) -> None:
         self._redis = aioredis.Redis.from_url(self.broker)
         service = self.front_ends[0].service
-        self.inspector = Inspector(self._redis, WorkerCensus(service, self.broker))
+        self.inspector = Inspector(self._redis, WorkerCensus(self._redis, service))
         for fe in self.front_ends:
             client = JobClient(fe.service, self.broker, default_task_type=self.default_task_type, frontend=fe.name)
             self._clients.append(client)
@@ -107,8 +107,6 @@ class FrontEndService:
     async def stop(self) -> None:
         for client in self._clients:
             client.close()
-        if self.inspector is not None:
-            self.inspector.census.close()
         if self._redis is not None:
             await self._redis.aclose()
 

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
-from starlette.concurrency import run_in_threadpool
 
 from frontend.queues import InputQueue, Queue, SinkQueue, stream_id
 from scalablejob import keys
-from scalablejob.celery_app import make_app, service_queues
 from scalablejob.errors import QueueNotFound
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
 from scalablejob.state import RequestState, RequestStatus
-
-CENSUS_TTL_S = 2.0
-CENSUS_TIMEOUT_S = 0.5
+from workers.presence import Presence
 
 # How many messages are ahead of the one holding ARGV[1] (a request id, quoted) in a Celery queue's lists (KEYS,
 # most urgent first). kombu pushes on the left and its consumers pop on the right, so the rightmost goes next.
@@ -58,41 +52,25 @@ end
 
 
 class WorkerCensus:
-    """How many workers consume the service's queues: asked of the workers themselves (a Celery broadcast that
-    waits CENSUS_TIMEOUT_S for replies). Only the first answer is waited for; after that the last one is given at
-    once and, when older than CENSUS_TTL_S, renewed in the background."""
+    """How many live workers serve the service: the fresh fields of the hash the workers publish their presence
+    in (workers/presence.py), read in one round trip rather than asked of the workers by broadcast."""
 
-    def __init__(self, service: str, broker: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, redis: aioredis.Redis, service: str, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
         self.service = service
-        self._app: Celery = make_app(service, broker)
         self._clock = clock
-        self._value: int | None = None
-        self._asked_at: float | None = None
-        self._asking: asyncio.Task[None] | None = None
 
-    async def count(self) -> int | None:
-        """Live workers of the service, or None when the broker could not be asked."""
-        stale = self._asked_at is None or self._clock() - self._asked_at > CENSUS_TTL_S
-        if stale and (self._asking is None or self._asking.done()):
-            self._asking = asyncio.ensure_future(self._renew())
-        if self._asked_at is None and self._asking is not None:
-            await asyncio.shield(self._asking)  # the first answer: nothing older to give
-        return self._value
+    async def count(self) -> int:
+        raw: Any = await self.redis.hgetall(keys.worker_presence(self.service))
+        now = self._clock()
+        return sum(1 for name, value in raw.items() if _is_fresh(name, value, now))
 
-    async def _renew(self) -> None:
-        self._value = await run_in_threadpool(self._ask)
-        self._asked_at = self._clock()
 
-    def _ask(self) -> int | None:
-        try:
-            replies = self._app.control.inspect(timeout=CENSUS_TIMEOUT_S).active_queues() or {}
-        except Exception:  # the broker is down: say unknown rather than fail the whole answer
-            return None
-        ours = set(service_queues(self.service))
-        return sum(1 for queues in replies.values() if any(queue.get("name") in ours for queue in queues or []))
-
-    def close(self) -> None:
-        self._app.close()
+def _is_fresh(name: bytes, value: bytes, now: float) -> bool:
+    try:
+        return Presence.decode(name.decode(), value).is_fresh(now)
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 class Inspector:
@@ -118,8 +96,7 @@ class Inspector:
             depth = sum(int(n) for n in lengths[number * per_type : (number + 1) * per_type])
             attrs[f"queue.depth.{task_type.value}"] = str(depth)
         attrs["queue.depth"] = str(sum(int(n) for n in lengths))
-        workers = await self.census.count()
-        attrs["workers"] = "unknown" if workers is None else str(workers)
+        attrs["workers"] = str(await self.census.count())
         return attrs
 
     async def search(self, queue: Queue, index: int) -> dict[str, Any]:
