@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from typing import Any
 
 import redis
 
 from scalablejob.errors import RequestError
-from scalablejob.queues import priority_lists
+from scalablejob.queues import message_task_id, priority_lists
 from scalablejob.routing import TaskType, queue_for
 from scalablejob.sink import EntryType, RoutedSink, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
@@ -34,16 +33,9 @@ def remove_queued(client: redis.Redis, queue: str, request_id: str) -> bool:
     for key in priority_lists(queue):
         raw_messages: Any = client.lrange(key, 0, -1)
         for raw in raw_messages:
-            if _task_id(raw) == request_id:
+            if message_task_id(raw) == request_id:
                 return bool(client.lrem(key, 1, raw))
     return False
-
-
-def _task_id(raw: bytes) -> str | None:
-    try:
-        return json.loads(raw)["headers"]["id"]
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def cancel_request(client: redis.Redis, service: str, request_id: str) -> CancelOutcome:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis
 
 from scalablejob.celery_app import service_queues
-from scalablejob.queues import priority_lists
+from scalablejob.queues import message_task_id, priority_lists
 from scalablejob.state import RequestState, RequestStore
 from workers.presence import read_presence
 
@@ -21,15 +20,8 @@ def queued_ids(client: redis.Redis, service: str, limit: int = MAX_QUEUED_SHOWN)
     for queue in service_queues(service):
         for key in priority_lists(queue):
             raw_messages: Any = client.lrange(key, -limit, -1)
-            ids.extend(_task_id(raw) for raw in reversed(raw_messages))
-    return [request_id for request_id in ids if request_id][:limit]
-
-
-def _task_id(raw: bytes) -> str:
-    try:
-        return str(json.loads(raw)["headers"]["id"])
-    except (ValueError, KeyError, TypeError):
-        return ""
+            ids.extend(task_id for raw in reversed(raw_messages) if (task_id := message_task_id(raw)))
+    return ids[:limit]
 
 
 def in_flight(client: redis.Redis, service: str) -> list[RequestState]:

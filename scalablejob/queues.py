@@ -7,6 +7,7 @@ NORMAL_PRIORITY; `_priority_=1` requests go to URGENT_PRIORITY, ahead of them.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
@@ -29,3 +30,11 @@ def queue_depth(client: redis.Redis, queue: str) -> int:
             pipe.llen(key)
         lengths: Any = pipe.execute()
     return sum(int(length) for length in lengths)
+
+
+def message_task_id(raw: bytes) -> str | None:
+    """The Celery task id (our request id) of one raw message of a queue's list, None if it is not one of ours."""
+    try:
+        return str(json.loads(raw)["headers"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -7,7 +7,14 @@ import pytest
 from kombu import Connection
 
 from scalablejob.celery_app import make_app
-from scalablejob.queues import NORMAL_PRIORITY, PRIORITY_STEPS, URGENT_PRIORITY, priority_lists, queue_depth
+from scalablejob.queues import (
+    NORMAL_PRIORITY,
+    PRIORITY_STEPS,
+    URGENT_PRIORITY,
+    message_task_id,
+    priority_lists,
+    queue_depth,
+)
 
 
 @pytest.mark.integration
@@ -32,3 +39,9 @@ def test_queue_depth_sums_all_priorities():
 
     assert queue_depth(client, "svc.command") == 3
     assert queue_depth(client, "svc.empty") == 0
+
+
+def test_message_task_id_reads_a_celery_message_and_nothing_else():
+    assert message_task_id(b'{"headers": {"id": "abc"}, "body": "e30="}') == "abc"
+    for raw in (b"not json", b"{}", b'{"headers": null}', b"[1, 2]"):
+        assert message_task_id(raw) is None
