@@ -13,7 +13,8 @@ from scalablejob.routing import TaskType, queue_for
 from scalablejob.sink import EntryType, RoutedSink, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
 
-NOT_STARTED_MESSAGE = b"cancelled before it started"
+NOT_STARTED = "cancelled before it started"
+WHILE_RUNNING = "cancelled while running"
 
 
 class CancelOutcome(str, Enum):
@@ -21,11 +22,12 @@ class CancelOutcome(str, Enum):
     STOPPING = "its worker is stopping it"  # the worker polls the flag and signals the job's process group
 
 
-def end_cancelled_before_start(sink: Sink, requests: RequestStore, request_id: str, task_type: str) -> None:
-    """A request that never ran ends with an `error` entry, so a reader of the sink learns what happened."""
-    finished = requests.finish_update(request_id, RequestStatus.CANCELLED, error=NOT_STARTED_MESSAGE.decode())
+def end_cancelled(sink: Sink, requests: RequestStore, request_id: str, task_type: str, how: str = NOT_STARTED) -> None:
+    """A cancelled request without a result ends with an `error` entry, so a reader of the sink learns what
+    happened; `how` says whether it never started or stopped while running."""
+    finished = requests.finish_update(request_id, RequestStatus.CANCELLED, error=how)
     tags = entry_tags(request_id, task_type, EntryType.ERROR, cancelled="true")
-    sink.append(NOT_STARTED_MESSAGE, tags, then=finished)
+    sink.append(how.encode(), tags, then=finished)
 
 
 def remove_queued(client: redis.Redis, queue: str, request_id: str) -> bool:
@@ -50,6 +52,6 @@ def cancel_request(client: redis.Redis, service: str, request_id: str) -> Cancel
     queue = queue_for(service, TaskType(state.task_type))
     if state.status is RequestStatus.QUEUED and remove_queued(client, queue, request_id):
         # the entry goes to the output queue of the request's own front end, and takes it off that input queue
-        end_cancelled_before_start(RoutedSink(client, service), requests, request_id, state.task_type)
+        end_cancelled(RoutedSink(client, service), requests, request_id, state.task_type)
         return CancelOutcome.REMOVED
     return CancelOutcome.STOPPING

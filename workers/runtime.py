@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from scalablejob.cancel import end_cancelled_before_start
+from scalablejob.cancel import WHILE_RUNNING, end_cancelled
 from scalablejob.config import ScalableJobConfig
 from scalablejob.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.job import QueryContext
@@ -99,7 +99,7 @@ class WorkerRuntime:
 
     def _command_status(self, outcome: CommandOutcome) -> tuple[RequestStatus, str | None]:
         if outcome.stopped == "cancelled":
-            return RequestStatus.CANCELLED, "cancelled while running"
+            return RequestStatus.CANCELLED, WHILE_RUNNING
         if outcome.stopped == "timeout":
             return RequestStatus.FAILED, f"timed out after {self.settings.task_timeout_s:g} s"
         if outcome.exit_code != 0:
@@ -116,7 +116,7 @@ class WorkerRuntime:
         """A request cancelled while queued never runs."""
         if not self.requests.cancel_requested(request_id):
             return False
-        end_cancelled_before_start(self.sink, self.requests, request_id, task_type.value)
+        end_cancelled(self.sink, self.requests, request_id, task_type.value)
         return True
 
     def run_query(self, request_id: str, body: bytes, tags: dict[str, str], worker: str) -> None:
@@ -140,7 +140,7 @@ class WorkerRuntime:
             self._fail(request_id, TaskType.QUERY, f"{type(exc).__name__}: {exc}")
             raise HandlerError(f"query handler raised {type(exc).__name__}: {exc}") from exc
         if self.requests.cancel_requested(request_id):  # whatever it answered, the client no longer wants it
-            self._end_cancelled(request_id, TaskType.QUERY)
+            end_cancelled(self.sink, self.requests, request_id, TaskType.QUERY.value, WHILE_RUNNING)
             return
         finished = self.requests.finish_update(request_id, RequestStatus.DONE)
         self.sink.append(data, entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT), then=finished)
@@ -148,12 +148,6 @@ class WorkerRuntime:
     def requeued(self, request_id: str, reason: str) -> None:
         """Record that a request went back on its queue (its worker could not run it)."""
         self.requests.requeued(request_id, reason)
-
-    def _end_cancelled(self, request_id: str, task_type: TaskType) -> None:
-        error = "cancelled while running"
-        finished = self.requests.finish_update(request_id, RequestStatus.CANCELLED, error=error)
-        tags = entry_tags(request_id, task_type.value, EntryType.ERROR, cancelled="true")
-        self.sink.append(error.encode(), tags, then=finished)
 
     def _fail(self, request_id: str, task_type: TaskType, error: str) -> None:
         finished = self.requests.finish_update(request_id, RequestStatus.FAILED, error=error)
