@@ -54,29 +54,17 @@ class HashUpdate:
     ttl_s: int
 
 
-# KEYS: stream, counter[, hash]; ARGV: data, tags[, ttl, field, value, ...]. With a hash, the entry's index
-# is stored in it as result_index, so a reader never sees a result whose request state is not final yet.
-# A hash that no longer exists (expired, discarded) is left alone rather than recreated half-empty.
+# KEYS: stream, counter[, hash[, input stream]]; ARGV: data, tags[, ttl, field, value, ...]. With a hash, the entry's
+# index is stored in it as result_index, so a reader never sees a result whose request state is not final yet.
+# A hash that no longer exists (expired, discarded) is left alone rather than recreated half-empty. With an input
+# stream, the request (by the index in its hash) leaves it in the same step: never both finished and still waiting.
 _APPEND = """
 local index = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 4))
   redis.call('EXPIRE', KEYS[3], ARGV[3])
-end
-return index
-"""
-
-
-# As _APPEND, and an update that ends the request also takes it off its front end's input queue (KEYS[4]), in the
-# same atomic step: a reader never finds a request both finished and still waiting.
-_APPEND_FINISHED = """
-local index = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 4))
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
-  local input = redis.call('HGET', KEYS[3], 'index')
+  local input = KEYS[4] and redis.call('HGET', KEYS[3], 'index')
   if input then redis.call('XDEL', KEYS[4], input .. '-0') end
 end
 return index
@@ -113,12 +101,15 @@ class Sink:
         self._counter = keys.frontend_sink_index_counter(service, self.frontend)
         self._append = client.register_script(_APPEND)
 
-    def append(self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None) -> int:
-        """Append one entry and return its index; `then` updates a hash (a request's state) atomically with it."""
+    def append(
+        self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None, input_stream: str | None = None
+    ) -> int:
+        """Append one entry and return its index; `then` updates a hash (a request's state) atomically with it,
+        and the request leaves `input_stream` (its front end's input queue) in the same step."""
         entry_keys = [self.stream, self._counter]
         args: list[bytes | str | int | float] = [data, encode_tags(tags)]
         if then is not None:
-            entry_keys.append(then.key)
+            entry_keys += [then.key, *([input_stream] if input_stream else [])]
             args.append(then.ttl_s)
             for name, value in then.fields.items():
                 args.extend((name, value))
@@ -160,21 +151,16 @@ class RoutedSink(Sink):
         self._sinks: dict[str, Sink] = {service: self}
         self._routes: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()  # query tasks run in threads
-        self._append_finished = client.register_script(_APPEND_FINISHED)
 
-    def append(self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None) -> int:
+    def append(
+        self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None, input_stream: str | None = None
+    ) -> int:
         """Append to the request's front end; an update that ends the request (sets finished_at) also takes it off
         that front end's input queue."""
         frontend = self.frontend_of(tags.get("requestId"))
-        if then is None or "finished_at" not in then.fields:
-            target = self if frontend == self.service else self._sink_for(frontend)
-            return Sink.append(target, data, tags, then=then)
-        target = self._sink_for(frontend)
-        entry_keys = [target.stream, target._counter, then.key, keys.input_stream(self.service, frontend)]
-        args: list[bytes | str | int | float] = [data, encode_tags(tags), then.ttl_s]
-        for name, value in then.fields.items():
-            args.extend((name, value))
-        return int(self._append_finished(keys=entry_keys, args=args))
+        ends_request = then is not None and "finished_at" in then.fields
+        leaving = keys.input_stream(self.service, frontend) if ends_request else input_stream
+        return Sink.append(self._sink_for(frontend), data, tags, then=then, input_stream=leaving)
 
     def frontend_of(self, request_id: str | None) -> str:
         """The front end a request came from (cached); the service's own one when unknown."""
