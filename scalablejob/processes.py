@@ -6,7 +6,9 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
+import time
 
 _PR_SET_PDEATHSIG = 1
 
@@ -33,3 +35,17 @@ def stop_group(process: subprocess.Popen[bytes], grace_s: float) -> int:
             signal_group(process.pid, signal.SIGKILL)
     signal_group(process.pid, signal.SIGKILL)  # stragglers of the group, if any
     return process.wait()
+
+
+def wait_for_listener(process: subprocess.Popen[bytes], host: str, port: int, timeout_s: float) -> bool:
+    """True once `host:port` accepts connections; False as soon as `process` exits, or when time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+    return False

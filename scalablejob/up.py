@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from typing import TextIO
 from scalablejob.broker import EmbeddedBroker, resolve_broker
 from scalablejob.config import ServiceConfig
 from scalablejob.errors import ScalableJobError
-from scalablejob.processes import die_with_parent, stop_group
+from scalablejob.processes import die_with_parent, stop_group, wait_for_listener
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
@@ -81,17 +80,9 @@ class Part:
 
 def wait_for_port(host: str, port: int, part: Part, timeout_s: float = READY_TIMEOUT_S) -> None:
     """Return once `port` accepts connections; fail early if the part that should open it exits."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if part.exited or time.monotonic() > deadline:
-                raise ScalableJobError(
-                    f"{part.name} never listened on {host}:{port} (exit status {part.exit_status})"
-                ) from None
-            time.sleep(0.1)
+    assert part.process is not None
+    if not wait_for_listener(part.process, host, port, timeout_s):
+        raise ScalableJobError(f"{part.name} never listened on {host}:{port} (exit status {part.exit_status})")
 
 
 @dataclass(frozen=True)

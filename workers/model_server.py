@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 
 from scalablejob.errors import HandlerError, ModelServerError
-from scalablejob.processes import die_with_parent, stop_group
+from scalablejob.processes import die_with_parent, stop_group, wait_for_listener
 from workers.command import with_worker_python
 
 logger = logging.getLogger(__name__)
@@ -51,24 +49,15 @@ class ModelServer:
             )
         except OSError as exc:
             raise ModelServerError(f"model server {self.command!r} could not start: {exc}") from exc
-        self._wait_until_listening(time.monotonic() + timeout_s)
-        logger.info("model server %r answers on %s", self.command, self.url)
-
-    def _wait_until_listening(self, deadline: float) -> None:
-        while True:
+        if not wait_for_listener(self._process, self.host, self.port, timeout_s):
             code = self.exit_code
+            self.stop()
             if code is not None:
                 raise ModelServerError(f"model server {self.command!r} exited with code {code} before listening")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise ModelServerError(
-                        f"model server {self.command!r} did not listen on port {self.port} within the startup timeout"
-                    ) from None
-                time.sleep(0.1)
+            raise ModelServerError(
+                f"model server {self.command!r} did not listen on port {self.port} within the startup timeout"
+            )
+        logger.info("model server %r answers on %s", self.command, self.url)
 
     @property
     def exit_code(self) -> int | None:
