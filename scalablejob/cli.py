@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from redis import Redis
 from redis.exceptions import ConnectionError as BrokerUnreachable
 
-from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV, EmbeddedBroker, resolve_broker
+from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV, EmbeddedBroker, existing_broker, resolve_broker
 from scalablejob.broker import data_dir as data_folder
-from scalablejob.config import load_config
+from scalablejob.config import ServiceConfig, load_config
 from scalablejob.errors import ScalableJobError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,6 +28,19 @@ data_dir_option = click.option(
     "--data-dir", envvar=DATA_DIR_ENV, type=click.Path(file_okay=False), default=None,
     help=f"Folder of the embedded broker's data (env {DATA_DIR_ENV}; default ./.scalablejob).",
 )  # fmt: skip
+
+
+def connect_broker(broker: str | None, data_dir: str | None) -> Redis:
+    """A client of the broker a command names, or of the embedded one that runs; never starts one."""
+    return Redis.from_url(existing_broker(broker, data_folder(data_dir)))
+
+
+def service_of(config: ServiceConfig | None, service: str | None) -> str:
+    """The service a command is about: --service, else the CONFIG argument's name."""
+    name = service or (config.name if config else None)
+    if not name:
+        raise click.UsageError("expected CONFIG or --service NAME")
+    return name
 
 
 def reports_errors(command: F) -> F:

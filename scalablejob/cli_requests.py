@@ -12,7 +12,7 @@ from scalablejob import keys
 from scalablejob.broker import data_dir as data_folder
 from scalablejob.broker import existing_broker
 from scalablejob.cancel import cancel_request
-from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
+from scalablejob.cli import broker_option, connect_broker, data_dir_option, main, reports_errors
 from scalablejob.client import JobClient
 from scalablejob.config import load_config
 from scalablejob.errors import RequestError
@@ -39,7 +39,7 @@ def find_service(client: redis.Redis, request_id: str) -> str:
 
 
 def _connect(broker: str | None, data_dir: str | None, service: str | None, request_id: str) -> tuple[Any, str]:
-    client = redis.Redis.from_url(existing_broker(broker, data_folder(data_dir)))
+    client = connect_broker(broker, data_dir)
     return client, service or find_service(client, request_id)
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 import time
 
 import click
-import redis
 from rich.console import Console
 from rich.table import Table
 
-from scalablejob.broker import data_dir as data_folder
-from scalablejob.broker import existing_broker
-from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
+from scalablejob.cli import broker_option, connect_broker, data_dir_option, main, reports_errors, service_of
 from scalablejob.config import load_config
 from scalablejob.status import ServiceStatus, read_status
 from workers.presence import STALE_AFTER_S
@@ -78,10 +75,8 @@ def decisions_table(status: ServiceStatus) -> Table:
 def status(config: str | None, service: str | None, broker: str | None, data_dir: str | None) -> None:
     """Show a service: queue depths, replicas desired and actual, each worker and its GPU, recent decisions."""
     service_config = load_config(config) if config else None
-    name = service or (service_config.name if service_config else None)
-    if not name:
-        raise click.UsageError("expected CONFIG or --service NAME")
-    client = redis.Redis.from_url(existing_broker(broker, data_folder(data_dir)))
+    name = service_of(service_config, service)
+    client = connect_broker(broker, data_dir)
     try:
         snapshot = read_status(client, name)
     finally:

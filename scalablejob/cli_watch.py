@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 
 import click
-import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from scalablejob.broker import data_dir as data_folder
-from scalablejob.broker import existing_broker
-from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
+from scalablejob.cli import broker_option, connect_broker, data_dir_option, main, reports_errors, service_of
 from scalablejob.config import load_config
 from scalablejob.inflight import in_flight
 from scalablejob.state import RequestState
@@ -45,10 +42,8 @@ def requests_table(states: list[RequestState], now: float) -> Table:
 @reports_errors
 def watch(config: str | None, service: str | None, once: bool, broker: str | None, data_dir: str | None) -> None:
     """Live progress bars of the requests in flight: running ones with their worker, then queued ones."""
-    name = service or (load_config(config).name if config else None)
-    if not name:
-        raise click.UsageError("expected CONFIG or --service NAME")
-    client = redis.Redis.from_url(existing_broker(broker, data_folder(data_dir)))
+    name = service_of(load_config(config) if config else None, service)
+    client = connect_broker(broker, data_dir)
     console = Console()
     try:
         if once:
