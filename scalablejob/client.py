@@ -77,7 +77,7 @@ class JobClient:
         request_id = checked_request_id(clean)
         priority = priority_of(clean)
         clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
-        index = self.requests.create_queued(request_id, task_type.value, frontend=self.frontend, data=body, tags=clean)
+        index = self.requests.create(request_id, task_type.value, frontend=self.frontend, data=body, tags=clean)
         try:
             self._app.send_task(
                 task_name_for(task_type),
@@ -87,7 +87,7 @@ class JobClient:
                 priority=priority,
             )
         except Exception as exc:
-            self.requests.discard_queued(request_id, index, self.frontend)
+            self.requests.discard(request_id, index, self.frontend)
             raise BrokerError(f"could not enqueue request {request_id} on {self.service}: {exc}") from exc
         return index, request_id
 

@@ -75,25 +75,17 @@ class RequestState:
         )
 
 
+# A new queued request (0 if its id is in use), mirrored into its front end's input stream (KEYS[4]) under id
+# <index>-0, so the queue protocol can read, watch and count waiting requests; the worker's final sink append
+# removes it again.
+# `sink_from` is the last index of the front end's output queue (KEYS[5]) now: every entry of this request comes
+# after it, so a search of the output queue by request id starts there instead of at the beginning.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local index = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
-           'status', 'queued', 'queued_at', ARGV[3])
-redis.call('HSET', KEYS[3], index, ARGV[1])
-return index
-"""
-
-# As _CREATE, and the request is mirrored into its front end's input stream (KEYS[4]) under id <index>-0, so the
-# queue protocol can read, watch and count waiting requests; the worker's final sink append removes it again.
-# `sink_from` is the last index of the front end's output queue (KEYS[5]) now: every entry of this request comes
-# after it, so a search of the output queue by request id starts there instead of at the beginning.
-_CREATE_QUEUED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local index = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
-           'status', 'queued', 'queued_at', ARGV[3], 'frontend', ARGV[4],
-           'sink_from', redis.call('GET', KEYS[5]) or 0)
+           'status', 'queued', 'queued_at', ARGV[3], 'sink_from', redis.call('GET', KEYS[5]) or 0)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'frontend', ARGV[4]) end
 redis.call('HSET', KEYS[3], index, ARGV[1])
 redis.call('XADD', KEYS[4], index .. '-0', 'data', ARGV[5], 'tags', ARGV[6])
 return index
@@ -122,49 +114,39 @@ class RequestStore:
         self._redis = client
         self.service = service
         self._create = client.register_script(_CREATE)
-        self._create_queued = client.register_script(_CREATE_QUEUED)
         self._update_script = client.register_script(_UPDATE)
         self._requeue = client.register_script(_REQUEUE)
 
     def _key(self, request_id: str) -> str:
         return keys.request_state(self.service, request_id)
 
-    def create(self, request_id: str, task_type: str, now: float | None = None) -> int:
-        """Record a new queued request and return its index; a request id in use is an error."""
-        index = self._create(keys=self._create_keys(request_id), args=[request_id, task_type, _now(now)])
-        return _new_index(index, request_id)
-
-    def _create_keys(self, request_id: str) -> list[str]:
-        return [self._key(request_id), keys.input_index_counter(self.service), keys.input_index_map(self.service)]
-
-    def create_queued(
+    def create(
         self,
         request_id: str,
         task_type: str,
         *,
-        frontend: str,
-        data: bytes,
-        tags: Mapping[str, str],
+        frontend: str | None = None,
+        data: bytes = b"",
+        tags: Mapping[str, str] | None = None,
         now: float | None = None,
     ) -> int:
-        """As `create`, for a request of `frontend`, also mirrored (data and tags) into that front end's input queue."""
-        mirror = keys.input_stream(self.service, frontend)
-        sink_counter = keys.frontend_sink_index_counter(self.service, frontend)
-        index = self._create_queued(
-            keys=[*self._create_keys(request_id), mirror, sink_counter],
-            args=[request_id, task_type, _now(now), frontend, data, encode_tags(tags)],
-        )
+        """Record a new queued request of `frontend` (default: the service's own) and return its index, the request
+        (data and tags) mirrored into that front end's input queue; a request id in use is an error."""
+        own = frontend or self.service
+        index = self._create(
+            keys=[
+                self._key(request_id), keys.input_index_counter(self.service), keys.input_index_map(self.service),
+                keys.input_stream(self.service, own), keys.frontend_sink_index_counter(self.service, own),
+            ],
+            args=[request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {})],
+        )  # fmt: skip
         return _new_index(index, request_id)
 
-    def discard_queued(self, request_id: str, index: int, frontend: str) -> None:
-        """Forget a request made by `create_queued` whose enqueue failed, its input queue entry included."""
-        self.discard(request_id, index)
-        self._redis.xdel(keys.input_stream(self.service, frontend), f"{index}-0")
-
-    def discard(self, request_id: str, index: int) -> None:
-        """Forget a request whose enqueue failed, so no state claims it is queued."""
+    def discard(self, request_id: str, index: int, frontend: str | None = None) -> None:
+        """Forget a request whose enqueue failed, its input queue entry included, so nothing claims it is queued."""
         self._redis.delete(self._key(request_id))
         self._redis.hdel(keys.input_index_map(self.service), index)
+        self._redis.xdel(keys.input_stream(self.service, frontend or self.service), f"{index}-0")
 
     def apply(self, update: HashUpdate) -> bool:
         """Apply an update to a request that still exists; False (and no change) if it does not."""

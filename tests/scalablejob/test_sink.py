@@ -237,7 +237,7 @@ def test_each_front_end_has_its_own_output_queue_and_indexes(client: fakeredis.F
 
 def _queued(client: fakeredis.FakeRedis, request_id: str, frontend: str) -> int:
     tags = {"requestId": request_id, "taskType": "query"}
-    return RequestStore(client, "svc").create_queued(request_id, "query", frontend=frontend, data=b"in", tags=tags)
+    return RequestStore(client, "svc").create(request_id, "query", frontend=frontend, data=b"in", tags=tags)
 
 
 def test_a_routed_sink_writes_each_entry_to_its_requests_front_end(client: fakeredis.FakeRedis) -> None:

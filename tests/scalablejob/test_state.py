@@ -229,7 +229,7 @@ def test_a_request_put_through_a_front_end_is_mirrored_into_its_input_queue(
     client: fakeredis.FakeRedis, store: RequestStore
 ) -> None:
     tags = {"requestId": "r1", "taskType": "query", "user": "x"}
-    index = store.create_queued("r1", "query", frontend="web", data=b"body", tags=tags, now=T0)
+    index = store.create("r1", "query", frontend="web", data=b"body", tags=tags, now=T0)
 
     [(stream_id, fields)] = client.xrange(keys.input_stream("svc", "web"))
     assert (stream_id, fields[b"data"], fields[b"tags"]) == (f"{index}-0".encode(), b"body", encode_tags(tags))
@@ -237,12 +237,12 @@ def test_a_request_put_through_a_front_end_is_mirrored_into_its_input_queue(
     assert (state.frontend, state.status, state.index) == ("web", RequestStatus.QUEUED, index)
     assert store.get_by_index(index) == state
     with pytest.raises(RequestError, match="already in use"):
-        store.create_queued("r1", "query", frontend="web", data=b"", tags={}, now=T0)
+        store.create("r1", "query", frontend="web", data=b"", tags={}, now=T0)
 
 
 def test_a_request_whose_enqueue_failed_is_forgotten_with_its_input_queue_entry(
     client: fakeredis.FakeRedis, store: RequestStore
 ) -> None:
-    index = store.create_queued("r1", "query", frontend="web", data=b"body", tags={}, now=T0)
-    store.discard_queued("r1", index, "web")
+    index = store.create("r1", "query", frontend="web", data=b"body", tags={}, now=T0)
+    store.discard("r1", index, "web")
     assert (store.get("r1"), store.get_by_index(index), client.xlen(keys.input_stream("svc", "web"))) == (None, None, 0)
