@@ -15,13 +15,12 @@ from scalablejob.errors import BrokerError, RequestError, ResultTimeout
 from scalablejob.logs import request_entries
 from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY
 from scalablejob.routing import TASK_TYPE_TAG, parse_task_type, queue_for, task_name_for
-from scalablejob.sink import EntryType, Sink, SinkEntry
+from scalablejob.sink import Sink, SinkEntry
 from scalablejob.state import RequestState, RequestStore
 
 REQUEST_ID_TAG = "requestId"
 PRIORITY_TAG = "_priority_"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_FINAL_TYPES = (EntryType.RESULT.value, EntryType.ERROR.value)
 
 
 def new_request_id() -> str:
@@ -105,7 +104,7 @@ class JobClient:
                 raise ResultTimeout(f"request {request_id} still {state.status.value} after {timeout} s")
             for entry in self.sink.wait(seen, block_ms=min(remaining_ms, 1000)):
                 seen = entry.index
-                if entry.request_id == request_id and entry.type in _FINAL_TYPES:
+                if entry.request_id == request_id and entry.is_final:
                     return entry
             state = self._known_state(request_id)
         return self._final_entry(state)

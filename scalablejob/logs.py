@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from scalablejob.errors import RequestError
-from scalablejob.sink import EntryType, Sink, SinkEntry
+from scalablejob.sink import Sink, SinkEntry
 from scalablejob.state import RequestStore
 
-FINAL_TYPES = (EntryType.RESULT.value, EntryType.ERROR.value)
 READ_BATCH = 500
 FOLLOW_BLOCK_MS = 1000
 
@@ -26,7 +25,7 @@ def request_entries(sink: Sink, requests: RequestStore, request_id: str, *, foll
         for entry in batch:
             if entry.request_id == request_id:
                 yield entry
-                if entry.type in FINAL_TYPES:
+                if entry.is_final:
                     return
         if batch:
             start = batch[-1].index + 1

@@ -44,6 +44,11 @@ class SinkEntry:
     def type(self) -> str | None:
         return self.tags.get("type")
 
+    @property
+    def is_final(self) -> bool:
+        """The entry that ends its request: a `result` or an `error`; nothing of it comes after."""
+        return self.type in (EntryType.RESULT.value, EntryType.ERROR.value)
+
 
 @dataclass(frozen=True)
 class HashUpdate:
