@@ -19,10 +19,11 @@ import statistics
 import time
 
 import redis
+from plain_celery import PlainCelery
 
 from scalablejob import JobClient, RequestState, RequestStatus
-from scalablejob.testing import PlainCelery, ScalerProcess, poll, scaler_rig
-from workers.presence import read_presence
+from scalablejob.presence import read_presence
+from scalablejob.scaler.harness import ScalerProcess, poll, scaler_rig
 
 RUNS = 5
 TASK_S = 3.0

@@ -25,8 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from plain_celery import PlainCelery
+
 from scalablejob import JobClient, RequestState
-from scalablejob.testing import RUN_MARKER_ENV, PlainCelery, ScalerProcess, poll, scaler_rig
+from scalablejob.scaler.harness import RUN_MARKER_ENV, ScalerProcess, poll, scaler_rig
 
 RUNS = 5
 BURST = 4

@@ -23,23 +23,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from frontend.auth import HEADER as AUTH_HEADER
-from frontend.auth import check_token
-from frontend.binding import SINK_SUFFIX, FrontEnd
-from frontend.params import (
-    parse_bool,
-    parse_get,
-    parse_indexes,
-    parse_int,
-    parse_truncate,
-    parse_watch,
-    single_values,
-    tags_of,
-)
-from frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_list
-from frontend.queues import InputQueue, Queue, SinkQueue
-from frontend.status import Inspector, WorkerCensus
-from frontend.watch import READ_BLOCK_MS, WatchRegistry, WatchSession
 from scalablejob.client import JobClient
 from scalablejob.config import DEFAULT_MAX_BODY_BYTES
 from scalablejob.errors import (
@@ -53,6 +36,23 @@ from scalablejob.errors import (
     TaskTypeError,
     WatcherConflict,
 )
+from scalablejob.frontend.auth import HEADER as AUTH_HEADER
+from scalablejob.frontend.auth import check_token
+from scalablejob.frontend.binding import SINK_SUFFIX, FrontEnd
+from scalablejob.frontend.params import (
+    parse_bool,
+    parse_get,
+    parse_indexes,
+    parse_int,
+    parse_truncate,
+    parse_watch,
+    single_values,
+    tags_of,
+)
+from scalablejob.frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_list
+from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
+from scalablejob.frontend.status import Inspector, WorkerCensus
+from scalablejob.frontend.watch import READ_BLOCK_MS, WatchRegistry, WatchSession
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import redis
 
-from frontend.auth import new_token
 from scalablejob import keys
 from scalablejob.config import NAME_PATTERN, ServiceConfig
 from scalablejob.errors import BindingError
+from scalablejob.frontend.auth import new_token
 
 SINK_SUFFIX = "sink"
 _NAME_RE = re.compile(NAME_PATTERN[1:-1])

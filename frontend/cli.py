@@ -1,4 +1,4 @@
-"""The `scalablejob frontend` command; it registers itself on the CLI group (scalablejob/cli.py imports this module).
+"""The `scalablejob frontend` command (the group in scalablejob/cli.py registers it).
 
 Only click is imported here: the server's own imports (Starlette, uvicorn) wait until the command runs.
 """
@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
+from scalablejob.cli_options import broker_option, data_dir_option, reports_errors
 from scalablejob.config import DEFAULT_FRONTEND_HOST, DEFAULT_FRONTEND_PORT, DEFAULT_MAX_BODY_BYTES, ServiceConfig
 from scalablejob.errors import BrokerError
 
 if TYPE_CHECKING:
-    from frontend.binding import FrontEnd
+    from scalablejob.frontend.binding import FrontEnd
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--host", default=DEFAULT_FRONTEND_HOST, show_default=True, help="Address to listen on.")
 @click.option(
@@ -57,11 +57,11 @@ def _serve(
     config_path: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int,
     broker: str | None, data_dir: str | None,
 ) -> None:  # fmt: skip
-    from frontend.app import FrontEndService, create_app  # the server's imports wait until the command runs
-    from frontend.server import bind_socket, make_server
     from scalablejob.broker import data_dir as data_folder
     from scalablejob.broker import resolve_broker
     from scalablejob.config import load_config
+    from scalablejob.frontend.app import FrontEndService, create_app  # the server's imports wait until the command runs
+    from scalablejob.frontend.server import bind_socket, make_server
 
     config = load_config(config_path)
     url, embedded = resolve_broker(broker, data_folder(data_dir))
@@ -84,7 +84,7 @@ def _serve(
 def _bind(url: str, config: ServiceConfig, names: tuple[str, ...], token: str | None) -> tuple[FrontEnd, ...]:
     import redis
 
-    from frontend.binding import bind
+    from scalablejob.frontend.binding import bind
 
     client = redis.Redis.from_url(url)
     try:
@@ -97,7 +97,7 @@ def _bind(url: str, config: ServiceConfig, names: tuple[str, ...], token: str | 
 
 def _announce(service: str, sock: socket.socket, front_ends: tuple[FrontEnd, ...]) -> None:
     """Where the front end listens and each front end's token: `scalablejob up` and tests read these lines."""
-    from frontend.server import base_url
+    from scalablejob.frontend.server import base_url
 
     click.echo(f"scalablejob front end of service {service} listening on {base_url(sock)}")
     for fe in front_ends:

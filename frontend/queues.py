@@ -22,10 +22,10 @@ from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 from starlette.concurrency import run_in_threadpool
 
-from frontend.binding import FrontEnd
-from frontend.params import GetParams
 from scalablejob import keys
 from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, normalize_tags
+from scalablejob.frontend.binding import FrontEnd
+from scalablejob.frontend.params import GetParams
 from scalablejob.sink import SinkEntry, decode_entry
 
 SCAN_CHUNK = 256

@@ -10,13 +10,13 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from frontend.queues import InputQueue, Queue, SinkQueue, stream_id
 from scalablejob import keys
 from scalablejob.errors import QueueNotFound
+from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue, stream_id
+from scalablejob.presence import decode_presence
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
 from scalablejob.state import RequestState, RequestStatus
-from workers.presence import Presence
 
 # How many messages are ahead of the one holding ARGV[1] (a request id, quoted) in a Celery queue's lists (KEYS,
 # most urgent first). kombu pushes on the left and its consumers pop on the right, so the rightmost goes next.
@@ -53,7 +53,7 @@ end
 
 class WorkerCensus:
     """How many live workers serve the service: the fresh fields of the hash the workers publish their presence
-    in (workers/presence.py), read in one round trip rather than asked of the workers by broadcast."""
+    in (scalablejob.presence), read in one round trip rather than asked of the workers by broadcast."""
 
     def __init__(self, redis: aioredis.Redis, service: str, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
@@ -63,14 +63,7 @@ class WorkerCensus:
     async def count(self) -> int:
         raw: Any = await self.redis.hgetall(keys.worker_presence(self.service))
         now = self._clock()
-        return sum(1 for name, value in raw.items() if _is_fresh(name, value, now))
-
-
-def _is_fresh(name: bytes, value: bytes, now: float) -> bool:
-    try:
-        return Presence.decode(name.decode(), value).is_fresh(now)
-    except (ValueError, KeyError, TypeError):
-        return False
+        return sum(1 for presence in decode_presence(raw).values() if presence.is_fresh(now))
 
 
 class Inspector:

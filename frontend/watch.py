@@ -20,9 +20,9 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from frontend.params import WatchParams
-from frontend.protocol import DataFrame, encode_frame
-from frontend.queues import Queue, entries_of, stream_id
+from scalablejob.frontend.params import WatchParams
+from scalablejob.frontend.protocol import DataFrame, encode_frame
+from scalablejob.frontend.queues import Queue, entries_of, stream_id
 from scalablejob.sink import SinkEntry
 
 READ_BLOCK_MS = 1000

@@ -1,21 +1,31 @@
-"""scalablejob: an elastic, idle-first job service on Celery and Redis."""
+"""scalablejob: an elastic, idle-first job service on Celery and Redis.
 
-from scalablejob.client import JobClient
-from scalablejob.errors import (
-    BrokerError,
-    CommandFailed,
-    ConfigError,
-    HandlerError,
-    ModelServerError,
-    RequestError,
-    ResultTimeout,
-    ScalableJobError,
-    TaskTypeError,
-    UserCodeError,
-)
-from scalablejob.job import Job, QueryContext
-from scalablejob.sink import SinkEntry
-from scalablejob.state import RequestState, RequestStatus
+The names below load on first use, so that what a training script imports (`scalablejob.progress`) pulls in
+neither Celery nor kombu, and `python -m scalablejob` starts no faster than the command it runs needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scalablejob.client import JobClient
+    from scalablejob.errors import (
+        BrokerError,
+        CommandFailed,
+        ConfigError,
+        HandlerError,
+        ModelServerError,
+        RequestError,
+        ResultTimeout,
+        ScalableJobError,
+        TaskTypeError,
+        UserCodeError,
+    )
+    from scalablejob.job import Job, QueryContext
+    from scalablejob.sink import SinkEntry
+    from scalablejob.state import RequestState, RequestStatus
 
 __all__ = [
     "BrokerError",
@@ -35,3 +45,18 @@ __all__ = [
     "TaskTypeError",
     "UserCodeError",
 ]
+_HOME_OF = {"JobClient": "client", "Job": "job", "QueryContext": "job", "SinkEntry": "sink", "RequestState": "state",
+            "RequestStatus": "state"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module the first time the name is asked for (PEP 562)."""
+    if name not in __all__:
+        raise AttributeError(f"module 'scalablejob' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"scalablejob.{_HOME_OF.get(name, 'errors')}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import click
 
-from scalablejob.cli import main
 from scalablejob.config_check import all_config_errors
 from scalablejob.errors import ConfigError
 
 
-@main.group()
+@click.group()
 def config() -> None:
     """Work with service config files."""
 

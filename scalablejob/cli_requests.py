@@ -12,7 +12,7 @@ from scalablejob import keys
 from scalablejob.broker import data_dir as data_folder
 from scalablejob.broker import existing_broker
 from scalablejob.cancel import cancel_request
-from scalablejob.cli import broker_option, connect_broker, data_dir_option, main, reports_errors
+from scalablejob.cli_options import broker_option, connect_broker, data_dir_option, reports_errors
 from scalablejob.client import JobClient
 from scalablejob.config import load_config
 from scalablejob.errors import RequestError
@@ -43,7 +43,7 @@ def _connect(broker: str | None, data_dir: str | None, service: str | None, requ
     return client, service or find_service(client, request_id)
 
 
-@main.command()
+@click.command()
 @click.argument("request_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the request ends.")
 @service_option
@@ -78,7 +78,7 @@ def _print_entry(entry: SinkEntry) -> None:
 _SUMMARY = (("exitCode", "exit code"), ("durationSeconds", "seconds"), ("stopped", "stopped by"))
 
 
-@main.command()
+@click.command()
 @click.argument("request_id")
 @service_option
 @broker_option
@@ -114,7 +114,7 @@ def _request_body(data: str | None, file: Any) -> bytes:
     raise click.UsageError("expected the request: DATA, --file PATH, or data on stdin")
 
 
-@main.command()
+@click.command()
 @click.argument("data", required=False)
 @click.option("--type", "task_type", type=click.Choice(["command", "query"]), help="taskType of the request.")
 @click.option("--file", "-f", "file", type=click.File("rb"), help="Read the request body from a file (- for stdin).")

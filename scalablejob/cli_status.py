@@ -8,10 +8,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from scalablejob.cli import broker_option, connect_broker, data_dir_option, main, reports_errors, service_of
+from scalablejob.cli_options import broker_option, connect_broker, data_dir_option, reports_errors, service_of
 from scalablejob.config import load_config
+from scalablejob.presence import STALE_AFTER_S
 from scalablejob.status import ServiceStatus, read_status
-from workers.presence import STALE_AFTER_S
 
 
 def _age(then: float, now: float) -> str:
@@ -66,7 +66,7 @@ def decisions_table(status: ServiceStatus) -> Table:
     return _table("recent scaling decisions", ("when", *_DECISION_FIELDS), rows)
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False), required=False)
 @click.option("--service", "-s", metavar="NAME", help="Service name (instead of CONFIG).")
 @broker_option

@@ -7,14 +7,14 @@ import sys
 import click
 
 from scalablejob.broker import data_dir as data_folder
-from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
+from scalablejob.cli_options import broker_option, data_dir_option, reports_errors
 from scalablejob.config import DEFAULT_FRONTEND_PORT, load_config
 from scalablejob.redis_server import free_port
 
 DEFAULT_FLOWER_PORT = 5555
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--app", "app_spec", metavar="MODULE", help="User code with the query handler, for every worker.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_FRONTEND_PORT, show_default=True,

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from scalablejob.cli import broker_option, connect_broker, data_dir_option, main, reports_errors, service_of
+from scalablejob.cli_options import broker_option, connect_broker, data_dir_option, reports_errors, service_of
 from scalablejob.config import load_config
 from scalablejob.inflight import in_flight
 from scalablejob.state import RequestState
@@ -33,7 +33,7 @@ def requests_table(states: list[RequestState], now: float) -> Table:
     return table
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False), required=False)
 @click.option("--service", "-s", metavar="NAME", help="Service name (instead of CONFIG).")
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (no live display).")

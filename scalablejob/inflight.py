@@ -7,9 +7,9 @@ from typing import Any
 import redis
 
 from scalablejob.celery_app import service_queues
+from scalablejob.presence import read_presence
 from scalablejob.queues import message_task_id, priority_lists
 from scalablejob.state import RequestState, RequestStore
-from workers.presence import read_presence
 
 MAX_QUEUED_SHOWN = 50
 

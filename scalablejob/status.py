@@ -11,8 +11,8 @@ import redis
 
 from scalablejob import keys
 from scalablejob.celery_app import service_queues
+from scalablejob.presence import Presence, read_presence
 from scalablejob.queues import queue_depth
-from workers.presence import Presence, read_presence
 
 RECENT_DECISIONS = 5
 

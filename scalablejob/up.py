@@ -96,7 +96,7 @@ class StackOptions:
     metrics_port: int
 
 
-_CHECK_USER_CODE = "import sys; from workers.user_code import load_job; load_job(sys.argv[1], sys.argv[2])"
+_CHECK_USER_CODE = "import sys; from scalablejob.workers.user_code import load_job; load_job(sys.argv[1], sys.argv[2])"
 
 
 def check_user_code(app_spec: str, service: str) -> None:

@@ -1,4 +1,4 @@
-"""The `scalablejob scaler` command; it registers itself on the CLI group (scalablejob/cli.py imports this module).
+"""The `scalablejob scaler` command (the group in scalablejob/cli.py registers it).
 
 Only click is imported here: the scaler's own imports (Celery, psutil, Prometheus) wait until the command runs.
 """
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import click
 
-from scalablejob.cli import broker_option, data_dir_option, main, reports_errors
-from scaler.wakeup import DEFAULT_INTERVAL_S
+from scalablejob.cli_options import broker_option, data_dir_option, reports_errors
+from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S
 
 FAKE_GPUS_ENV = "SCALABLEJOB_FAKE_GPUS"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-@main.command()
+@click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--app", "app_spec", metavar="MODULE", help="User code with the query handler, given to every worker.")
 @broker_option
@@ -60,10 +60,10 @@ def scaler(
     from scalablejob.broker import data_dir as data_folder
     from scalablejob.broker import resolve_broker
     from scalablejob.config import load_config
-    from scaler.main import ScalerOptions, run_scaler, service_gpus
+    from scalablejob.scaler.main import ScalerOptions, run_scaler, service_gpus
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("scaler").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("scalablejob.scaler").setLevel(logging.DEBUG if verbose else logging.INFO)
     service = load_config(config)
     gpus = service_gpus(service, fake_gpus)  # no driver with gpu > 0: fail before starting anything
     options = ScalerOptions(config, app_spec, interval, metrics_port, metrics_addr, log_dir)

@@ -20,16 +20,16 @@ import redis
 from kombu.exceptions import OperationalError
 
 from scalablejob.gpus import Gpu, assign_gpus
-from scaler.backoff import Backoff
-from scaler.exporter import Exporter
-from scaler.metrics import MetricsSource, Observation
-from scaler.plan import WorkerView, plan
-from scaler.policy import Decision, History, Policy, Snapshot, decide
-from scaler.pool import Launcher, WorkerSpec
-from scaler.records import ProcessRecord, ScalerStore
-from scaler.recovery import ORPHAN_AGE_S, Recoverer
-from scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
-from workers.presence import WorkerState
+from scalablejob.presence import WorkerState
+from scalablejob.scaler.backoff import Backoff
+from scalablejob.scaler.exporter import Exporter
+from scalablejob.scaler.metrics import MetricsSource, Observation
+from scalablejob.scaler.plan import WorkerView, plan
+from scalablejob.scaler.policy import Decision, History, Policy, Snapshot, decide
+from scalablejob.scaler.pool import Launcher, WorkerSpec
+from scalablejob.scaler.records import ProcessRecord, ScalerStore
+from scalablejob.scaler.recovery import ORPHAN_AGE_S, Recoverer
+from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
 
 logger = logging.getLogger(__name__)
 

@@ -23,15 +23,15 @@ from scalablejob.gpus import (
     visible_gpus,
     worker_capacity,
 )
-from scaler.events import TaskSentListener
-from scaler.exporter import Exporter
-from scaler.loop import Fleet, Parts, Scaler
-from scaler.metrics import RedisMetrics
-from scaler.policy import Policy
-from scaler.pool import ProcessLauncher
-from scaler.records import ScalerStore
-from scaler.recovery import Recovery
-from scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
+from scalablejob.scaler.events import TaskSentListener
+from scalablejob.scaler.exporter import Exporter
+from scalablejob.scaler.loop import Fleet, Parts, Scaler
+from scalablejob.scaler.metrics import RedisMetrics
+from scalablejob.scaler.policy import Policy
+from scalablejob.scaler.pool import ProcessLauncher
+from scalablejob.scaler.records import ScalerStore
+from scalablejob.scaler.recovery import Recovery
+from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Protocol
 import redis
 
 from scalablejob.celery_app import service_queues
+from scalablejob.presence import Presence, read_presence
 from scalablejob.queues import queue_depth
-from workers.presence import Presence, read_presence
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import IO, Protocol
 import psutil
 
 from scalablejob.gpus import CUDA_VISIBLE_DEVICES, Gpu, cuda_visible_devices
-from scaler.records import ProcessRecord, is_same_process
+from scalablejob.scaler.records import ProcessRecord, is_same_process
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Exited:
 
 
 class Launcher(Protocol):
-    """What the loop needs from a process backend (real processes here; a fake in scalablejob.testing)."""
+    """What the loop needs from a process backend (real processes here; a fake in scalablejob.scaler.testing)."""
 
     def spawn(self, spec: WorkerSpec) -> ProcessRecord: ...
 

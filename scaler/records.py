@@ -18,7 +18,7 @@ import redis
 
 from scalablejob import keys
 from scalablejob.errors import ScalerError
-from workers.presence import Presence, forget_presence
+from scalablejob.presence import Presence, forget_presence
 
 LEASE_TTL_S = 10.0
 CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from scalablejob.errors import RequestError
 from scalablejob.processes import signal_group
-from workers.lines import Ending, Line, LineSplitter
+from scalablejob.workers.lines import Ending, Line, LineSplitter
 
 TAIL_LINES = 50  # the result entry keeps the last lines of output, capped in bytes too
 TAIL_BYTES = 8192

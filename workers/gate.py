@@ -17,7 +17,7 @@ from celery import bootsteps
 from celery.worker import state as worker_state
 
 from scalablejob.routing import TaskType
-from workers.held import track_held_tasks
+from scalablejob.workers.held import track_held_tasks
 
 GATED_BRPOP_TIMEOUT_S = 0.1
 

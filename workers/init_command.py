@@ -13,8 +13,8 @@ import redis
 from scalablejob import keys
 from scalablejob.config import ScalableJobConfig
 from scalablejob.errors import RequestError
-from workers.command import CommandOutcome, command_env, parse_argv, run_command
-from workers.lines import Line
+from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
+from scalablejob.workers.lines import Line
 
 logger = logging.getLogger(__name__)
 

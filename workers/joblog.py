@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from scalablejob.sink import EntryType, Sink, entry_tags
 from scalablejob.state import RequestStore
-from workers.lines import Ending, FrameThrottle, Line, LogBudget, parse_progress
+from scalablejob.workers.lines import Ending, FrameThrottle, Line, LogBudget, parse_progress
 
 FRAME_INTERVAL_S = 0.5  # progress-bar frames: at most two a second reach the queue
 TRUNCATION_STREAM = "scalablejob"

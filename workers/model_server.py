@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from scalablejob.errors import HandlerError, ModelServerError
 from scalablejob.processes import die_with_parent, stop_group, wait_for_listener
-from workers.command import with_worker_python
+from scalablejob.workers.command import with_worker_python
 
 logger = logging.getLogger(__name__)
 

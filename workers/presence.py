@@ -1,22 +1,19 @@
-"""Worker presence: each worker publishes its state, pid, GPUs and the tasks it holds to one Redis hash per service.
+"""Worker presence, the write side: each worker publishes its state, pid, GPUs and the tasks it holds.
 
-The scaler reads it to count tasks in flight, to tell idle workers from busy ones, and, when a worker dies, to
-know which messages (kombu delivery tags) that worker held, so it can put exactly those back on their queues.
-A task is recorded when it is received (its message is then in kombu's `unacked` hash) and dropped after it
-ran. The worker writes only its own field; a heartbeat thread rewrites it so that stale fields can be told apart.
+The record and its readers are core (scalablejob.presence); this is the reporter. A task is recorded when it is
+received (its message is then in kombu's `unacked` hash) and dropped after it ran. The worker writes only its own
+field; a heartbeat thread rewrites it so that stale fields can be told apart.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -24,68 +21,10 @@ from celery import signals
 
 from scalablejob import keys
 from scalablejob.gpus import CUDA_VISIBLE_DEVICES
-from workers.held import track_held_tasks
+from scalablejob.presence import HEARTBEAT_S, Presence, WorkerState
+from scalablejob.workers.held import track_held_tasks
 
 logger = logging.getLogger(__name__)
-
-HEARTBEAT_S = 2.0
-STALE_AFTER_S = 5 * HEARTBEAT_S  # a field not rewritten for this long belongs to a worker that is gone or frozen
-
-
-class WorkerState(str, Enum):
-    """Where a worker is in its life, as the worker itself sees it."""
-
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    STOPPING = "stopping"
-
-
-@dataclass(frozen=True)
-class Presence:
-    """One worker's published state; `held` maps each task id it holds to its kombu delivery tag."""
-
-    name: str
-    pid: int
-    host: str
-    state: WorkerState
-    gpus: str = ""
-    held: Mapping[str, str] = field(default_factory=dict)
-    heartbeat: float = 0.0
-
-    def encode(self) -> str:
-        fields = {"pid": self.pid, "host": self.host, "state": self.state.value, "gpus": self.gpus}
-        return json.dumps({**fields, "held": dict(self.held), "heartbeat": self.heartbeat})
-
-    @classmethod
-    def decode(cls, name: str, raw: str | bytes) -> Presence:
-        data = json.loads(raw)
-        return cls(
-            name, int(data["pid"]), str(data["host"]), WorkerState(data["state"]), str(data.get("gpus", "")),
-            {str(k): str(v) for k, v in data.get("held", {}).items()}, float(data.get("heartbeat", 0.0)),
-        )  # fmt: skip
-
-    def is_fresh(self, now: float) -> bool:
-        """Whether the worker rewrote its field recently (it is alive and not frozen)."""
-        return now - self.heartbeat < STALE_AFTER_S
-
-
-def read_presence(client: redis.Redis, service: str) -> dict[str, Presence]:
-    """Every worker's published state; a field that does not decode is skipped (and logged), not fatal."""
-    raw: Any = client.hgetall(keys.worker_presence(service))
-    found: dict[str, Presence] = {}
-    for name_bytes, value in raw.items():
-        name = name_bytes.decode()
-        try:
-            found[name] = Presence.decode(name, value)
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring unreadable presence of worker %s: %s", name, exc)
-    return found
-
-
-def forget_presence(client: redis.Redis, service: str, name: str) -> None:
-    """Drop a worker's field once it is gone: the worker cannot do it after a crash."""
-    client.hdel(keys.worker_presence(service), name)
 
 
 class PresenceReporter:
@@ -189,5 +128,4 @@ def install_presence(app: Any, service: str, broker_url: str) -> PresenceReporte
     track_held_tasks(lambda req, _type: reporter.received(req.id, str(req.message.delivery_tag)), reporter.finished)
     signals.worker_shutting_down.connect(lambda **_: reporter.stop_requested(), weak=False)
     signals.worker_shutdown.connect(lambda **_: reporter.gone(), weak=False)
-    app.scalablejob_presence = reporter
     return reporter

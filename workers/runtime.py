@@ -17,8 +17,8 @@ from scalablejob.job import QueryContext
 from scalablejob.routing import TaskType
 from scalablejob.sink import EntryType, RoutedSink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
-from workers.command import CommandOutcome, command_env, parse_argv, run_command
-from workers.joblog import JobLog
+from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
+from scalablejob.workers.joblog import JobLog
 
 logger = logging.getLogger(__name__)
 

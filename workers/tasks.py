@@ -11,7 +11,7 @@ from celery.exceptions import Reject
 from scalablejob.errors import CommandFailed, HandlerError, ModelServerError, RequestError
 from scalablejob.routing import TaskType, task_name_for
 from scalablejob.state import RequestStatus
-from workers.runtime import WorkerRuntime
+from scalablejob.workers.runtime import WorkerRuntime
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: Callable[[], None]) -> None:

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import redis
 
-from frontend.app import FrontEndService, create_app
-from frontend.binding import bind
-from frontend.server import ServerThread
 from scalablejob.config import DEFAULT_MAX_BODY_BYTES, parse_config
+from scalablejob.frontend.app import FrontEndService, create_app
+from scalablejob.frontend.binding import bind
+from scalablejob.frontend.server import ServerThread
 
 EAS_SDK = "eas-prediction==0.36"  # the SDK version the protocol was written against
 EAS_VENV_READY = "ready.json"

@@ -6,8 +6,8 @@ import hmac
 
 import pytest
 
-from frontend import auth
 from scalablejob.errors import AuthError
+from scalablejob.frontend import auth
 
 
 def test_only_the_exact_token_matches():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from frontend.binding import FrontEnd, bind, plan
 from scalablejob import keys
 from scalablejob.config import parse_config
 from scalablejob.errors import BindingError
+from scalablejob.frontend.binding import FrontEnd, bind, plan
 
 STANDALONE = parse_config({"metadata": {"name": "svc", "type": "ScalableJob"}})
 INTEGRATED = parse_config({"metadata": {"name": "svc", "type": "ScalableJobService"}, "front_end": {"token": "cfg"}})

@@ -11,8 +11,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import service_config
-from frontend.protocol import decode_frame_list
 from scalablejob import RequestStatus
+from scalablejob.frontend.protocol import decode_frame_list
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.params import (
+from scalablejob.errors import ParameterError
+from scalablejob.frontend.params import (
     MAX_GET_LENGTH,
     WAIT_MARGIN_S,
     GetParams,
@@ -17,7 +18,6 @@ from frontend.params import (
     single_values,
     tags_of,
 )
-from scalablejob.errors import ParameterError
 
 
 @pytest.mark.parametrize(

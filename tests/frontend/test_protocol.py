@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf.message import DecodeError
 
-from frontend.protocol import DataFrame, decode_frame, decode_frame_list, encode_frame, encode_frame_list
+from scalablejob.frontend.protocol import DataFrame, decode_frame, decode_frame_list, encode_frame, encode_frame_list
 
 # DataFrameProto(index=7, tags={"a": "1", "b": "2"}, data=b"hi", message="m"), serialized (deterministic) by
 # the eas-prediction SDK's own generated queueservice_pb2 under protobuf 3.20.

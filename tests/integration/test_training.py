@@ -15,7 +15,7 @@ from scalablejob.cancel import CancelOutcome, cancel_request
 from scalablejob.keys import init_failures
 from scalablejob.logs import request_entries
 from scalablejob.queues import queue_depth
-from workers.init_command import EXIT_INIT_FAILED
+from scalablejob.workers.init_command import EXIT_INIT_FAILED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -21,8 +21,8 @@ import redis
 
 from conftest import REPO, python_command, wait_until
 from scalablejob import JobClient, RequestStatus
+from scalablejob.presence import read_presence
 from scalablejob.redis_server import free_port
-from workers.presence import read_presence
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 
 from scalablejob.cli_status import decisions_table, queues_table, scaler_table, workers_table
+from scalablejob.presence import Presence, WorkerState
 from scalablejob.status import ServiceStatus
-from workers.presence import Presence, WorkerState
 
 NOW = 1_000_000.0
 

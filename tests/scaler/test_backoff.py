@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaler.backoff import MAX_DELAY_S, Backoff, backoff_delay
+from scalablejob.scaler.backoff import MAX_DELAY_S, Backoff, backoff_delay
 
 
 @pytest.mark.parametrize(

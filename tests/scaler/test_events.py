@@ -10,7 +10,7 @@ import pytest
 
 from conftest import wait_until
 from scalablejob import JobClient
-from scaler.events import TaskSentListener, is_for
+from scalablejob.scaler.events import TaskSentListener, is_for
 
 QUEUES = {"svc.command", "svc.query"}
 

@@ -8,6 +8,7 @@ from scalablejob.errors import GpuError
 from scalablejob.gpus import (
     Gpu,
     NvmlInventory,
+    StaticInventory,
     assign_gpus,
     check_gpus,
     cuda_visible_devices,
@@ -15,7 +16,6 @@ from scalablejob.gpus import (
     visible_gpus,
     worker_capacity,
 )
-from scalablejob.testing import FakeGpuInventory
 
 FOUR = fake_gpus(4)
 
@@ -65,7 +65,8 @@ def test_workers_needing_more_gpus_than_there_are_is_an_error_naming_the_field()
 
 
 def test_the_fake_inventory_lists_made_up_gpus() -> None:
-    assert FakeGpuInventory(2).gpus() == (Gpu(0, "GPU-fake-0000", "fake GPU"), Gpu(1, "GPU-fake-0001", "fake GPU"))
+    listed = StaticInventory(fake_gpus(2)).gpus()
+    assert listed == (Gpu(0, "GPU-fake-0000", "fake GPU"), Gpu(1, "GPU-fake-0001", "fake GPU"))
     with pytest.raises(GpuError, match="expected an integer >= 0"):
         fake_gpus(-1)
 

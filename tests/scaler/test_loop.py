@@ -12,15 +12,15 @@ import redis
 from scalablejob import keys
 from scalablejob.errors import ScalerError
 from scalablejob.gpus import fake_gpus
+from scalablejob.presence import Presence, WorkerState
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
-from scalablejob.testing import FAKE_HOST, FakeLauncher, FakeRecovery
-from scaler.exporter import Exporter
-from scaler.loop import Fleet, Parts, Scaler
-from scaler.metrics import RedisMetrics
-from scaler.policy import Policy
-from scaler.records import ProcessRecord, ScalerStore
-from workers.presence import Presence, WorkerState
+from scalablejob.scaler.exporter import Exporter
+from scalablejob.scaler.loop import Fleet, Parts, Scaler
+from scalablejob.scaler.metrics import RedisMetrics
+from scalablejob.scaler.policy import Policy
+from scalablejob.scaler.records import ProcessRecord, ScalerStore
+from scalablejob.scaler.testing import FAKE_HOST, FakeLauncher, FakeRecovery
 
 SERVICE = "svc"
 T0 = 1000.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import fakeredis
 
 from scalablejob import keys
+from scalablejob.presence import STALE_AFTER_S, Presence, WorkerState
 from scalablejob.queues import priority_lists
-from scaler.metrics import RedisMetrics
-from workers.presence import STALE_AFTER_S, Presence, WorkerState
+from scalablejob.scaler.metrics import RedisMetrics
 
 NOW = 1000.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaler.plan import Plan, WorkerView, plan
-from workers.presence import WorkerState
+from scalablejob.presence import WorkerState
+from scalablejob.scaler.plan import Plan, WorkerView, plan
 
 IDLE, BUSY, STARTING, STOPPING = WorkerState.IDLE, WorkerState.BUSY, WorkerState.STARTING, WorkerState.STOPPING
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from scalablejob.config import AutoscalerConfig
-from scaler.policy import History, Policy, Snapshot, decide
+from scalablejob.scaler.policy import History, Policy, Snapshot, decide
 
 # (time, queued, running, busy, expected desired)
 Step = tuple[float, int, int, int, int]

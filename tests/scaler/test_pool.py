@@ -16,8 +16,8 @@ import pytest
 
 from conftest import wait_until
 from scalablejob.gpus import fake_gpus
-from scalablejob.testing import is_gone
-from scaler.pool import WORKER_NAME_ENV, Exited, ProcessLauncher, WorkerSpec
+from scalablejob.scaler.harness import is_gone
+from scalablejob.scaler.pool import WORKER_NAME_ENV, Exited, ProcessLauncher, WorkerSpec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,6 +54,14 @@ def make(launchers: list[ProcessLauncher], argv: list[str], log_dir: Path | None
     return launchers[-1]
 
 
+def exec_done(pid: int) -> psutil.Process:
+    """The process once its new program has its arguments and environment in place. Popen returns when exec closed
+    the error pipe, which the kernel does before it lays out the new argv and environ: until then both read empty."""
+    process = psutil.Process(pid)
+    wait_until(lambda: process.environ() and process.cmdline(), 10, f"process {pid} never finished its exec")
+    return process
+
+
 def reaped(launcher: ProcessLauncher) -> list[Exited]:
     return wait_until(launcher.reap, 10, "no worker ended")
 
@@ -62,7 +70,7 @@ def test_a_worker_is_pinned_by_its_environment_and_named_on_its_command_line(lau
     launcher = make(launchers, SLEEPER, log_dir=tmp_path)
     record = launcher.spawn(WorkerSpec("svc-1@testhost", fake_gpus(3)[1:]))
 
-    process = psutil.Process(record.pid)
+    process = exec_done(record.pid)
     assert process.environ()["CUDA_VISIBLE_DEVICES"] == "GPU-fake-0001,GPU-fake-0002"
     assert process.environ()[WORKER_NAME_ENV] == "svc-1@testhost"
     assert process.cmdline()[-2:] == ["-n", "svc-1@testhost"]
@@ -72,7 +80,7 @@ def test_a_worker_is_pinned_by_its_environment_and_named_on_its_command_line(lau
     assert os.getsid(record.pid) == record.pid  # its own session: Ctrl-C on the scaler does not reach it
 
     cpu = launcher.spawn(WorkerSpec("svc-2@testhost"))
-    assert psutil.Process(cpu.pid).environ()["CUDA_VISIBLE_DEVICES"] == ""
+    assert exec_done(cpu.pid).environ()["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_a_stop_is_a_sigterm_and_reap_reports_how_it_ended(launchers) -> None:
@@ -85,6 +93,7 @@ def test_a_stop_is_a_sigterm_and_reap_reports_how_it_ended(launchers) -> None:
 
 def test_a_live_worker_of_a_previous_run_is_adopted_a_reused_pid_is_not(launchers) -> None:
     record = make(launchers, SLEEPER).spawn(WorkerSpec("svc-1@testhost"))
+    exec_done(record.pid)  # a worker of a previous run has long been running its program
     successor = make(launchers, SLEEPER)
 
     assert not successor.adopt(replace(record, create_time=record.create_time - 100))

@@ -13,7 +13,7 @@ import pytest
 
 from scalablejob import keys
 from scalablejob.errors import ScalerError
-from scaler.records import ProcessRecord, ScalerStore, is_same_process
+from scalablejob.scaler.records import ProcessRecord, ScalerStore, is_same_process
 
 
 def test_a_record_survives_the_round_trip() -> None:

@@ -13,8 +13,8 @@ import redis
 from scalablejob import JobClient, RequestStatus
 from scalablejob.celery_app import make_app
 from scalablejob.queues import queue_depth
+from scalablejob.scaler.recovery import ORPHAN_AGE_S, Recovery
 from scalablejob.state import RequestStore
-from scaler.recovery import ORPHAN_AGE_S, Recovery
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

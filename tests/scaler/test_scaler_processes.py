@@ -22,8 +22,8 @@ import redis
 
 from conftest import python_command, service_config, wait_until
 from scalablejob import JobClient, RequestStatus
-from scalablejob.testing import ScalerProcess, is_gone, kill_marked
-from workers.presence import read_presence
+from scalablejob.presence import read_presence
+from scalablejob.scaler.harness import ScalerProcess, is_gone, kill_marked
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from scalablejob.errors import RequestError
-from workers.command import (
+from scalablejob.workers.command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     SHELL,
@@ -23,7 +23,7 @@ from workers.command import (
     parse_argv,
     run_command,
 )
-from workers.lines import MAX_LINE_BYTES, Ending, Line
+from scalablejob.workers.lines import MAX_LINE_BYTES, Ending, Line
 
 
 def python(source: str) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 from celery.worker import state as worker_state
 
 from scalablejob.routing import TaskType
-from workers.gate import GATED_BRPOP_TIMEOUT_S, SlotGate, _GatedCycle, gate_channel
+from scalablejob.workers.gate import GATED_BRPOP_TIMEOUT_S, SlotGate, _GatedCycle, gate_channel
 
 COMMAND_QUEUE = "svc.command"
 QUERY_QUEUE = "svc.query"

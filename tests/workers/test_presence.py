@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from dataclasses import dataclass
 
 import fakeredis
 import pytest
@@ -13,8 +14,22 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from scalablejob import keys
-from scalablejob.testing import FakeClock
-from workers.presence import Presence, PresenceReporter, WorkerState, forget_presence, read_presence
+from scalablejob.presence import Presence, WorkerState, forget_presence, read_presence
+from scalablejob.workers.presence import PresenceReporter
+
+
+@dataclass
+class FakeClock:
+    """A clock that moves only when told to: the reporter takes its clock as a parameter."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from scalablejob.errors import HandlerError
-from workers.runtime import response_body
+from scalablejob.workers.runtime import response_body
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,86 @@
+"""Worker presence, the read side: one Redis hash per service, one field per worker, JSON with its state, pid,
+GPUs and the tasks it holds.
+
+Several components read it: the scaler counts tasks in flight, tells idle workers from busy ones and, when a worker
+dies, learns which messages (kombu delivery tags) it held; the front end counts live workers; `status` shows them.
+Only the worker writes its own field (scalablejob.workers.presence); this module owns the record and its reader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import redis
+
+from scalablejob import keys
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 5 * HEARTBEAT_S  # a field not rewritten for this long belongs to a worker that is gone or frozen
+
+
+class WorkerState(str, Enum):
+    """Where a worker is in its life, as the worker itself sees it."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class Presence:
+    """One worker's published state; `held` maps each task id it holds to its kombu delivery tag."""
+
+    name: str
+    pid: int
+    host: str
+    state: WorkerState
+    gpus: str = ""
+    held: Mapping[str, str] = field(default_factory=dict)
+    heartbeat: float = 0.0
+
+    def encode(self) -> str:
+        fields = {"pid": self.pid, "host": self.host, "state": self.state.value, "gpus": self.gpus}
+        return json.dumps({**fields, "held": dict(self.held), "heartbeat": self.heartbeat})
+
+    @classmethod
+    def decode(cls, name: str, raw: str | bytes) -> Presence:
+        data = json.loads(raw)
+        return cls(
+            name, int(data["pid"]), str(data["host"]), WorkerState(data["state"]), str(data.get("gpus", "")),
+            {str(k): str(v) for k, v in data.get("held", {}).items()}, float(data.get("heartbeat", 0.0)),
+        )  # fmt: skip
+
+    def is_fresh(self, now: float) -> bool:
+        """Whether the worker rewrote its field recently (it is alive and not frozen)."""
+        return now - self.heartbeat < STALE_AFTER_S
+
+
+def decode_presence(raw: Mapping[bytes, bytes]) -> dict[str, Presence]:
+    """Every worker's state from the raw hash; a field that does not decode is skipped (and logged), not fatal."""
+    found: dict[str, Presence] = {}
+    for name_bytes, value in raw.items():
+        name = name_bytes.decode()
+        try:
+            found[name] = Presence.decode(name, value)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring unreadable presence of worker %s: %s", name, exc)
+    return found
+
+
+def read_presence(client: redis.Redis, service: str) -> dict[str, Presence]:
+    """Every worker's published state, in one round trip."""
+    raw: Any = client.hgetall(keys.worker_presence(service))
+    return decode_presence(raw)
+
+
+def forget_presence(client: redis.Redis, service: str, name: str) -> None:
+    """Drop a worker's field once it is gone: the worker cannot do it after a crash."""
+    client.hdel(keys.worker_presence(service), name)
