@@ -13,7 +13,8 @@ Choices, where the SDK leaves the server's behaviour open:
 - Watch: the SDK's uid/gid headers are a Redis consumer and consumer group; `window` bounds what a consumer holds
   uncommitted; what a vanished consumer held is sent again, to it or to another watcher of its group.
 - Binding and isolation: each front end has its own name, queues and token; each request records its front end,
-  and the worker writes its results and logs to that front end's output queue (scalablejob.sink.RoutedSink).
+  which travels in the task (its `frontend` argument), so the worker writes its results and logs to that front
+  end's output queue without asking Redis.
 - Auth: the `Authorization` header holds the front end's token, compared in constant time.
 
 Modules: protocol (protobuf, pure), params (query parameters, pure), auth, binding, queues (Redis side),

@@ -27,6 +27,7 @@ from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, no
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
 from scalablejob.sink import SinkEntry, decode_entry
+from scalablejob.state import FrontEndRequests, RequestState
 
 SCAN_CHUNK = 256
 REMOVE_CHUNK = 1000
@@ -56,17 +57,6 @@ while true do
 end
 return {found, last}
 """
-
-# Delete the entries ARGV[1..] and flag for cancellation each request (KEYS[2..]) that has not ended yet.
-_WITHDRAW = """
-local removed = redis.call('XDEL', KEYS[1], unpack(ARGV))
-for i = 2, #KEYS do
-  local status = redis.call('HGET', KEYS[i], 'status')
-  if status == 'queued' or status == 'running' then redis.call('HSET', KEYS[i], 'cancel_requested', 1) end
-end
-return removed
-"""
-
 
 Gone = Callable[[], Awaitable[bool]]
 
@@ -125,6 +115,7 @@ class Queue:
         self.stream = stream
         self._on_removed = on_removed
         self._scan = redis.register_script(_SCAN)
+        self.requests = FrontEndRequests(redis, front_end.service, front_end.name)
 
     async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
         """Add one item; returns (index, requestId)."""
@@ -169,16 +160,13 @@ class Queue:
         return found[: params.length]
 
     async def _first_possible(self, request_id: str | None) -> int:
-        """The lowest index an item of this request can have here, as its state tells (0: unknown)."""
-        return 0
+        """The lowest index an item of this request can have here, as its state tells (0: unknown, or another
+        front end's request)."""
+        state = await self.requests.get(request_id) if request_id else None
+        return 0 if state is None else self._first_index_of(state)
 
-    async def _state_field(self, request_id: str, name: str) -> int:
-        """A number from the state of one of this front end's requests; 0 if unknown or another front end's."""
-        state_key = keys.request_state(self.front_end.service, request_id)
-        reply: Any = await self.redis.hmget(state_key, ["frontend", name])
-        frontend, value = reply
-        mine = frontend is not None and frontend.decode() == self.front_end.name
-        return int(value) if mine and value is not None else 0
+    def _first_index_of(self, state: RequestState) -> int:
+        return 0
 
     async def get(self, index: int) -> SinkEntry | None:
         items: Any = await self.redis.xrange(self.stream, min=stream_id(index), max=stream_id(index))
@@ -239,9 +227,9 @@ class SinkQueue(Queue):
         super().__init__(redis, front_end, front_end.sink_name, client.sink.stream, on_removed)
         self._client = client
 
-    async def _first_possible(self, request_id: str | None) -> int:
+    def _first_index_of(self, state: RequestState) -> int:
         """Every output of a request comes after the output queue's last index when it was put (`sink_from`)."""
-        return await self._state_field(request_id, "sink_from") + 1 if request_id else 0
+        return state.sink_from + 1
 
     async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
         """Append an item as given; it gets a requestId tag if it has none."""
@@ -262,11 +250,10 @@ class InputQueue(Queue):
         stream = keys.input_stream(front_end.service, front_end.name)
         super().__init__(redis, front_end, front_end.name, stream, on_removed)
         self._client = client
-        self._withdraw = redis.register_script(_WITHDRAW)
 
-    async def _first_possible(self, request_id: str | None) -> int:
+    def _first_index_of(self, state: RequestState) -> int:
         """A request's input item has the request's index."""
-        return await self._state_field(request_id, "index") if request_id else 0
+        return state.index
 
     async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
         """Enqueue a request routed by its taskType (JobClient.put, run off the event loop: it blocks)."""
@@ -278,13 +265,7 @@ class InputQueue(Queue):
             for index in indexes:
                 pipe.xrange(self.stream, min=stream_id(index), max=stream_id(index))
             replies: list[Any] = await pipe.execute()
-        entries = [entry for reply in replies for entry in entries_of(reply)]
-        if not entries:
-            return 0
-        service = self.front_end.service
-        states = [keys.request_state(service, entry.request_id) for entry in entries if entry.request_id]
-        ids = [stream_id(entry.index) for entry in entries]
-        return int(await self._withdraw(keys=[self.stream, *states], args=ids))
+        return await self.requests.withdraw([entry for reply in replies for entry in entries_of(reply)])
 
 
 def _text(sid: bytes | str) -> str:

@@ -101,7 +101,7 @@ class Inspector:
 
     async def _search_input(self, queue: InputQueue, index: int) -> dict[str, Any]:
         """A request's state, whether still in the input queue, and its position among the waiting requests."""
-        state = await self.request_state_at(queue, index)
+        state = await queue.requests.at_index(index)
         if state is None:
             raise QueueNotFound(f"no item with index {index} in queue {queue.name}")
         in_queue = await queue.get(index) is not None
@@ -116,19 +116,6 @@ class Inspector:
             "cancelRequested": state.cancel_requested, "resultIndex": state.result_index,
         }  # fmt: skip
 
-    async def request_state_at(self, queue: InputQueue, index: int) -> RequestState | None:
-        """The state of the request with this input index, if it came through this queue's front end."""
-        service = queue.front_end.service
-        request_id: Any = await self.redis.hget(keys.input_index_map(service), index)
-        state = await self.request_state(service, request_id.decode()) if request_id else None
-        if state is None or (state.frontend or service) != queue.front_end.name:
-            return None
-        return state
-
-    async def request_state(self, service: str, request_id: str) -> RequestState | None:
-        raw: Any = await self.redis.hgetall(keys.request_state(service, request_id))
-        return RequestState.from_hash(raw) if raw else None
-
     async def _position_of(self, service: str, state: RequestState) -> int | None:
         """Messages ahead of the request in its Celery queue (0: the next one a worker takes), or None."""
         lists = priority_lists(queue_for(service, TaskType(state.task_type)))
@@ -141,10 +128,8 @@ class Inspector:
         if entry is None:
             raise QueueNotFound(f"no item with index {index} in queue {queue.name}")
         before = await self._count_before(keys=[queue.stream], args=[stream_id(index)])
-        service = queue.front_end.service
-        state = await self.request_state(service, entry.request_id) if entry.request_id else None
-        if state is not None and (state.frontend or service) != queue.front_end.name:
-            state = None  # another front end's request: nothing about it may show here
+        # another front end's request is unknown to this one's: nothing about it may show here
+        state = await queue.requests.get(entry.request_id) if entry.request_id else None
         holders = await self._delivered(queue, index)
         return {
             "index": index, "requestId": entry.request_id, "type": entry.type, "tags": dict(entry.tags),

@@ -10,7 +10,7 @@ import redis
 from scalablejob.errors import RequestError
 from scalablejob.queues import message_task_id, priority_lists
 from scalablejob.routing import TaskType, queue_for
-from scalablejob.sink import EntryType, RoutedSink, Sink, entry_tags
+from scalablejob.sink import EntryType, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
 
 NOT_STARTED = "cancelled before it started"
@@ -23,11 +23,11 @@ class CancelOutcome(str, Enum):
 
 
 def end_cancelled(sink: Sink, requests: RequestStore, request_id: str, task_type: str, how: str = NOT_STARTED) -> None:
-    """A cancelled request without a result ends with an `error` entry, so a reader of the sink learns what
-    happened; `how` says whether it never started or stopped while running."""
+    """A cancelled request without a result ends with an `error` entry in `sink` (its front end's output queue), so
+    a reader learns what happened; `how` says whether it never started or stopped while running."""
     finished = requests.finish_update(request_id, RequestStatus.CANCELLED, error=how)
     tags = entry_tags(request_id, task_type, EntryType.ERROR, cancelled="true")
-    sink.append(how.encode(), tags, then=finished)
+    requests.append_final(sink, how.encode(), tags, finished)
 
 
 def remove_queued(client: redis.Redis, queue: str, request_id: str) -> bool:
@@ -43,15 +43,13 @@ def remove_queued(client: redis.Redis, queue: str, request_id: str) -> bool:
 def cancel_request(client: redis.Redis, service: str, request_id: str) -> CancelOutcome:
     """Cancel a queued or running request of `service`; an unknown or finished one is a RequestError."""
     requests = RequestStore(client, service)
-    state = requests.get(request_id)
-    if state is None:
-        raise RequestError(f"requestId {request_id!r} is unknown to service {service}")
+    state = requests.require(request_id)
     if state.status.finished:
         raise RequestError(f"request {request_id} already ended {state.status.value}: nothing to cancel")
     requests.request_cancel(request_id)  # first: a worker that takes it from now on will not run it
     queue = queue_for(service, TaskType(state.task_type))
     if state.status is RequestStatus.QUEUED and remove_queued(client, queue, request_id):
-        # the entry goes to the output queue of the request's own front end, and takes it off that input queue
-        end_cancelled(RoutedSink(client, service), requests, request_id, state.task_type)
+        # the entry goes to the output queue of the front end the request came through
+        end_cancelled(Sink(client, service, frontend=state.frontend), requests, request_id, state.task_type)
         return CancelOutcome.REMOVED
     return CancelOutcome.STOPPING

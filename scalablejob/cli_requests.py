@@ -54,9 +54,7 @@ def logs(request_id: str, follow: bool, service: str | None, broker: str | None,
     """Print the output lines of a request (stdout here, stderr to stderr), then how it ended."""
     client, service = _connect(broker, data_dir, service, request_id)
     requests = RequestStore(client, service)
-    state = requests.get(request_id)
-    if state is None:
-        raise RequestError(f"requestId {request_id!r} is unknown to service {service}")
+    state = requests.require(request_id)
     sink = Sink(client, service, frontend=state.frontend)  # the output queue of the front end it came through
     for entry in request_entries(sink, requests, request_id, follow=follow):
         _print_entry(entry)

@@ -81,6 +81,7 @@ class JobClient:
             self._app.send_task(
                 task_name_for(task_type),
                 args=(body, clean),
+                kwargs={"frontend": self.frontend},  # the return address: the worker writes to this front end's sink
                 task_id=request_id,
                 queue=queue_for(self.service, task_type),
                 priority=priority,
@@ -97,7 +98,7 @@ class JobClient:
         """Wait for a request's final sink entry (type `result` or `error`); ResultTimeout after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = self.sink.last_index()  # read before the state, so an entry written in between is not missed
-        state = self._known_state(request_id)
+        state = self.requests.require(request_id)
         while not state.status.finished:
             remaining_ms = 1000 if deadline is None else int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
@@ -106,7 +107,7 @@ class JobClient:
                 seen = entry.index
                 if entry.request_id == request_id and entry.is_final:
                     return entry
-            state = self._known_state(request_id)
+            state = self.requests.require(request_id)
         return self._final_entry(state)
 
     def cancel(self, request_id: str) -> CancelOutcome:
@@ -129,12 +130,6 @@ class JobClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-    def _known_state(self, request_id: str) -> RequestState:
-        state = self.requests.get(request_id)
-        if state is None:
-            raise RequestError(f"requestId {request_id!r} is unknown to service {self.service}")
-        return state
 
     def _final_entry(self, state: RequestState) -> SinkEntry:
         if state.result_index is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from scalablejob.errors import RequestError
 from scalablejob.sink import Sink, SinkEntry
 from scalablejob.state import RequestStore
 
@@ -15,9 +14,7 @@ FOLLOW_BLOCK_MS = 1000
 def request_entries(sink: Sink, requests: RequestStore, request_id: str, *, follow: bool) -> Iterator[SinkEntry]:
     """The request's entries in order; with `follow`, keep waiting for new ones until its final entry."""
     seen = sink.last_index()  # read before the state: an entry written in between is not missed
-    state = requests.get(request_id)
-    if state is None:
-        raise RequestError(f"requestId {request_id!r} is unknown to service {sink.service}")
+    state = requests.require(request_id)
     start = state.log_index or state.result_index or seen + 1
     while True:
         ended = _ended(requests, request_id)  # before reading: an ended request's final entry is already there

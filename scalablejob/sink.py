@@ -2,13 +2,12 @@
 
 Each entry's stream id is ``<index>-0``, where index comes from a counter bumped in the same Lua call,
 so indexes are monotonic, never reused after a delete, and an entry is found by index with one XRANGE.
+A request's final entry is appended together with the end of its state: `scalablejob.state` owns that step.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -17,6 +16,7 @@ from typing import Any
 import redis
 
 from scalablejob import keys
+from scalablejob.lua import lua_script
 
 
 class EntryType(str, Enum):
@@ -50,33 +50,6 @@ class SinkEntry:
         return self.type in (EntryType.RESULT.value, EntryType.ERROR.value)
 
 
-@dataclass(frozen=True)
-class HashUpdate:
-    """Fields to set in a hash (then expire it) in the same atomic step as an append."""
-
-    key: str
-    fields: Mapping[str, str | int | float]
-    ttl_s: int
-
-
-# KEYS: stream, counter[, hash[, input stream]]; ARGV: data, tags[, ttl, field, value, ...]. With a hash, the entry's
-# index is stored in it as result_index, so a reader never sees a result whose request state is not final yet.
-# A hash that no longer exists (expired, discarded) is left alone rather than recreated half-empty. With an input
-# stream, the request (by the index in its hash) leaves it in the same step: never both finished and still waiting.
-_APPEND = """
-local index = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 4))
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
-  local input = KEYS[4] and redis.call('HGET', KEYS[3], 'index')
-  if input then redis.call('XDEL', KEYS[4], input .. '-0') end
-end
-return index
-"""
-_ROUTE_CACHE_SIZE = 1024  # request id -> front end, so a job's log lines cost no extra round trip
-
-
 def entry_tags(request_id: str, task_type: str, entry_type: EntryType, **extra: object) -> dict[str, str]:
     """The tags every sink entry carries, plus entry-specific ones (exitCode, stream, ...)."""
     tags = {"requestId": request_id, "taskType": task_type, "type": entry_type.value}
@@ -103,22 +76,13 @@ class Sink:
         self.service = service
         self.frontend = frontend or service  # each front end of a service has its own output queue
         self.stream = keys.frontend_sink_stream(service, self.frontend)
-        self._counter = keys.frontend_sink_index_counter(service, self.frontend)
-        self._append = client.register_script(_APPEND)
+        self.counter = keys.frontend_sink_index_counter(service, self.frontend)
+        self._append = client.register_script(lua_script("sink_append.lua"))
 
-    def append(
-        self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None, input_stream: str | None = None
-    ) -> int:
-        """Append one entry and return its index; `then` updates a hash (a request's state) atomically with it,
-        and the request leaves `input_stream` (its front end's input queue) in the same step."""
-        entry_keys = [self.stream, self._counter]
-        args: list[bytes | str | int | float] = [data, encode_tags(tags)]
-        if then is not None:
-            entry_keys += [then.key, *([input_stream] if input_stream else [])]
-            args.append(then.ttl_s)
-            for name, value in then.fields.items():
-                args.extend((name, value))
-        return int(self._append(keys=entry_keys, args=args))
+    def append(self, data: bytes, tags: Mapping[str, str]) -> int:
+        """Append one entry and return its index. A request's final entry goes through `RequestStore.append_final`
+        instead, which ends the request's state in the same step."""
+        return int(self._append(keys=[self.stream, self.counter], args=[data, encode_tags(tags)]))
 
     def read(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
         """Up to `count` entries from `start_index` on, in order."""
@@ -132,7 +96,7 @@ class Sink:
 
     def last_index(self) -> int:
         """Index of the newest entry ever appended (0 if none): entries after it are new."""
-        value: Any = self._redis.get(self._counter)
+        value: Any = self._redis.get(self.counter)
         return int(value or 0)
 
     def wait(self, after_index: int, block_ms: int, count: int = 100) -> list[SinkEntry]:
@@ -142,49 +106,3 @@ class Sink:
 
     def length(self) -> int:
         return int(self._redis.xlen(self.stream))
-
-
-class RoutedSink(Sink):
-    """The worker's sink: each entry goes to the output queue of the front end its request came from.
-
-    The front end is read once per request from the request's state (`frontend`, set at put); requests without
-    one belong to the service's own front end. Reads (`read`, `get`, ...) are those of the service's own sink.
-    """
-
-    def __init__(self, client: redis.Redis, service: str) -> None:
-        super().__init__(client, service)
-        self._sinks: dict[str, Sink] = {service: self}
-        self._routes: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()  # query tasks run in threads
-
-    def append(
-        self, data: bytes, tags: Mapping[str, str], *, then: HashUpdate | None = None, input_stream: str | None = None
-    ) -> int:
-        """Append to the request's front end; an update that ends the request (sets finished_at) also takes it off
-        that front end's input queue."""
-        frontend = self.frontend_of(tags.get("requestId"))
-        ends_request = then is not None and "finished_at" in then.fields
-        leaving = keys.input_stream(self.service, frontend) if ends_request else input_stream
-        return Sink.append(self._sink_for(frontend), data, tags, then=then, input_stream=leaving)
-
-    def frontend_of(self, request_id: str | None) -> str:
-        """The front end a request came from (cached); the service's own one when unknown."""
-        if not request_id:
-            return self.service
-        with self._lock:
-            if request_id in self._routes:
-                self._routes.move_to_end(request_id)
-                return self._routes[request_id]
-        raw: Any = self._redis.hget(keys.request_state(self.service, request_id), "frontend")
-        frontend = raw.decode() if raw else self.service
-        with self._lock:
-            self._routes[request_id] = frontend
-            while len(self._routes) > _ROUTE_CACHE_SIZE:
-                self._routes.popitem(last=False)
-        return frontend
-
-    def _sink_for(self, frontend: str) -> Sink:
-        with self._lock:
-            if frontend not in self._sinks:
-                self._sinks[frontend] = Sink(self._redis, self.service, frontend=frontend)
-            return self._sinks[frontend]

@@ -1,20 +1,57 @@
-"""Request state in Redis: queued -> running (on which worker) -> done / failed / cancelled, with timestamps."""
+"""Request state in Redis: queued -> running (on which worker) -> done / failed / cancelled, with timestamps.
+
+This module is the one owner of a request's state hash (keys.request_state): it names its fields (Field) and
+holds every Lua script that touches it (the state_*.lua files beside it), so no other module spells either.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import redis
+from redis import asyncio as aioredis
 
 from scalablejob import keys
 from scalablejob.errors import RequestError
-from scalablejob.sink import HashUpdate, encode_tags
+from scalablejob.lua import lua_script
+from scalablejob.sink import Sink, SinkEntry, encode_tags
 
 FINISHED_STATE_TTL_S = 7 * 24 * 3600  # finished requests stay searchable for a week, then Redis forgets them
+
+
+class Field:
+    """The fields of a request's state hash, each named like the RequestState attribute it fills; the Lua scripts
+    beside this module use the same names."""
+
+    REQUEST_ID = "request_id"
+    INDEX = "index"  # the request's input index: its item in the front end's input queue is <index>-0
+    TASK_TYPE = "task_type"
+    STATUS = "status"
+    QUEUED_AT = "queued_at"
+    STARTED_AT = "started_at"
+    FINISHED_AT = "finished_at"
+    WORKER = "worker"
+    PROGRESS = "progress"
+    MESSAGE = "message"
+    EXIT_CODE = "exit_code"
+    RESULT_INDEX = "result_index"
+    ERROR = "error"
+    RETRIES = "retries"
+    LOG_INDEX = "log_index"
+    CANCEL_REQUESTED = "cancel_requested"
+    FRONTEND = "frontend"
+    SINK_FROM = "sink_from"
+
+
+_TEXT_FIELDS = (Field.REQUEST_ID, Field.TASK_TYPE, Field.WORKER, Field.MESSAGE, Field.ERROR, Field.FRONTEND)
+_FLOAT_FIELDS = (Field.QUEUED_AT, Field.STARTED_AT, Field.FINISHED_AT, Field.PROGRESS)
+_INTEGER_FIELDS = (
+    Field.INDEX, Field.EXIT_CODE, Field.RESULT_INDEX, Field.RETRIES, Field.LOG_INDEX, Field.SINK_FROM,
+)  # fmt: skip
 
 
 class RequestStatus(str, Enum):
@@ -29,7 +66,13 @@ class RequestStatus(str, Enum):
         return self in (RequestStatus.DONE, RequestStatus.FAILED, RequestStatus.CANCELLED)
 
 
-_INTEGER_FIELDS = ("exit_code", "result_index", "retries", "log_index")
+@dataclass(frozen=True)
+class StateUpdate:
+    """Fields to set in a request's state hash, then expire it after `ttl_s`."""
+
+    key: str
+    fields: Mapping[str, str | int | float]
+    ttl_s: int
 
 
 @dataclass(frozen=True)
@@ -53,58 +96,16 @@ class RequestState:
     log_index: int | None = None  # sink index of the request's first log or progress entry
     cancel_requested: bool = False
     frontend: str | None = None  # the front end the request came through (None: the service's own)
+    sink_from: int = 0  # its front end's last output index when it was put: every entry of it comes after
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> RequestState:
+    def from_hash(cls, raw: Mapping[bytes, bytes]) -> RequestState:
         text = {k.decode(): v.decode() for k, v in raw.items()}
-        number = {name: float(text[name]) for name in ("started_at", "finished_at", "progress") if name in text}
-        whole = {name: int(text[name]) for name in _INTEGER_FIELDS if name in text}
-        return cls(
-            request_id=text["request_id"],
-            index=int(text["index"]),
-            task_type=text["task_type"],
-            status=RequestStatus(text["status"]),
-            queued_at=float(text["queued_at"]),
-            worker=text.get("worker"),
-            message=text.get("message"),
-            error=text.get("error"),
-            cancel_requested=text.get("cancel_requested") == "1",
-            frontend=text.get("frontend"),
-            **number,  # type: ignore[arg-type]
-            **whole,  # type: ignore[arg-type]
-        )
-
-
-# A new queued request (0 if its id is in use), mirrored into its front end's input stream (KEYS[4]) under id
-# <index>-0, so the queue protocol can read, watch and count waiting requests; the worker's final sink append
-# removes it again.
-# `sink_from` is the last index of the front end's output queue (KEYS[5]) now: every entry of this request comes
-# after it, so a search of the output queue by request id starts there instead of at the beginning.
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local index = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
-           'status', 'queued', 'queued_at', ARGV[3], 'sink_from', redis.call('GET', KEYS[5]) or 0)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'frontend', ARGV[4]) end
-redis.call('HSET', KEYS[3], index, ARGV[1])
-redis.call('XADD', KEYS[4], index .. '-0', 'data', ARGV[5], 'tags', ARGV[6])
-return index
-"""
-
-# Updates never recreate a request that is gone (expired, discarded): they touch only an existing hash.
-_UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return 1
-"""
-
-_REQUEUE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'message', ARGV[1])
-redis.call('HDEL', KEYS[1], 'worker', 'started_at')
-return redis.call('HINCRBY', KEYS[1], 'retries', 1)
-"""
+        values: dict[str, Any] = {name: text[name] for name in _TEXT_FIELDS if name in text}
+        values.update({name: float(text[name]) for name in _FLOAT_FIELDS if name in text})
+        values.update({name: int(text[name]) for name in _INTEGER_FIELDS if name in text})
+        status = RequestStatus(text[Field.STATUS])
+        return cls(status=status, cancel_requested=text.get(Field.CANCEL_REQUESTED) == "1", **values)
 
 
 class RequestStore:
@@ -113,9 +114,10 @@ class RequestStore:
     def __init__(self, client: redis.Redis, service: str) -> None:
         self._redis = client
         self.service = service
-        self._create = client.register_script(_CREATE)
-        self._update_script = client.register_script(_UPDATE)
-        self._requeue = client.register_script(_REQUEUE)
+        self._create = client.register_script(lua_script("state_create.lua"))
+        self._update = client.register_script(lua_script("state_update.lua"))
+        self._requeue = client.register_script(lua_script("state_requeue.lua"))
+        self._finish = client.register_script(lua_script("state_finish.lua"))
 
     def _key(self, request_id: str) -> str:
         return keys.request_state(self.service, request_id)
@@ -148,36 +150,32 @@ class RequestStore:
         self._redis.hdel(keys.input_index_map(self.service), index)
         self._redis.xdel(keys.input_stream(self.service, frontend or self.service), f"{index}-0")
 
-    def apply(self, update: HashUpdate) -> bool:
-        """Apply an update to a request that still exists; False (and no change) if it does not."""
-        pairs = [item for name_value in update.fields.items() for item in name_value]
-        return bool(self._update_script(keys=[update.key], args=[update.ttl_s, *pairs]))
+    def _apply(self, request_id: str, fields: Mapping[str, str | int | float]) -> bool:
+        """Update a request that still exists; False (and no change) if it does not."""
+        return bool(self._update(keys=[self._key(request_id)], args=_pairs(fields)))
 
     def mark_running(self, request_id: str, worker: str, now: float | None = None) -> None:
-        fields: dict[str, str | float] = {
-            "status": RequestStatus.RUNNING.value,
-            "worker": worker,
-            "started_at": _now(now),
-        }
-        self.apply(HashUpdate(self._key(request_id), fields, ttl_s=0))
+        self._apply(
+            request_id, {Field.STATUS: RequestStatus.RUNNING.value, Field.WORKER: worker, Field.STARTED_AT: _now(now)}
+        )
 
     def requeued(self, request_id: str, reason: str) -> None:
         """Back to queued after a worker could not finish it; `retries` counts how often."""
         self._requeue(keys=[self._key(request_id)], args=[reason])
 
     def set_progress(self, request_id: str, fraction: float, message: str = "") -> None:
-        self.apply(HashUpdate(self._key(request_id), {"progress": fraction, "message": message}, ttl_s=0))
+        self._apply(request_id, {Field.PROGRESS: fraction, Field.MESSAGE: message})
 
     def set_log_index(self, request_id: str, index: int) -> None:
         """Remember where the request's log starts in the sink, so `logs` need not scan the whole stream."""
-        self.apply(HashUpdate(self._key(request_id), {"log_index": index}, ttl_s=0))
+        self._apply(request_id, {Field.LOG_INDEX: index})
 
     def request_cancel(self, request_id: str) -> bool:
         """Flag a request for cancellation (its worker polls the flag); False if the request is unknown."""
-        return self.apply(HashUpdate(self._key(request_id), {"cancel_requested": 1}, ttl_s=0))
+        return self._apply(request_id, {Field.CANCEL_REQUESTED: 1})
 
     def cancel_requested(self, request_id: str) -> bool:
-        return self._redis.hget(self._key(request_id), "cancel_requested") == b"1"
+        return self._redis.hget(self._key(request_id), Field.CANCEL_REQUESTED) == b"1"
 
     def finish_update(
         self,
@@ -187,24 +185,68 @@ class RequestStore:
         *,
         exit_code: int | None = None,
         error: str | None = None,
-    ) -> HashUpdate:
-        """The state change that ends a request; `Sink.append(..., then=...)` applies it with the result entry."""
-        fields: dict[str, str | float | int] = {"status": status.value, "finished_at": _now(now)}
-        optional = {"exit_code": exit_code, "error": error}
+    ) -> StateUpdate:
+        """The state change that ends a request; `append_final` makes it together with the request's final entry."""
+        fields: dict[str, str | float | int] = {Field.STATUS: status.value, Field.FINISHED_AT: _now(now)}
+        optional = {Field.EXIT_CODE: exit_code, Field.ERROR: error}
         fields.update({name: value for name, value in optional.items() if value is not None})
-        return HashUpdate(self._key(request_id), fields, FINISHED_STATE_TTL_S)
+        return StateUpdate(self._key(request_id), fields, FINISHED_STATE_TTL_S)
 
-    def finish(self, request_id: str, status: RequestStatus, now: float | None = None, **details: int | str) -> None:
-        """End a request that has no result entry (e.g. cancelled); its state expires after FINISHED_STATE_TTL_S."""
-        self.apply(self.finish_update(request_id, status, now, **details))  # type: ignore[arg-type]
+    def append_final(self, sink: Sink, data: bytes, tags: Mapping[str, str], finished: StateUpdate) -> int:
+        """Append a request's final entry to `sink` (its front end's output queue) and return its index; in the same
+        step its state ends (`finished`, `result_index`) and it leaves that front end's input queue."""
+        input_stream = keys.input_stream(self.service, sink.frontend)
+        args = [data, encode_tags(tags), finished.ttl_s, *_pairs(finished.fields)]
+        return int(self._finish(keys=[sink.stream, sink.counter, finished.key, input_stream], args=args))
 
     def get(self, request_id: str) -> RequestState | None:
         raw: Any = self._redis.hgetall(self._key(request_id))
         return RequestState.from_hash(raw) if raw else None
 
-    def get_by_index(self, index: int) -> RequestState | None:
-        request_id: Any = self._redis.hget(keys.input_index_map(self.service), index)
-        return self.get(request_id.decode()) if request_id else None
+    def require(self, request_id: str) -> RequestState:
+        """The state of a request that must exist: a RequestError names the request and the service otherwise."""
+        state = self.get(request_id)
+        if state is None:
+            raise RequestError(f"requestId {request_id!r} is unknown to service {self.service}")
+        return state
+
+
+class FrontEndRequests:
+    """One front end's view of its requests' states, on redis.asyncio: another front end's request is unknown here."""
+
+    def __init__(self, client: aioredis.Redis, service: str, frontend: str) -> None:
+        self._redis = client
+        self.service = service
+        self.frontend = frontend
+        self._input = keys.input_stream(service, frontend)
+        self._withdraw = client.register_script(lua_script("state_withdraw.lua"))
+
+    async def get(self, request_id: str) -> RequestState | None:
+        """The request's state, if it came through this front end."""
+        raw: Any = await self._redis.hgetall(keys.request_state(self.service, request_id))
+        state = RequestState.from_hash(raw) if raw else None
+        if state is None or (state.frontend or self.service) != self.frontend:  # none: the service's own front end
+            return None
+        return state
+
+    async def at_index(self, index: int) -> RequestState | None:
+        """The state of the request with this input index, if it came through this front end."""
+        request_id: Any = await self._redis.hget(keys.input_index_map(self.service), index)
+        return await self.get(request_id.decode()) if request_id else None
+
+    async def withdraw(self, items: Sequence[SinkEntry]) -> int:
+        """Take items off the front end's input queue and, in the same step, flag each of their requests that has not
+        ended for cancellation; returns how many items were removed."""
+        if not items:
+            return 0
+        states = [keys.request_state(self.service, item.request_id) for item in items if item.request_id]
+        ids = [f"{item.index}-0" for item in items]
+        return int(await self._withdraw(keys=[self._input, *states], args=ids))
+
+
+def _pairs(fields: Mapping[str, str | int | float]) -> list[str | int | float]:
+    """Hash fields as the flat name, value, ... arguments that HSET takes."""
+    return [item for name_value in fields.items() for item in name_value]
 
 
 def _new_index(index: Any, request_id: str) -> int:

@@ -15,7 +15,7 @@ from scalablejob.config import ScalableJobConfig
 from scalablejob.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.job import QueryContext
 from scalablejob.routing import TaskType
-from scalablejob.sink import EntryType, RoutedSink, entry_tags
+from scalablejob.sink import EntryType, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
 from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
 from scalablejob.workers.joblog import JobLog
@@ -64,24 +64,35 @@ class WorkerRuntime:
         container_env: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
-        self.sink = RoutedSink(client, service)  # each result and log line to its request's front end
+        self._redis = client
+        self._sinks: dict[str, Sink] = {}  # one per front end name: the output queues this worker wrote to
         self.requests = RequestStore(client, service)
         self.query_runner = query_runner or _no_query_runner(service)
         self.settings = settings or ScalableJobConfig()
         self.container_env = dict(container_env or {})
 
-    def run_command(self, request_id: str, body: bytes, tags: Mapping[str, str], worker: str) -> RequestStatus:
-        """Run a command request to its end, streaming its output; returns how it ended."""
-        if self._cancelled_before_start(request_id, TaskType.COMMAND):
+    def sink_for(self, frontend: str | None) -> Sink:
+        """The output queue of the front end a request came through (None: the service's own)."""
+        name = frontend or self.service
+        if name not in self._sinks:  # a race between query threads only builds the same Sink twice
+            self._sinks[name] = Sink(self._redis, self.service, frontend=name)
+        return self._sinks[name]
+
+    def run_command(
+        self, request_id: str, body: bytes, tags: Mapping[str, str], worker: str, frontend: str | None = None
+    ) -> RequestStatus:
+        """Run a command request to its end, streaming its output to `frontend`'s sink; returns how it ended."""
+        sink = self.sink_for(frontend)
+        if self._cancelled_before_start(sink, request_id, TaskType.COMMAND):
             return RequestStatus.CANCELLED
         self.requests.mark_running(request_id, worker)
         try:
             argv = parse_argv(body, shell=self.settings.shell)
             env = command_env(os.environ, self.container_env, tags, self.settings.request_env)
         except RequestError as exc:
-            self._fail(request_id, TaskType.COMMAND, str(exc))
+            self._fail(sink, request_id, TaskType.COMMAND, str(exc))
             raise
-        log = self._job_log(request_id, TaskType.COMMAND)
+        log = self._job_log(sink, request_id, TaskType.COMMAND)
         outcome = run_command(
             argv, cwd=self.settings.working_dir, env=env, on_line=log.line,
             should_stop=lambda: "cancelled" if self.requests.cancel_requested(request_id) else None,
@@ -94,7 +105,7 @@ class WorkerRuntime:
             **log.summary_tags(),
         )  # fmt: skip
         finished = self.requests.finish_update(request_id, status, exit_code=outcome.exit_code, error=error)
-        self.sink.append(outcome.output_tail, tags_out, then=finished)
+        self.requests.append_final(sink, outcome.output_tail, tags_out, finished)
         return status
 
     def _command_status(self, outcome: CommandOutcome) -> tuple[RequestStatus, str | None]:
@@ -106,49 +117,53 @@ class WorkerRuntime:
             return RequestStatus.FAILED, f"command exited with code {outcome.exit_code}"
         return RequestStatus.DONE, None
 
-    def _job_log(self, request_id: str, task_type: TaskType) -> JobLog:
+    def _job_log(self, sink: Sink, request_id: str, task_type: TaskType) -> JobLog:
         return JobLog(
-            self.sink, self.requests, request_id, task_type.value,
+            sink, self.requests, request_id, task_type.value,
             to_queue=self.settings.write_log_to_queue(task_type), cap_bytes=self.settings.log_cap_bytes,
         )  # fmt: skip
 
-    def _cancelled_before_start(self, request_id: str, task_type: TaskType) -> bool:
+    def _cancelled_before_start(self, sink: Sink, request_id: str, task_type: TaskType) -> bool:
         """A request cancelled while queued never runs."""
         if not self.requests.cancel_requested(request_id):
             return False
-        end_cancelled(self.sink, self.requests, request_id, task_type.value)
+        end_cancelled(sink, self.requests, request_id, task_type.value)
         return True
 
-    def run_query(self, request_id: str, body: bytes, tags: dict[str, str], worker: str) -> None:
-        """Answer a query request; a handler error becomes an `error` entry and HandlerError."""
-        if self._cancelled_before_start(request_id, TaskType.QUERY):
+    def run_query(
+        self, request_id: str, body: bytes, tags: dict[str, str], worker: str, frontend: str | None = None
+    ) -> None:
+        """Answer a query request to `frontend`'s sink; a handler error becomes an `error` entry and HandlerError."""
+        sink = self.sink_for(frontend)
+        if self._cancelled_before_start(sink, request_id, TaskType.QUERY):
             return
         self.requests.mark_running(request_id, worker)
         context = QueryContext(
-            request_id, tags, self._job_log(request_id, TaskType.QUERY).progress,
+            request_id, tags, self._job_log(sink, request_id, TaskType.QUERY).progress,
             is_cancelled=lambda: self.requests.cancel_requested(request_id),
         )  # fmt: skip
         try:
             data = response_body(self.query_runner(body, context))
         except HandlerError as exc:
-            self._fail(request_id, TaskType.QUERY, str(exc))
+            self._fail(sink, request_id, TaskType.QUERY, str(exc))
             raise
         except ModelServerError:
             raise  # the server, not the request, failed: the task goes back on the queue
         except Exception as exc:
             logger.exception("query handler failed on request %s", request_id)
-            self._fail(request_id, TaskType.QUERY, f"{type(exc).__name__}: {exc}")
+            self._fail(sink, request_id, TaskType.QUERY, f"{type(exc).__name__}: {exc}")
             raise HandlerError(f"query handler raised {type(exc).__name__}: {exc}") from exc
         if self.requests.cancel_requested(request_id):  # whatever it answered, the client no longer wants it
-            end_cancelled(self.sink, self.requests, request_id, TaskType.QUERY.value, WHILE_RUNNING)
+            end_cancelled(sink, self.requests, request_id, TaskType.QUERY.value, WHILE_RUNNING)
             return
         finished = self.requests.finish_update(request_id, RequestStatus.DONE)
-        self.sink.append(data, entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT), then=finished)
+        self.requests.append_final(sink, data, entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT), finished)
 
     def requeued(self, request_id: str, reason: str) -> None:
         """Record that a request went back on its queue (its worker could not run it)."""
         self.requests.requeued(request_id, reason)
 
-    def _fail(self, request_id: str, task_type: TaskType, error: str) -> None:
+    def _fail(self, sink: Sink, request_id: str, task_type: TaskType, error: str) -> None:
         finished = self.requests.finish_update(request_id, RequestStatus.FAILED, error=error)
-        self.sink.append(error.encode("utf-8"), entry_tags(request_id, task_type.value, EntryType.ERROR), then=finished)
+        tags = entry_tags(request_id, task_type.value, EntryType.ERROR)
+        self.requests.append_final(sink, error.encode("utf-8"), tags, finished)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from conftest import max_overlap, python_command, service_config
-from scalablejob import RequestError, RequestStatus, TaskTypeError
+from scalablejob import JobClient, RequestError, RequestStatus, TaskTypeError, keys
 from scalablejob.celery_app import service_queues
-from scalablejob.queues import queue_depth
+from scalablejob.queues import priority_lists, queue_depth
+from scalablejob.routing import TaskType, queue_for
+from scalablejob.sink import Sink
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -109,3 +114,22 @@ def test_a_bad_priority_tag_is_refused(client_for, redis_client):
     with pytest.raises(RequestError, match=r"_priority_ 'high': expected 0 .* or 1"):
         client_for("e2e").put(b"{}", {"taskType": "query", "_priority_": "high"})
     assert redis_client.keys("*") == []
+
+
+def test_the_return_address_travels_with_the_task(start_worker, redis_url, redis_client):
+    # given a request put through front end web before any worker runs
+    with JobClient("e2e", redis_url, frontend="web") as client:
+        _, request_id = client.put(b"{}", {"taskType": "query"})
+        lists = priority_lists(queue_for("e2e", TaskType.QUERY))
+        [message] = [json.loads(raw) for key in lists for raw in redis_client.lrange(key, 0, -1)]
+
+        # then its message names web, so no worker need ask Redis where the request came from
+        assert message["headers"]["id"] == request_id
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        assert kwargs == {"frontend": "web"}
+
+        # when a worker runs it, the result reaches web's output queue, not the service's own
+        start_worker(service_config("e2e"))
+        assert client.result(request_id, timeout=30).type == "result"
+        assert Sink(redis_client, "e2e").length() == 0
+        assert redis_client.xlen(keys.input_stream("e2e", "web")) == 0

@@ -6,20 +6,9 @@ import fakeredis
 import pytest
 
 from scalablejob import keys
-from scalablejob.sink import (
-    EntryType,
-    HashUpdate,
-    RoutedSink,
-    Sink,
-    SinkEntry,
-    decode_entry,
-    encode_tags,
-    entry_tags,
-)
-from scalablejob.state import RequestStatus, RequestStore
+from scalablejob.sink import EntryType, Sink, SinkEntry, decode_entry, encode_tags, entry_tags
 
 WAIT_MS = 20  # how long a wait that should find nothing blocks
-DONE = RequestStatus.DONE
 
 
 @pytest.fixture
@@ -74,33 +63,7 @@ def test_each_service_has_its_own_stream_and_indexes(client: fakeredis.FakeRedis
     assert [entry.data for entry in other.read()] == [b"x"]
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [{}, {"status": "done"}, {"status": "failed", "exit_code": 3, "finished_at": 1.5, "error": "ünï"}],
-    ids=["no-fields", "one-field", "several-fields"],
-)
-def test_append_then_sets_the_hash_with_the_entry_index_and_expires_it(
-    client: fakeredis.FakeRedis, sink: Sink, fields: dict[str, str | int | float]
-) -> None:
-    fill(sink, 2)
-    client.hset("request:r1", mapping={"status": "running", "worker": "w1"})
-
-    index = sink.append(b"result", {"requestId": "r1"}, then=HashUpdate("request:r1", fields, 60))
-
-    assert index == 3
-    assert client.hgetall("request:r1") == {
-        b"worker": b"w1",
-        b"status": b"running",
-        **{name.encode(): str(value).encode() for name, value in fields.items()},
-        b"result_index": b"3",
-    }
-    assert 0 < client.ttl("request:r1") <= 60
-    entry = sink.get(3)
-    assert entry is not None
-    assert entry.data == b"result"
-
-
-def test_append_without_then_touches_no_hash(client: fakeredis.FakeRedis, sink: Sink) -> None:
+def test_append_touches_only_the_stream_and_its_counter(client: fakeredis.FakeRedis, sink: Sink) -> None:
     sink.append(b"x", {})
 
     assert sorted(client.keys()) == sorted([sink.stream.encode(), keys.sink_index_counter("svc").encode()])
@@ -225,7 +188,7 @@ def test_encode_tags_is_compact_json_of_strings() -> None:
     assert encode_tags({"a": "1", "b": "x y"}) == b'{"a":"1","b":"x y"}'
 
 
-# ---- Front ends: one output queue each; the worker's RoutedSink writes to the request's one -----------------
+# ---- Front ends: one output queue each ----------------------------------------------------------------------
 
 
 def test_each_front_end_has_its_own_output_queue_and_indexes(client: fakeredis.FakeRedis) -> None:
@@ -233,33 +196,3 @@ def test_each_front_end_has_its_own_output_queue_and_indexes(client: fakeredis.F
     assert (own.stream, web.stream) == ("svc/sink", "svc/web/sink")
     assert [own.append(b"a", {}), web.append(b"b", {}), web.append(b"c", {})] == [1, 1, 2]
     assert [e.data for e in Sink(client, "svc").read()] == [b"a"] and web.last_index() == 2
-
-
-def _queued(client: fakeredis.FakeRedis, request_id: str, frontend: str) -> int:
-    tags = {"requestId": request_id, "taskType": "query"}
-    return RequestStore(client, "svc").create(request_id, "query", frontend=frontend, data=b"in", tags=tags)
-
-
-def test_a_routed_sink_writes_each_entry_to_its_requests_front_end(client: fakeredis.FakeRedis) -> None:
-    _queued(client, "r-web", "web")
-    routed = RoutedSink(client, "svc")
-
-    routed.append(b"log", entry_tags("r-web", "query", EntryType.LOG))
-    routed.append(b"other", entry_tags("unknown", "query", EntryType.LOG))
-
-    assert [e.data for e in Sink(client, "svc", frontend="web").read()] == [b"log"]
-    assert [e.data for e in Sink(client, "svc").read()] == [b"other"]  # no known front end: the service's own
-
-
-def test_a_routed_final_entry_ends_the_request_and_takes_it_off_its_input_queue(client: fakeredis.FakeRedis) -> None:
-    index = _queued(client, "r1", "web")
-    store = RequestStore(client, "svc")
-    routed = RoutedSink(client, "svc")
-    routed.append(b"50%", entry_tags("r1", "query", EntryType.PROGRESS))
-    assert client.xlen(keys.input_stream("svc", "web")) == 1  # not finished: still waiting in the input queue
-
-    result = routed.append(b"ok", entry_tags("r1", "query", EntryType.RESULT), then=store.finish_update("r1", DONE))
-
-    state = store.get("r1")
-    assert state is not None and (state.status, state.result_index, state.frontend) == (DONE, result, "web")
-    assert client.xrange(keys.input_stream("svc", "web"), f"{index}-0", f"{index}-0") == []

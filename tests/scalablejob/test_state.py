@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import fakeredis
 import pytest
 
 from scalablejob import keys
 from scalablejob.errors import RequestError
-from scalablejob.sink import HashUpdate, Sink, encode_tags
-from scalablejob.state import FINISHED_STATE_TTL_S, RequestState, RequestStatus, RequestStore
+from scalablejob.sink import EntryType, Sink, SinkEntry, encode_tags, entry_tags
+from scalablejob.state import (
+    FINISHED_STATE_TTL_S,
+    FrontEndRequests,
+    RequestState,
+    RequestStatus,
+    RequestStore,
+    StateUpdate,
+)
 
 T0 = 1_700_000_000.0
+T = TypeVar("T")
+Ask = Callable[[FrontEndRequests], Coroutine[Any, Any, T]]
 
 
 @pytest.fixture
-def client() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def client(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
 
 
 @pytest.fixture
@@ -25,10 +41,35 @@ def store(client: fakeredis.FakeRedis) -> RequestStore:
     return RequestStore(client, "svc")
 
 
+@pytest.fixture
+def sink(client: fakeredis.FakeRedis) -> Sink:
+    return Sink(client, "svc")
+
+
 def state_of(store: RequestStore, request_id: str) -> RequestState:
     state = store.get(request_id)
     assert state is not None, f"no state for {request_id}"
     return state
+
+
+def as_front_end(server: fakeredis.FakeServer, frontend: str, ask: Ask[T]) -> T:
+    """What front end `frontend` of service svc (on redis.asyncio, as the front end runs) answers."""
+
+    async def run() -> T:
+        async with fakeredis.FakeAsyncRedis(server=server) as async_client:
+            return await ask(FrontEndRequests(async_client, "svc", frontend))
+
+    return asyncio.run(run())
+
+
+def at_index(server: fakeredis.FakeServer, index: int, frontend: str = "svc") -> RequestState | None:
+    return as_front_end(server, frontend, lambda requests: requests.at_index(index))
+
+
+def finish(store: RequestStore, sink: Sink, request_id: str, status: RequestStatus, **details: Any) -> int:
+    """End a request as a worker does: its final entry and its end state in one step; returns the entry's index."""
+    finished = store.finish_update(request_id, status, now=T0 + 9, **details)
+    return store.append_final(sink, b"tail", entry_tags(request_id, "command", EntryType.RESULT), finished)
 
 
 def test_create_returns_increasing_indexes_from_one(store: RequestStore) -> None:
@@ -61,13 +102,13 @@ def test_each_service_has_its_own_indexes(client: fakeredis.FakeRedis, store: Re
     assert other.get("r1") is not None
 
 
-def test_discard_forgets_the_request_and_its_index(store: RequestStore) -> None:
+def test_discard_forgets_the_request_and_its_index(server: fakeredis.FakeServer, store: RequestStore) -> None:
     index = store.create("r1", "query", now=T0)
 
     store.discard("r1", index)
 
     assert store.get("r1") is None
-    assert store.get_by_index(index) is None
+    assert at_index(server, index) is None
 
 
 def test_discard_frees_the_request_id_but_not_the_index(store: RequestStore) -> None:
@@ -109,36 +150,55 @@ def test_set_progress_records_the_fraction_and_message(store: RequestStore) -> N
         (RequestStatus.CANCELLED, {}, {"exit_code": None, "error": None}),
     ],
 )
-def test_finish_records_the_outcome_and_end_time(
-    store: RequestStore, status: RequestStatus, details: dict[str, int | str], expected: dict[str, object]
+def test_the_final_entry_records_the_outcome_and_end_time(
+    store: RequestStore,
+    sink: Sink,
+    status: RequestStatus,
+    details: dict[str, int | str],
+    expected: dict[str, object],
 ) -> None:
     store.create("r1", "command", now=T0)
     store.mark_running("r1", "w1", now=T0 + 1)
 
-    store.finish("r1", status, now=T0 + 9, **details)
+    index = finish(store, sink, "r1", status, **details)
 
     state = state_of(store, "r1")
     assert state.status is status
-    assert (state.started_at, state.finished_at, state.result_index) == (T0 + 1, T0 + 9, None)
+    assert (state.started_at, state.finished_at, state.result_index) == (T0 + 1, T0 + 9, index)
     assert {name: getattr(state, name) for name in expected} == expected
 
 
-def test_finish_update_applied_with_the_result_entry_records_its_index(
-    client: fakeredis.FakeRedis, store: RequestStore
+def test_the_final_entry_goes_to_the_sink_with_its_index_in_the_state(
+    client: fakeredis.FakeRedis, store: RequestStore, sink: Sink
 ) -> None:
-    sink = Sink(client, "svc")
     sink.append(b"a log line", {"requestId": "r1"})
     store.create("r1", "command", now=T0)
     store.mark_running("r1", "w1", now=T0 + 1)
 
     update = store.finish_update("r1", RequestStatus.FAILED, now=T0 + 9, exit_code=3, error="exit 3")
-    index = sink.append(b"tail", {"requestId": "r1"}, then=update)
+    index = store.append_final(sink, b"tail", {"requestId": "r1"}, update)
 
     assert index == 2
+    assert sink.get(index) == SinkEntry(index=2, data=b"tail", tags={"requestId": "r1"})
     state = state_of(store, "r1")
     assert (state.status, state.result_index, state.exit_code, state.error) == (RequestStatus.FAILED, 2, 3, "exit 3")
     assert state.finished_at == T0 + 9
     assert 0 < client.ttl(keys.request_state("svc", "r1")) <= FINISHED_STATE_TTL_S
+
+
+def test_the_final_entry_of_a_request_that_is_gone_is_written_but_does_not_recreate_it(
+    client: fakeredis.FakeRedis, store: RequestStore, sink: Sink
+) -> None:
+    # given a request whose state expired (or was discarded) while its task still ran
+    update = store.finish_update("gone", RequestStatus.DONE, now=T0)
+
+    # when its worker writes the result
+    index = store.append_final(sink, b"late", {"requestId": "gone"}, update)
+
+    # then the reader of the sink gets it, and the store does not claim to know the request
+    assert [(entry.index, entry.data) for entry in sink.read()] == [(index, b"late")]
+    assert store.get("gone") is None
+    assert client.exists(keys.request_state("svc", "gone")) == 0
 
 
 def test_finish_update_describes_the_change_without_making_it(store: RequestStore) -> None:
@@ -146,7 +206,7 @@ def test_finish_update_describes_the_change_without_making_it(store: RequestStor
 
     update = store.finish_update("r1", RequestStatus.DONE, now=T0 + 2)
 
-    assert update == HashUpdate(
+    assert update == StateUpdate(
         keys.request_state("svc", "r1"), {"status": "done", "finished_at": T0 + 2}, FINISHED_STATE_TTL_S
     )
     assert state_of(store, "r1").status is RequestStatus.QUEUED
@@ -157,12 +217,12 @@ def test_only_done_failed_and_cancelled_are_finished(status: RequestStatus) -> N
     assert status.finished is (status in {RequestStatus.DONE, RequestStatus.FAILED, RequestStatus.CANCELLED})
 
 
-def test_finished_state_expires_after_the_ttl(client: fakeredis.FakeRedis, store: RequestStore) -> None:
+def test_finished_state_expires_after_the_ttl(client: fakeredis.FakeRedis, store: RequestStore, sink: Sink) -> None:
     store.create("r1", "query", now=T0)
     key = keys.request_state("svc", "r1")
     assert client.ttl(key) == -1  # a live request never expires
 
-    store.finish("r1", RequestStatus.DONE, now=T0 + 1)
+    finish(store, sink, "r1", RequestStatus.DONE)
 
     assert 0 < client.ttl(key) <= FINISHED_STATE_TTL_S
     assert client.ttl(key) > FINISHED_STATE_TTL_S - 60
@@ -182,51 +242,74 @@ def test_requeued_goes_back_to_queued_counting_retries(store: RequestStore) -> N
     assert (state.index, state.queued_at) == (1, T0)
 
 
-def test_get_by_index_finds_the_request(store: RequestStore) -> None:
+def test_a_front_end_finds_its_request_by_index(server: fakeredis.FakeServer, store: RequestStore) -> None:
     store.create("r1", "query", now=T0)
     index = store.create("r2", "command", now=T0 + 1)
 
-    state = store.get_by_index(index)
+    state = at_index(server, index)
     assert state is not None
     assert (state.request_id, state.index, state.task_type) == ("r2", index, "command")
 
 
 @pytest.mark.parametrize("index", [0, 2, 99])
-def test_get_by_an_unknown_index_is_none(store: RequestStore, index: int) -> None:
+def test_a_front_end_finds_nothing_at_an_unknown_index(
+    server: fakeredis.FakeServer, store: RequestStore, index: int
+) -> None:
     store.create("r1", "query", now=T0)
 
-    assert store.get_by_index(index) is None
+    assert at_index(server, index) is None
+
+
+def test_another_front_ends_request_is_unknown_here(server: fakeredis.FakeServer, store: RequestStore) -> None:
+    index = store.create("r1", "query", frontend="web", data=b"", tags={}, now=T0)
+
+    assert at_index(server, index, "web") is not None
+    assert (at_index(server, index, "svc"), at_index(server, index, "app")) == (None, None)
+    assert as_front_end(server, "app", lambda requests: requests.get("r1")) is None
 
 
 def test_get_of_an_unknown_request_id_is_none(store: RequestStore) -> None:
     assert store.get("nope") is None
 
 
+def test_require_of_an_unknown_request_id_raises_naming_it_and_the_service(store: RequestStore) -> None:
+    with pytest.raises(RequestError, match=r"^requestId 'nope' is unknown to service svc$"):
+        store.require("nope")
+
+
+def test_require_returns_the_state_of_a_known_request(store: RequestStore) -> None:
+    store.create("r1", "query", now=T0)
+
+    assert store.require("r1") == state_of(store, "r1")
+
+
 @pytest.mark.parametrize(
     "update",
     [
-        lambda store: store.mark_running("ghost", "w1", now=T0),
-        lambda store: store.set_progress("ghost", 0.5, "half"),
-        lambda store: store.finish("ghost", RequestStatus.DONE, now=T0),
-        lambda store: store.requeued("ghost", "worker died"),
+        lambda store, sink: store.mark_running("ghost", "w1", now=T0),
+        lambda store, sink: store.set_progress("ghost", 0.5, "half"),
+        lambda store, sink: store.set_log_index("ghost", 3),
+        lambda store, sink: store.request_cancel("ghost"),
+        lambda store, sink: finish(store, sink, "ghost", RequestStatus.DONE),
+        lambda store, sink: store.requeued("ghost", "worker died"),
     ],
-    ids=["mark_running", "set_progress", "finish", "requeued"],
+    ids=["mark_running", "set_progress", "set_log_index", "request_cancel", "append_final", "requeued"],
 )
 def test_an_update_to_an_unknown_request_leaves_it_unknown(
-    store: RequestStore, update: Callable[[RequestStore], None]
+    store: RequestStore, sink: Sink, update: Callable[[RequestStore, Sink], None]
 ) -> None:
     # given a request whose state was discarded (or expired) while its task still ran
     store.discard("ghost", store.create("ghost", "query", now=T0))
 
     # when the worker reports on it
-    update(store)
+    update(store, sink)
 
     # then the store does not claim to know it, nor fail on it
     assert store.get("ghost") is None
 
 
 def test_a_request_put_through_a_front_end_is_mirrored_into_its_input_queue(
-    client: fakeredis.FakeRedis, store: RequestStore
+    server: fakeredis.FakeServer, client: fakeredis.FakeRedis, store: RequestStore
 ) -> None:
     tags = {"requestId": "r1", "taskType": "query", "user": "x"}
     index = store.create("r1", "query", frontend="web", data=b"body", tags=tags, now=T0)
@@ -235,14 +318,63 @@ def test_a_request_put_through_a_front_end_is_mirrored_into_its_input_queue(
     assert (stream_id, fields[b"data"], fields[b"tags"]) == (f"{index}-0".encode(), b"body", encode_tags(tags))
     state = state_of(store, "r1")
     assert (state.frontend, state.status, state.index) == ("web", RequestStatus.QUEUED, index)
-    assert store.get_by_index(index) == state
+    assert at_index(server, index, "web") == state
     with pytest.raises(RequestError, match="already in use"):
         store.create("r1", "query", frontend="web", data=b"", tags={}, now=T0)
 
 
 def test_a_request_whose_enqueue_failed_is_forgotten_with_its_input_queue_entry(
-    client: fakeredis.FakeRedis, store: RequestStore
+    server: fakeredis.FakeServer, client: fakeredis.FakeRedis, store: RequestStore
 ) -> None:
     index = store.create("r1", "query", frontend="web", data=b"body", tags={}, now=T0)
     store.discard("r1", index, "web")
-    assert (store.get("r1"), store.get_by_index(index), client.xlen(keys.input_stream("svc", "web"))) == (None, None, 0)
+    assert (store.get("r1"), at_index(server, index, "web")) == (None, None)
+    assert client.xlen(keys.input_stream("svc", "web")) == 0
+
+
+def test_the_final_entry_goes_to_its_front_ends_sink_and_takes_the_request_off_its_input_queue(
+    client: fakeredis.FakeRedis, store: RequestStore
+) -> None:
+    store.create("r1", "query", frontend="web", data=b"in", tags={}, now=T0)
+    other = store.create("r2", "query", frontend="web", data=b"in", tags={}, now=T0)
+    web = Sink(client, "svc", frontend="web")
+    web.append(b"50%", entry_tags("r1", "query", EntryType.PROGRESS))
+    assert client.xlen(keys.input_stream("svc", "web")) == 2  # not finished: still waiting in the input queue
+
+    result = finish(store, web, "r1", RequestStatus.DONE)
+
+    state = state_of(store, "r1")
+    assert (state.status, state.result_index, state.frontend) == (RequestStatus.DONE, result, "web")
+    assert [entry.data for entry in web.read()] == [b"50%", b"tail"]
+    remaining = client.xrange(keys.input_stream("svc", "web"))
+    assert [stream_id for stream_id, _ in remaining] == [f"{other}-0".encode()]  # r1 left, r2 waits
+    assert Sink(client, "svc").length() == 0  # nothing went to the service's own output queue
+
+
+def test_a_request_remembers_where_its_output_can_start(client: fakeredis.FakeRedis, store: RequestStore) -> None:
+    web = Sink(client, "svc", frontend="web")
+    web.append(b"earlier", {})
+    web.append(b"earlier", {})
+
+    store.create("r1", "query", frontend="web", data=b"", tags={}, now=T0)
+
+    assert state_of(store, "r1").sink_from == 2
+
+
+def test_withdrawing_input_items_flags_the_requests_that_have_not_ended(
+    server: fakeredis.FakeServer, client: fakeredis.FakeRedis, store: RequestStore
+) -> None:
+    # given three requests of front end web: queued, running, and done
+    indexes = [store.create(f"r{n}", "query", frontend="web", data=b"", tags={}, now=T0) for n in range(3)]
+    store.mark_running("r1", "w1", now=T0)
+    finish(store, Sink(client, "svc", frontend="web"), "r2", RequestStatus.DONE)
+    items = [SinkEntry(index, b"", {"requestId": f"r{n}"}) for n, index in enumerate(indexes)]
+
+    # when the front end withdraws their items
+    removed = as_front_end(server, "web", lambda requests: requests.withdraw(items))
+
+    # then the items still waiting leave the input queue, and only the unfinished requests are to be cancelled
+    assert removed == 2
+    assert client.xlen(keys.input_stream("svc", "web")) == 0
+    assert [state_of(store, f"r{n}").cancel_requested for n in range(3)] == [True, True, False]
+    assert as_front_end(server, "web", lambda requests: requests.withdraw([])) == 0

@@ -14,6 +14,7 @@ from scalablejob import JobClient, RequestStatus
 from scalablejob.celery_app import make_app
 from scalablejob.queues import queue_depth
 from scalablejob.scaler.recovery import ORPHAN_AGE_S, Recovery
+from scalablejob.sink import Sink
 from scalablejob.state import RequestStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -73,7 +74,10 @@ def test_the_message_of_a_dead_worker_goes_back_once_with_the_retry_recorded(rec
 def test_a_finished_request_is_not_run_again_its_stale_entry_is_dropped(recovery, client, redis_client, redis_url):
     _, request_id = client.put(b"echo hi", {"taskType": "command"})
     tag = take_and_die(redis_url)
-    RequestStore(redis_client, SERVICE).finish(request_id, RequestStatus.DONE)  # died after its result, before the ack
+    store = RequestStore(redis_client, SERVICE)  # its worker died after writing the result, before the ack
+    store.append_final(
+        Sink(redis_client, SERVICE), b"", {"requestId": request_id}, store.finish_update(request_id, RequestStatus.DONE)
+    )
 
     assert recovery.recover("w@h", {request_id: tag}, "died") == []
     assert where_it_is(redis_client) == (0, 0, 0)
