@@ -8,13 +8,22 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 
 _PR_SET_PDEATHSIG = 1
+EXIT_PARENT_GONE = 129  # the parent died before the child could ask to follow it
 
 
-def die_with_parent() -> None:
-    """In a child (as preexec_fn): get SIGTERM when the parent dies, so a killed parent leaves no orphan."""
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """`argv`, run so that it gets SIGTERM when this process (the thread that starts it) dies: a killed supervisor
+    leaves no orphan. A trampoline asks for the signal and then execs `argv` (the request survives exec), which is
+    safe while threads run, unlike asking for it in a `preexec_fn` between fork and exec."""
+    return [sys.executable, "-m", "scalablejob.processes", str(os.getpid()), *argv]
+
+
+def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -49,3 +58,15 @@ def wait_for_listener(process: subprocess.Popen[bytes], host: str, port: int, ti
                 return False
             time.sleep(0.1)
     return False
+
+
+def _trampoline(parent_pid: int, argv: list[str]) -> None:
+    """Ask for SIGTERM on the parent's death, make sure the parent did not die first, then become `argv`."""
+    _die_with_parent()
+    if os.getppid() != parent_pid:
+        sys.exit(EXIT_PARENT_GONE)
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    _trampoline(int(sys.argv[1]), sys.argv[2:])

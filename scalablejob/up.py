@@ -23,7 +23,7 @@ from typing import TextIO
 from scalablejob.broker import EmbeddedBroker, resolve_broker
 from scalablejob.config import ServiceConfig
 from scalablejob.errors import ScalableJobError
-from scalablejob.processes import die_with_parent, stop_group, wait_for_listener
+from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
@@ -45,8 +45,8 @@ class Part:
 
     def start(self, out: TextIO) -> None:
         self.process = subprocess.Popen(
-            self.argv, env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
+            dying_with_parent(self.argv), env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         threading.Thread(target=self._forward, args=(out,), name=f"{self.name}-output", daemon=True).start()
 

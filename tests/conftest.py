@@ -5,25 +5,45 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
 from scalablejob import JobClient
 from scalablejob.celery_app import make_app
-from scalablejob.redis_server import RedisServer
+from scalablejob.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_HANDLERS = REPO / "tests" / "support" / "sj_test_handlers.py"
 WORKER_READY_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 15.0
+CLI = (sys.executable, "-m", "scalablejob")
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The work tree as git sees it (tracked files and untracked ones it does not ignore; links stay links, such as
+    scalablejob/workers), copied to `dest`: what a fresh clone would hold, with no build or cache folder."""
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, names):
+        source, target = REPO / name, dest / name
+        if source.is_symlink() or source.is_file():  # a file deleted but not yet committed is left out
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target, follow_symlinks=False)
+    return dest
 
 
 def service_config(name: str, **metadata: Any) -> dict[str, Any]:
@@ -91,6 +111,52 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)  # children too: commands, model servers
         return self.process.wait()
+
+
+READY_LINE = "Ctrl-C stops everything"
+
+
+class UpProcess:
+    """A running `scalablejob up`, its output, and the addresses it printed."""
+
+    def __init__(
+        self, config: Path, data_dir: Path, *extra: str, command: Sequence[str] = CLI, cwd: Path = REPO,
+        env: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        self.ports = {"port": free_port(), "flower": free_port()}
+        argv = [*command, "up", str(config), "--data-dir", str(data_dir),
+                "--port", str(self.ports["port"]), "--flower-port", str(self.ports["flower"]), *extra]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if READY_LINE in line:
+                self.ready.set()
+
+    def wait_ready(self, timeout: float = 90) -> dict[str, str]:
+        assert self.ready.wait(timeout), "\n".join(self.lines)
+        text = "\n".join(self.lines)
+        labels = {"broker": "broker", "frontend": "front end", "flower": "flower", "metrics": "metrics"}
+        found = {name: re.search(rf"^  {label}\s+(\S+)", text, re.M).group(1) for name, label in labels.items()}
+        found["token"] = re.search(r"token (\S+)$", text, re.M).group(1)
+        return found
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def interrupt(self, timeout: float = 60) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        for child in [*self.descendants(), psutil.Process(self.process.pid)]:
+            child.kill()
 
 
 @pytest.fixture

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from scalablejob.progress import MARKER
+
 MAX_LINE_BYTES = 16 * 1024
-PROGRESS_MARKER = b"::progress "
 _ENDINGS = re.compile(rb"\r\n|\n|\r")
-_PROGRESS = re.compile(rb"::progress\s+([0-9]*\.?[0-9]+)(%?)(?:\s+(.*))?")
+_PROGRESS = re.compile(re.escape(MARKER.encode()) + rb"\s+([0-9]*\.?[0-9]+)(%?)(?:\s+(.*))?")
 
 
 class Ending(str, Enum):

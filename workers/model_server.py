@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 
 from scalablejob.errors import HandlerError, ModelServerError
-from scalablejob.processes import die_with_parent, stop_group, wait_for_listener
+from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
 from scalablejob.workers.command import with_worker_python
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,10 @@ class ModelServer:
         """Start the server and return once its port accepts connections."""
         try:
             self._process = subprocess.Popen(
-                with_worker_python(shlex.split(self.command)),
+                dying_with_parent(with_worker_python(shlex.split(self.command))),
                 env={**os.environ, **self._env},
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=die_with_parent,  # started before any worker thread exists
             )
         except OSError as exc:
             raise ModelServerError(f"model server {self.command!r} could not start: {exc}") from exc

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_checkout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -29,15 +28,7 @@ def test_readme_has_the_two_commands_near_the_top():
 
 
 def test_readme_first_command_runs_the_demo_on_a_fresh_copy(tmp_path):
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    copy = tmp_path / "scalablejob"
-    for name in files:
-        if (REPO / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, copy / name)
+    copy = copy_checkout(tmp_path / "scalablejob")
 
     run = subprocess.run(
         ["bash", "-c", readme_commands()[0]], cwd=copy, capture_output=True, text=True, timeout=540,

@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -19,53 +17,12 @@ import psutil
 import pytest
 import redis
 
-from conftest import REPO, python_command, wait_until
+from conftest import REPO, UpProcess, python_command, wait_until
 from scalablejob import JobClient, RequestStatus
 from scalablejob.presence import read_presence
 from scalablejob.redis_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-READY_LINE = "Ctrl-C stops everything"
-
-
-class UpProcess:
-    """A running `scalablejob up`, its output, and the addresses it printed."""
-
-    def __init__(self, config: Path, data_dir: Path, *extra: str) -> None:
-        self.ports = {"port": free_port(), "flower": free_port()}
-        argv = [sys.executable, "-m", "scalablejob", "up", str(config), "--data-dir", str(data_dir),
-                "--port", str(self.ports["port"]), "--flower-port", str(self.ports["flower"]), *extra]  # fmt: skip
-        self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-            if READY_LINE in line:
-                self.ready.set()
-
-    def wait_ready(self, timeout: float = 90) -> dict[str, str]:
-        assert self.ready.wait(timeout), "\n".join(self.lines)
-        text = "\n".join(self.lines)
-        labels = {"broker": "broker", "frontend": "front end", "flower": "flower", "metrics": "metrics"}
-        found = {name: re.search(rf"^  {label}\s+(\S+)", text, re.M).group(1) for name, label in labels.items()}
-        found["token"] = re.search(r"token (\S+)$", text, re.M).group(1)
-        return found
-
-    def descendants(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children(recursive=True)
-
-    def interrupt(self, timeout: float = 60) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        for child in [*self.descendants(), psutil.Process(self.process.pid)]:
-            child.kill()
-
 
 @pytest.fixture
 def start_up(tmp_path):

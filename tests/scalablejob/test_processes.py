@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
 
+import psutil
+
+from conftest import wait_until
 from scalablejob.processes import stop_group, wait_for_listener
 from scalablejob.redis_server import free_port
 
@@ -41,3 +45,34 @@ def test_false_when_time_runs_out():
         assert not wait_for_listener(child, "127.0.0.1", free_port(), timeout_s=0.3)
     finally:
         stop_group(child, 5)
+
+
+def test_a_child_started_dying_with_parent_ends_when_its_parent_is_killed(tmp_path):
+    # given a parent with a thread running, which starts a sleeper through the trampoline and writes its pid
+    pid_file = tmp_path / "child.pid"
+    parent_code = f"""
+import subprocess, sys, threading, time
+from scalablejob.processes import dying_with_parent
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+child = subprocess.Popen(dying_with_parent([sys.executable, "-c", "import time; time.sleep(60)"]),
+                         start_new_session=True)
+open({str(pid_file)!r}, "w").write(str(child.pid))
+time.sleep(60)
+"""
+    parent = start(parent_code)
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the parent never started its child")
+        child = psutil.Process(int(pid_file.read_text()))
+        wait_until(lambda: "time.sleep(60)" in " ".join(child.cmdline()), 30, "the trampoline never exec'd")
+
+        # when the parent is killed with kill -9
+        parent.kill()
+        parent.wait(10)
+
+        # then the child (the exec'd program, same pid) is signalled and ends (psutil.TimeoutExpired if not)
+        child.wait(10)
+        assert not child.is_running()
+    finally:
+        stop_group(parent, 5)
+        with contextlib.suppress(psutil.NoSuchProcess, ValueError):
+            psutil.Process(int(pid_file.read_text())).kill()
