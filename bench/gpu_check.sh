@@ -24,7 +24,7 @@ import json, os, sys
 from scalablejob import JobClient
 from scalablejob.errors import GpuError
 from scalablejob.gpus import NvmlInventory, fake_gpus
-from scalablejob.testing import poll, scaler_rig
+from scalablejob.scaler.harness import poll, scaler_rig
 
 FAKE = int(os.environ.get("GPU_CHECK_FAKE") or 0)
 PROBE = r"""

@@ -1,7 +1,7 @@
 """The HTTP and websocket routes of the queue service: `/api/predict/<queue>` and `/api/predict/<queue>/sink`.
 
-The handlers only parse, authenticate, dispatch and answer: queue operations live in frontend.queues,
-attributes and search in frontend.status, watching in frontend.watch. A client error is a 4xx with a short text
+The handlers only parse, authenticate, dispatch and answer: queue operations live in queues.py,
+attributes and search in status.py, watching in watch.py. A client error is a 4xx with a short text
 that says what was wrong; a broker that cannot be reached is a 503 (the SDK retries it); anything else is a 500,
 logged, and the process goes on.
 """

@@ -26,37 +26,13 @@ from scalablejob import keys
 from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, normalize_tags
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
+from scalablejob.lua import lua_script
 from scalablejob.sink import SinkEntry, decode_entry
 from scalablejob.state import FrontEndRequests, RequestState
 
 SCAN_CHUNK = 256
 REMOVE_CHUNK = 1000
 WAIT_SLICE_S = 1.0  # a long wait is cut into slices, so a closed connection is noticed within one
-
-# Up to ARGV[2] entries from id ARGV[1] on, read ARGV[3] at a time, whose `tags` JSON holds every needle (ARGV[4..]:
-# exact `"key":"value"` texts, as encode_tags writes them), and the last id looked at: the scan stays in Redis.
-_SCAN = """
-local found, last, start = {}, false, ARGV[1]
-while true do
-  local items = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[3])
-  if #items == 0 then break end
-  for _, item in ipairs(items) do
-    last = item[1]
-    local fields, tags = item[2], nil
-    for i = 1, #fields, 2 do if fields[i] == 'tags' then tags = fields[i + 1] end end
-    local ok = tags ~= nil
-    for n = 4, #ARGV do
-      if ok and not string.find(tags, ARGV[n], 1, true) then ok = false end
-    end
-    if ok then
-      found[#found + 1] = item
-      if #found >= tonumber(ARGV[2]) then return {found, last} end
-    end
-  end
-  start = '(' .. last
-end
-return {found, last}
-"""
 
 Gone = Callable[[], Awaitable[bool]]
 
@@ -114,7 +90,7 @@ class Queue:
         self.name = name
         self.stream = stream
         self._on_removed = on_removed
-        self._scan = redis.register_script(_SCAN)
+        self._scan = redis.register_script(lua_script("queues_scan.lua", "scalablejob.frontend"))
         self.requests = FrontEndRequests(redis, front_end.service, front_end.name)
 
     async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:

@@ -13,42 +13,11 @@ from redis.exceptions import ResponseError
 from scalablejob import keys
 from scalablejob.errors import QueueNotFound
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue, stream_id
+from scalablejob.lua import lua_script
 from scalablejob.presence import decode_presence
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
 from scalablejob.state import RequestState, RequestStatus
-
-# How many messages are ahead of the one holding ARGV[1] (a request id, quoted) in a Celery queue's lists (KEYS,
-# most urgent first). kombu pushes on the left and its consumers pop on the right, so the rightmost goes next.
-# A message is found by its id inside the JSON envelope; the body (base64) cannot hold a quote, so nothing else
-# matches. -1: not waiting (already taken by a worker, or gone).
-_POSITION = """
-local ahead = 0
-for _, key in ipairs(KEYS) do
-  local stop = redis.call('LLEN', key) - 1
-  while stop >= 0 do
-    local start = math.max(0, stop - 255)
-    local items = redis.call('LRANGE', key, start, stop)
-    for i = #items, 1, -1 do
-      if string.find(items[i], ARGV[1], 1, true) then return ahead end
-      ahead = ahead + 1
-    end
-    stop = start - 1
-  end
-end
-return -1
-"""
-
-# How many entries of stream KEYS[1] come before id ARGV[1].
-_COUNT_BEFORE = """
-local count, start = 0, '-'
-while true do
-  local items = redis.call('XRANGE', KEYS[1], start, '(' .. ARGV[1], 'COUNT', 1000)
-  if #items == 0 then return count end
-  count = count + #items
-  start = '(' .. items[#items][1]
-end
-"""
 
 
 class WorkerCensus:
@@ -72,8 +41,8 @@ class Inspector:
     def __init__(self, redis: aioredis.Redis, census: WorkerCensus) -> None:
         self.redis = redis
         self.census = census
-        self._position = redis.register_script(_POSITION)
-        self._count_before = redis.register_script(_COUNT_BEFORE)
+        self._position = redis.register_script(lua_script("status_position.lua", "scalablejob.frontend"))
+        self._count_before = redis.register_script(lua_script("status_count_before.lua", "scalablejob.frontend"))
 
     async def attributes(self, queue: Queue) -> dict[str, str]:
         """`stream.*` of the queue, plus the depth of the service's Celery queues and its live workers."""

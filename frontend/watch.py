@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import DataFrame, encode_frame
 from scalablejob.frontend.queues import Queue, entries_of, stream_id
+from scalablejob.lua import lua_script
 from scalablejob.sink import SinkEntry
 
 READ_BLOCK_MS = 1000
@@ -32,23 +33,6 @@ RECONNECT_GRACE_S = 1.0  # a client that reconnects may arrive before its old co
 _GRACE_POLL_S = 0.02
 
 WatcherKey = tuple[str, str, str]  # stream, group, consumer
-
-# How many of consumer ARGV[2]'s pending items (group ARGV[1], at most ARGV[3]) still exist; those deleted since
-# (committed, deleted, truncated, finished) are acknowledged, so they no longer hold a place in the window.
-_SETTLE = """
-local live = 0
-for _, item in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])) do
-  if #redis.call('XRANGE', KEYS[1], item[1], item[1]) == 0 then redis.call('XACK', KEYS[1], ARGV[1], item[1])
-  else live = live + 1 end
-end
-return live
-"""
-
-# Forget consumer ARGV[2] of group ARGV[1] if nothing is pending for it: a consumer is dropped only once empty.
-_FORGET = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-"""
 
 
 class WatchRegistry:
@@ -99,8 +83,8 @@ class WatchSession:
         self.stream, self.group, self.consumer = key
         self.registry = registry
         self._send = send
-        self._settle = self.redis.register_script(_SETTLE)
-        self._forget = self.redis.register_script(_FORGET)
+        self._settle = self.redis.register_script(lua_script("watch_settle.lua", "scalablejob.frontend"))
+        self._forget = self.redis.register_script(lua_script("watch_forget.lua", "scalablejob.frontend"))
         self._adopted_at = float("-inf")
         self._stopped = False
 

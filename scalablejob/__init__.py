@@ -1,7 +1,7 @@
 """scalablejob: an elastic, idle-first job service on Celery and Redis.
 
 The names below load on first use, so that what a training script imports (`scalablejob.progress`) pulls in
-neither Celery nor kombu, and `python -m scalablejob` starts no faster than the command it runs needs.
+neither Celery nor kombu nor redis: only what the code uses is loaded.
 """
 
 from __future__ import annotations
@@ -45,15 +45,21 @@ __all__ = [
     "TaskTypeError",
     "UserCodeError",
 ]
-_HOME_OF = {"JobClient": "client", "Job": "job", "QueryContext": "job", "SinkEntry": "sink", "RequestState": "state",
-            "RequestStatus": "state"}  # fmt: skip
+_HOME_OF = {  # each public name and the module it comes from
+    "JobClient": "client", "Job": "job", "QueryContext": "job", "SinkEntry": "sink", "RequestState": "state",
+    "RequestStatus": "state",
+    **dict.fromkeys(
+        ("BrokerError", "CommandFailed", "ConfigError", "HandlerError", "ModelServerError", "RequestError",
+         "ResultTimeout", "ScalableJobError", "TaskTypeError", "UserCodeError"), "errors",
+    ),
+}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module the first time the name is asked for (PEP 562)."""
-    if name not in __all__:
+    if name not in _HOME_OF:
         raise AttributeError(f"module 'scalablejob' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"scalablejob.{_HOME_OF.get(name, 'errors')}"), name)
+    value = getattr(importlib.import_module(f"scalablejob.{_HOME_OF[name]}"), name)
     globals()[name] = value
     return value
 

@@ -1,5 +1,5 @@
 """The `scalablejob` command line: the one place that wires every command, the core's and the components', into
-one group. Nothing imports this module but `python -m scalablejob` and the console script."""
+one group. It sits above every layer: no module of the package imports it but `__main__`."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from importlib.resources import files
 
 
 @cache
-def lua_script(name: str) -> str:
-    """The text of `scalablejob/<name>` (package data), registered as is by redis and redis.asyncio clients alike."""
-    return files("scalablejob").joinpath(name).read_text(encoding="utf-8")
+def lua_script(name: str, package: str = "scalablejob") -> str:
+    """The text of the script `name` of `package` (package data), registered as is by redis and redis.asyncio
+    clients alike."""
+    return files(package).joinpath(name).read_text(encoding="utf-8")

@@ -65,20 +65,28 @@ class Presence:
 
 def decode_presence(raw: Mapping[bytes, bytes]) -> dict[str, Presence]:
     """Every worker's state from the raw hash; a field that does not decode is skipped (and logged), not fatal."""
-    found: dict[str, Presence] = {}
-    for name_bytes, value in raw.items():
-        name = name_bytes.decode()
-        try:
-            found[name] = Presence.decode(name, value)
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring unreadable presence of worker %s: %s", name, exc)
-    return found
+    decoded = {name.decode(): _decoded(name.decode(), value) for name, value in raw.items()}
+    return {name: presence for name, presence in decoded.items() if presence is not None}
+
+
+def _decoded(name: str, value: bytes) -> Presence | None:
+    try:
+        return Presence.decode(name, value)
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.warning("ignoring unreadable presence of worker %s: %s", name, exc)
+        return None
 
 
 def read_presence(client: redis.Redis, service: str) -> dict[str, Presence]:
     """Every worker's published state, in one round trip."""
     raw: Any = client.hgetall(keys.worker_presence(service))
     return decode_presence(raw)
+
+
+def presence_of(client: redis.Redis, service: str, name: str) -> Presence | None:
+    """One worker's published state, read now; None if it has none (or none that decodes)."""
+    raw: Any = client.hget(keys.worker_presence(service), name)
+    return None if raw is None else _decoded(name, raw)
 
 
 def forget_presence(client: redis.Redis, service: str, name: str) -> None:

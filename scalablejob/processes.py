@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-_PR_SET_PDEATHSIG = 1
-EXIT_PARENT_GONE = 129  # the parent died before the child could ask to follow it
+# Ask for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG; the request survives exec), make sure the parent did
+# not die before that (exit 129), then become the program (exit 127 if it cannot, as a shell does). Standard library
+# only, run isolated (-I -S): neither the current folder nor the child's PYTHONPATH can change what it imports.
+_TRAMPOLINE = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(129)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    print(f"cannot run {sys.argv[2]}: {exc.strerror}", file=sys.stderr)
+    sys.exit(127)
+"""
 
 
-def dying_with_parent(argv: Sequence[str]) -> list[str]:
+def dying_with_parent(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
     """`argv`, run so that it gets SIGTERM when this process (the thread that starts it) dies: a killed supervisor
-    leaves no orphan. A trampoline asks for the signal and then execs `argv` (the request survives exec), which is
-    safe while threads run, unlike asking for it in a `preexec_fn` between fork and exec."""
-    return [sys.executable, "-m", "scalablejob.processes", str(os.getpid()), *argv]
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    leaves no orphan. A trampoline asks for the signal and then execs `argv`, which is safe while threads run, unlike
+    asking for it in a `preexec_fn` between fork and exec. A program not found on the PATH of `env` (default: ours)
+    is a FileNotFoundError here, as Popen would raise it."""
+    path = (os.environ if env is None else env).get("PATH", os.defpath)
+    if shutil.which(argv[0], path=path) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv]
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -58,15 +73,3 @@ def wait_for_listener(process: subprocess.Popen[bytes], host: str, port: int, ti
                 return False
             time.sleep(0.1)
     return False
-
-
-def _trampoline(parent_pid: int, argv: list[str]) -> None:
-    """Ask for SIGTERM on the parent's death, make sure the parent did not die first, then become `argv`."""
-    _die_with_parent()
-    if os.getppid() != parent_pid:
-        sys.exit(EXIT_PARENT_GONE)
-    os.execvp(argv[0], argv)
-
-
-if __name__ == "__main__":
-    _trampoline(int(sys.argv[1]), sys.argv[2:])

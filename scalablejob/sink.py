@@ -77,6 +77,7 @@ class Sink:
         self.frontend = frontend or service  # each front end of a service has its own output queue
         self.stream = keys.frontend_sink_stream(service, self.frontend)
         self.counter = keys.frontend_sink_index_counter(service, self.frontend)
+        # state_finish.lua makes the same append (INCR, then XADD) together with the end of a request state
         self._append = client.register_script(lua_script("sink_append.lua"))
 
     def append(self, data: bytes, tags: Mapping[str, str]) -> int:

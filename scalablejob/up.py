@@ -44,9 +44,10 @@ class Part:
     _seen_event: threading.Event = field(default_factory=threading.Event)
 
     def start(self, out: TextIO) -> None:
+        env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
-            dying_with_parent(self.argv), env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            dying_with_parent(self.argv, env), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         threading.Thread(target=self._forward, args=(out,), name=f"{self.name}-output", daemon=True).start()
 
@@ -96,7 +97,7 @@ class StackOptions:
     metrics_port: int
 
 
-_CHECK_USER_CODE = "import sys; from scalablejob.workers.user_code import load_job; load_job(sys.argv[1], sys.argv[2])"
+_CHECK_USER_CODE = "import sys; from scalablejob.user_code import load_job; load_job(sys.argv[1], sys.argv[2])"
 
 
 def check_user_code(app_spec: str, service: str) -> None:

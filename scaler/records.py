@@ -18,7 +18,7 @@ import redis
 
 from scalablejob import keys
 from scalablejob.errors import ScalerError
-from scalablejob.presence import Presence, forget_presence
+from scalablejob.presence import Presence, forget_presence, presence_of
 
 LEASE_TTL_S = 10.0
 CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack
@@ -88,8 +88,7 @@ class ScalerStore:
 
     def presence_of(self, name: str) -> Presence | None:
         """A worker's presence read now (at its death the last observation may be a pass old)."""
-        raw: Any = self._client.hget(keys.worker_presence(self._service), name)
-        return None if raw is None else Presence.decode(name, raw)
+        return presence_of(self._client, self._service, name)
 
     def forget_worker(self, name: str) -> None:
         """A worker is gone for good: drop its record and the presence field it can no longer drop itself."""

@@ -15,13 +15,13 @@ from scalablejob.celery_app import make_app, service_queues
 from scalablejob.config import ServiceConfig
 from scalablejob.errors import UserCodeError
 from scalablejob.routing import TaskType, queue_for
+from scalablejob.user_code import load_job
 from scalablejob.workers.gate import SlotGate, install_gate
 from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command
 from scalablejob.workers.model_server import ModelServer
 from scalablejob.workers.presence import install_presence
 from scalablejob.workers.runtime import QueryRunner, WorkerRuntime, response_body
 from scalablejob.workers.tasks import register_tasks
-from scalablejob.workers.user_code import load_job
 
 logger = logging.getLogger(__name__)
 

@@ -39,10 +39,11 @@ class ModelServer:
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         """Start the server and return once its port accepts connections."""
+        env = {**os.environ, **self._env}
         try:
             self._process = subprocess.Popen(
-                dying_with_parent(with_worker_python(shlex.split(self.command))),
-                env={**os.environ, **self._env},
+                dying_with_parent(with_worker_python(shlex.split(self.command)), env),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )

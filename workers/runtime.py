@@ -65,24 +65,24 @@ class WorkerRuntime:
     ) -> None:
         self.service = service
         self._redis = client
-        self._sinks: dict[str, Sink] = {}  # one per front end name: the output queues this worker wrote to
         self.requests = RequestStore(client, service)
         self.query_runner = query_runner or _no_query_runner(service)
         self.settings = settings or ScalableJobConfig()
         self.container_env = dict(container_env or {})
 
-    def sink_for(self, frontend: str | None) -> Sink:
-        """The output queue of the front end a request came through (None: the service's own)."""
-        name = frontend or self.service
-        if name not in self._sinks:  # a race between query threads only builds the same Sink twice
-            self._sinks[name] = Sink(self._redis, self.service, frontend=name)
-        return self._sinks[name]
+    def sink_for(self, request_id: str, frontend: str | None) -> Sink:
+        """The output queue of the front end a request came through, as its task names it. A message sent before
+        tasks carried their front end names none: then, and only then, the request's state tells."""
+        if frontend is None:
+            state = self.requests.get(request_id)
+            frontend = state.frontend if state is not None else None
+        return Sink(self._redis, self.service, frontend=frontend or self.service)
 
     def run_command(
         self, request_id: str, body: bytes, tags: Mapping[str, str], worker: str, frontend: str | None = None
     ) -> RequestStatus:
         """Run a command request to its end, streaming its output to `frontend`'s sink; returns how it ended."""
-        sink = self.sink_for(frontend)
+        sink = self.sink_for(request_id, frontend)
         if self._cancelled_before_start(sink, request_id, TaskType.COMMAND):
             return RequestStatus.CANCELLED
         self.requests.mark_running(request_id, worker)
@@ -134,7 +134,7 @@ class WorkerRuntime:
         self, request_id: str, body: bytes, tags: dict[str, str], worker: str, frontend: str | None = None
     ) -> None:
         """Answer a query request to `frontend`'s sink; a handler error becomes an `error` entry and HandlerError."""
-        sink = self.sink_for(frontend)
+        sink = self.sink_for(request_id, frontend)
         if self._cancelled_before_start(sink, request_id, TaskType.QUERY):
             return
         self.requests.mark_running(request_id, worker)

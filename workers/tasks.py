@@ -18,7 +18,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: C
     """Register the command and query tasks on `app`, bound to `runtime`.
 
     `frontend`, the request's return address, comes in the message from `JobClient.put`: the worker writes the
-    request's entries to that front end's output queue. Older messages lack it: they are the service's own.
+    request's entries to that front end's output queue. A message sent before tasks carried it has none: the
+    runtime then reads the front end from the request's state.
     """
 
     @app.task(name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError))

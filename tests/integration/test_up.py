@@ -24,6 +24,7 @@ from scalablejob.redis_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
+
 @pytest.fixture
 def start_up(tmp_path):
     running: list[UpProcess] = []

@@ -99,3 +99,8 @@ def test_an_unreachable_broker_is_a_one_line_error():
 
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot reach the broker: Error 111 connecting to 127.0.0.1:1")
+
+
+def test_every_command_is_registered_in_the_one_group() -> None:
+    expected = ["cancel", "config", "frontend", "logs", "redis", "scaler", "status", "submit", "up", "watch", "worker"]
+    assert sorted(main.commands) == expected

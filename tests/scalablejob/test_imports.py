@@ -1,5 +1,5 @@
-"""What importing the package costs: a training script's `import scalablejob.progress` loads no Celery or kombu,
-and the package's public names still come from `import scalablejob`, loaded on first use."""
+"""What importing the package costs: `import scalablejob` and a training script's `import scalablejob.progress` load
+no Celery, kombu or redis, and the package's public names still come from `import scalablejob`, on first use."""
 
 from __future__ import annotations
 
@@ -23,17 +23,22 @@ def modules_loaded_by(module: str) -> list[str]:
     return json.loads(run.stdout)
 
 
-def test_importing_progress_loads_neither_celery_nor_kombu_nor_redis() -> None:
-    loaded = modules_loaded_by("scalablejob.progress")
-    assert "scalablejob.progress" in loaded
-    heavy = [name for name in loaded if name.split(".")[0] in ("celery", "kombu", "redis")]
-    assert heavy == []
+def heavy(modules: list[str]) -> list[str]:
+    return [name for name in modules if name.split(".")[0] in ("celery", "kombu", "redis")]
 
 
-def test_the_public_names_load_on_first_use() -> None:
-    for name in scalablejob.__all__:
-        assert getattr(scalablejob, name).__name__ == name
-    assert "celery" in modules_loaded_by("scalablejob; scalablejob.JobClient")  # the client is a Celery producer
+@pytest.mark.parametrize("module", ["scalablejob", "scalablejob.progress"])
+def test_importing_the_package_or_progress_loads_neither_celery_nor_kombu_nor_redis(module: str) -> None:
+    loaded = modules_loaded_by(module)
+    assert module in loaded
+    assert heavy(loaded) == []
+
+
+def test_every_public_name_loads_on_first_use_in_a_fresh_interpreter() -> None:
+    names = ", ".join(scalablejob.__all__)
+    loaded = modules_loaded_by(f"scalablejob; from scalablejob import {names}")
+    assert {"scalablejob.client", "scalablejob.job", "scalablejob.errors", "celery"} <= set(loaded)
+    assert heavy(modules_loaded_by("scalablejob; scalablejob.ConfigError")) == []  # an error class costs no Celery
 
 
 def test_an_unknown_name_is_an_attribute_error_that_names_it() -> None:

@@ -8,9 +8,10 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from conftest import wait_until
-from scalablejob.processes import stop_group, wait_for_listener
+from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
 from scalablejob.redis_server import free_port
 
 LISTEN = (
@@ -63,7 +64,8 @@ time.sleep(60)
     try:
         wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the parent never started its child")
         child = psutil.Process(int(pid_file.read_text()))
-        wait_until(lambda: "time.sleep(60)" in " ".join(child.cmdline()), 30, "the trampoline never exec'd")
+        program = [sys.executable, "-c", "import time; time.sleep(60)"]
+        wait_until(lambda: child.cmdline() == program, 30, "the trampoline never exec'd the program")
 
         # when the parent is killed with kill -9
         parent.kill()
@@ -76,3 +78,9 @@ time.sleep(60)
         stop_group(parent, 5)
         with contextlib.suppress(psutil.NoSuchProcess, ValueError):
             psutil.Process(int(pid_file.read_text())).kill()
+
+
+def test_a_program_that_is_not_on_the_path_is_an_error_before_anything_starts():
+    with pytest.raises(FileNotFoundError, match="no-such-program-here"):
+        dying_with_parent(["no-such-program-here", "--flag"], {"PATH": "/nonexistent"})
+    assert dying_with_parent(["ls"], {"PATH": "/usr/bin:/bin"})[-1] == "ls"

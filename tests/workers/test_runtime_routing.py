@@ -68,16 +68,31 @@ def test_a_query_answers_to_the_front_end_its_task_names(client: fakeredis.FakeR
     assert (ended.status, ended.result_index, ended.worker) == (RequestStatus.DONE, 1, "w1@host")
 
 
-def test_a_task_without_a_return_address_answers_to_the_services_own_front_end(
+def test_the_output_follows_the_task_not_a_read_back_of_the_request(
     client: fakeredis.FakeRedis, runtime: WorkerRuntime
 ) -> None:
-    # given a message sent before tasks carried their front end
-    put(client, "r1", SERVICE)
+    # given a request whose state names front end web, and a task that names api
+    put(client, "r1", "web")
+
+    runtime.run_query("r1", b"q", {}, "w1@host", "api")
+
+    # then the task's address wins: the worker did not look the request up
+    assert output(client, "api") == [("result", b"answer to q")]
+    assert output(client, "web") == []
+
+
+def test_a_task_sent_before_tasks_carried_a_return_address_answers_to_the_requests_front_end(
+    client: fakeredis.FakeRedis, runtime: WorkerRuntime
+) -> None:
+    # given a message from before tasks carried their front end, for a request put through web
+    put(client, "r1", "web")
 
     runtime.run_query("r1", b"q", {}, "w1@host")
 
-    assert output(client, SERVICE) == [("result", b"answer to q")]
-    assert client.xlen(keys.input_stream(SERVICE, SERVICE)) == 0
+    # then the request's state tells where it goes, and it leaves web's input queue
+    assert output(client, "web") == [("result", b"answer to q")]
+    assert output(client, SERVICE) == []
+    assert client.xlen(keys.input_stream(SERVICE, "web")) == 0
 
 
 def test_a_commands_log_and_result_go_to_its_front_end(client: fakeredis.FakeRedis, runtime: WorkerRuntime) -> None:

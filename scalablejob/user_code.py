@@ -1,4 +1,5 @@
-"""Loading the user's module given with --app and finding the Job it registers."""
+"""Loading the user's module given with --app and finding the Job it registers. Core: the worker loads it, and `up`
+checks it in a throwaway process before it starts anything."""
 
 from __future__ import annotations
 

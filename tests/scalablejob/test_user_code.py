@@ -13,7 +13,7 @@ import pytest
 
 from scalablejob.errors import UserCodeError
 from scalablejob.job import Job
-from scalablejob.workers.user_code import load_job
+from scalablejob.user_code import load_job
 
 SERVICE = "svc"
 WriteModule = Callable[[str], str]

@@ -13,8 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from scalablejob import keys
-from scalablejob.presence import Presence, WorkerState, forget_presence, read_presence
+from scalablejob.presence import Presence, WorkerState, read_presence
 from scalablejob.workers.presence import PresenceReporter
 
 
@@ -68,19 +67,6 @@ def test_a_worker_publishes_its_life_from_starting_to_gone(client: fakeredis.Fak
     assert read_presence(client, "svc")["svc-a@host"].state is WorkerState.STOPPING
     worker.gone()
     assert read_presence(client, "svc") == {}
-
-
-def test_presence_is_fresh_only_while_the_heartbeat_runs() -> None:
-    presence = Presence("w", 1, "h", WorkerState.IDLE, heartbeat=100.0)
-    assert presence.is_fresh(109.9) and not presence.is_fresh(110.0)
-
-
-def test_an_unreadable_field_is_skipped_and_a_dead_worker_forgotten(client: fakeredis.FakeRedis) -> None:
-    good = Presence("good@h", 7, "h", WorkerState.BUSY, "", {"t": "g"}, 5.0)
-    client.hset(keys.worker_presence("svc"), mapping={"good@h": good.encode(), "bad@h": "{not json"})
-    assert read_presence(client, "svc") == {"good@h": good}
-    forget_presence(client, "svc", "good@h")
-    assert client.hkeys(keys.worker_presence("svc")) == [b"bad@h"]
 
 
 def test_a_broker_outage_never_takes_the_worker_down() -> None:

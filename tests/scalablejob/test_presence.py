@@ -1,0 +1,35 @@
+"""The worker presence read model, as every component reads it: freshness, unreadable fields, one worker, forgetting."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from scalablejob import keys
+from scalablejob.presence import Presence, WorkerState, forget_presence, presence_of, read_presence
+
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def test_presence_is_fresh_only_while_the_heartbeat_runs() -> None:
+    presence = Presence("w", 1, "h", WorkerState.IDLE, heartbeat=100.0)
+    assert presence.is_fresh(109.9) and not presence.is_fresh(110.0)
+
+
+def test_an_unreadable_field_is_skipped_and_a_dead_worker_forgotten(client: fakeredis.FakeRedis) -> None:
+    good = Presence("good@h", 7, "h", WorkerState.BUSY, "", {"t": "g"}, 5.0)
+    client.hset(keys.worker_presence("svc"), mapping={"good@h": good.encode(), "bad@h": "{not json"})
+    assert read_presence(client, "svc") == {"good@h": good}
+    forget_presence(client, "svc", "good@h")
+    assert client.hkeys(keys.worker_presence("svc")) == [b"bad@h"]
+
+
+def test_one_workers_presence_is_read_alone_and_an_unreadable_one_is_none(client: fakeredis.FakeRedis) -> None:
+    good = Presence("good@h", 7, "h", WorkerState.IDLE, "GPU-fake-0000", {}, 5.0)
+    client.hset(keys.worker_presence("svc"), mapping={"good@h": good.encode(), "bad@h": "{not json"})
+    assert presence_of(client, "svc", "good@h") == good
+    assert presence_of(client, "svc", "bad@h") is None
+    assert presence_of(client, "svc", "gone@h") is None
