@@ -25,9 +25,8 @@ class CancelOutcome(str, Enum):
 def end_cancelled(sink: Sink, requests: RequestStore, request_id: str, task_type: str, how: str = NOT_STARTED) -> None:
     """A cancelled request without a result ends with an `error` entry in `sink` (its front end's output queue), so
     a reader learns what happened; `how` says whether it never started or stopped while running."""
-    finished = requests.finish_update(request_id, RequestStatus.CANCELLED, error=how)
     tags = entry_tags(request_id, task_type, EntryType.ERROR, cancelled="true")
-    requests.append_final(sink, how.encode(), tags, finished)
+    requests.finish(sink, request_id, RequestStatus.CANCELLED, how.encode(), tags, error=how)
 
 
 def remove_queued(client: redis.Redis, queue: str, request_id: str) -> bool:

@@ -81,7 +81,7 @@ class Sink:
         self._append = client.register_script(lua_script("sink_append.lua"))
 
     def append(self, data: bytes, tags: Mapping[str, str]) -> int:
-        """Append one entry and return its index. A request's final entry goes through `RequestStore.append_final`
+        """Append one entry and return its index. A request's final entry goes through `RequestStore.finish`
         instead, which ends the request's state in the same step."""
         return int(self._append(keys=[self.stream, self.counter], args=[data, encode_tags(tags)]))
 

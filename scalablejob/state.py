@@ -67,15 +67,6 @@ class RequestStatus(str, Enum):
 
 
 @dataclass(frozen=True)
-class StateUpdate:
-    """Fields to set in a request's state hash, then expire it after `ttl_s`."""
-
-    key: str
-    fields: Mapping[str, str | int | float]
-    ttl_s: int
-
-
-@dataclass(frozen=True)
 class RequestState:
     """A snapshot of one request as the service sees it."""
 
@@ -177,27 +168,19 @@ class RequestStore:
     def cancel_requested(self, request_id: str) -> bool:
         return self._redis.hget(self._key(request_id), Field.CANCEL_REQUESTED) == b"1"
 
-    def finish_update(
-        self,
-        request_id: str,
-        status: RequestStatus,
-        now: float | None = None,
-        *,
-        exit_code: int | None = None,
-        error: str | None = None,
-    ) -> StateUpdate:
-        """The state change that ends a request; `append_final` makes it together with the request's final entry."""
+    def finish(
+        self, sink: Sink, request_id: str, status: RequestStatus, data: bytes, tags: Mapping[str, str], *,
+        now: float | None = None, exit_code: int | None = None, error: str | None = None,
+    ) -> int:  # fmt: skip
+        """End a request: append its final entry to `sink` (its front end's output queue) and return the entry's
+        index; in the same step its state ends (`status`, `result_index`, the details given; it expires after
+        FINISHED_STATE_TTL_S) and it leaves that front end's input queue."""
         fields: dict[str, str | float | int] = {Field.STATUS: status.value, Field.FINISHED_AT: _now(now)}
         optional = {Field.EXIT_CODE: exit_code, Field.ERROR: error}
         fields.update({name: value for name, value in optional.items() if value is not None})
-        return StateUpdate(self._key(request_id), fields, FINISHED_STATE_TTL_S)
-
-    def append_final(self, sink: Sink, data: bytes, tags: Mapping[str, str], finished: StateUpdate) -> int:
-        """Append a request's final entry to `sink` (its front end's output queue) and return its index; in the same
-        step its state ends (`finished`, `result_index`) and it leaves that front end's input queue."""
-        input_stream = keys.input_stream(self.service, sink.frontend)
-        args = [data, encode_tags(tags), finished.ttl_s, *_pairs(finished.fields)]
-        return int(self._finish(keys=[sink.stream, sink.counter, finished.key, input_stream], args=args))
+        entry_keys = [sink.stream, sink.counter, self._key(request_id), keys.input_stream(self.service, sink.frontend)]
+        args = [data, encode_tags(tags), FINISHED_STATE_TTL_S, *_pairs(fields)]
+        return int(self._finish(keys=entry_keys, args=args))
 
     def get(self, request_id: str) -> RequestState | None:
         raw: Any = self._redis.hgetall(self._key(request_id))

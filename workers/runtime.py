@@ -104,8 +104,9 @@ class WorkerRuntime:
             durationSeconds=f"{outcome.duration_s:.3f}", **({"stopped": outcome.stopped} if outcome.stopped else {}),
             **log.summary_tags(),
         )  # fmt: skip
-        finished = self.requests.finish_update(request_id, status, exit_code=outcome.exit_code, error=error)
-        self.requests.append_final(sink, outcome.output_tail, tags_out, finished)
+        self.requests.finish(
+            sink, request_id, status, outcome.output_tail, tags_out, exit_code=outcome.exit_code, error=error
+        )
         return status
 
     def _command_status(self, outcome: CommandOutcome) -> tuple[RequestStatus, str | None]:
@@ -156,14 +157,13 @@ class WorkerRuntime:
         if self.requests.cancel_requested(request_id):  # whatever it answered, the client no longer wants it
             end_cancelled(sink, self.requests, request_id, TaskType.QUERY.value, WHILE_RUNNING)
             return
-        finished = self.requests.finish_update(request_id, RequestStatus.DONE)
-        self.requests.append_final(sink, data, entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT), finished)
+        tags = entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT)
+        self.requests.finish(sink, request_id, RequestStatus.DONE, data, tags)
 
     def requeued(self, request_id: str, reason: str) -> None:
         """Record that a request went back on its queue (its worker could not run it)."""
         self.requests.requeued(request_id, reason)
 
     def _fail(self, sink: Sink, request_id: str, task_type: TaskType, error: str) -> None:
-        finished = self.requests.finish_update(request_id, RequestStatus.FAILED, error=error)
         tags = entry_tags(request_id, task_type.value, EntryType.ERROR)
-        self.requests.append_final(sink, error.encode("utf-8"), tags, finished)
+        self.requests.finish(sink, request_id, RequestStatus.FAILED, error.encode("utf-8"), tags, error=error)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import psutil
 import pytest
 
 from conftest import REPO, python_command, service_config, wait_until
@@ -15,6 +14,7 @@ from scalablejob.cancel import CancelOutcome, cancel_request
 from scalablejob.keys import init_failures
 from scalablejob.logs import request_entries
 from scalablejob.queues import queue_depth
+from scalablejob.scaler.harness import is_gone
 from scalablejob.workers.init_command import EXIT_INIT_FAILED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -31,13 +31,6 @@ def wait_for_file(path) -> str:
 
 def log_texts(client, request_id) -> list[str]:
     return [entry.data.decode() for entry in client.logs(request_id) if entry.type == "log"]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_log_lines_reach_the_queue_in_order_while_the_job_runs(tmp_path, start_worker, client_for):
@@ -93,7 +86,7 @@ def test_cancel_of_a_running_job_ends_it_and_its_grandchildren(start_worker, cli
     result = client.result(request_id, timeout=30)
     assert (result.tags["stopped"], result.tags["exitCode"]) == ("cancelled", "143")
     assert client.state(request_id).status is RequestStatus.CANCELLED
-    assert wait_until(lambda: gone(grandchild), 10, "the grandchild outlived the cancelled job")
+    assert wait_until(lambda: is_gone(grandchild), 10, "the grandchild outlived the cancelled job")
 
 
 def test_cancel_of_a_queued_job_takes_it_off_the_queue(tmp_path, start_worker, client_for, redis_client):

@@ -18,7 +18,6 @@ from scalablejob.state import (
     RequestState,
     RequestStatus,
     RequestStore,
-    StateUpdate,
 )
 
 T0 = 1_700_000_000.0
@@ -68,8 +67,8 @@ def at_index(server: fakeredis.FakeServer, index: int, frontend: str = "svc") ->
 
 def finish(store: RequestStore, sink: Sink, request_id: str, status: RequestStatus, **details: Any) -> int:
     """End a request as a worker does: its final entry and its end state in one step; returns the entry's index."""
-    finished = store.finish_update(request_id, status, now=T0 + 9, **details)
-    return store.append_final(sink, b"tail", entry_tags(request_id, "command", EntryType.RESULT), finished)
+    tags = entry_tags(request_id, "command", EntryType.RESULT)
+    return store.finish(sink, request_id, status, b"tail", tags, now=T0 + 9, **details)
 
 
 def test_create_returns_increasing_indexes_from_one(store: RequestStore) -> None:
@@ -175,8 +174,9 @@ def test_the_final_entry_goes_to_the_sink_with_its_index_in_the_state(
     store.create("r1", "command", now=T0)
     store.mark_running("r1", "w1", now=T0 + 1)
 
-    update = store.finish_update("r1", RequestStatus.FAILED, now=T0 + 9, exit_code=3, error="exit 3")
-    index = store.append_final(sink, b"tail", {"requestId": "r1"}, update)
+    index = store.finish(
+        sink, "r1", RequestStatus.FAILED, b"tail", {"requestId": "r1"}, now=T0 + 9, exit_code=3, error="exit 3"
+    )
 
     assert index == 2
     assert sink.get(index) == SinkEntry(index=2, data=b"tail", tags={"requestId": "r1"})
@@ -190,26 +190,13 @@ def test_the_final_entry_of_a_request_that_is_gone_is_written_but_does_not_recre
     client: fakeredis.FakeRedis, store: RequestStore, sink: Sink
 ) -> None:
     # given a request whose state expired (or was discarded) while its task still ran
-    update = store.finish_update("gone", RequestStatus.DONE, now=T0)
-
     # when its worker writes the result
-    index = store.append_final(sink, b"late", {"requestId": "gone"}, update)
+    index = store.finish(sink, "gone", RequestStatus.DONE, b"late", {"requestId": "gone"}, now=T0)
 
     # then the reader of the sink gets it, and the store does not claim to know the request
     assert [(entry.index, entry.data) for entry in sink.read()] == [(index, b"late")]
     assert store.get("gone") is None
     assert client.exists(keys.request_state("svc", "gone")) == 0
-
-
-def test_finish_update_describes_the_change_without_making_it(store: RequestStore) -> None:
-    store.create("r1", "query", now=T0)
-
-    update = store.finish_update("r1", RequestStatus.DONE, now=T0 + 2)
-
-    assert update == StateUpdate(
-        keys.request_state("svc", "r1"), {"status": "done", "finished_at": T0 + 2}, FINISHED_STATE_TTL_S
-    )
-    assert state_of(store, "r1").status is RequestStatus.QUEUED
 
 
 @pytest.mark.parametrize("status", list(RequestStatus))
@@ -293,7 +280,7 @@ def test_require_returns_the_state_of_a_known_request(store: RequestStore) -> No
         lambda store, sink: finish(store, sink, "ghost", RequestStatus.DONE),
         lambda store, sink: store.requeued("ghost", "worker died"),
     ],
-    ids=["mark_running", "set_progress", "set_log_index", "request_cancel", "append_final", "requeued"],
+    ids=["mark_running", "set_progress", "set_log_index", "request_cancel", "finish", "requeued"],
 )
 def test_an_update_to_an_unknown_request_leaves_it_unknown(
     store: RequestStore, sink: Sink, update: Callable[[RequestStore, Sink], None]

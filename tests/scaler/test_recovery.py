@@ -75,9 +75,7 @@ def test_a_finished_request_is_not_run_again_its_stale_entry_is_dropped(recovery
     _, request_id = client.put(b"echo hi", {"taskType": "command"})
     tag = take_and_die(redis_url)
     store = RequestStore(redis_client, SERVICE)  # its worker died after writing the result, before the ack
-    store.append_final(
-        Sink(redis_client, SERVICE), b"", {"requestId": request_id}, store.finish_update(request_id, RequestStatus.DONE)
-    )
+    store.finish(Sink(redis_client, SERVICE), request_id, RequestStatus.DONE, b"", {"requestId": request_id})
 
     assert recovery.recover("w@h", {request_id: tag}, "died") == []
     assert where_it_is(redis_client) == (0, 0, 0)
