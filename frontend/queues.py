@@ -27,7 +27,7 @@ from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, no
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
 from scalablejob.lua import lua_script
-from scalablejob.sink import SinkEntry, decode_entry
+from scalablejob.sink import SinkEntry, decode_entry, stream_id
 from scalablejob.state import FrontEndRequests, RequestState
 
 SCAN_CHUNK = 256
@@ -56,10 +56,6 @@ class _Wait:
             return None
         self.sliced = True
         return max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
-
-
-def stream_id(index: int) -> str:
-    return f"{index}-0"
 
 
 def tag_needle(name: str, value: str) -> str:

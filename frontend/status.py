@@ -12,11 +12,12 @@ from redis.exceptions import ResponseError
 
 from scalablejob import keys
 from scalablejob.errors import QueueNotFound
-from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue, stream_id
+from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.lua import lua_script
 from scalablejob.presence import decode_presence
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
+from scalablejob.sink import stream_id
 from scalablejob.state import RequestState, RequestStatus
 
 

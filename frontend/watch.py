@@ -22,9 +22,9 @@ from redis.exceptions import ResponseError
 
 from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import DataFrame, encode_frame
-from scalablejob.frontend.queues import Queue, entries_of, stream_id
+from scalablejob.frontend.queues import Queue, entries_of
 from scalablejob.lua import lua_script
-from scalablejob.sink import SinkEntry
+from scalablejob.sink import SinkEntry, stream_id
 
 READ_BLOCK_MS = 1000
 COMMIT_POLL_S = 0.5  # a commit made through another process is seen within this; our own ones wake at once

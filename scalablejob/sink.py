@@ -50,6 +50,11 @@ class SinkEntry:
         return self.type in (EntryType.RESULT.value, EntryType.ERROR.value)
 
 
+def stream_id(index: int) -> str:
+    """The stream entry id of the item with this index (output and input queues alike)."""
+    return f"{index}-0"
+
+
 def entry_tags(request_id: str, task_type: str, entry_type: EntryType, **extra: object) -> dict[str, str]:
     """The tags every sink entry carries, plus entry-specific ones (exitCode, stream, ...)."""
     tags = {"requestId": request_id, "taskType": task_type, "type": entry_type.value}
@@ -87,12 +92,12 @@ class Sink:
 
     def read(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
         """Up to `count` entries from `start_index` on, in order."""
-        items: Any = self._redis.xrange(self.stream, min=f"{start_index}-0", max="+", count=count)
+        items: Any = self._redis.xrange(self.stream, min=stream_id(start_index), max="+", count=count)
         return [decode_entry(sid, fields) for sid, fields in items]
 
     def get(self, index: int) -> SinkEntry | None:
         """The entry with this index, or None if it never existed or was deleted."""
-        items: Any = self._redis.xrange(self.stream, min=f"{index}-0", max=f"{index}-0")
+        items: Any = self._redis.xrange(self.stream, min=stream_id(index), max=stream_id(index))
         return decode_entry(*items[0]) if items else None
 
     def last_index(self) -> int:
@@ -102,7 +107,7 @@ class Sink:
 
     def wait(self, after_index: int, block_ms: int, count: int = 100) -> list[SinkEntry]:
         """Entries after `after_index`, blocking up to `block_ms` until at least one arrives."""
-        reply: Any = self._redis.xread({self.stream: f"{after_index}-0"}, count=count, block=max(1, block_ms))
+        reply: Any = self._redis.xread({self.stream: stream_id(after_index)}, count=count, block=max(1, block_ms))
         return [decode_entry(sid, fields) for _, items in reply or [] for sid, fields in items]
 
     def length(self) -> int:

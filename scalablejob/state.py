@@ -18,7 +18,7 @@ from redis import asyncio as aioredis
 from scalablejob import keys
 from scalablejob.errors import RequestError
 from scalablejob.lua import lua_script
-from scalablejob.sink import Sink, SinkEntry, encode_tags
+from scalablejob.sink import Sink, SinkEntry, encode_tags, stream_id
 
 FINISHED_STATE_TTL_S = 7 * 24 * 3600  # finished requests stay searchable for a week, then Redis forgets them
 
@@ -139,7 +139,7 @@ class RequestStore:
         """Forget a request whose enqueue failed, its input queue entry included, so nothing claims it is queued."""
         self._redis.delete(self._key(request_id))
         self._redis.hdel(keys.input_index_map(self.service), index)
-        self._redis.xdel(keys.input_stream(self.service, frontend or self.service), f"{index}-0")
+        self._redis.xdel(keys.input_stream(self.service, frontend or self.service), stream_id(index))
 
     def _apply(self, request_id: str, fields: Mapping[str, str | int | float]) -> bool:
         """Update a request that still exists; False (and no change) if it does not."""
@@ -223,7 +223,7 @@ class FrontEndRequests:
         if not items:
             return 0
         states = [keys.request_state(self.service, item.request_id) for item in items if item.request_id]
-        ids = [f"{item.index}-0" for item in items]
+        ids = [stream_id(item.index) for item in items]
         return int(await self._withdraw(keys=[self._input, *states], args=ids))
 
 
