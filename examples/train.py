@@ -3,12 +3,16 @@
 It prints each epoch's loss, reports progress with the `::progress` marker line, writes a checkpoint
 after every epoch, and on SIGTERM (cancel) saves a last checkpoint before it exits.
 Submit it as a command task:  python examples/train.py --epochs 5 --checkpoint-dir /tmp/ckpt
+Without --checkpoint-dir, each job keeps its own folder checkpoints/<request id> (the worker gives every job its
+request id in SCALABLEJOB_REQUEST_ID), so a burst of jobs never overwrites one checkpoint; run by hand, it is
+checkpoints/local.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -16,13 +20,23 @@ import time
 from pathlib import Path
 from types import FrameType
 
+REQUEST_ID_ENV = "SCALABLEJOB_REQUEST_ID"
+
+
+def default_checkpoint_dir() -> Path:
+    """One folder per job: jobs of a burst run at once and must not write the same file."""
+    return Path("checkpoints") / os.environ.get(REQUEST_ID_ENV, "local")
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=0.3)
     parser.add_argument("--epoch-seconds", type=float, default=0.5, help="pause per epoch, to watch it live")
-    parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, default=default_checkpoint_dir(),
+        help=f"where checkpoint.json goes (default: checkpoints/${REQUEST_ID_ENV}, or checkpoints/local)",
+    )  # fmt: skip
     return parser.parse_args()
 
 

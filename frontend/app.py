@@ -30,6 +30,7 @@ from scalablejob.errors import (
     BrokerError,
     ParameterError,
     PayloadTooLarge,
+    QueueFull,
     QueueNotFound,
     QueueServiceError,
     RequestError,
@@ -52,7 +53,7 @@ from scalablejob.frontend.params import (
 from scalablejob.frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_list
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.frontend.status import Inspector, WorkerCensus
-from scalablejob.frontend.watch import READ_BLOCK_MS, WatchRegistry, WatchSession
+from scalablejob.frontend.watch import READ_BLOCK_MS, WatchRegistry, WatchSession, group_name
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ SESSION_STOP_TIMEOUT_S = 2 * READ_BLOCK_MS / 1000  # a session notices its stop 
 
 # Most specific first: the first match gives the status.
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (AuthError, 401), (QueueNotFound, 404), (PayloadTooLarge, 413), (WatcherConflict, 409),
+    (AuthError, 401), (QueueNotFound, 404), (PayloadTooLarge, 413), (WatcherConflict, 409), (QueueFull, 429),
     (ParameterError, 400), (TaskTypeError, 400), (RequestError, 400), (QueueServiceError, 400),
     (BrokerError, 503), (redis.exceptions.ConnectionError, 503), (redis.exceptions.TimeoutError, 503),
 )  # fmt: skip
@@ -97,7 +98,7 @@ class FrontEndService:
     async def start(self) -> None:
         self._redis = aioredis.Redis.from_url(self.broker)
         service = self.front_ends[0].service
-        self.inspector = Inspector(self._redis, WorkerCensus(self._redis, service))
+        self.inspector = Inspector(self._redis, WorkerCensus(self._redis, service), self.max_body_bytes)
         for fe in self.front_ends:
             client = JobClient(fe.service, self.broker, default_task_type=self.default_task_type, frontend=fe.name)
             self._clients.append(client)
@@ -242,7 +243,8 @@ async def watch_endpoint(websocket: WebSocket) -> None:
         if not parse_bool(query, "_watch_"):
             raise ParameterError("_watch_", "expected _watch_=true on a websocket connection")
         params = parse_watch(query)
-        key = (queue.stream, *identity(websocket.headers))
+        gid, uid = identity(websocket.headers)
+        key = (queue.stream, group_name(gid, params.filters), uid)
     except Exception as exc:
         await deny(websocket, error_response(exc, f"watch {websocket.url.path}"))
         return
@@ -253,7 +255,10 @@ async def watch_endpoint(websocket: WebSocket) -> None:
     try:
         await websocket.accept()
         session = WatchSession(queue, params, key, service.watchers, websocket.send_bytes)
-        await until_disconnected(websocket, session)
+        try:
+            await until_disconnected(websocket, session)
+        finally:  # what was sent is committed before the same watcher may connect again
+            await session.settle(SESSION_STOP_TIMEOUT_S)
     finally:
         service.watchers.release(key)
 

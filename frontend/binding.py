@@ -25,6 +25,7 @@ from scalablejob import keys
 from scalablejob.config import NAME_PATTERN, ServiceConfig
 from scalablejob.errors import BindingError
 from scalablejob.frontend.auth import new_token
+from scalablejob.limits import record_limits
 
 SINK_SUFFIX = "sink"
 _NAME_RE = re.compile(NAME_PATTERN[1:-1])
@@ -93,9 +94,11 @@ def plan(
 
 
 def bind(client: redis.Redis, config: ServiceConfig, names: Sequence[str], token: str | None) -> tuple[FrontEnd, ...]:
-    """Plan the front ends and record their tokens in the service's registry of bound front ends."""
+    """Plan the front ends and record their tokens in the service's registry of bound front ends, and the
+    service's queue limits."""
     raw: Any = client.hgetall(keys.frontend_registry(config.name))
     registered = {name.decode(): value.decode() for name, value in raw.items()}
     front_ends = plan(config, names, token, registered)
     client.hset(keys.frontend_registry(config.name), mapping={fe.name: fe.token for fe in front_ends})
+    record_limits(client, config.name, config.queue)
     return front_ends

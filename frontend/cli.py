@@ -36,14 +36,15 @@ if TYPE_CHECKING:
     "services take front ends of other names.",
 )  # fmt: skip
 @click.option(
-    "--max-body-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY_BYTES, show_default=True,
-    help="Larger request bodies are refused with 413.",
+    "--max-body-bytes", type=click.IntRange(min=1), default=None,
+    help="Larger request bodies are refused with 413 (default: the config's queue.max_payload_bytes, "
+    f"else {DEFAULT_MAX_BODY_BYTES}).",
 )  # fmt: skip
 @broker_option
 @data_dir_option
 @reports_errors
 def frontend(
-    config: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int,
+    config: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int | None,
     broker: str | None, data_dir: str | None,
 ) -> None:  # fmt: skip
     """Serve the queue service protocol of the service in CONFIG: /api/predict/NAME and /api/predict/NAME/sink.
@@ -54,7 +55,7 @@ def frontend(
 
 
 def _serve(
-    config_path: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int,
+    config_path: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int | None,
     broker: str | None, data_dir: str | None,
 ) -> None:  # fmt: skip
     from scalablejob.broker import data_dir as data_folder
@@ -69,7 +70,8 @@ def _serve(
         front_ends = _bind(url, config, names, token)
         sock = bind_socket(host, port)
         service = FrontEndService(
-            front_ends, url, default_task_type=config.scalable_job.default_task_type, max_body_bytes=max_body_bytes
+            front_ends, url, default_task_type=config.scalable_job.default_task_type,
+            max_body_bytes=max_body_bytes or config.queue.max_payload_bytes,
         )
         _announce(config.name, sock, front_ends)
         # uvicorn shuts down cleanly on SIGINT or SIGTERM, then raises the signal again: exit 0 for either

@@ -48,12 +48,14 @@ class GetParams:
 
 @dataclass(frozen=True)
 class WatchParams:
-    """A watch: items from `index` on, at most `window` delivered and not committed at once."""
+    """A watch: items from `index` on whose tags include `filters`, at most `window` delivered and not committed
+    at once."""
 
     index: int = 0
     window: int = 1
     index_only: bool = False
     auto_commit: bool = False
+    filters: Mapping[str, str] = field(default_factory=dict)
 
 
 def single_values(items: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -139,18 +141,13 @@ def parse_get(query: Mapping[str, str]) -> GetParams:
 
 
 def parse_watch(query: Mapping[str, str]) -> WatchParams:
-    """A watch's parameters. Tag filters are refused: a watcher consumes its group's items in order, and skipping
-    the ones that do not match would take them from the group's other watchers too."""
-    tags = tags_of(query)
-    if tags:
-        name = sorted(tags)[0]
-        raise ParameterError(name, "a watch takes no tag filters: expected only _index_, _window_, _index_only_, "
-                             "_auto_commit_ (and _watch_=true)")  # fmt: skip
+    """A watch's parameters; every parameter that is not an operation parameter is a tag filter."""
     return WatchParams(
         index=parse_int(query, "_index_", 0),
         window=parse_int(query, "_window_", 1, low=1, high=MAX_WINDOW),
         index_only=parse_bool(query, "_index_only_"),
         auto_commit=parse_bool(query, "_auto_commit_"),
+        filters=tags_of(query),
     )
 
 

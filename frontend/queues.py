@@ -13,7 +13,6 @@ a running command is stopped. Taking an item off the output queue just deletes i
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -26,8 +25,8 @@ from scalablejob import keys
 from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, normalize_tags
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
-from scalablejob.lua import lua_script
-from scalablejob.sink import SinkEntry, decode_entry, stream_id
+from scalablejob.frontend.tag_scan import TagScan, matches
+from scalablejob.sink import SinkEntry, decode_entry, index_of, stream_id
 from scalablejob.state import FrontEndRequests, RequestState
 
 SCAN_CHUNK = 256
@@ -58,19 +57,9 @@ class _Wait:
         return max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
 
 
-def tag_needle(name: str, value: str) -> str:
-    """How one tag reads inside the JSON that encode_tags writes: no other text can match it."""
-    return f"{json.dumps(name)}:{json.dumps(value)}"
-
-
 def entries_of(items: Any) -> list[SinkEntry]:
     """SinkEntries from an XRANGE-shaped reply; entries deleted since (no fields) are left out."""
     return [decode_entry(sid, fields) for sid, fields in items or [] if fields]
-
-
-def _scan_items(items: Any) -> list[SinkEntry]:
-    """SinkEntries from the raw `{id, {field, value, ...}}` arrays a script returns."""
-    return [decode_entry(sid, dict(zip(fields[::2], fields[1::2], strict=True))) for sid, fields in items]
 
 
 class Queue:
@@ -86,7 +75,7 @@ class Queue:
         self.name = name
         self.stream = stream
         self._on_removed = on_removed
-        self._scan = redis.register_script(lua_script("queues_scan.lua", "scalablejob.frontend"))
+        self.tags = TagScan(redis, stream)
         self.requests = FrontEndRequests(redis, front_end.service, front_end.name)
 
     async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
@@ -115,19 +104,19 @@ class Queue:
                 return entries
 
     async def _read_matching(self, params: GetParams, waiting: _Wait) -> list[SinkEntry]:
-        needles = [tag_needle(name, value) for name, value in sorted(params.filters.items())]
+        """Matching items from `index` on: the stored ones in bounded script steps (Redis serves other clients
+        between them), then new ones as they come, until one matches or the wait ends."""
         start = max(params.index, await self._first_possible(params.filters.get(REQUEST_ID_TAG)))
-        reply: Any = await self._scan(keys=[self.stream], args=[stream_id(start), params.length, SCAN_CHUNK, *needles])
-        found, last = _scan_items(reply[0]), reply[1]
-        after = max(start - 1, 0) if not last else max(start - 1, _index_of(last))
+        found, after = await self.tags.scan(stream_id(start), params.length, params.filters)
+        after = max(after, start - 1, 0)
         while not found:
             block = await waiting.next_block_ms()
             if block is None:
                 break
-            reply = await self.redis.xread({self.stream: stream_id(after)}, count=SCAN_CHUNK, block=block)
+            reply: Any = await self.redis.xread({self.stream: stream_id(after)}, count=SCAN_CHUNK, block=block)
             for entry in [entry for _, items in reply or [] for entry in entries_of(items)]:
                 after = max(after, entry.index)
-                if all(entry.tags.get(name) == value for name, value in params.filters.items()):
+                if matches(entry, params.filters):
                     found.append(entry)
         return found[: params.length]
 
@@ -135,9 +124,9 @@ class Queue:
         """The lowest index an item of this request can have here, as its state tells (0: unknown, or another
         front end's request)."""
         state = await self.requests.get(request_id) if request_id else None
-        return 0 if state is None else self._first_index_of(state)
+        return 0 if state is None else self._firstindex_of(state)
 
-    def _first_index_of(self, state: RequestState) -> int:
+    def _firstindex_of(self, state: RequestState) -> int:
         return 0
 
     async def get(self, index: int) -> SinkEntry | None:
@@ -163,7 +152,7 @@ class Queue:
             items: Any = await self.redis.xrange(self.stream, start, f"({stream_id(below)}", count=REMOVE_CHUNK)
             if not items:
                 break
-            removed += await self._remove_chunk([_index_of(sid) for sid, _ in items])
+            removed += await self._remove_chunk([index_of(sid) for sid, _ in items])
             start = f"({_text(items[-1][0])}"
         self._on_removed(self.stream)
         return removed
@@ -177,8 +166,8 @@ class Queue:
         first = info.get("first-entry")
         return {
             "stream.length": str(info["length"]),
-            "stream.firstEntry": str(_index_of(first[0])) if first else "0",
-            "stream.lastEntry": str(_index_of(info["last-generated-id"])),
+            "stream.firstEntry": str(index_of(first[0])) if first else "0",
+            "stream.lastEntry": str(index_of(info["last-generated-id"])),
         }
 
     def meta(self) -> dict[str, str]:
@@ -199,7 +188,7 @@ class SinkQueue(Queue):
         super().__init__(redis, front_end, front_end.sink_name, client.sink.stream, on_removed)
         self._client = client
 
-    def _first_index_of(self, state: RequestState) -> int:
+    def _firstindex_of(self, state: RequestState) -> int:
         """Every output of a request comes after the output queue's last index when it was put (`sink_from`)."""
         return state.sink_from + 1
 
@@ -223,7 +212,7 @@ class InputQueue(Queue):
         super().__init__(redis, front_end, front_end.name, stream, on_removed)
         self._client = client
 
-    def _first_index_of(self, state: RequestState) -> int:
+    def _firstindex_of(self, state: RequestState) -> int:
         """A request's input item has the request's index."""
         return state.index
 
@@ -243,6 +232,3 @@ class InputQueue(Queue):
 def _text(sid: bytes | str) -> str:
     return sid.decode() if isinstance(sid, bytes) else sid
 
-
-def _index_of(sid: bytes | str) -> int:
-    return int(_text(sid).split("-", 1)[0])

@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 from scalablejob import keys
 from scalablejob.errors import QueueNotFound
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
+from scalablejob.limits import Limit
 from scalablejob.lua import lua_script
 from scalablejob.presence import decode_presence
 from scalablejob.queues import priority_lists
@@ -39,16 +40,26 @@ class WorkerCensus:
 class Inspector:
     """Answers `attributes` and `search` for the queues of the front ends of one service."""
 
-    def __init__(self, redis: aioredis.Redis, census: WorkerCensus) -> None:
+    def __init__(self, redis: aioredis.Redis, census: WorkerCensus, max_payload_bytes: int) -> None:
         self.redis = redis
         self.census = census
+        self.max_payload_bytes = max_payload_bytes
         self._position = redis.register_script(lua_script("status_position.lua", "scalablejob.frontend"))
         self._count_before = redis.register_script(lua_script("status_count_before.lua", "scalablejob.frontend"))
 
     async def attributes(self, queue: Queue) -> dict[str, str]:
-        """`stream.*` of the queue, plus the depth of the service's Celery queues and its live workers."""
+        """`stream.*` of the queue and its limits under the cloud's names (`meta.maxPayloadBytes`,
+        `stream.approxMaxLength`; the output queue's `stream.maxAgeSeconds` is ours), plus the depth of the
+        service's Celery queues and its live workers."""
         service = queue.front_end.service
         attrs = {**queue.meta(), **await queue.stream_attributes()}
+        attrs["meta.maxPayloadBytes"] = str(self.max_payload_bytes)
+        limits = {"stream.approxMaxLength": Limit.INPUT_MAX_LENGTH}
+        if not isinstance(queue, InputQueue):
+            limits = {"stream.approxMaxLength": Limit.SINK_MAX_LENGTH, "stream.maxAgeSeconds": Limit.SINK_MAX_AGE_S}
+        recorded: Any = await self.redis.hmget(keys.queue_limits(service), [limit.value for limit in limits.values()])
+        for (name, limit), value in zip(limits.items(), recorded, strict=True):
+            attrs[name] = str(int(value or limit.default))
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_type in TaskType:
                 for key in priority_lists(queue_for(service, task_type)):

@@ -7,6 +7,14 @@ was. An item sent and not yet committed stays pending for its consumer and is se
 back (the SDK reconnects with the same uid), or is adopted by another watcher of the group once its consumer is no
 longer connected: nothing sent and uncommitted is lost. A commit (or delete, or truncate) removes the item from
 the queue, which frees a place in the window. Only one connection per queue, group and consumer is accepted.
+
+With auto commit, an item is committed once it has been handed to the connection, and only then: a batch is sent
+and committed in a task of its own that the end of the session does not cancel, so a client that closes right
+after the last frame still finds every item it was sent committed, and every item it was not sent still there.
+
+A watch with tag filters gets only the items whose tags all match. Its watchers form a consumer group of their
+own (the SDK's gid plus the filters), so skipping an item never takes it from an unfiltered watcher of the same
+gid; the filter runs in bounded steps inside Redis (tag_scan).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis import asyncio as aioredis
@@ -23,16 +31,25 @@ from redis.exceptions import ResponseError
 from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import DataFrame, encode_frame
 from scalablejob.frontend.queues import Queue, entries_of
+from scalablejob.frontend.tag_scan import TagScan, filter_key
 from scalablejob.lua import lua_script
 from scalablejob.sink import SinkEntry, stream_id
 
 READ_BLOCK_MS = 1000
 COMMIT_POLL_S = 0.5  # a commit made through another process is seen within this; our own ones wake at once
 ADOPT_INTERVAL_S = 1.0
+# An orphan's item is taken over only once it has been idle this long. XCLAIM resets the idle time, so when two
+# watchers of a group race to adopt the same orphan, the second claim finds the item fresh and fails: one sender.
+ADOPT_MIN_IDLE_MS = 1000
 RECONNECT_GRACE_S = 1.0  # a client that reconnects may arrive before its old connection is seen closed
 _GRACE_POLL_S = 0.02
 
 WatcherKey = tuple[str, str, str]  # stream, group, consumer
+
+
+def group_name(gid: str, filters: Mapping[str, str]) -> str:
+    """The consumer group of a watch: the SDK's gid, set apart by the tag filters when there are any."""
+    return f"{gid}?{filter_key(filters)}" if filters else gid
 
 
 class WatchRegistry:
@@ -85,12 +102,19 @@ class WatchSession:
         self._send = send
         self._settle = self.redis.register_script(lua_script("watch_settle.lua", "scalablejob.frontend"))
         self._forget = self.redis.register_script(lua_script("watch_forget.lua", "scalablejob.frontend"))
+        self._tags = TagScan(self.redis, self.stream) if params.filters else None
         self._adopted_at = float("-inf")
         self._stopped = False
+        self._deliveries: set[asyncio.Future[None]] = set()
 
     def stop(self) -> None:
         """End `run` at its next step: the client went away."""
         self._stopped = True
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait for deliveries still in flight (sending, then committing what was sent) to end."""
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries), timeout=timeout_s)
 
     async def run(self) -> None:
         """Stream items until stopped (the client went away) or a send fails."""
@@ -118,10 +142,26 @@ class WatchSession:
         return await self._existing(reply)
 
     async def _read_new(self, room: int) -> list[SinkEntry]:
+        if self._tags is not None:
+            return await self._read_matching(room)
         reply: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=room, block=READ_BLOCK_MS
         )
         return await self._existing(reply)
+
+    async def _read_matching(self, room: int) -> list[SinkEntry]:
+        """The group's next matching items; with none left, wait (up to one read block) for the stream to grow."""
+        assert self._tags is not None
+        entries, last = await self._tags.take(self.group, self.consumer, room, self.params.filters)
+        if not entries:  # wait after the group's last item (another watcher of the group may have moved it on)
+            after = last or await self._last_delivered()
+            await self.redis.xread({self.stream: after}, count=1, block=READ_BLOCK_MS)
+        return entries
+
+    async def _last_delivered(self) -> str:
+        """The id of the last item the group has passed to any of its watchers."""
+        groups: Any = await self.redis.xinfo_groups(self.stream)
+        return next(_text(g["last-delivered-id"]) for g in groups if _text(g["name"]) == self.group)
 
     async def _existing(self, reply: Any) -> list[SinkEntry]:
         """The entries of an XREADGROUP reply; ones deleted meanwhile are acknowledged and left out."""
@@ -154,19 +194,38 @@ class WatchSession:
     async def _claim(self, orphan: str, count: int) -> list[SinkEntry]:
         pending: Any = await self.redis.xpending_range(self.stream, self.group, "-", "+", count, consumername=orphan)
         ids = [item["message_id"] for item in pending]
-        claimed: Any = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids) if ids else []
+        claimed: Any = (
+            await self.redis.xclaim(self.stream, self.group, self.consumer, ADOPT_MIN_IDLE_MS, ids) if ids else []
+        )
         return await self._existing([(self.stream, claimed)])
 
     async def _deliver(self, entries: list[SinkEntry]) -> None:
-        if self._stopped:
+        """Send `entries` (and commit them, with auto commit) in a task the session's end does not cancel."""
+        if self._stopped or not entries:
             return  # read for a client that is gone: they stay pending for this consumer, and are not lost
-        for entry in entries:
-            data = b"" if self.params.index_only else entry.data
-            await self._send(encode_frame(DataFrame(index=entry.index, data=data, tags=entry.tags)))
-        if self.params.auto_commit and entries:
-            await self.redis.xack(self.stream, self.group, *[stream_id(entry.index) for entry in entries])
-            await self.queue.remove([entry.index for entry in entries])
+        delivery = asyncio.ensure_future(self._send_and_commit(entries))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._delivered)
+        await asyncio.shield(delivery)
 
+    def _delivered(self, delivery: asyncio.Future[None]) -> None:
+        self._deliveries.discard(delivery)
+        if not delivery.cancelled():
+            delivery.exception()  # retrieved: a failed send after the session ended is the client going away
+
+    async def _send_and_commit(self, entries: list[SinkEntry]) -> None:
+        """Send each entry; with auto commit, commit exactly those handed to the connection, even if a later
+        send fails because the client went away."""
+        sent: list[SinkEntry] = []
+        try:
+            for entry in entries:
+                data = b"" if self.params.index_only else entry.data
+                await self._send(encode_frame(DataFrame(index=entry.index, data=data, tags=entry.tags)))
+                sent.append(entry)
+        finally:
+            if self.params.auto_commit and sent:
+                await self.redis.xack(self.stream, self.group, *[stream_id(entry.index) for entry in sent])
+                await self.queue.remove([entry.index for entry in sent])
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

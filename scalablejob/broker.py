@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import redis
 
 from scalablejob.errors import BrokerError
-from scalablejob.redis_server import RedisServer
+from scalablejob.redis_server import Guard, RedisServer, probe_client, wait_while_loading
 
 BROKER_ENV = "SCALABLEJOB_BROKER"
 BROKER_WAIT_ENV = "SCALABLEJOB_BROKER_WAIT"  # seconds to wait for a given broker to answer (Procfile start order)
@@ -33,16 +33,27 @@ def checked_broker_url(url: str) -> str:
     return url
 
 
-def running_embedded(folder: Path) -> str | None:
-    """The URL of an embedded broker already serving `folder`, if one answers."""
+def embedded_record(folder: Path) -> dict[str, object]:
+    """What the embedded broker of `folder` recorded when it started (its url and pid); empty if nothing did."""
     try:
-        url = json.loads((folder / BROKER_RECORD).read_text())["url"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads((folder / BROKER_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and isinstance(record.get("url"), str) else {}
+
+
+def running_embedded(folder: Path) -> str | None:
+    """The URL of an embedded broker already serving `folder`, if one answers. One that is loading its data, or too
+    busy to answer in time, counts: a second server on the same folder would corrupt its file."""
+    url = embedded_record(folder).get("url")
+    if not isinstance(url, str):
         return None
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    client = probe_client(url)
     try:
         client.ping()
-        return str(url)
+        return url
+    except (redis.BusyLoadingError, redis.TimeoutError):
+        return url
     except redis.RedisError:
         return None
     finally:
@@ -52,9 +63,9 @@ def running_embedded(folder: Path) -> str | None:
 class EmbeddedBroker:
     """Starts the private redis-server of a data folder and records its URL there for other commands."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, guard: Guard | None = None) -> None:
         self.folder = folder
-        self.server = RedisServer(folder / "redis", port=port, persistent=True)
+        self.server = RedisServer(folder / "redis", port=port, persistent=True, guard=guard)
 
     def start(self) -> str:
         existing = running_embedded(self.folder)
@@ -69,25 +80,31 @@ class EmbeddedBroker:
         self.server.stop()
 
 
-def resolve_broker(explicit: str | None, folder: Path) -> tuple[str, EmbeddedBroker | None]:
-    """The broker URL to use, and the embedded broker this process started (and must stop), if any."""
+def resolve_broker(explicit: str | None, folder: Path, guard: Guard | None = None) -> tuple[str, EmbeddedBroker | None]:
+    """The broker URL to use, and the embedded broker this process started (and must stop), if any; `guard` as for
+    RedisServer."""
     url = explicit or os.environ.get(BROKER_ENV)
     if url:
         wait_for_broker(checked_broker_url(url), broker_wait_s())
         return url, None
     existing = running_embedded(folder)
     if existing:
+        wait_for_broker(existing, 0)
         return existing, None
-    broker = EmbeddedBroker(folder)
+    broker = EmbeddedBroker(folder, guard=guard)
     return broker.start(), broker
 
 
 def existing_broker(explicit: str | None, folder: Path) -> str:
-    """The broker URL for commands that only talk to a running service: never starts one."""
+    """The broker URL for commands that only talk to a running service: never starts one, waits while it loads."""
     url = explicit or os.environ.get(BROKER_ENV) or running_embedded(folder)
     if not url:
-        raise BrokerError(f"no broker: pass --broker URL (or set {BROKER_ENV}); no embedded broker runs in {folder}")
-    return checked_broker_url(url)
+        raise BrokerError(
+            f"no broker: no embedded broker runs in {folder}; start the service with `scalablejob up CONFIG` "
+            f"(same --data-dir), or pass --broker URL (or set {BROKER_ENV})"
+        )
+    wait_for_broker(checked_broker_url(url), 0)
+    return url
 
 
 def broker_wait_s() -> float:
@@ -103,17 +120,19 @@ def broker_wait_s() -> float:
 
 
 def wait_for_broker(url: str, timeout_s: float) -> None:
-    """Return once the broker answers PING, trying for up to `timeout_s` (0: do not wait, do not check)."""
-    if timeout_s <= 0:
-        return
+    """Return once the broker answers, trying for up to `timeout_s` (0: one try, and no error if nothing answers:
+    the command reports that itself). A broker that answers but is still loading its data is waited for up to
+    LOADING_TIMEOUT_S whatever `timeout_s` is: its commands would fail with LOADING until then."""
     deadline = time.monotonic() + timeout_s
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    client = probe_client(url)
     try:
         while True:
             try:
-                client.ping()
+                wait_while_loading(client, f"broker {url}")
                 return
             except redis.RedisError as exc:
+                if timeout_s <= 0:
+                    return
                 if time.monotonic() > deadline:
                     raise BrokerError(f"broker {url} did not answer within {timeout_s:g} s: {exc}") from None
                 time.sleep(0.2)

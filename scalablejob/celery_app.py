@@ -1,16 +1,49 @@
-"""The Celery app of one service: Redis broker, one queue per task type, and the settings idle-first needs."""
+"""The Celery app of one service: Redis broker, one queue per task type, and the settings idle-first needs.
+
+It is a Celery subclass so that what Celery users call keeps working the service's way: `app.Worker` (what
+`celery -A module worker` runs) is a scalablejob worker, `app.AsyncResult(id)` reads the request's state, and
+`app.control.revoke` (what AsyncResult.revoke() and Flower's revoke call) cancels the request. The worker, result
+backend and control are named by their import path: the core imports no component, and nothing loads unused.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.utils.objects import cached_property
 
+from scalablejob.flower_logs import quiet_flower_inspector
 from scalablejob.queues import NORMAL_PRIORITY, PRIORITY_STEPS
 from scalablejob.routing import TaskType, queue_for, task_name_for
+
+if TYPE_CHECKING:
+    from scalablejob.config import ServiceConfig
+    from scalablejob.job import Job
 
 # Unacked messages come back only after this long (celery #7924). Crash recovery belongs to the scaler,
 # which owns the worker processes; a short timeout would run long training jobs twice.
 VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
+
+SERVICE_WORKER = "scalablejob.workers.celery_worker:ServiceWorker"
+RESULT_BACKEND = "scalablejob.result_backend:QueueServiceBackend"
+CONTROL = "scalablejob.result_backend:ServiceControl"
+
+
+class ServiceCelery(Celery):
+    """A service's Celery app: `service` names it; a worker also needs `service_config` and, for user code, `job`."""
+
+    def __init__(self, service: str, broker_url: str | None) -> None:
+        super().__init__(service, broker=broker_url, set_as_current=False, control=CONTROL)
+        self.service = service
+        self.service_config: ServiceConfig | None = None
+        self.job: Job | None = None
+        quiet_flower_inspector()
+
+    @cached_property
+    def Worker(self) -> Any:
+        return self.subclass_with_self(SERVICE_WORKER)
 
 
 def service_queues(service: str) -> list[str]:
@@ -18,9 +51,10 @@ def service_queues(service: str) -> list[str]:
     return [queue_for(service, task_type) for task_type in TaskType]
 
 
-def make_app(service: str, broker_url: str) -> Celery:
-    """The Celery app of one service; producers and workers both use it."""
-    app = Celery(service, broker=broker_url, set_as_current=False)
+def make_app(service: str, broker_url: str | None) -> ServiceCelery:
+    """The Celery app of one service; producers and workers both use it. Without a broker URL, the caller adds one
+    (Job.celery: lazily, so that importing user code never needs a broker)."""
+    app = ServiceCelery(service, broker_url)
     exchange = Exchange(service, type="direct")
     app.conf.update(
         task_queues=[Queue(name, exchange, routing_key=name) for name in service_queues(service)],
@@ -37,7 +71,8 @@ def make_app(service: str, broker_url: str) -> Celery:
         worker_prefetch_multiplier=1,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        task_ignore_result=True,  # results travel through the sink stream, not a result backend
+        task_ignore_result=True,  # results travel through the sink stream: workers store nothing more
+        result_backend=RESULT_BACKEND,  # .get() and .state read the request's state and its final entry
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from scalablejob.cli_config import config
+from scalablejob.cli_down import down
 from scalablejob.cli_redis import redis
 from scalablejob.cli_requests import cancel, logs, submit
 from scalablejob.cli_status import status
@@ -22,5 +23,5 @@ def main() -> None:
     """scalablejob: an elastic, idle-first job service on Celery and Redis."""
 
 
-for command in (up, worker, scaler, frontend, redis, submit, status, watch, logs, cancel, config):
+for command in (up, down, worker, scaler, frontend, redis, submit, status, watch, logs, cancel, config):
     main.add_command(command)

@@ -18,7 +18,7 @@ from scalablejob.config import load_config
 from scalablejob.errors import RequestError
 from scalablejob.logs import request_entries
 from scalablejob.sink import EntryType, Sink, SinkEntry
-from scalablejob.state import RequestStore
+from scalablejob.state import RequestStatus, RequestStore
 
 SERVICE_ENV = "SCALABLEJOB_SERVICE"
 
@@ -121,7 +121,13 @@ def _request_body(data: str | None, file: Any) -> bytes:
               help="Service config: gives the service name and its default taskType.")  # fmt: skip
 @click.option("--repeat", type=click.IntRange(1, 10_000), default=1, show_default=True,
               help="Submit that many copies (a burst); one request id per line.")  # fmt: skip
-@click.option("--wait", is_flag=True, help="Wait for the result and print it; exit 1 unless it succeeded.")
+@click.option(
+    "--wait", is_flag=True,
+    help="Wait for the result and print it as a line (how a failure ended goes to stderr). Exit status: 0 if the "
+    "request succeeded; else the command's own exit code (127: not found, 128+N: killed by signal N, e.g. 143 "
+    "when cancelled or timed out); else 1 (a failed query, a request cancelled before it ran, --timeout "
+    "passed). With --repeat, the first non-zero one.",
+)  # fmt: skip
 @click.option("--timeout", type=float, default=None, metavar="SECONDS", help="How long --wait waits.")
 @click.option("--service", "-s", envvar=SERVICE_ENV, metavar="NAME", help=f"Service to submit to (env {SERVICE_ENV}).")
 @broker_option
@@ -148,13 +154,37 @@ def submit(
             click.echo(request_id)
             click.echo(f"index {index} on {name}; follow it with: scalablejob logs -f {request_id}", err=True)
         if wait:
-            sys.exit(max(_print_result(client, request_id, timeout) for _, request_id in submitted))
+            codes = [_print_result(client, request_id, timeout) for _, request_id in submitted]
+            sys.exit(next((code for code in codes if code), 0))
+
+
+EXIT_FAILED = 1
+
+
+def wait_exit_code(entry: SinkEntry, status: RequestStatus | None) -> int:
+    """`submit --wait`'s exit status: 0 when done, else the command's own exit code if it has one, else 1."""
+    if status is RequestStatus.DONE:
+        return 0
+    code = entry.tags.get("exitCode", "")
+    return int(code) if code.isdigit() and 0 < int(code) < 256 else EXIT_FAILED
+
+
+def failure_summary(request_id: str, entry: SinkEntry, status: RequestStatus | None) -> str:
+    """One line on how a request that did not succeed ended: its exit code, or the error entry's text."""
+    how = [f"{name} {entry.tags[tag]}" for tag, name in _SUMMARY if tag in entry.tags and tag != "durationSeconds"]
+    detail = ", ".join(how) if "exitCode" in entry.tags else entry.data.decode("utf-8", "replace").strip()
+    return f"request {request_id} {status.value if status else 'ended'}: {detail}"
 
 
 def _print_result(client: JobClient, request_id: str, timeout: float | None) -> int:
-    """Print a request's result body; 0 if it succeeded, 1 otherwise."""
+    """Print a request's result body as a line (a failure's cause to stderr); returns --wait's exit status."""
     entry = client.result(request_id, timeout=timeout)
-    sys.stdout.buffer.write(entry.data)
-    sys.stdout.flush()
     state = client.state(request_id)
-    return 0 if state is not None and state.status.value == "done" else 1
+    status = state.status if state is not None else None
+    if entry.type == EntryType.RESULT.value:
+        sys.stdout.buffer.write(entry.data if entry.data.endswith(b"\n") else entry.data + b"\n")
+        sys.stdout.flush()
+    code = wait_exit_code(entry, status)
+    if code:
+        click.echo(failure_summary(request_id, entry, status), err=True)
+    return code

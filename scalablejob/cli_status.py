@@ -1,7 +1,9 @@
-"""`scalablejob status`: a service at a glance, as rich tables."""
+"""`scalablejob status`: a service at a glance, as rich tables (or JSON for scripts)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 
 import click
@@ -9,9 +11,21 @@ from rich.console import Console
 from rich.table import Table
 
 from scalablejob.cli_options import broker_option, connect_broker, data_dir_option, reports_errors, service_of
-from scalablejob.config import load_config
+from scalablejob.config import ServiceConfig, load_config
+from scalablejob.errors import ScalableJobError
 from scalablejob.presence import STALE_AFTER_S
-from scalablejob.status import ServiceStatus, read_status
+from scalablejob.status import ServiceStatus, known_services, read_status, status_document
+
+NON_TERMINAL_WIDTH = 10_000  # a pipe or file has no width: rich would assume 80 and cut headers to "ty…"
+
+
+def output_console() -> Console:
+    """A terminal gets tables that fit it; a pipe or file gets each line as long as it needs, so nothing is cut."""
+    return Console() if sys.stdout.isatty() else Console(width=NON_TERMINAL_WIDTH)
+
+
+def print_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2))
 
 
 def _age(then: float, now: float) -> str:
@@ -69,21 +83,52 @@ def decisions_table(status: ServiceStatus) -> Table:
 @click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False), required=False)
 @click.option("--service", "-s", metavar="NAME", help="Service name (instead of CONFIG).")
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print the snapshot as one JSON object (service, takenAt, queues, scalers, workers, initFailures, "
+    "decisions) instead of tables.",
+)  # fmt: skip
 @broker_option
 @data_dir_option
 @reports_errors
-def status(config: str | None, service: str | None, broker: str | None, data_dir: str | None) -> None:
-    """Show a service: queue depths, replicas desired and actual, each worker and its GPU, recent decisions."""
+def status(
+    config: str | None, service: str | None, as_json: bool, broker: str | None, data_dir: str | None
+) -> None:  # fmt: skip
+    """Show a service: queue depths, replicas desired and actual, each worker and its GPU, recent decisions.
+
+    A --service that the broker knows nothing of (no request, worker, scaler or front end ever) is an error.
+    """
     service_config = load_config(config) if config else None
     name = service_of(service_config, service)
     client = connect_broker(broker, data_dir)
     try:
         snapshot = read_status(client, name)
+        if service_config is None and not snapshot.known:
+            raise ScalableJobError(unknown_service_message(name, known_services(client)))
     finally:
         client.close()
-    console = Console()
-    image = service_config.containers[0].image if service_config and service_config.containers else None
-    kind = f" ({service_config.metadata.type})" if service_config else ""
-    console.print(f"[bold]service {name}[/bold]{kind}" + (f", image {image} (not used locally)" if image else ""))
+    if as_json:
+        print_json({**status_document(snapshot), **config_document(service_config)})
+        return
+    console = output_console()
+    console.print(heading(name, service_config))
     for table in (queues_table(snapshot), scaler_table(snapshot), workers_table(snapshot), decisions_table(snapshot)):
         console.print(table)
+
+
+def unknown_service_message(name: str, known: list[str]) -> str:
+    where = f"known services: {', '.join(known)}" if known else "it holds no service yet"
+    return f"service {name!r}: the broker knows nothing of it (no request, worker, scaler or front end); {where}"
+
+
+def heading(name: str, config: ServiceConfig | None) -> str:
+    image = config.containers[0].image if config and config.containers else None
+    kind = f" ({config.metadata.type})" if config else ""
+    return f"[bold]service {name}[/bold]{kind}" + (f", image {image} (not used locally)" if image else "")
+
+
+def config_document(config: ServiceConfig | None) -> dict[str, object]:
+    """What CONFIG adds to `status --json`: the service's type and its image (reported, not used locally)."""
+    if config is None:
+        return {}
+    return {"type": config.metadata.type, "image": config.containers[0].image if config.containers else None}

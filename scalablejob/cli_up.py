@@ -35,7 +35,9 @@ def up(
     Redis (embedded, with append-only persistence, unless --broker names one), the front end, the scaler
     (which starts the workers), Flower, and the config's front_end.script if it has one. It prints where each
     listens and the token. Ctrl-C stops it all: workers finish their running tasks first (a second Ctrl-C
-    puts them back on the queue instead), and queued tasks are still there after the next `up`.
+    puts them back on the queue instead), and queued tasks are still there after the next `up`. SIGTERM, SIGHUP
+    (a closed terminal) and `scalablejob down` in another terminal stop it the same way. One `up` per data folder:
+    a second one names the first and exits 1.
     """
     from scalablejob.up import StackOptions, run_up
 

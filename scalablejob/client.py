@@ -14,9 +14,10 @@ from scalablejob.celery_app import make_app
 from scalablejob.errors import BrokerError, RequestError, ResultTimeout
 from scalablejob.logs import request_entries
 from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY
-from scalablejob.routing import TASK_TYPE_TAG, parse_task_type, queue_for, task_name_for
+from scalablejob.routing import TASK_TYPE_TAG, TaskRegistry, TaskType, queue_for, resolve_task, task_name_for
 from scalablejob.sink import Sink, SinkEntry
 from scalablejob.state import RequestState, RequestStore
+from scalablejob.task_registry import RegistryCache
 
 REQUEST_ID_TAG = "requestId"
 PRIORITY_TAG = "_priority_"
@@ -67,19 +68,24 @@ class JobClient:
         self._app = make_app(service, broker)
         self.sink = Sink(self._redis, service, frontend=self.frontend)
         self.requests = RequestStore(self._redis, service)
+        self.tasks = RegistryCache(self._redis, service)
 
-    def put(self, data: bytes | str, tags: Mapping[str, object] | None = None) -> tuple[int, str]:
-        """Enqueue one request routed by its `taskType` tag; returns (index, request_id)."""
+    def put(
+        self, data: bytes | str, tags: Mapping[str, object] | None = None, *, tasks: TaskRegistry | None = None
+    ) -> tuple[int, str]:
+        """Enqueue one request routed by its `task` or `taskType` tag; returns (index, request_id). Nothing is
+        written when the tags name an unknown task or type. `tasks`: named tasks the caller knows from its own code
+        (`.delay()`), known even before a worker of the service has registered them."""
         body = data.encode() if isinstance(data, str) else bytes(data)
         clean = normalize_tags(tags)
-        task_type = parse_task_type(clean.get(TASK_TYPE_TAG), self.default_task_type)
+        task_type, task_name = self._route(clean, tasks or {})
         request_id = checked_request_id(clean)
         priority = priority_of(clean)
         clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
         index = self.requests.create(request_id, task_type.value, frontend=self.frontend, data=body, tags=clean)
         try:
             self._app.send_task(
-                task_name_for(task_type),
+                task_name or task_name_for(task_type),  # a named task runs as itself, so Flower shows its name
                 args=(body, clean),
                 kwargs={"frontend": self.frontend},  # the return address: the worker writes to this front end's sink
                 task_id=request_id,
@@ -90,6 +96,14 @@ class JobClient:
             self.requests.discard(request_id, index, self.frontend)
             raise BrokerError(f"could not enqueue request {request_id} on {self.service}: {exc}") from exc
         return index, request_id
+
+    def _route(self, tags: Mapping[str, str], known: TaskRegistry) -> tuple[TaskType, str | None]:
+        """Resolve against the cached registry; a name it does not know is looked up afresh before it is refused."""
+        try:
+            return resolve_task(tags, {**self.tasks.get(), **known}, self.default_task_type, self.service)
+        except RequestError:
+            registry = {**self.tasks.get(fresh=True), **known}
+            return resolve_task(tags, registry, self.default_task_type, self.service)
 
     def state(self, request_id: str) -> RequestState | None:
         return self.requests.get(request_id)

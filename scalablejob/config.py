@@ -35,6 +35,9 @@ DEFAULT_SCALE_TO_ZERO_GRACE_S = 60.0
 DEFAULT_FRONTEND_HOST = "127.0.0.1"  # the queue service's HTTP front end: loopback unless asked otherwise
 DEFAULT_FRONTEND_PORT = 8080  # the port the cloud's queue service gateway answers on
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a request body over this is refused with 413
+DEFAULT_INPUT_MAX_LENGTH = 100_000  # requests queued or running per front end; a put beyond is refused with 429
+DEFAULT_SINK_MAX_LENGTH = 100_000  # output queue entries per front end; the oldest are evicted beyond it
+DEFAULT_SINK_MAX_AGE_S = 7 * 24 * 3600  # output queue entries, and finished request states, are kept a week
 
 TYPE_STANDALONE = "ScalableJob"
 TYPE_INTEGRATED = "ScalableJobService"
@@ -121,6 +124,18 @@ class AutoscalerConfig:
 
 
 @dataclass(frozen=True)
+class QueueConfig:
+    """The limits of each front end's two queues, as the cloud's queue service has them: the largest payload,
+    how many requests may wait (or run) in the input queue, and how many entries the output queue keeps and for
+    how long (a finished request's state is kept as long, so a result and its request are forgotten together)."""
+
+    max_payload_bytes: int = DEFAULT_MAX_BODY_BYTES
+    input_max_length: int = DEFAULT_INPUT_MAX_LENGTH
+    sink_max_length: int = DEFAULT_SINK_MAX_LENGTH
+    sink_max_age_s: int = DEFAULT_SINK_MAX_AGE_S
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The whole service config, parsed once; components take the pieces they need."""
 
@@ -129,6 +144,7 @@ class ServiceConfig:
     front_end: FrontEndConfig | None = None
     scalable_job: ScalableJobConfig = field(default_factory=ScalableJobConfig)
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
 
     @property
     def name(self) -> str:
@@ -199,6 +215,7 @@ def _parse_service(root: JsonObject) -> ServiceConfig:
         front_end=None if front_end_obj is None else _parse_front_end(front_end_obj),
         scalable_job=_parse_scalable_job(root.section("scalable_job")),
         autoscaler=_parse_autoscaler(root.section("autoscaler")),
+        queue=_parse_queue(root.section("queue")),
     )
     root.done()
     return config
@@ -297,6 +314,19 @@ def _env_names(items: list[tuple[str, object]]) -> tuple[str, ...]:
         if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
             raise ConfigError(path, f"expected an environment variable name like LEARNING_RATE, got {found(name)}")
     return tuple(str(name) for _, name in items)
+
+
+def _parse_queue(obj: JsonObject) -> QueueConfig:
+    source, sink = obj.section("source"), obj.section("sink")
+    queue = QueueConfig(
+        max_payload_bytes=obj.integer("max_payload_bytes", DEFAULT_MAX_BODY_BYTES, ge=1),
+        input_max_length=source.integer("max_length", DEFAULT_INPUT_MAX_LENGTH, ge=1),
+        sink_max_length=sink.integer("max_length", DEFAULT_SINK_MAX_LENGTH, ge=1),
+        sink_max_age_s=sink.integer("max_age_seconds", DEFAULT_SINK_MAX_AGE_S, ge=1),
+    )
+    for section in (source, sink, obj):
+        section.done()
+    return queue
 
 
 def _parse_autoscaler(obj: JsonObject) -> AutoscalerConfig:

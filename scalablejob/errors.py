@@ -24,6 +24,10 @@ class RequestError(ScalableJobError, ValueError):
     """A request is malformed (bad tag, duplicate request id, ...)."""
 
 
+class QueueFull(ScalableJobError):
+    """A front end's input queue holds its maximum number of requests: retry once some have finished."""
+
+
 class BrokerError(ScalableJobError):
     """The broker (Redis) could not be found, started or reached."""
 

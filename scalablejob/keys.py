@@ -20,9 +20,15 @@ def input_index_counter(service: str) -> str:
     return f"{KEY_PREFIX}:{service}:input:index"
 
 
-def input_index_map(service: str) -> str:
-    """Hash from input index to request id, so a request can be found by its index."""
-    return f"{KEY_PREFIX}:{service}:input:by-index"
+def input_index_prefix(service: str) -> str:
+    """The prefix of the keys from input index to request id: state_create.lua, which draws the index, appends it."""
+    return f"{KEY_PREFIX}:{service}:input:by-index:"
+
+
+def input_index_entry(service: str, index: int) -> str:
+    """String key holding the id of the request with this input index, so a request can be found by its index.
+    One key per index rather than one hash, so each expires with its request's state."""
+    return f"{input_index_prefix(service)}{index}"
 
 
 def request_state(service: str, request_id: str) -> str:
@@ -81,6 +87,13 @@ def frontend_sink_index_counter(service: str, frontend: str) -> str:
     return sink_index_counter(service) if frontend == service else f"{KEY_PREFIX}:{service}:fe:{frontend}:sink:index"
 
 
+def frontend_sink_clock(service: str, frontend: str) -> str:
+    """Sorted set of a front end's output queue checkpoints (index scored by the time it was appended), which
+    maps an age to an index for trimming the queue to its maximum age (scalablejob.sink)."""
+    own = f"{KEY_PREFIX}:{service}:sink" if frontend == service else f"{KEY_PREFIX}:{service}:fe:{frontend}:sink"
+    return f"{own}:clock"
+
+
 def input_stream(service: str, frontend: str) -> str:
     """A front end's input queue as the protocol reads it: its requests not yet finished, by index."""
     return f"{KEY_PREFIX}:{service}:fe:{frontend}:input"
@@ -89,3 +102,14 @@ def input_stream(service: str, frontend: str) -> str:
 def frontend_registry(service: str) -> str:
     """Hash of the front ends bound to a service: name -> token, so a restarted front end keeps its token."""
     return f"{KEY_PREFIX}:{service}:frontends"
+
+
+def queue_limits(service: str) -> str:
+    """Hash of the service's queue limits (scalablejob.limits), read by the scripts that write the queues."""
+    return f"{KEY_PREFIX}:{service}:queue-limits"
+
+
+def task_registry(service: str) -> str:
+    """Hash of the service's named tasks (@job.task): name -> JSON type and default, written by workers at start and
+    read by every put, so an unknown task name is refused before anything is enqueued."""
+    return f"{KEY_PREFIX}:{service}:tasks"

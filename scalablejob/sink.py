@@ -3,11 +3,23 @@
 Each entry's stream id is ``<index>-0``, where index comes from a counter bumped in the same Lua call,
 so indexes are monotonic, never reused after a delete, and an entry is found by index with one XRANGE.
 A request's final entry is appended together with the end of its state: `scalablejob.state` owns that step.
+
+Retention: every append keeps the queue to the service's limits (scalablejob.limits) in the same script. Its
+maximum length is XADD's own `MAXLEN ~`. Its maximum age needs `XTRIM MINID`, which trims by stream id; but ids
+are indexes, not times, so each queue keeps a small clock: a sorted set of checkpoints, an index scored by the
+time it was appended. An append records itself as a checkpoint when the newest one is at least max_age /
+CHECKPOINTS_PER_MAX_AGE old, and then trims every entry up to the newest checkpoint that is max_age old, dropping
+that checkpoint and the older ones. So the clock holds about CHECKPOINTS_PER_MAX_AGE members, a trim runs at most
+once per step (max_age / CHECKPOINTS_PER_MAX_AGE), no entry younger than max_age is trimmed, and none outlives it
+by more than two steps and the gaps between appends (a queue nobody appends to keeps what it has, but does not
+grow). The time is the writer's, passed in (a 6.2 script reads no clock); clocks that disagree shift the trim by
+as much.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,7 +28,10 @@ from typing import Any
 import redis
 
 from scalablejob import keys
+from scalablejob.limits import Limit
 from scalablejob.lua import lua_script
+
+CHECKPOINTS_PER_MAX_AGE = 100  # the clock's size, and how finely the maximum age is kept (1 % of it)
 
 
 class EntryType(str, Enum):
@@ -50,9 +65,26 @@ class SinkEntry:
         return self.type in (EntryType.RESULT.value, EntryType.ERROR.value)
 
 
+def writer_script(name: str) -> str:
+    """A script that appends to an output queue, preceded by the function that keeps it to its maximum age."""
+    return lua_script("sink_retention.lua") + lua_script(name)
+
+
+def retention_defaults() -> list[int]:
+    """The arguments every writer script passes after `now`: the defaults of the output queue's maximum length and
+    age (used while the limits hash lacks them) and how many checkpoints its clock keeps per maximum age."""
+    return [Limit.SINK_MAX_LENGTH.default, Limit.SINK_MAX_AGE_S.default, CHECKPOINTS_PER_MAX_AGE]
+
+
 def stream_id(index: int) -> str:
     """The stream entry id of the item with this index (output and input queues alike)."""
     return f"{index}-0"
+
+
+def index_of(sid: bytes | str) -> int:
+    """The index of the item with this stream entry id."""
+    text = sid.decode() if isinstance(sid, bytes) else sid
+    return int(text.split("-", 1)[0])
 
 
 def entry_tags(request_id: str, task_type: str, entry_type: EntryType, **extra: object) -> dict[str, str]:
@@ -68,9 +100,8 @@ def encode_tags(tags: Mapping[str, str]) -> bytes:
 
 def decode_entry(stream_id: bytes | str, fields: Mapping[bytes, bytes]) -> SinkEntry:
     """A SinkEntry from one raw XRANGE/XREAD item."""
-    sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
     raw_tags = fields.get(b"tags") or b"{}"
-    return SinkEntry(index=int(sid.split("-", 1)[0]), data=fields.get(b"data", b""), tags=json.loads(raw_tags))
+    return SinkEntry(index=index_of(stream_id), data=fields.get(b"data", b""), tags=json.loads(raw_tags))
 
 
 class Sink:
@@ -82,13 +113,17 @@ class Sink:
         self.frontend = frontend or service  # each front end of a service has its own output queue
         self.stream = keys.frontend_sink_stream(service, self.frontend)
         self.counter = keys.frontend_sink_index_counter(service, self.frontend)
-        # state_finish.lua makes the same append (INCR, then XADD) together with the end of a request state
-        self._append = client.register_script(lua_script("sink_append.lua"))
+        self.limits = keys.queue_limits(service)
+        self.clock = keys.frontend_sink_clock(service, self.frontend)
+        # state_finish.lua makes the same append (INCR, XADD, trim) together with the end of a request state
+        self._append = client.register_script(writer_script("sink_append.lua"))
 
-    def append(self, data: bytes, tags: Mapping[str, str]) -> int:
-        """Append one entry and return its index. A request's final entry goes through `RequestStore.finish`
-        instead, which ends the request's state in the same step."""
-        return int(self._append(keys=[self.stream, self.counter], args=[data, encode_tags(tags)]))
+    def append(self, data: bytes, tags: Mapping[str, str], *, now: float | None = None) -> int:
+        """Append one entry at `now` (default: the time) and return its index. A request's final entry goes
+        through `RequestStore.finish` instead, which ends the request's state in the same step."""
+        at = time.time() if now is None else now
+        args: list[bytes | float] = [data, encode_tags(tags), at, *retention_defaults()]
+        return int(self._append(keys=[self.stream, self.counter, self.limits, self.clock], args=args))
 
     def read(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
         """Up to `count` entries from `start_index` on, in order."""

@@ -16,11 +16,14 @@ import redis
 from redis import asyncio as aioredis
 
 from scalablejob import keys
-from scalablejob.errors import RequestError
+from scalablejob.errors import QueueFull, RequestError
+from scalablejob.limits import Limit
 from scalablejob.lua import lua_script
-from scalablejob.sink import Sink, SinkEntry, encode_tags, stream_id
+from scalablejob.sink import Sink, SinkEntry, encode_tags, retention_defaults, stream_id, writer_script
 
-FINISHED_STATE_TTL_S = 7 * 24 * 3600  # finished requests stay searchable for a week, then Redis forgets them
+# finished requests stay searchable as long as the output queue keeps entries (queue.sink.max_age_seconds, a week
+# by default), then Redis forgets them: this is the expiry while no part has recorded the service's limits
+FINISHED_STATE_TTL_S = Limit.SINK_MAX_AGE_S.default
 
 
 class Field:
@@ -108,7 +111,7 @@ class RequestStore:
         self._create = client.register_script(lua_script("state_create.lua"))
         self._update = client.register_script(lua_script("state_update.lua"))
         self._requeue = client.register_script(lua_script("state_requeue.lua"))
-        self._finish = client.register_script(lua_script("state_finish.lua"))
+        self._finish = client.register_script(writer_script("state_finish.lua"))
 
     def _key(self, request_id: str) -> str:
         return keys.request_state(self.service, request_id)
@@ -128,17 +131,20 @@ class RequestStore:
         own = frontend or self.service
         index = self._create(
             keys=[
-                self._key(request_id), keys.input_index_counter(self.service), keys.input_index_map(self.service),
-                keys.input_stream(self.service, own), keys.frontend_sink_index_counter(self.service, own),
+                self._key(request_id), keys.input_index_counter(self.service), keys.input_stream(self.service, own),
+                keys.frontend_sink_index_counter(self.service, own), keys.queue_limits(self.service),
             ],
-            args=[request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {})],
+            args=[
+                request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {}),
+                Limit.INPUT_MAX_LENGTH.default, keys.input_index_prefix(self.service),
+            ],
         )  # fmt: skip
-        return _new_index(index, request_id)
+        return _new_index(index, request_id, own)
 
     def discard(self, request_id: str, index: int, frontend: str | None = None) -> None:
         """Forget a request whose enqueue failed, its input queue entry included, so nothing claims it is queued."""
         self._redis.delete(self._key(request_id))
-        self._redis.hdel(keys.input_index_map(self.service), index)
+        self._redis.delete(keys.input_index_entry(self.service, index))
         self._redis.xdel(keys.input_stream(self.service, frontend or self.service), stream_id(index))
 
     def _apply(self, request_id: str, fields: Mapping[str, str | int | float]) -> bool:
@@ -173,13 +179,21 @@ class RequestStore:
         now: float | None = None, exit_code: int | None = None, error: str | None = None,
     ) -> int:  # fmt: skip
         """End a request: append its final entry to `sink` (its front end's output queue) and return the entry's
-        index; in the same step its state ends (`status`, `result_index`, the details given; it expires after
-        FINISHED_STATE_TTL_S) and it leaves that front end's input queue."""
-        fields: dict[str, str | float | int] = {Field.STATUS: status.value, Field.FINISHED_AT: _now(now)}
+        index; in the same step its state ends (`status`, `result_index`, the details given) and it leaves that
+        front end's input queue. The state and its index expire when the output queue's maximum age has passed
+        (queue.sink.max_age_seconds; FINISHED_STATE_TTL_S until a part records the limits)."""
+        finished_at = _now(now)
+        fields: dict[str, str | float | int] = {Field.STATUS: status.value, Field.FINISHED_AT: finished_at}
         optional = {Field.EXIT_CODE: exit_code, Field.ERROR: error}
         fields.update({name: value for name, value in optional.items() if value is not None})
-        entry_keys = [sink.stream, sink.counter, self._key(request_id), keys.input_stream(self.service, sink.frontend)]
-        args = [data, encode_tags(tags), FINISHED_STATE_TTL_S, *_pairs(fields)]
+        entry_keys = [
+            sink.stream, sink.counter, self._key(request_id), keys.input_stream(self.service, sink.frontend),
+            keys.queue_limits(self.service), sink.clock,
+        ]  # fmt: skip
+        args = [
+            data, encode_tags(tags), finished_at, *retention_defaults(), keys.input_index_prefix(self.service),
+            *_pairs(fields),
+        ]  # fmt: skip
         return int(self._finish(keys=entry_keys, args=args))
 
     def get(self, request_id: str) -> RequestState | None:
@@ -214,7 +228,7 @@ class FrontEndRequests:
 
     async def at_index(self, index: int) -> RequestState | None:
         """The state of the request with this input index, if it came through this front end."""
-        request_id: Any = await self._redis.hget(keys.input_index_map(self.service), index)
+        request_id: Any = await self._redis.get(keys.input_index_entry(self.service, index))
         return await self.get(request_id.decode()) if request_id else None
 
     async def withdraw(self, items: Sequence[SinkEntry]) -> int:
@@ -232,10 +246,15 @@ def _pairs(fields: Mapping[str, str | int | float]) -> list[str | int | float]:
     return [item for name_value in fields.items() for item in name_value]
 
 
-def _new_index(index: Any, request_id: str) -> int:
-    """The index a create script returned; 0 means the request id was taken."""
+def _new_index(index: Any, request_id: str, frontend: str) -> int:
+    """The index a create script returned; 0 means the request id was taken, -1 that the input queue is full."""
     if int(index) == 0:
         raise RequestError(f"requestId {request_id!r} is already in use: expected a new, unique id")
+    if int(index) == -1:
+        raise QueueFull(
+            f"queue {frontend} is full: it holds its maximum number of waiting and running requests "
+            f"(queue.source.max_length); retry once some have finished"
+        )
     return int(index)
 
 

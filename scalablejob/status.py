@@ -1,4 +1,8 @@
-"""What `scalablejob status` shows, read from Redis in one place: queues, scaler, workers, recent decisions."""
+"""What `scalablejob status` shows, read from Redis in one place: queues, scaler, workers, recent decisions.
+
+Also whether Redis knows the service at all (a mistyped name must not look like an idle service) and the
+snapshot as plain data for `status --json`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import redis
 
 from scalablejob import keys
 from scalablejob.celery_app import service_queues
-from scalablejob.presence import Presence, read_presence
+from scalablejob.presence import STALE_AFTER_S, Presence, read_presence
 from scalablejob.queues import queue_depth
 
 RECENT_DECISIONS = 5
@@ -28,20 +32,58 @@ class ServiceStatus:
     decisions: list[dict[str, Any]]
     init_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     taken_at: float = 0.0
+    known: bool = True  # False: nothing in Redis was ever written for this service (a typo, or the wrong broker)
+
+
+# Keys that exist once a service has been used at all: a request put, an output entry, a worker, a scaler, a front end
+_SERVICE_MARKERS = (
+    keys.input_index_counter, keys.sink_index_counter, keys.worker_presence, keys.scaler_processes,
+    keys.scaler_decisions, keys.init_failures, keys.frontend_registry,
+)  # fmt: skip
 
 
 def read_status(client: redis.Redis, service: str, now: float | None = None) -> ServiceStatus:
+    queues = {queue: queue_depth(client, queue) for queue in service_queues(service)}
+    scalers = _scalers(client, service)
     return ServiceStatus(
         service=service,
-        queues={queue: queue_depth(client, queue) for queue in service_queues(service)},
-        scalers=_scalers(client, service),
+        queues=queues,
+        scalers=scalers,
         workers=sorted(read_presence(client, service).values(), key=lambda presence: presence.name),
         decisions=[json.loads(raw) for raw in _lrange(client, keys.scaler_decisions(service), RECENT_DECISIONS)],
         init_failures={
             name.decode(): json.loads(raw) for name, raw in _hgetall(client, keys.init_failures(service)).items()
         },
         taken_at=time.time() if now is None else now,
+        known=any(queues.values()) or bool(scalers) or _exists(client, *(key(service) for key in _SERVICE_MARKERS)),
     )
+
+
+def known_services(client: redis.Redis) -> list[str]:
+    """The services Redis holds keys of, for the hint after a name it does not know."""
+    found: Any = client.scan_iter(match=f"{keys.KEY_PREFIX}:*", count=1000)
+    return sorted({keys.service_of_request_state(key.decode()) for key in found} - {""})
+
+
+def status_document(status: ServiceStatus) -> dict[str, Any]:
+    """The snapshot as plain JSON data (`status --json`): what the tables show, unformatted."""
+    return {
+        "service": status.service,
+        "takenAt": status.taken_at,
+        "queues": status.queues,
+        "scalers": status.scalers,
+        "workers": [_worker_document(worker, status.taken_at) for worker in status.workers],
+        "initFailures": status.init_failures,
+        "decisions": status.decisions,
+    }
+
+
+def _worker_document(worker: Presence, now: float) -> dict[str, Any]:
+    return {
+        "name": worker.name, "pid": worker.pid, "host": worker.host, "state": worker.state.value,
+        "stale": now - worker.heartbeat > STALE_AFTER_S, "gpus": worker.gpus, "tasks": sorted(worker.held),
+        "heartbeat": worker.heartbeat,
+    }  # fmt: skip
 
 
 def _scalers(client: redis.Redis, service: str) -> list[dict[str, Any]]:
@@ -62,3 +104,8 @@ def _hgetall(client: redis.Redis, key: str | bytes) -> dict[bytes, bytes]:
 def _lrange(client: redis.Redis, key: str, count: int) -> list[bytes]:
     raw: Any = client.lrange(key, 0, count - 1)
     return list(raw)
+
+
+def _exists(client: redis.Redis, *names: str) -> bool:
+    count: Any = client.exists(*names)
+    return int(count) > 0

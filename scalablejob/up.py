@@ -4,10 +4,17 @@ The parts are the commands a Procfile runs (frontend, scaler, flower, the user's
 child in its own session, so Ctrl-C reaches only this supervisor, which then stops them in order: the scaler
 first (its workers finish their tasks), then the rest, then the embedded Redis, whose append-only file keeps
 every queued task for the next `up`.
+
+Nothing keeps the stack from stopping: SIGINT, SIGTERM and SIGHUP (a closed terminal) stop it, also while it starts;
+output that cannot be written (the reader of a pipe died, the terminal closed) is dropped instead of raising; and
+if this process dies without stopping them (kill -9), the kernel sends every part SIGTERM, and a keeper process
+(stack_keeper) waits for them and stops Redis last. The data folder records which `up` runs there, so a second one
+refuses to start and `scalablejob down` can stop it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -24,12 +31,78 @@ from scalablejob.broker import EmbeddedBroker, resolve_broker
 from scalablejob.config import ServiceConfig
 from scalablejob.errors import ScalableJobError
 from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
+from scalablejob.stack_keeper import Keeper
+from scalablejob.stack_record import StackLock, StackRecord
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
+FLOWER_PURGE_OFFLINE_S = 0  # Flower lists only live workers: those the scaler stopped leave the list
 ENDPOINT_ENV, SERVICE_ENV, TOKEN_ENV = "SCALABLEJOB_ENDPOINT", "SCALABLEJOB_SERVICE", "SCALABLEJOB_TOKEN"
 _LISTENING = re.compile(r"listening on (http://\S+)")
 _TOKEN = re.compile(r"token (\S+) \(")
+
+
+class Output:
+    """`up`'s output, which must never keep the stack from stopping: once a line cannot be written (the reader of the
+    pipe died, the terminal closed), it and every later one are dropped."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lost = False
+
+    def line(self, text: str) -> None:
+        if self.lost:
+            return
+        try:
+            print(text, file=self.stream, flush=True)
+        except (OSError, ValueError):  # EPIPE, EIO from a hung-up terminal; ValueError: the stream is closed
+            self.lost = True
+            _silence(self.stream)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point the stream's descriptor at /dev/null, so that the interpreter's flush at exit has nothing to fail on."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+
+
+class StartInterrupted(BaseException):
+    """A stop signal came while the stack was starting (a BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way swallows it)."""
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP, counted. While the stack starts (which may take minutes while Redis loads a big
+    file) the first one also interrupts the start, so that the stack stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._interrupting = False
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        self.count += 1
+        if self._interrupting:
+            self._interrupting = False
+            raise StartInterrupted
+
+    @contextlib.contextmanager
+    def interrupting(self) -> Iterator[None]:
+        """Within this block a stop signal raises StartInterrupted; one that came before it raises at once."""
+        self._interrupting = True
+        try:
+            if self.count:
+                raise StartInterrupted
+            yield
+        finally:
+            self._interrupting = False
 
 
 @dataclass
@@ -43,7 +116,7 @@ class Part:
     seen: dict[str, str] = field(default_factory=dict)
     _seen_event: threading.Event = field(default_factory=threading.Event)
 
-    def start(self, out: TextIO) -> None:
+    def start(self, out: Output) -> None:
         env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
             dying_with_parent(self.argv, env), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -51,8 +124,9 @@ class Part:
         )  # fmt: skip
         threading.Thread(target=self._forward, args=(out,), name=f"{self.name}-output", daemon=True).start()
 
-    def _forward(self, out: TextIO) -> None:
-        """Print the child's lines with its name in front, and remember its address and token lines."""
+    def _forward(self, out: Output) -> None:
+        """Print the child's lines with its name in front, and remember its address and token lines. It reads to the
+        end even when the lines cannot be printed: a child blocked on a full pipe would never stop."""
         assert self.process is not None and self.process.stdout is not None
         for raw in self.process.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
@@ -60,7 +134,7 @@ class Part:
                 if key not in self.seen and (match := pattern.search(line)):
                     self.seen[key] = match.group(1)
                     self._seen_event.set()
-            print(f"{self.name:>9} | {line}", file=out, flush=True)
+            out.line(f"{self.name:>9} | {line}")
 
     def wait_seen(self, key: str, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
@@ -96,6 +170,17 @@ class StackOptions:
     flower_port: int
     metrics_port: int
 
+    def ports(self) -> dict[str, int]:
+        return {"frontend": self.frontend_port, "flower": self.flower_port, "metrics": self.metrics_port}
+
+
+def flower_argv(broker_url: str, port: int) -> list[str]:
+    """Flower on loopback, listing only live workers."""
+    return [
+        sys.executable, "-m", "celery", "--broker", broker_url, "flower", f"--port={port}",
+        "--address=127.0.0.1", f"--purge_offline_workers={FLOWER_PURGE_OFFLINE_S}",
+    ]  # fmt: skip
+
 
 _CHECK_USER_CODE = "import sys; from scalablejob.user_code import load_job; load_job(sys.argv[1], sys.argv[2])"
 
@@ -117,17 +202,20 @@ def _cli(*args: str) -> list[str]:
 class Stack:
     """Starts, watches and stops every part of one service's stack."""
 
-    def __init__(self, config: ServiceConfig, options: StackOptions, out: TextIO = sys.stdout) -> None:
+    def __init__(self, config: ServiceConfig, options: StackOptions, out: Output, keeper: Keeper) -> None:
         self.config = config
         self.options = options
         self.out = out
+        self.keeper = keeper
         self.parts: list[Part] = []
         self.embedded: EmbeddedBroker | None = None
         self.broker_url = ""
 
     def start(self) -> dict[str, str]:
         """Start every part; returns what `up` prints: where each part listens, and the token."""
-        self.broker_url, self.embedded = resolve_broker(self.options.broker, self.options.data_dir)
+        self.broker_url, self.embedded = resolve_broker(
+            self.options.broker, self.options.data_dir, guard=lambda pid: self.keeper.watch("redis", pid)
+        )
         opts, url = self.options, self.broker_url
         frontend = self._spawn("frontend", _cli("frontend", opts.config_path, "--port", str(opts.frontend_port),
                                                 "--broker", url))  # fmt: skip
@@ -135,8 +223,7 @@ class Stack:
         scaler_args = ["--metrics-port", str(opts.metrics_port), "--log-dir", str(opts.data_dir / "logs")]
         scaler = self._spawn("scaler", _cli("scaler", opts.config_path, "--broker", url, *scaler_args,
                                             *(["--app", opts.app_spec] if opts.app_spec else [])))  # fmt: skip
-        flower = self._spawn("flower", [sys.executable, "-m", "celery", "--broker", url, "flower",
-                                        f"--port={opts.flower_port}", "--address=127.0.0.1"])  # fmt: skip
+        flower = self._spawn("flower", flower_argv(url, opts.flower_port))
         wait_for_port("127.0.0.1", opts.flower_port, flower)
         wait_for_port("127.0.0.1", opts.metrics_port, scaler)
         addresses = {"broker": url, "frontend": endpoint, "token": token,
@@ -147,9 +234,14 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Part:
         part = Part(name, argv, env or {})
-        part.start(self.out)
-        self.parts.append(part)
+        self.parts.append(part)  # first: a start interrupted half way still gets stopped
+        self.restart(part)
         return part
+
+    def restart(self, part: Part) -> None:
+        part.start(self.out)
+        assert part.process is not None
+        self.keeper.watch(part.name, part.process.pid)
 
     def _start_user_front_end(self, endpoint: str, token: str, addresses: dict[str, str]) -> None:
         """Integrated mode: the user's own front-end program, told where the queue service is."""
@@ -166,65 +258,91 @@ class Stack:
     def first_exited(self) -> Part | None:
         return next((part for part in self.parts if part.exited), None)
 
+    @property
+    def started_anything(self) -> bool:
+        return bool(self.parts) or self.embedded is not None
+
     def stop(self, is_urgent: Callable[[], bool] = lambda: False) -> None:
-        """Scaler first (warm: running tasks finish, or go back on the queue when urgent), then the rest."""
-        for part in sorted(self.parts, key=lambda p: p.name != "scaler"):
-            if part.process is None:
-                continue
-            if part.name == "scaler" and not part.exited:
-                part.process.send_signal(signal.SIGTERM)
-                while part.process.poll() is None:
-                    if is_urgent():
-                        part.process.send_signal(signal.SIGTERM)  # the scaler's second signal: stop tasks now
-                        break
-                    time.sleep(0.1)
-            stop_group(part.process, STOP_GRACE_S)
-        if self.embedded is not None:
-            self.embedded.stop()
+        """Scaler first (warm: running tasks finish, or go back on the queue when urgent), then the rest, then Redis."""
+        try:
+            for part in sorted(self.parts, key=lambda p: p.name != "scaler"):
+                if part.process is None:
+                    continue
+                if part.name == "scaler" and not part.exited:
+                    _stop_scaler(part.process, is_urgent)
+                stop_group(part.process, STOP_GRACE_S)
+        finally:
+            if self.embedded is not None:
+                self.embedded.stop()
+
+
+def _stop_scaler(process: subprocess.Popen[bytes], is_urgent: Callable[[], bool]) -> None:
+    """Warm: its workers finish their tasks; when urgent, its second signal puts them back on the queue instead."""
+    process.send_signal(signal.SIGTERM)
+    while process.poll() is None:
+        if is_urgent():
+            process.send_signal(signal.SIGTERM)
+            return
+        time.sleep(0.1)
 
 
 SCRIPT_RESTART_S = 5.0
 
 
 def run_up(config: ServiceConfig, options: StackOptions, out: TextIO = sys.stdout) -> int:
-    """Run the stack until SIGINT/SIGTERM (0) or until a part dies (1); a second signal hurries the stop."""
-    signals_seen: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda number, _frame: signals_seen.append(number))
-    if options.app_spec:
-        check_user_code(options.app_spec, config.name)  # before anything starts, so nothing needs stopping
-    stack = Stack(config, options, out)
-    status = 0
+    """Run the stack until SIGINT, SIGTERM or SIGHUP (0) or until a part dies (1); a second signal hurries the stop.
+    Refuses (StackAlreadyRunning) before starting anything if another `up` runs in the data folder."""
+    output = Output(out)
+    signals = StopSignals()
+    with StackLock(options.data_dir) as lock:
+        lock.acquire(StackRecord(os.getpid(), options.ports()))
+        keeper = Keeper(options.data_dir, lock.fileno())
+        stack = Stack(config, options, output, keeper)
+        try:
+            return _start_and_watch(stack, signals)
+        finally:
+            _stop(stack, signals)
+            keeper.release()
+
+
+def _start_and_watch(stack: Stack, signals: StopSignals) -> int:
     try:
-        addresses = stack.start()
-        print_addresses(config, addresses, out)
-        status = _watch(stack, signals_seen, out)
-    finally:
-        print("stopping: workers finish their tasks first (Ctrl-C again: stop them now, tasks back on the queue)",
-              file=out, flush=True)  # fmt: skip
-        count_before = len(signals_seen)
-        stack.stop(is_urgent=lambda: len(signals_seen) > count_before)
-        print("stopped", file=out, flush=True)
-    return status
+        with signals.interrupting():
+            if stack.options.app_spec:  # before anything starts, so that a bad module leaves nothing to stop
+                check_user_code(stack.options.app_spec, stack.config.name)
+            addresses = stack.start()
+    except StartInterrupted:
+        return 0
+    print_addresses(stack.config, addresses, stack.out)
+    return _watch(stack, signals)
 
 
-def _watch(stack: Stack, signals_seen: list[int], out: TextIO) -> int:
+def _stop(stack: Stack, signals: StopSignals) -> None:
+    if not stack.started_anything:
+        return
+    stack.out.line("stopping: workers finish their tasks first (Ctrl-C again: stop them now, tasks back on the queue)")
+    count_before = signals.count
+    stack.stop(is_urgent=lambda: signals.count > count_before)
+    stack.out.line("stopped")
+
+
+def _watch(stack: Stack, signals: StopSignals) -> int:
     """Wait for a stop signal; restart the user's front-end script if it dies, give up if another part does."""
     last_restart = 0.0
-    while not signals_seen:
+    while not signals.count:
         part = stack.first_exited()
         if part is not None and part.name == "script" and time.monotonic() - last_restart > SCRIPT_RESTART_S:
-            print(f"front-end script exited {part.exit_status}: restarting it", file=out, flush=True)
+            stack.out.line(f"front-end script exited {part.exit_status}: restarting it")
             last_restart = time.monotonic()
-            part.start(out)
+            stack.restart(part)
         elif part is not None and part.name != "script":
-            print(f"{part.name} exited {part.exit_status}: stopping the stack", file=out, flush=True)
+            stack.out.line(f"{part.name} exited {part.exit_status}: stopping the stack")
             return 1
         time.sleep(0.1)
     return 0
 
 
-def print_addresses(config: ServiceConfig, addresses: dict[str, str], out: TextIO) -> None:
+def print_addresses(config: ServiceConfig, addresses: dict[str, str], out: Output) -> None:
     rows = [
         ("broker", addresses["broker"]),
         ("front end", f"{addresses['frontend']}/api/predict/{config.name}   token {addresses['token']}"),
@@ -232,7 +350,7 @@ def print_addresses(config: ServiceConfig, addresses: dict[str, str], out: TextI
         ("metrics", addresses["metrics"]),
         *([("your app", addresses["script"])] if "script" in addresses else []),
     ]
-    print(f"scalablejob up: service {config.name} ({config.metadata.type})", file=out)
+    out.line(f"scalablejob up: service {config.name} ({config.metadata.type})")
     for name, where in rows:
-        print(f"  {name:<10} {where}", file=out)
-    print("  Ctrl-C stops everything", file=out, flush=True)
+        out.line(f"  {name:<10} {where}")
+    out.line("  Ctrl-C stops everything")

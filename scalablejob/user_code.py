@@ -7,11 +7,15 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from scalablejob.errors import UserCodeError
-from scalablejob.job import Job
+from scalablejob.job import Job, JobTask
+
+FILE_MODULE_PREFIX = "scalablejob_app_"  # the private module name of user code given as a file
 
 
 def import_user_module(spec: str) -> ModuleType:
@@ -53,10 +57,34 @@ def load_job(app_spec: str, service: str) -> Job:
     return matching[0]
 
 
+def module_spec(func: Callable[..., Any]) -> str:
+    """How another process imports the module that defines `func`: its name, or its file when it was loaded from a
+    file (a private name) or is __main__."""
+    name = str(getattr(func, "__module__", "") or "")
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if (name == "__main__" or name.startswith(FILE_MODULE_PREFIX) or not name) and file:
+        return str(Path(file).resolve())
+    return name
+
+
+def load_task(spec: str, name: str) -> JobTask:
+    """The named task `name` of the module `spec` (a module name or a file): a top-level JobTask of that name, or
+    a task of a top-level Job."""
+    module = import_user_module(spec)
+    for value in vars(module).values():
+        if isinstance(value, JobTask) and value.name == name:
+            return value
+        if isinstance(value, Job) and name in value.tasks:
+            return value.tasks[name]
+    raise UserCodeError(
+        f"module {spec} has no task {name!r} at its top level: expected @job.task functions defined at module level"
+    )
+
+
 def _import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise UserCodeError(f"--app {path}: no such file")
-    name = f"scalablejob_app_{path.stem}"  # a private name: `--app proj/celery.py` must not replace celery
+    name = f"{FILE_MODULE_PREFIX}{path.stem}"  # a private name: `--app proj/celery.py` must not replace celery
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UserCodeError(f"--app {path}: not an importable Python file")

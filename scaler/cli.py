@@ -54,6 +54,9 @@ def scaler(
     idle workers (warm shutdown), goes to zero after the onZero grace period, replaces workers that die and
     puts their tasks back on the queue at once. A restarted scaler adopts the workers of its previous run.
 
+    --app is loaded once before anything starts: a module that does not load is one clear error (exit 1),
+    not workers that keep dying.
+
     SIGTERM or Ctrl-C stops every worker warmly (running tasks finish) and exits; a second one kills them,
     and their tasks go back on the queue.
     """
@@ -61,11 +64,14 @@ def scaler(
     from scalablejob.broker import resolve_broker
     from scalablejob.config import load_config
     from scalablejob.scaler.main import ScalerOptions, run_scaler, service_gpus
+    from scalablejob.up import check_user_code
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("scalablejob.scaler").setLevel(logging.DEBUG if verbose else logging.INFO)
     service = load_config(config)
     gpus = service_gpus(service, fake_gpus)  # no driver with gpu > 0: fail before starting anything
+    if app_spec:
+        check_user_code(app_spec, service.name)  # in a throwaway process, as the workers will load it
     options = ScalerOptions(config, app_spec, interval, metrics_port, metrics_addr, log_dir)
     url, embedded = resolve_broker(broker, data_folder(data_dir))
     try:

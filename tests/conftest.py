@@ -1,4 +1,5 @@
-"""Fixtures that start real parts: a redis-server on a free loopback port and real worker processes."""
+"""Fixtures that start real parts: a redis-server on a free loopback port and real worker processes; and a check
+that the test run leaves the checkout as it found it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,65 @@ def copy_checkout(dest: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target, follow_symlinks=False)
     return dest
+
+
+# Ignored by git, so `git status` cannot see them, yet no test may create them in the checkout: the embedded broker's
+# data folder (a command run with the checkout as its folder) and examples/train.py's default checkpoints.
+MUST_NOT_APPEAR = (".scalablejob", "checkpoints")
+IGNORED_CHANGES = (".pytest_cache",)
+
+
+@dataclass(frozen=True)
+class WorkTreeSnapshot:
+    """What git says of a work tree (untracked files one by one), and which of MUST_NOT_APPEAR exist in it."""
+
+    status: frozenset[str]
+    present: frozenset[str]
+
+
+def work_tree_snapshot(root: Path) -> WorkTreeSnapshot | None:
+    """A snapshot of `root`, or None when it is not in a git work tree (an unpacked sdist, a copy)."""
+    try:
+        run = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all", "--", "."], cwd=root, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if run.returncode != 0:
+        return None
+    lines = {line for line in run.stdout.splitlines() if not any(part in line for part in IGNORED_CHANGES)}
+    return WorkTreeSnapshot(frozenset(lines), frozenset(name for name in MUST_NOT_APPEAR if (root / name).exists()))
+
+
+def work_tree_changes(before: WorkTreeSnapshot | None, after: WorkTreeSnapshot | None) -> list[str]:
+    """What changed between two snapshots: a tree already dirty before is compared with itself, not with clean."""
+    if before is None or after is None:
+        return []
+    changed = [f"git status: {line}" for line in sorted(after.status ^ before.status)]
+    return changed + [f"created: {name}" for name in sorted(after.present - before.present)]
+
+
+_WORK_TREE_BEFORE = pytest.StashKey[WorkTreeSnapshot | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_WORK_TREE_BEFORE] = work_tree_snapshot(REPO)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if it changed the checkout: tests write into tmp_path, never into the repository."""
+    changes = work_tree_changes(session.config.stash.get(_WORK_TREE_BEFORE, None), work_tree_snapshot(REPO))
+    if not changes:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")  # the progress line has no newline yet
+        reporter.write_sep("=", "the test run changed the checkout (tests must write into tmp_path)", red=True)
+        for change in changes:
+            reporter.write_line(f"  {change}")
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def service_config(name: str, **metadata: Any) -> dict[str, Any]:

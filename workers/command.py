@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from scalablejob.client import REQUEST_ID_TAG
 from scalablejob.errors import RequestError
 from scalablejob.processes import signal_group
 from scalablejob.workers.lines import Ending, Line, LineSplitter
@@ -27,6 +28,7 @@ PARTIAL_FLUSH_S = 0.5  # a line without an ending is shown after the program has
 DRAIN_S = 0.5  # after the command exits, how long its descendants may keep its pipes open
 STOP_GRACE_S = 10.0
 ENV_TAG_PREFIX = "env."
+REQUEST_ID_ENV = "SCALABLEJOB_REQUEST_ID"  # each job knows its request, e.g. to keep its own checkpoint folder
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 SHELL = "/bin/sh"
@@ -88,7 +90,8 @@ def _json_argv(text: str) -> list[str] | None:
 def command_env(
     base: Mapping[str, str], config_env: Mapping[str, str], tags: Mapping[str, str], allowed: tuple[str, ...]
 ) -> dict[str, str]:
-    """A job's environment: the worker's, the container's from the config, then `env.NAME` tags it allows."""
+    """A job's environment: the worker's, the container's from the config, the `env.NAME` tags it allows, and
+    its request id in SCALABLEJOB_REQUEST_ID."""
     env = {"PYTHONUNBUFFERED": "1", **base, **config_env}  # Python jobs' prints reach the log as they happen
     for tag, value in tags.items():
         if not tag.startswith(ENV_TAG_PREFIX):
@@ -101,6 +104,8 @@ def command_env(
                 f"({allowed_text})"
             )
         env[name] = value
+    if REQUEST_ID_TAG in tags:
+        env[REQUEST_ID_ENV] = tags[REQUEST_ID_TAG]
     return env
 
 
@@ -121,17 +126,26 @@ def run_command(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, cwd=cwd, env=None if env is None else dict(env),
         )  # fmt: skip
-    except FileNotFoundError as exc:
-        missing = argv[0] if exc.filename in (None, argv[0]) else exc.filename
-        return CommandOutcome(EXIT_NOT_FOUND, f"not found: {missing}\n".encode(), time.monotonic() - started)
-    except OSError as exc:  # permission denied, exec format error, ...
-        message = f"cannot execute {argv[0]}: {exc.strerror}\n".encode()
-        return CommandOutcome(EXIT_NOT_EXECUTABLE, message, time.monotonic() - started)
+    except OSError as exc:  # not found, permission denied, exec format error, ...
+        exit_code, message = spawn_error(argv, cwd, exc)
+        if on_line is not None:  # the job's log says why, as a shell would on stderr, not only its exit code
+            on_line("stderr", Line(message.encode(), Ending.NEWLINE))
+        return CommandOutcome(exit_code, f"{message}\n".encode(), time.monotonic() - started)
     pump = _OutputPump(process, on_line)
     stopped = pump.run(should_stop, None if timeout_s is None else started + timeout_s, grace_s)
     returncode = process.wait()
     exit_code = returncode if returncode >= 0 else 128 - returncode
     return CommandOutcome(exit_code, pump.tail(), time.monotonic() - started, stopped)
+
+
+def spawn_error(argv: list[str], cwd: str | None, exc: OSError) -> tuple[int, str]:
+    """The exit code and message of a command that could not start, as a shell reports them (127, 126)."""
+    if isinstance(exc, FileNotFoundError):
+        if exc.filename is not None and exc.filename == cwd != argv[0]:
+            return EXIT_NOT_FOUND, f"working directory {cwd}: not found"
+        missing = argv[0] if exc.filename in (None, argv[0]) else exc.filename
+        return EXIT_NOT_FOUND, f"{missing}: command not found"
+    return EXIT_NOT_EXECUTABLE, f"cannot execute {argv[0]}: {exc.strerror}"
 
 
 class _OutputPump:

@@ -11,12 +11,20 @@ from celery import signals
 
 from scalablejob.routing import TaskType, task_type_of
 
+TASK_TYPE_ATTRIBUTE = "scalablejob_task_type"  # set on each of our Celery tasks, named ones included
+
+
+def request_task_type(request: Any) -> TaskType | None:
+    """The type of work a received task is: its Celery task says (named tasks too), else its generic name does."""
+    declared = getattr(getattr(request, "task", None), TASK_TYPE_ATTRIBUTE, None)
+    return declared if isinstance(declared, TaskType) else task_type_of(str(getattr(request, "name", "")))
+
 
 def track_held_tasks(on_received: Callable[[Any, TaskType], None], on_done: Callable[[str], None]) -> None:
     """Call `on_received(request, task_type)` for each of our tasks a worker receives, `on_done(task_id)` at its end."""
 
     def received(request: Any = None, **_: Any) -> None:
-        task_type = None if request is None else task_type_of(request.name)
+        task_type = None if request is None else request_task_type(request)
         if task_type is not None:
             on_received(request, task_type)
 

@@ -36,6 +36,7 @@ class JobLog:
         self._clock = clock
         self._throttles: dict[str, FrameThrottle] = {}
         self._first_index: int | None = None
+        self._line_open = False  # the last stored piece was cut: the next one continues its line
 
     def line(self, stream: str, line: Line) -> None:
         """One line of the job's stdout or stderr (the command runner's `on_line`)."""
@@ -47,9 +48,10 @@ class JobLog:
             return
         if self.budget.take(len(line.text)):
             self._append(line.text, EntryType.LOG, stream=stream, **_ending_tag(line))
+            self._line_open = line.ending is Ending.CUT
         elif self.budget.dropped == len(line.text):  # the first line over the cap: say so, once
-            notice = f"log truncated: output past log_cap_bytes={self.budget.cap_bytes} is not stored in the queue"
-            self._append(notice.encode(), EntryType.LOG, stream=TRUNCATION_STREAM, truncated="true")
+            self._append(truncation_notice(self.budget.cap_bytes, self._line_open), EntryType.LOG,
+                         stream=TRUNCATION_STREAM, truncated="true")  # fmt: skip
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Progress goes to the request's state always, and to the queue when this job's log does."""
@@ -72,6 +74,12 @@ class JobLog:
         if self._first_index is None:
             self._first_index = index
             self.requests.set_log_index(self.request_id, index)
+
+
+def truncation_notice(cap_bytes: int, line_open: bool) -> bytes:
+    """The notice is a line of its own: after a cut piece, whose line a reader continues, it starts a new one."""
+    notice = f"log truncated: output past log_cap_bytes={cap_bytes} is not stored in the queue"
+    return ("\n" if line_open else "").encode() + notice.encode()
 
 
 def _ending_tag(line: Line) -> dict[str, str]:

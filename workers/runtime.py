@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import redis
 
@@ -17,28 +17,50 @@ from scalablejob.job import QueryContext
 from scalablejob.routing import TaskType
 from scalablejob.sink import EntryType, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
+from scalablejob.task_result import encode_value, encoding_tags, error_tags, error_text
 from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
 from scalablejob.workers.joblog import JobLog
 
 logger = logging.getLogger(__name__)
 
-QueryRunner = Callable[[bytes, QueryContext], bytes]
+QueryRunner = Callable[[bytes, QueryContext], Any]  # returns the answer: bytes, text, None or JSON data
+QUERY_HANDLER = "query handler"  # what an error says returned a value that has no bytes
 
 
 def response_body(value: Any) -> bytes:
     """A handler's return value as the bytes of a result entry: bytes as is, text as UTF-8, data as JSON."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if value is None:
-        return b""
-    try:
-        return json.dumps(value).encode("utf-8")
-    except TypeError:
-        raise HandlerError(
-            f"query handler returned {type(value).__name__}: expected bytes, str, None or JSON-serializable data"
-        ) from None
+    return encode_value(value, QUERY_HANDLER)[0]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a request ended on this worker: its status, and for failures the error and exit code."""
+
+    status: RequestStatus
+    error: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class ProgramResult:
+    """What a program (a named training task) reports beyond its exit code: its return value as the result's data
+    (None keeps the output tail), tags for the result entry, and its own error (an exception) if it failed."""
+
+    data: bytes | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Program(Protocol):
+    """A command that is not a command line: a named training task's child process."""
+
+    @property
+    def argv(self) -> list[str]: ...
+
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+    def result(self, outcome: CommandOutcome) -> ProgramResult: ...
 
 
 def _no_query_runner(service: str) -> QueryRunner:
@@ -79,35 +101,39 @@ class WorkerRuntime:
         return Sink(self._redis, self.service, frontend=frontend or self.service)
 
     def run_command(
-        self, request_id: str, body: bytes, tags: Mapping[str, str], worker: str, frontend: str | None = None
-    ) -> RequestStatus:
-        """Run a command request to its end, streaming its output to `frontend`'s sink; returns how it ended."""
+        self, request_id: str, body: bytes, tags: Mapping[str, str], worker: str, frontend: str | None = None,
+        program: Program | None = None,
+    ) -> Ended:  # fmt: skip
+        """Run a command request to its end, streaming its output to `frontend`'s sink; returns how it ended. The
+        body is a command line, unless a `program` (a named training task) says what to run."""
         sink = self.sink_for(request_id, frontend)
         if self._cancelled_before_start(sink, request_id, TaskType.COMMAND):
-            return RequestStatus.CANCELLED
+            return Ended(RequestStatus.CANCELLED)
         self.requests.mark_running(request_id, worker)
         try:
-            argv = parse_argv(body, shell=self.settings.shell)
+            argv = program.argv if program is not None else parse_argv(body, shell=self.settings.shell)
             env = command_env(os.environ, self.container_env, tags, self.settings.request_env)
         except RequestError as exc:
             self._fail(sink, request_id, TaskType.COMMAND, str(exc))
             raise
         log = self._job_log(sink, request_id, TaskType.COMMAND)
         outcome = run_command(
-            argv, cwd=self.settings.working_dir, env=env, on_line=log.line,
+            argv, cwd=self.settings.working_dir, env={**env, **(program.env if program else {})}, on_line=log.line,
             should_stop=lambda: "cancelled" if self.requests.cancel_requested(request_id) else None,
             timeout_s=self.settings.task_timeout_s, grace_s=self.settings.cancel_grace_s,
         )  # fmt: skip
         status, error = self._command_status(outcome)
+        reported = program.result(outcome) if program is not None else ProgramResult()
+        if reported.error is not None and status is not RequestStatus.CANCELLED and outcome.stopped is None:
+            status, error = RequestStatus.FAILED, reported.error
+        data = reported.data if reported.data is not None and status is RequestStatus.DONE else outcome.output_tail
         tags_out = entry_tags(
             request_id, TaskType.COMMAND.value, EntryType.RESULT, exitCode=outcome.exit_code,
             durationSeconds=f"{outcome.duration_s:.3f}", **({"stopped": outcome.stopped} if outcome.stopped else {}),
-            **log.summary_tags(),
+            **log.summary_tags(), **reported.tags,
         )  # fmt: skip
-        self.requests.finish(
-            sink, request_id, status, outcome.output_tail, tags_out, exit_code=outcome.exit_code, error=error
-        )
-        return status
+        self.requests.finish(sink, request_id, status, data, tags_out, exit_code=outcome.exit_code, error=error)
+        return Ended(status, error, outcome.exit_code)
 
     def _command_status(self, outcome: CommandOutcome) -> tuple[RequestStatus, str | None]:
         if outcome.stopped == "cancelled":
@@ -132,38 +158,53 @@ class WorkerRuntime:
         return True
 
     def run_query(
-        self, request_id: str, body: bytes, tags: dict[str, str], worker: str, frontend: str | None = None
-    ) -> None:
-        """Answer a query request to `frontend`'s sink; a handler error becomes an `error` entry and HandlerError."""
+        self, request_id: str, body: bytes, tags: dict[str, str], worker: str, frontend: str | None = None,
+        runner: QueryRunner | None = None,
+    ) -> Ended:  # fmt: skip
+        """Answer a query request to `frontend`'s sink with `runner` (default: the worker's query runner); a
+        handler error becomes an `error` entry and HandlerError."""
         sink = self.sink_for(request_id, frontend)
         if self._cancelled_before_start(sink, request_id, TaskType.QUERY):
-            return
+            return Ended(RequestStatus.CANCELLED)
         self.requests.mark_running(request_id, worker)
         context = QueryContext(
             request_id, tags, self._job_log(sink, request_id, TaskType.QUERY).progress,
             is_cancelled=lambda: self.requests.cancel_requested(request_id),
         )  # fmt: skip
         try:
-            data = response_body(self.query_runner(body, context))
+            data, encoding = encode_value((runner or self.query_runner)(body, context), QUERY_HANDLER)
         except HandlerError as exc:
-            self._fail(sink, request_id, TaskType.QUERY, str(exc))
+            self._fail(sink, request_id, TaskType.QUERY, str(exc), error_tags(exc))
             raise
         except ModelServerError:
             raise  # the server, not the request, failed: the task goes back on the queue
         except Exception as exc:
             logger.exception("query handler failed on request %s", request_id)
-            self._fail(sink, request_id, TaskType.QUERY, f"{type(exc).__name__}: {exc}")
+            self._fail(sink, request_id, TaskType.QUERY, error_text(exc), error_tags(exc))
             raise HandlerError(f"query handler raised {type(exc).__name__}: {exc}") from exc
         if self.requests.cancel_requested(request_id):  # whatever it answered, the client no longer wants it
             end_cancelled(sink, self.requests, request_id, TaskType.QUERY.value, WHILE_RUNNING)
+            return Ended(RequestStatus.CANCELLED)
+        tags_out = entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT, **encoding_tags(encoding))
+        self.requests.finish(sink, request_id, RequestStatus.DONE, data, tags_out)
+        return Ended(RequestStatus.DONE)
+
+    def fail_unknown_task(self, request_id: str, name: str, known: Sequence[str]) -> None:
+        """Fail a request whose message names a task this worker does not have."""
+        state = self.requests.get(request_id)
+        if state is None or state.status.finished:
             return
-        tags = entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT)
-        self.requests.finish(sink, request_id, RequestStatus.DONE, data, tags)
+        sink = self.sink_for(request_id, None)
+        have = ", ".join(known) or "none"
+        error = f"unknown task {name!r}: this worker of {self.service} has the named tasks {have}"
+        self._fail(sink, request_id, TaskType(state.task_type), error)
 
     def requeued(self, request_id: str, reason: str) -> None:
         """Record that a request went back on its queue (its worker could not run it)."""
         self.requests.requeued(request_id, reason)
 
-    def _fail(self, sink: Sink, request_id: str, task_type: TaskType, error: str) -> None:
-        tags = entry_tags(request_id, task_type.value, EntryType.ERROR)
+    def _fail(
+        self, sink: Sink, request_id: str, task_type: TaskType, error: str, extra: Mapping[str, str] | None = None
+    ) -> None:
+        tags = entry_tags(request_id, task_type.value, EntryType.ERROR, **(extra or {}))
         self.requests.finish(sink, request_id, RequestStatus.FAILED, error.encode("utf-8"), tags, error=error)

@@ -1,17 +1,49 @@
-"""The two Celery tasks every service worker registers: `scalablejob.command` and `scalablejob.query`."""
+"""The two Celery tasks every service worker registers, `scalablejob.command` and `scalablejob.query`, and how a
+task's end shows in Celery's events (what Flower shows): a failed command is FAILURE with its exit code, a
+cancelled request is REVOKED."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
-from celery import Celery
-from celery.exceptions import Reject
+from celery import Celery, signals
+from celery.exceptions import Ignore, Reject
 
 from scalablejob.errors import CommandFailed, HandlerError, ModelServerError, RequestError
 from scalablejob.routing import TaskType, task_name_for
 from scalablejob.state import RequestStatus
-from scalablejob.workers.runtime import WorkerRuntime
+from scalablejob.task_result import command_failure
+from scalablejob.workers.held import TASK_TYPE_ATTRIBUTE
+from scalablejob.workers.runtime import Ended, WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+
+def revoked(task: Any) -> NoReturn:
+    """End a cancelled request's Celery task as Celery's own revoke does: a `task-revoked` event (Flower: REVOKED),
+    and no `task-succeeded` after it (Ignore acknowledges the message and sends nothing)."""
+    try:
+        if not task.request.is_eager:  # a task applied in-process has no worker to speak for it
+            task.send_event("task-revoked", terminated=True, signum=None, expired=False)
+    except Exception as exc:  # an event is for monitors only: the request has already ended cancelled
+        logger.warning("could not send the task-revoked event of %s: %s", task.request.id, exc)
+    raise Ignore()
+
+
+def finish_command(task: Any, ended: Ended) -> str:
+    """What a command's Celery task returns or raises for how its request ended."""
+    if ended.status is RequestStatus.CANCELLED:
+        revoked(task)
+    if ended.status is RequestStatus.FAILED:
+        raise CommandFailed(f"request {task.request.id}: {command_failure(ended.error or 'failed', ended.exit_code)}")
+    return ended.status.value
+
+
+def finish_query(task: Any, ended: Ended) -> None:
+    if ended.status is RequestStatus.CANCELLED:
+        revoked(task)
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: Callable[[], None]) -> None:
@@ -22,19 +54,33 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: C
     runtime then reads the front end from the request's state.
     """
 
-    @app.task(name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError))
+    @app.task(
+        name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError),
+        **{TASK_TYPE_ATTRIBUTE: TaskType.COMMAND},
+    )  # fmt: skip
     def command(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> str:
-        status = runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend)
-        if status is RequestStatus.FAILED:
-            raise CommandFailed(f"request {self.request.id} failed")
-        return status.value
+        return finish_command(self, runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend))
 
-    @app.task(name=task_name_for(TaskType.QUERY), bind=True, throws=(HandlerError,))
+    @app.task(
+        name=task_name_for(TaskType.QUERY), bind=True, throws=(HandlerError,), **{TASK_TYPE_ATTRIBUTE: TaskType.QUERY}
+    )
     def query(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> None:
         try:
-            runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend)
+            ended = runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend)
         except ModelServerError as exc:
             # the model server, not the request, failed: stop taking work and hand the request back
             on_model_server_error()
             runtime.requeued(self.request.id, str(exc))
             raise Reject(str(exc), requeue=True) from exc
+        finish_query(self, ended)
+
+
+def fail_unknown_tasks(runtime: WorkerRuntime, known: Sequence[str]) -> None:
+    """A message naming a task this worker does not have (sent before its code changed) is dropped by Celery; its
+    request fails with a message naming the tasks this worker has, instead of staying queued forever."""
+
+    def unknown(sender: Any = None, name: str | None = None, id: str | None = None, **_: Any) -> None:
+        if id:
+            runtime.fail_unknown_task(id, str(name), known)
+
+    signals.task_unknown.connect(unknown, weak=False)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from scalablejob.config import DEFAULT_MAX_BODY_BYTES, parse_config
+from scalablejob.config import parse_config
 from scalablejob.frontend.app import FrontEndService, create_app
 from scalablejob.frontend.binding import bind
 from scalablejob.frontend.server import ServerThread
@@ -56,7 +56,7 @@ def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
 
     def start(
         config: dict[str, Any], *, names: Sequence[str] = (), token: str | None = TOKEN,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes: int | None = None,
     ) -> Served:  # fmt: skip
         service_config = parse_config(config)
         client = redis.Redis.from_url(redis_url)
@@ -66,7 +66,7 @@ def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
             client.close()
         service = FrontEndService(
             front_ends, redis_url, default_task_type=service_config.scalable_job.default_task_type,
-            max_body_bytes=max_body_bytes,
+            max_body_bytes=max_body_bytes or service_config.queue.max_payload_bytes,
         )  # fmt: skip
         threads.append(ServerThread(create_app(service)).start())
         return Served(threads[-1].url, {fe.name: fe.token for fe in front_ends})

@@ -15,6 +15,7 @@ import uuid
 
 from eas_prediction import QueueClient
 from eas_prediction.exception import PredictException
+from eas_prediction.queue_client import DataFrameCodec  # noqa: F401 (for the snippets, which see these globals)
 
 ENDPOINT = os.environ["SDK_ENDPOINT"]
 TOKEN = os.environ["SDK_TOKEN"]
@@ -40,12 +41,15 @@ def frame(df) -> dict:
 
 
 def collect(queue_client, count: int, *, index: int = 0, window: int = 5, auto_commit: bool = True,
-            commit: bool = False, timeout: float = 30.0, shared: list | None = None) -> list[dict]:  # fmt: skip
-    """Watch until `count` items arrived (in `shared` too, when watchers share one count) or `timeout` passed.
-    The SDK's watcher reconnects forever on errors, so it runs in a daemon thread that the deadline abandons."""
+            commit: bool = False, timeout: float = 30.0, shared: list | None = None, tags: dict | None = None,
+            until=None) -> list[dict]:  # fmt: skip
+    """Watch until `count` items arrived (in `shared` too, when watchers share one count), or `until()` is true
+    when given, or `timeout` passed. The SDK's watcher reconnects forever on errors, so it runs in a daemon thread
+    that the deadline abandons."""
     frames: list[dict] = []
     seen = frames if shared is None else shared
-    watcher = queue_client.watch(index, window, auto_commit=auto_commit)
+    done = until or (lambda: len(seen) >= count)
+    watcher = queue_client.watch(index, window, auto_commit=auto_commit, tags=tags)
 
     def run() -> None:
         for df in watcher.run():
@@ -57,7 +61,7 @@ def collect(queue_client, count: int, *, index: int = 0, window: int = 5, auto_c
 
     threading.Thread(target=run, daemon=True).start()
     deadline = time.monotonic() + timeout
-    while len(seen) < count and time.monotonic() < deadline:
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.01)
     watcher.url = "ws://127.0.0.1:1/closed"  # the abandoned thread's reconnect loop must not reach the server
     watcher.close()

@@ -121,10 +121,10 @@ def test_an_unknown_path_is_a_404_naming_the_expected_form(http):
         ("nope/sink?_watch_=true", AUTH, 404),
         ("web/sink", AUTH, 400),
         ("web/sink?_watch_=true&_window_=0", AUTH, 400),
-        ("web/sink?_watch_=true&requestId=x", AUTH, 400),
+        ("web/sink?_watch_=true&type=result&type=log", AUTH, 400),
         ("elsewhere", AUTH, 404),
     ],
-    ids=["wrong-token", "unknown-queue", "no-watch-flag", "window-zero", "tag-filter", "unknown-path"],
+    ids=["wrong-token", "unknown-queue", "no-watch-flag", "window-zero", "tag-filter-twice", "unknown-path"],
 )
 def test_a_bad_watch_is_refused_at_the_handshake_with_a_4xx(serve, path, headers, status):
     served = serve(service_config(SERVICE))

@@ -75,12 +75,16 @@ def test_watch_parameters_and_their_defaults():
     assert parse_watch(query) == WatchParams(index=3, window=5, index_only=True, auto_commit=True)
 
 
+def test_every_watch_parameter_that_is_not_an_operation_is_a_tag_filter():
+    query = {"_watch_": "true", "_window_": "2", "type": "result", "taskType": "command"}
+    assert parse_watch(query).filters == {"type": "result", "taskType": "command"}
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
         ({"_window_": "0"}, "_window_: expected an integer between 1 and"),
         ({"_auto_commit_": "maybe"}, "_auto_commit_: expected true or false"),
-        ({"requestId": "r"}, "requestId: a watch takes no tag filters"),
     ],
 )
 def test_a_malformed_watch_parameter_is_named(query, message):

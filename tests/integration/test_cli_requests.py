@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,8 +29,41 @@ def test_submit_wait_prints_the_result_of_a_query_read_from_stdin(start_worker, 
 
     assert run.returncode == 0, run.stderr
     request_id, result = run.stdout.split("\n", 1)
-    assert len(request_id) == 32 and result == "echo:hi"
+    assert len(request_id) == 32 and result == "echo:hi\n"  # a line, so the shell prompt does not follow it
     assert f"follow it with: scalablejob logs -f {request_id}" in run.stderr
+
+
+def test_submit_wait_of_a_failing_command_passes_its_exit_code_on(start_worker, redis_url):
+    start_worker(service_config("cli"))
+    command = python_command("import sys; print('bad input'); sys.exit(3)")
+
+    run = cli(redis_url, "submit", "-s", "cli", "--type", "command", "--wait", "--timeout", "30", command)
+
+    assert run.returncode == 3, run.stderr
+    request_id, output = run.stdout.split("\n", 1)
+    assert output == "bad input\n"
+    assert f"request {request_id} failed: exit code 3" in run.stderr
+
+
+def test_submit_wait_of_a_failing_query_exits_1_with_the_error_on_stderr(start_worker, redis_url):
+    start_worker(service_config("cli"))
+
+    run = cli(redis_url, "submit", "-s", "cli", "--type", "query", "--wait", "--timeout", "30", '{"fail": "no model"}')
+
+    assert run.returncode == 1
+    request_id = run.stdout.strip()
+    assert run.stderr.endswith(f"request {request_id} failed: RuntimeError: no model\n")
+
+
+def test_logs_of_a_command_that_was_not_found_say_so(start_worker, redis_url):
+    start_worker(service_config("cli"))
+    request_id = cli(redis_url, "submit", "-s", "cli", "--type", "command", "nosuchprog --flag").stdout.strip()
+
+    run = cli(redis_url, "logs", "-f", request_id)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "nosuchprog: command not found\n"
+    assert run.stdout.startswith("[result: exit code 127, ")
 
 
 def test_a_training_job_submitted_and_followed_from_the_cli(tmp_path, start_worker, client_for, redis_url):
@@ -99,10 +133,12 @@ def test_a_burst_shows_in_watch_with_running_progress_and_queued_requests(
 
     # when watch takes a snapshot
     argv = [sys.executable, "-m", "scalablejob", "watch", "-s", "cli", "--once", "--broker", redis_url]
-    shown = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, env={"COLUMNS": "200"})
+    env = {name: value for name, value in os.environ.items() if name != "COLUMNS"}  # a pipe, no width given
+    shown = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
 
-    # then it lists the running job with its progress, and the two waiting ones
+    # then it lists the running job with its progress, and the two waiting ones, no column cut short
     assert "3 request(s) in flight" in shown.stdout, shown.stderr
+    assert "…" not in shown.stdout
     running = next(line for line in shown.stdout.splitlines() if ids[0][:12] in line)
     assert "running" in running and "50%" in running and "halfway" in running
     assert sum("queued" in line for line in shown.stdout.splitlines() if any(i[:12] in line for i in ids[1:])) == 2

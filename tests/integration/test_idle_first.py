@@ -1,4 +1,5 @@
-"""Idle first: a task goes to an idle worker, never into a busy worker's prefetch buffer."""
+"""Idle first: a task goes to an idle worker, never into a busy worker's prefetch buffer; the same holds for
+workers started by `scalablejob worker` and by `celery -A module worker`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from conftest import python_command, service_config, wait_until
 from scalablejob import RequestStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytest_plugins = ["celery_fixtures"]
+
+
+@pytest.fixture(params=["scalablejob worker", "celery -A module worker"])
+def start_worker(request):
+    """Start workers one way or the other: the scenarios below hold for both."""
+    return request.getfixturevalue("start_worker" if request.param == "scalablejob worker" else "start_celery_worker")
 
 
 def sleeping(seconds: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -135,6 +136,33 @@ def test_jobs_get_the_configured_working_dir_and_allowed_env_tags_only(tmp_path,
     assert client.result(second, timeout=30).data == f"{tmp_path} None None\n".encode()  # nothing leaks between jobs
     error = client.result(refused, timeout=30)
     assert error.type == "error" and b"tag env.PATH" in error.data
+
+
+def test_each_training_job_keeps_its_checkpoint_in_its_own_folder(tmp_path, start_worker, client_for):
+    # given two runs of the example training script with no --checkpoint-dir, in the same working dir
+    start_worker(training_config(working_dir=str(tmp_path)))
+    client = client_for("train")
+    command = json.dumps(["python", str(REPO / "examples" / "train.py"), "--epochs", "2", "--epoch-seconds", "0"])
+    ids = [client.put(command, {"taskType": "command"})[1] for _ in range(2)]
+
+    # when both are done
+    assert [client.result(request_id, timeout=60).tags["exitCode"] for request_id in ids] == ["0", "0"]
+
+    # then each wrote its own checkpoints/<request id>, and neither overwrote the other's
+    folders = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert folders == sorted(ids)
+    for request_id in ids:
+        assert json.loads((tmp_path / "checkpoints" / request_id / "checkpoint.json").read_text())["epoch"] == 2
+
+
+def test_the_training_script_run_by_hand_checkpoints_to_a_local_folder(tmp_path):
+    env = {name: value for name, value in os.environ.items() if name != "SCALABLEJOB_REQUEST_ID"}
+    argv = [sys.executable, str(REPO / "examples" / "train.py"), "--epochs", "1", "--epoch-seconds", "0"]
+
+    run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "checkpoints" / "local" / "checkpoint.json").read_text())["epoch"] == 1
 
 
 def test_the_init_command_runs_exactly_once_per_worker(tmp_path, start_worker, client_for):

@@ -17,8 +17,9 @@ import psutil
 import pytest
 import redis
 
-from conftest import REPO, UpProcess, python_command, wait_until
+from conftest import REPO, UpProcess, copy_checkout, python_command, wait_until
 from scalablejob import JobClient, RequestStatus
+from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV
 from scalablejob.presence import read_presence
 from scalablejob.redis_server import free_port
 
@@ -32,13 +33,18 @@ def start_up(tmp_path):
     def start(config: dict, *extra: str) -> UpProcess:
         path = tmp_path / "service.json"
         path.write_text(json.dumps(config))
-        running.append(UpProcess(path, tmp_path / "data", *extra))
+        running.append(UpProcess(path, tmp_path / "data", *extra, env=env_without_broker()))
         return running[-1]
 
     yield start
     for up in running:
         if up.process.poll() is None:
             up.kill()
+
+
+def env_without_broker() -> dict[str, str]:
+    """This environment without a broker or data folder that an earlier test in this process may have left."""
+    return {name: value for name, value in os.environ.items() if name not in (BROKER_ENV, DATA_DIR_ENV)}
 
 
 def service(name: str = "stack", **autoscaler) -> dict:
@@ -128,19 +134,21 @@ def test_ctrl_c_drains_the_workers_and_queued_work_runs_after_the_next_up(start_
 
 
 def test_the_procfile_runs_the_same_parts_with_honcho(tmp_path):
-    # given the repository's Procfile and .env with free ports instead of the fixed ones
+    # given a copy of the checkout whose Procfile and .env use free ports instead of the fixed ones: the parts run
+    # in the copy, so what they write there (the embedded broker's ./.scalablejob) never lands in the checkout
+    checkout = copy_checkout(tmp_path / "checkout")
     ports = {"6390": str(free_port()), "8080": str(free_port()), "5555": str(free_port())}
     for name in ("Procfile", ".env"):
-        text = (REPO / name).read_text()
+        text = (checkout / name).read_text()
         for fixed, free in ports.items():
             text = text.replace(fixed, free)
-        (tmp_path / name).write_text(text.replace("examples/handlers.py", "tests/support/sj_test_handlers.py"))
+        (checkout / name).write_text(text.replace("examples/handlers.py", "tests/support/sj_test_handlers.py"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("SCALABLEJOB_BROKER", None)
     honcho = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "-f", str(tmp_path / "Procfile"), "-e", str(tmp_path / ".env"),
-         "-d", str(REPO), "start"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", "honcho", "-f", str(checkout / "Procfile"), "-e", str(checkout / ".env"),
+         "-d", str(checkout), "start"],
+        cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
         # when it is up, then a query submitted to its broker is answered, and the front end and Flower answer
@@ -155,6 +163,7 @@ def test_the_procfile_runs_the_same_parts_with_honcho(tmp_path):
         # and Ctrl-C stops every process it started
         honcho.send_signal(signal.SIGINT)
         honcho.wait(60)
+        assert (checkout / ".scalablejob").is_dir()  # the broker's data folder is the copy's
         assert all(wait_until(lambda p=p: gone(p), 20, f"{p} outlived honcho") for p in processes)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -261,7 +270,7 @@ def test_up_refuses_user_code_that_serves_no_job_of_the_service_before_starting_
 
     run = subprocess.run(
         [sys.executable, "-m", "scalablejob", "up", str(config), "--app", str(module), "--data-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO, env=env_without_broker(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
     assert run.returncode == 1

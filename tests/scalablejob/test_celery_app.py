@@ -64,3 +64,10 @@ def test_make_app_leaves_the_current_app_alone(app: Celery) -> None:
     from celery import current_app
 
     assert current_app is not app
+
+
+def test_a_service_app_runs_our_worker_reads_our_results_and_revokes_by_cancel(app: Celery) -> None:
+    assert f"{app.Worker.__module__}.{app.Worker.__name__}".endswith("workers.celery_worker.ServiceWorker")
+    assert type(app.backend).__name__ == "QueueServiceBackend" and app.backend.service == "svc"
+    assert type(app.control).__name__ == "ServiceControl"
+    assert app.conf.task_ignore_result is True  # workers store nothing more than their output queue entries

@@ -102,5 +102,7 @@ def test_an_unreachable_broker_is_a_one_line_error():
 
 
 def test_every_command_is_registered_in_the_one_group() -> None:
-    expected = ["cancel", "config", "frontend", "logs", "redis", "scaler", "status", "submit", "up", "watch", "worker"]
+    expected = [
+        "cancel", "config", "down", "frontend", "logs", "redis", "scaler", "status", "submit", "up", "watch", "worker",
+    ]  # fmt: skip
     assert sorted(main.commands) == expected

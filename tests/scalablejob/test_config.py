@@ -13,18 +13,23 @@ import pytest
 from scalablejob.config import (
     DEFAULT_AVG_WAITING_LENGTH,
     DEFAULT_GPU,
+    DEFAULT_INPUT_MAX_LENGTH,
     DEFAULT_INSTANCE,
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_REPLICAS,
     DEFAULT_MIN_REPLICAS,
     DEFAULT_SCALE_DOWN_WINDOW_S,
     DEFAULT_SCALE_TO_ZERO_GRACE_S,
     DEFAULT_SCALE_UP_WINDOW_S,
     DEFAULT_SHELL,
+    DEFAULT_SINK_MAX_AGE_S,
+    DEFAULT_SINK_MAX_LENGTH,
     DEFAULT_WORKER_THREADS,
     AutoscalerConfig,
     ContainerConfig,
     FrontEndConfig,
     Metadata,
+    QueueConfig,
     ScalableJobConfig,
     ServiceConfig,
     load_config,
@@ -146,6 +151,10 @@ def test_example_file_properties(file_name: str, name: str, is_integrated: bool,
         (lambda c: c.autoscaler.scale_to_zero_grace_s, DEFAULT_SCALE_TO_ZERO_GRACE_S),
         (lambda c: c.model_server, None),
         (lambda c: c.is_integrated, False),
+        (lambda c: c.queue.max_payload_bytes, DEFAULT_MAX_BODY_BYTES),
+        (lambda c: c.queue.input_max_length, DEFAULT_INPUT_MAX_LENGTH),
+        (lambda c: c.queue.sink_max_length, DEFAULT_SINK_MAX_LENGTH),
+        (lambda c: c.queue.sink_max_age_s, DEFAULT_SINK_MAX_AGE_S),
     ],
 )
 def test_missing_field_takes_its_default(data: dict[str, Any], read: Any, default: object) -> None:
@@ -156,6 +165,29 @@ def test_defaults_match_the_documented_values() -> None:
     assert (DEFAULT_INSTANCE, DEFAULT_WORKER_THREADS, DEFAULT_GPU, DEFAULT_SHELL) == (1, 4, 0, False)
     assert (DEFAULT_MIN_REPLICAS, DEFAULT_MAX_REPLICAS, DEFAULT_AVG_WAITING_LENGTH) == (1, 10, 2)
     assert (DEFAULT_SCALE_UP_WINDOW_S, DEFAULT_SCALE_DOWN_WINDOW_S, DEFAULT_SCALE_TO_ZERO_GRACE_S) == (0, 1, 60)
+    assert (DEFAULT_INPUT_MAX_LENGTH, DEFAULT_SINK_MAX_LENGTH, DEFAULT_SINK_MAX_AGE_S) == (100_000, 100_000, 604_800)
+
+
+def test_queue_limits_are_read_from_the_queue_section() -> None:
+    sink = {"max_length": 50, "max_age_seconds": 3600}
+    queue = {"max_payload_bytes": 1024, "source": {"max_length": 5}, "sink": sink}
+    assert parse_config(config_with(queue=queue)).queue == QueueConfig(1024, 5, 50, 3600)
+
+
+@pytest.mark.parametrize(
+    ("queue", "path", "message"),
+    [
+        ({"source": {"max_length": 0}}, "$.queue.source.max_length", "expected an integer >= 1, got 0"),
+        ({"sink": {"max_len": 5}}, "$.queue.sink.max_len", "unknown key 'max_len'"),
+        ({"max_payload_bytes": "big"}, "$.queue.max_payload_bytes", "expected an integer"),
+        ({"sink": {"max_age_seconds": 0}}, "$.queue.sink.max_age_seconds", "expected an integer >= 1, got 0"),
+        ({"sink": {"max_age_seconds": 1.5}}, "$.queue.sink.max_age_seconds", "expected an integer >= 1, got"),
+    ],
+)
+def test_a_bad_queue_limit_names_its_path(queue: dict[str, Any], path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(config_with(queue=queue))
+    assert error.value.path == path and error.value.message.startswith(message)
 
 
 def test_empty_front_end_is_present_with_every_field_unset() -> None:
@@ -286,7 +318,7 @@ def test_config_objects_are_frozen(obj: object, attribute: str) -> None:
 
 NAME_RULE = "expected a name matching ^[A-Za-z][A-Za-z0-9_-]{0,62}$ (it is used in Redis keys and Celery queue names)"
 SERVICE_TYPES = 'one of "ScalableJob", "ScalableJobService"'
-TOP_KEYS = "containers, metadata, front_end, scalable_job, autoscaler"
+TOP_KEYS = "containers, metadata, front_end, scalable_job, autoscaler, queue"
 
 BAD_CONFIGS = [
     # unknown keys, at every level

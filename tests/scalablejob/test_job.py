@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scalablejob.errors import UserCodeError
+from scalablejob.errors import ConfigError, TaskTypeError, UserCodeError
 from scalablejob.job import Job, QueryContext
+from scalablejob.routing import TaskType
 
 
 class Reports:
@@ -187,3 +190,103 @@ def test_progress_rejects_values_outside_zero_to_one_naming_the_range(
 
     assert repr(fraction) in str(caught.value)
     assert reports.calls == []
+
+
+# ---- named tasks, the service config ------------------------------------------------------------------------------
+
+
+def test_task_registers_named_tasks_by_function_name_or_given_name() -> None:
+    job = Job("svc")
+
+    @job.task
+    def shout(body: bytes) -> str:
+        return body.decode().upper()
+
+    @job.task(name="train", task_type="command")
+    def fit(body: bytes, ctx: QueryContext) -> dict[str, float]:
+        return {"loss": 0.1}
+
+    assert sorted(job.tasks) == ["shout", "train"]
+    assert (shout.name, shout.task_type, shout.default) == ("shout", TaskType.QUERY, False)
+    assert (fit.name, fit.task_type) == ("train", TaskType.COMMAND)
+    assert shout(b"hi") == "HI"  # calling a task runs its function here, as in Celery
+    assert shout.handler(b"hi", QueryContext("r1", {}, Reports())) == "HI"
+    assert job.default_task is shout  # the only query task answers untagged queries
+    assert job.query_handler is None  # only @job.query marks one
+
+
+def test_query_is_a_named_task_that_answers_untagged_queries() -> None:
+    job = Job("svc")
+
+    @job.task
+    def shout(body: bytes) -> bytes:
+        return body
+
+    @job.query
+    def answer(body: bytes) -> bytes:
+        return body
+
+    assert answer.__name__ == "answer"  # @job.query returns the function itself
+    assert job.tasks["answer"].default and job.default_task is job.tasks["answer"]
+
+
+def test_several_query_tasks_and_none_marked_have_no_default() -> None:
+    job = Job("svc")
+    job.task(name="a")(_body_only)
+    job.task(name="b")(_body_only)
+
+    assert job.default_task is None
+
+
+@pytest.mark.parametrize(
+    ("name", "func"),
+    [("scalablejob.query", _body_only), ("celery.chord", _body_only), ("two words", _body_only), ("", _body_only)],
+    ids=["ours", "celerys", "space", "empty"],
+)
+def test_a_task_name_that_cannot_be_one_is_refused(name: str, func: Any) -> None:
+    with pytest.raises(UserCodeError, match=rf"task name {name!r}: expected up to 128"):
+        Job("svc").task(name=name)(func)
+
+
+def test_a_second_task_of_the_same_name_is_refused() -> None:
+    job = Job("svc")
+    job.task(name="twice")(_body_only)
+
+    with pytest.raises(UserCodeError, match=r"already has a task named 'twice'"):
+        job.task(name="twice")(_body_and_context)
+
+
+def test_an_unknown_task_type_is_refused_naming_the_allowed_ones() -> None:
+    with pytest.raises(TaskTypeError, match=r"taskType 'training' is not allowed: expected one of command, query"):
+        Job("svc").task(task_type="training")
+
+
+def test_a_lambda_gets_a_valid_default_name() -> None:
+    job = Job()
+    job.query(lambda body: body)
+
+    assert list(job.tasks) == ["_lambda_"]
+
+
+def test_a_job_of_a_config_knows_its_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "service.json"
+    path.write_text(json.dumps({"metadata": {"name": "from-config", "type": "ScalableJob"}}))
+
+    assert Job(config=path).service == "from-config"
+    assert Job(config=str(path)).config.name == "from-config"  # type: ignore[union-attr]
+    monkeypatch.setenv("SCALABLEJOB_CONFIG", str(path))
+    assert Job().service == "from-config"  # Job() takes $SCALABLEJOB_CONFIG
+    assert Job("named").config is None  # a name given: no config from the environment
+
+
+def test_a_job_whose_name_and_config_disagree_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "service.json"
+    path.write_text(json.dumps({"metadata": {"name": "from-config", "type": "ScalableJob"}}))
+
+    with pytest.raises(UserCodeError, match=r"the config's service is from-config"):
+        Job("other", config=path)
+
+
+def test_a_job_of_a_missing_config_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file"):
+        Job(config=tmp_path / "missing.json")

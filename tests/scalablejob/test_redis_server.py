@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
-from scalablejob.broker import BROKER_RECORD, EmbeddedBroker, checked_broker_url, resolve_broker, running_embedded
+from conftest import wait_until
+from scalablejob.broker import (
+    BROKER_RECORD,
+    EmbeddedBroker,
+    checked_broker_url,
+    existing_broker,
+    resolve_broker,
+    running_embedded,
+)
 from scalablejob.errors import BrokerError
-from scalablejob.redis_server import RedisServer, redis_server_binary
+from scalablejob.redis_server import (
+    RedisServer,
+    loading_notice,
+    probe_client,
+    redis_server_binary,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +111,136 @@ def test_a_relative_data_folder_works(tmp_path, monkeypatch):
     with RedisServer("relative/data", persistent=True) as server:
         assert redis.Redis.from_url(server.url).ping()
     assert (tmp_path / "relative" / "data" / "redis.log").is_file()
+
+
+def test_the_embedded_server_compacts_its_append_only_file_by_itself(tmp_path):
+    with RedisServer(tmp_path, persistent=True) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.config_get("auto-aof-rewrite-percentage") == {"auto-aof-rewrite-percentage": "100"}
+        assert client.config_get("auto-aof-rewrite-min-size") == {"auto-aof-rewrite-min-size": str(32 * 1024 * 1024)}
+        client.close()
+
+
+def test_the_server_dies_with_the_process_that_started_it_even_on_kill_9(tmp_path):
+    # given a process that started a server and holds it
+    code = (
+        "import sys, time; from scalablejob.redis_server import RedisServer\n"
+        f"server = RedisServer({str(tmp_path)!r}, persistent=False); server.start(); print(server.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        server = psutil.Process(int(owner.stdout.readline()))
+        assert "redis-server" in server.name()
+
+        # when that process is killed, then the server goes too
+        owner.kill()
+        owner.wait(10)
+        wait_until(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, 10, "redis outlived it")
+    finally:
+        os.killpg(owner.pid, signal.SIGKILL) if owner.poll() is None else None
+        owner.wait()
+
+
+class SlowLoadingServer(RedisServer):
+    """A server that takes about 4 s to load the file that `write_big_file` leaves (Redis' own test knob slows each
+    key down), answering LOADING meanwhile."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--key-load-delay", "100000"]
+
+
+BIG_VALUES, BIG_VALUE_BYTES = 40, 1 << 20
+
+
+def write_big_file(folder) -> None:
+    """An append-only file of 40 MB (random, so it does not compress), rewritten so that it loads as a snapshot."""
+    with RedisServer(folder, persistent=True) as server:
+        client = redis.Redis.from_url(server.url)
+        for index in range(BIG_VALUES):
+            client.set(f"big:{index}", os.urandom(BIG_VALUE_BYTES))
+        wait_until(lambda: not rewriting(client), 30, "Redis' own rewrite never ended")  # past 32 MB it starts one
+        client.bgrewriteaof()
+        wait_until(lambda: not rewriting(client), 30, "the append-only file was never rewritten")
+        client.close()
+
+
+def rewriting(client: redis.Redis) -> bool:
+    info = client.info("persistence")
+    return bool(info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"])
+
+
+def test_loading_notice_says_how_much_is_loaded():
+    assert loading_notice(41_943_528) == "redis is loading its data (42 MB)..."
+    assert loading_notice(0) == "redis is loading its data..."
+
+
+def test_start_returns_once_the_server_has_loaded_its_data_and_says_it_waits(tmp_path, capsys):
+    write_big_file(tmp_path)
+    with SlowLoadingServer(tmp_path, persistent=True) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.info("persistence")["loading"] == 0
+        assert client.dbsize() == BIG_VALUES
+        client.close()
+    assert "redis is loading its data (42 MB)..." in capsys.readouterr().err
+
+
+@pytest.fixture
+def loading_broker(tmp_path, monkeypatch):
+    """The embedded broker of a data folder, started by someone else and still loading its 40 MB."""
+    monkeypatch.delenv("SCALABLEJOB_BROKER", raising=False)
+    write_big_file(tmp_path / "redis")
+    server = SlowLoadingServer(tmp_path / "redis", persistent=True)
+    process = subprocess.Popen(server.command(), stdin=subprocess.DEVNULL, start_new_session=True)
+    (tmp_path / BROKER_RECORD).write_text(json.dumps({"url": server.url, "pid": process.pid}))
+    client = probe_client(server.url)
+    try:
+        wait_until(lambda: answers_loading(client), 10, "the server never answered LOADING")
+        yield server.url, client
+    finally:
+        client.close()
+        process.kill()
+        process.wait()
+
+
+def answers_loading(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.BusyLoadingError:
+        return True
+    except redis.ConnectionError:
+        return False
+    pytest.fail("the server loaded its file before the test could see it loading")
+
+
+def test_commands_wait_while_the_broker_loads_its_data(tmp_path, loading_broker, capsys):
+    url, client = loading_broker
+    # a broker that is loading is running: nobody starts a second server on its folder
+    assert running_embedded(tmp_path) == url
+    # the commands that use the running broker wait until it has loaded its data, and say so once
+    assert existing_broker(None, tmp_path) == url
+    assert client.info("persistence")["loading"] == 0 and client.dbsize() == BIG_VALUES
+    assert capsys.readouterr().err.count("redis is loading its data") == 1
+
+
+def test_a_server_still_loading_after_the_bound_is_a_one_line_error_and_is_stopped(tmp_path):
+    write_big_file(tmp_path)
+    server = SlowLoadingServer(tmp_path, persistent=True)
+    with pytest.raises(
+        BrokerError, match=r"redis-server on port \d+ \(see .*redis.log\) was still loading its data after 0.5 s"
+    ):
+        server.start(loading_timeout_s=0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(server.pid, 0)
+
+
+def test_a_given_broker_that_loads_is_waited_for_too(loading_broker):
+    url, client = loading_broker
+    assert resolve_broker(url, Path("unused")) == (url, None)
+    assert client.info("persistence")["loading"] == 0
+
+
+def test_no_broker_tells_how_to_start_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCALABLEJOB_BROKER", raising=False)
+    with pytest.raises(BrokerError, match="start the service with `scalablejob up CONFIG`"):
+        existing_broker(None, tmp_path)

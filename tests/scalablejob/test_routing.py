@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.errors import TaskTypeError
+from scalablejob.errors import RequestError, TaskTypeError
 from scalablejob.routing import (
     ALLOWED_TASK_TYPES,
+    TaskInfo,
     TaskType,
     parse_task_type,
     queue_for,
+    resolve_task,
     task_name_for,
     task_type_of,
 )
@@ -95,3 +97,61 @@ def test_task_name_for_and_task_type_of_round_trip(task_type: TaskType, name: st
 @pytest.mark.parametrize("name", ["celery.ping", "scalablejob.train", "command", "", "scalablejob.Command"])
 def test_task_type_of_a_foreign_task_name_is_none(name: str) -> None:
     assert task_type_of(name) is None
+
+
+# ---- resolve_task: named tasks ------------------------------------------------------------------------------------
+
+QUERY, COMMAND = TaskType.QUERY, TaskType.COMMAND
+NAMED = {"shout": TaskInfo(QUERY), "count": TaskInfo(QUERY), "train": TaskInfo(COMMAND)}
+ONE_QUERY = {"answer": TaskInfo(QUERY), "train": TaskInfo(COMMAND)}
+MARKED = {"answer": TaskInfo(QUERY, default=True), "shout": TaskInfo(QUERY)}
+
+
+@pytest.mark.parametrize(
+    ("tags", "registry", "default", "expected"),
+    [
+        ({"task": "shout"}, NAMED, None, (QUERY, "shout")),  # the tag picks the task, and with it the type
+        ({"task": "train"}, NAMED, None, (COMMAND, "train")),
+        ({"task": "train", "taskType": "command"}, NAMED, "query", (COMMAND, "train")),  # an agreeing type is fine
+        ({"task": "count"}, NAMED, "command", (QUERY, "count")),  # the task's type wins over the default
+        ({"taskType": "query"}, ONE_QUERY, None, (QUERY, "answer")),  # no tag: the only query task
+        ({"taskType": "query"}, MARKED, None, (QUERY, "answer")),  # no tag: the one @job.query marked
+        ({}, MARKED, "query", (QUERY, "answer")),
+        ({"taskType": "command"}, NAMED, None, (COMMAND, None)),  # a command without a tag is a command line
+        ({"taskType": "query"}, {}, None, (QUERY, None)),  # no named tasks: the generic query, as before
+        ({"taskType": "query", "task": ""}, ONE_QUERY, None, (QUERY, "answer")),  # an empty tag counts as none
+        ({"task": "new", "taskType": "query"}, {}, None, (QUERY, "new")),  # nothing registered yet: taken as given
+    ],
+    ids=[
+        "query-by-name", "command-by-name", "agreeing-type", "name-over-default", "only-query", "marked-default",
+        "marked-by-default-type", "command-line", "no-registry", "empty-tag", "empty-registry",
+    ],
+)  # fmt: skip
+def test_resolve_task_routes_by_the_task_tag_else_by_type(
+    tags: dict[str, str], registry: dict[str, TaskInfo], default: str | None, expected: tuple[TaskType, str | None]
+) -> None:
+    assert resolve_task(tags, registry, default, "svc") == expected
+
+
+def test_an_unknown_task_name_is_a_request_error_naming_the_known_ones() -> None:
+    with pytest.raises(
+        RequestError, match=r"^unknown task 'shuot' for service svc: expected one of count, shout, train$"
+    ):
+        resolve_task({"task": "shuot"}, NAMED, "query", "svc")
+
+
+def test_a_task_type_that_disagrees_with_the_named_task_is_a_task_type_error() -> None:
+    with pytest.raises(
+        TaskTypeError, match=r"task 'train' is a command task: expected taskType command .* got 'query'"
+    ):
+        resolve_task({"task": "train", "taskType": "query"}, NAMED, None, "svc")
+
+
+def test_an_untagged_query_among_several_query_tasks_is_refused_naming_them() -> None:
+    with pytest.raises(RequestError, match=r"service svc has several query tasks \(count, shout\).*task=NAME"):
+        resolve_task({"taskType": "query"}, NAMED, None, "svc")
+
+
+def test_an_untagged_request_still_needs_a_task_type() -> None:
+    with pytest.raises(TaskTypeError, match="taskType is required"):
+        resolve_task({}, NAMED, None, "svc")

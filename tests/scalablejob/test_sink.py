@@ -63,10 +63,11 @@ def test_each_service_has_its_own_stream_and_indexes(client: fakeredis.FakeRedis
     assert [entry.data for entry in other.read()] == [b"x"]
 
 
-def test_append_touches_only_the_stream_and_its_counter(client: fakeredis.FakeRedis, sink: Sink) -> None:
+def test_append_touches_only_the_stream_its_counter_and_its_clock(client: fakeredis.FakeRedis, sink: Sink) -> None:
     sink.append(b"x", {})
 
-    assert sorted(client.keys()) == sorted([sink.stream.encode(), keys.sink_index_counter("svc").encode()])
+    own = [sink.stream, keys.sink_index_counter("svc"), keys.frontend_sink_clock("svc", "svc")]
+    assert sorted(client.keys()) == sorted(key.encode() for key in own)
 
 
 def test_get_returns_the_entry_with_that_index(sink: Sink) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from scalablejob.errors import UserCodeError
 from scalablejob.job import Job
-from scalablejob.user_code import load_job
+from scalablejob.user_code import load_job, load_task, module_spec
 
 SERVICE = "svc"
 WriteModule = Callable[[str], str]
@@ -223,3 +223,46 @@ def test_a_file_named_like_an_imported_module_does_not_replace_it(
 
     # then the imported module is still the one every other import sees
     assert sys.modules["colorsys"] is colorsys
+
+
+# ---- a named task, as a training task's child process finds it ---------------------------------------------------
+
+TASKS = """
+from scalablejob import Job
+job = Job("svc")
+
+@job.task(name="train", task_type="command")
+def fit(body):
+    return {"fitted": body.decode()}
+
+def evaluate(body):
+    return body
+
+job.task(name="evaluate", task_type="command")(evaluate)
+"""
+
+
+@pytest.mark.parametrize("task", ["train", "evaluate"])
+def test_load_task_finds_a_task_by_its_name_in_a_module_or_a_file(write_module: WriteModule, task: str) -> None:
+    name = write_module(TASKS)
+
+    by_name, by_file = load_task(name, task), load_task(f"{name}.py", task)
+
+    assert by_name is sys.modules[name].job.tasks[task]
+    assert by_file.name == task and by_file is not by_name  # the file loads as a module of its own
+
+
+def test_load_task_of_a_name_the_module_lacks_says_where_tasks_must_be(write_module: WriteModule) -> None:
+    name = write_module(TASKS)
+
+    with pytest.raises(UserCodeError, match=rf"module {name} has no task 'tran' at its top level"):
+        load_task(name, "tran")
+
+
+def test_module_spec_names_a_module_by_name_and_a_file_loaded_one_by_its_file(write_module: WriteModule) -> None:
+    name = write_module(TASKS)
+    load_task(name, "train")
+    from_file = load_job(f"{name}.py", SERVICE)
+
+    assert module_spec(sys.modules[name].job.tasks["train"].func) == name
+    assert module_spec(from_file.tasks["train"].func) == str(Path(f"{name}.py").resolve())

@@ -1,4 +1,4 @@
-"""`scalablejob scaler` on the command line: GPU problems are clear errors before anything starts."""
+"""`scalablejob scaler` on the command line: GPU problems and bad user code are clear errors before anything starts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scalablejob.cli import main
 from scalablejob.errors import GpuError
 from scalablejob.gpus import NvmlInventory
 
-UNREACHABLE = "redis://127.0.0.1:1/0"  # never contacted: the GPU check comes first
+UNREACHABLE = "redis://127.0.0.1:1/0"  # never contacted: the GPU and --app checks come first
 
 
 def config_file(tmp_path: Path, gpu: int) -> str:
@@ -52,3 +52,17 @@ def test_the_scaler_command_documents_its_options() -> None:
     assert result.exit_code == 0
     for option in ("--app", "--broker", "--interval", "--metrics-port", "--log-dir", "--fake-gpus"):
         assert option in result.output
+
+
+def test_an_app_that_does_not_load_is_one_clear_error_before_any_worker_starts(tmp_path: Path) -> None:
+    # given user code that cannot be imported
+    bad = tmp_path / "bad.py"
+    bad.write_text("import no_such_module_for_scalablejob\n")
+
+    # when the standalone scaler is started with it (the broker is never reached: the check comes first)
+    result = CliRunner().invoke(main, ["scaler", config_file(tmp_path, 0), "--app", str(bad), "--broker", UNREACHABLE])
+
+    # then it exits non-zero with the import error, as `up` does, instead of spawning workers that keep dying
+    assert result.exit_code == 1
+    assert f"--app {bad}: could not import it: ModuleNotFoundError" in result.output
+    assert "no_such_module_for_scalablejob" in result.output

@@ -16,6 +16,7 @@ from scalablejob.errors import RequestError
 from scalablejob.workers.command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
+    REQUEST_ID_ENV,
     SHELL,
     TAIL_BYTES,
     TAIL_LINES,
@@ -223,14 +224,37 @@ def test_run_command_of_a_missing_program_exits_127() -> None:
     outcome = run_command(["/nonexistent/scalablejob-no-such-program", "arg"])
 
     assert outcome.exit_code == EXIT_NOT_FOUND == 127
-    assert outcome.output_tail == b"not found: /nonexistent/scalablejob-no-such-program\n"
+    assert outcome.output_tail == b"/nonexistent/scalablejob-no-such-program: command not found\n"
 
 
 def test_run_command_in_a_missing_working_dir_exits_127_naming_it(tmp_path: Path) -> None:
     outcome = run_command(python("pass"), cwd=str(tmp_path / "nowhere"))
 
     assert outcome.exit_code == EXIT_NOT_FOUND
-    assert outcome.output_tail == f"not found: {tmp_path / 'nowhere'}\n".encode()
+    assert outcome.output_tail == f"working directory {tmp_path / 'nowhere'}: not found\n".encode()
+
+
+def test_a_program_that_is_not_found_says_so_on_its_stderr_log() -> None:
+    # given a job log listening to the command's lines
+    recorder = Recorder()
+
+    # when the program cannot even start
+    outcome = run_command(["scalablejob-no-such-program", "arg"], on_line=recorder)
+
+    # then the reason is a stderr line of its log, as a shell would print it, not only its exit code
+    said = [(stream, line.text, line.ending) for stream, line, _ in recorder.seen]
+    assert said == [("stderr", b"scalablejob-no-such-program: command not found", Ending.NEWLINE)]
+    assert outcome.exit_code == EXIT_NOT_FOUND
+
+
+def test_a_program_that_cannot_execute_says_so_on_its_stderr_log(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    recorder = Recorder()
+
+    run_command([str(script)], on_line=recorder)
+
+    assert recorder.texts("stderr") == [f"cannot execute {script}: Permission denied".encode()]
 
 
 def test_run_command_of_a_file_that_is_not_executable_exits_126(tmp_path: Path) -> None:
@@ -356,6 +380,13 @@ def test_command_env_layers_worker_config_and_allowed_tags() -> None:
     )  # fmt: skip
 
     assert env == {"PATH": "/bin", "LR": "0.5", "MODE": "train", "PYTHONUNBUFFERED": "1"}
+
+
+def test_command_env_gives_the_job_its_request_id() -> None:
+    env = command_env({"PATH": "/bin"}, {}, {"requestId": "r-1", "taskType": "command"}, allowed=())
+
+    assert REQUEST_ID_ENV == "SCALABLEJOB_REQUEST_ID"  # examples/train.py and users' scripts read it by this name
+    assert env[REQUEST_ID_ENV] == "r-1"
 
 
 def test_command_env_keeps_an_explicit_pythonunbuffered() -> None:

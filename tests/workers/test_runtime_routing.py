@@ -99,9 +99,9 @@ def test_a_commands_log_and_result_go_to_its_front_end(client: fakeredis.FakeRed
     put(client, "r1", "web", TaskType.COMMAND)
     body = f"{sys.executable} -u -c \"print('hello')\"".encode()
 
-    status = runtime.run_command("r1", body, {}, "w1@host", "web")
+    ended = runtime.run_command("r1", body, {}, "w1@host", "web")
 
-    assert status is RequestStatus.DONE
+    assert ended.status is RequestStatus.DONE
     assert [entry_type for entry_type, _ in output(client, "web")] == ["log", "result"]
     assert output(client, "web")[0] == ("log", b"hello")
     assert output(client, SERVICE) == []

@@ -1,0 +1,168 @@
+"""A watch session's delivery and commit, driven directly against a real Redis, with the client's behaviour
+(closing right after a frame, failing mid-batch) played by the send function at exact points."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis
+
+from conftest import service_config
+from scalablejob.config import parse_config
+from scalablejob.frontend.app import FrontEndService
+from scalablejob.frontend.binding import bind
+from scalablejob.frontend.params import WatchParams
+from scalablejob.frontend.protocol import decode_frame
+from scalablejob.frontend.queues import Queue
+from scalablejob.frontend.watch import WatchRegistry, WatchSession, group_name
+from scalablejob.sink import index_of
+
+SERVICE = "session"
+ITEMS = 10
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _with_sink(redis_url: str, scenario: Callable[[Queue], Awaitable[None]]) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        front_ends = bind(client, parse_config(service_config(SERVICE)), (), "token")
+    finally:
+        client.close()
+    service = FrontEndService(front_ends, redis_url)
+    await service.start()
+    try:
+        await scenario(service.queues[f"{SERVICE}/sink"])
+    finally:
+        await service.stop()
+
+
+async def _put(queue: Queue, count: int) -> list[int]:
+    return [(await queue.put(str(n).encode(), {}))[0] for n in range(count)]
+
+
+async def _present(queue: Queue, indexes: list[int]) -> list[int]:
+    return [index for index in indexes if await queue.get(index) is not None]
+
+
+def _session(queue: Queue, send: Callable[[bytes], Awaitable[None]], **params: object) -> WatchSession:
+    watch = WatchParams(**{"window": 5, "auto_commit": True, **params})  # type: ignore[arg-type]
+    return WatchSession(queue, watch, (queue.stream, "eas", "client-1"), WatchRegistry(), send)
+
+
+def test_a_session_cancelled_right_after_its_last_frame_still_commits_everything_it_sent(redis_url):
+    # given 10 items, and a client that goes away as soon as it has the 10th frame (its close cancels the session)
+    async def scenario(queue: Queue) -> None:
+        indexes = await _put(queue, ITEMS)
+        sent: list[int] = []
+        runner: asyncio.Task[None] | None = None
+
+        async def send(frame: bytes) -> None:
+            sent.append(decode_frame(frame).index)
+            if len(sent) == ITEMS:
+                assert runner is not None
+                runner.cancel()  # the close arrives while the session still has the batch's commit to make
+
+        session = _session(queue, send)
+        runner = asyncio.ensure_future(session.run())
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(runner, 10)
+        await session.settle(5.0)
+        # then every item it was sent is committed: none is left in the queue, none pending for the consumer
+        assert sent == indexes
+        assert await _present(queue, indexes) == []
+        assert (await queue.redis.xpending(queue.stream, "eas"))["pending"] == 0
+
+    asyncio.run(_with_sink(redis_url, scenario))
+
+
+def test_a_send_that_fails_mid_batch_commits_what_was_sent_and_leaves_the_rest_to_the_group(redis_url):
+    # given a client that drops the connection while the 3rd frame of a batch of 5 is being sent
+    async def scenario(queue: Queue) -> None:
+        indexes = await _put(queue, 5)
+        sent: list[int] = []
+
+        async def send(frame: bytes) -> None:
+            if len(sent) == 2:
+                raise ConnectionResetError("client gone")
+            sent.append(decode_frame(frame).index)
+
+        session = _session(queue, send)
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(session.run(), 10)
+        await session.settle(5.0)
+        # then the two it was sent are committed and the three it was not are still there, for the group
+        assert await _present(queue, indexes) == indexes[2:]
+        later: list[int] = []
+
+        async def receive(frame: bytes) -> None:
+            later.append(decode_frame(frame).index)
+            if len(later) == 3:
+                raise ConnectionResetError("done")
+
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(_session(queue, receive).run(), 10)  # the same consumer reconnecting gets them again
+        assert later == indexes[2:]
+
+    asyncio.run(_with_sink(redis_url, scenario))
+
+
+def test_a_filtered_session_sends_only_matches_within_its_window_and_passes_over_the_rest(redis_url):
+    # given log, result and error items, and a watcher of results only with a window of 2 that never commits
+    async def scenario(queue: Queue) -> None:
+        kinds = ["log", "result", "log", "log", "result", "error", "result", "log"]
+        indexes = [(await queue.put(b"x", {"type": kind}))[0] for kind in kinds]
+        results = [index for index, kind in zip(indexes, kinds, strict=True) if kind == "result"]
+        sent: list[int] = []
+        two_sent = asyncio.Event()
+
+        async def send(frame: bytes) -> None:
+            sent.append(decode_frame(frame).index)
+            if len(sent) == 2:
+                two_sent.set()
+            if len(sent) == 3:
+                raise ConnectionResetError("done")
+
+        group = group_name("eas", {"type": "result"})
+        session = WatchSession(
+            queue, WatchParams(window=2, filters={"type": "result"}), (queue.stream, group, "client-1"),
+            WatchRegistry(), send,
+        )  # fmt: skip
+        runner = asyncio.ensure_future(session.run())
+        await asyncio.wait_for(two_sent.wait(), 10)
+        # then the first two results are sent and held (the window is full), nothing else is pending for the group
+        pending = await queue.redis.xpending_range(queue.stream, group, "-", "+", 100)
+        assert sent == results[:2] and [index_of(p["message_id"]) for p in pending] == results[:2]
+        # when the client commits the first, the third result comes; no other item was sent or deleted
+        await queue.remove([results[0]])
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(runner, 10)
+        assert sent == results
+        assert await _present(queue, indexes) == [index for index in indexes if index != results[0]]
+
+    asyncio.run(_with_sink(redis_url, scenario))
+
+
+def test_two_watchers_adopting_the_same_orphan_at_once_send_its_item_once(redis_url):
+    # given an item sent to a watcher that is gone (pending for it, idle for a while)
+    async def scenario(queue: Queue) -> None:
+        [index] = await _put(queue, 1)
+        await queue.redis.xgroup_create(queue.stream, "eas", id="0")
+        await queue.redis.xreadgroup("eas", "gone", {queue.stream: ">"}, count=1)
+        await queue.redis.xclaim(queue.stream, "eas", "gone", 0, [f"{index}-0"], idle=5000)
+        registry = WatchRegistry()
+        sessions = [
+            WatchSession(queue, WatchParams(window=5), (queue.stream, "eas", name), registry, _ignore)
+            for name in ("a", "b")
+        ]
+        # when both adopt the orphan's items at the same moment
+        adopted = await asyncio.gather(*(session._adopt(5) for session in sessions))
+        # then exactly one of them takes the item
+        assert sorted(len(entries) for entries in adopted) == [0, 1]
+
+    asyncio.run(_with_sink(redis_url, scenario))
+
+
+async def _ignore(_frame: bytes) -> None:
+    return None

@@ -1,0 +1,67 @@
+"""A job's log within its cap: the truncation notice is a line of its own as `scalablejob logs` prints it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scalablejob.cli_requests import _print_entry
+from scalablejob.sink import SinkEntry
+from scalablejob.workers.joblog import JobLog, truncation_notice
+from scalablejob.workers.lines import Ending, Line
+
+CAP = 10
+
+
+class FakeSink:
+    """Keeps appended entries, as the output queue would, with increasing indexes."""
+
+    def __init__(self) -> None:
+        self.entries: list[SinkEntry] = []
+
+    def append(self, data: bytes, tags: dict[str, str]) -> int:
+        self.entries.append(SinkEntry(len(self.entries) + 1, data, tags))
+        return len(self.entries)
+
+
+class FakeRequests:
+    def set_log_index(self, request_id: str, index: int) -> None:
+        pass
+
+    def set_progress(self, request_id: str, fraction: float, message: str) -> None:
+        pass
+
+
+def job_log(sink: FakeSink) -> JobLog:
+    requests: Any = FakeRequests()
+    return JobLog(sink, requests, "r1", "command", to_queue=True, cap_bytes=CAP)  # type: ignore[arg-type]
+
+
+def printed(entries: list[SinkEntry], capsys: pytest.CaptureFixture[str]) -> str:
+    """What `scalablejob logs` shows of these entries on stdout."""
+    for entry in entries:
+        _print_entry(entry)
+    return capsys.readouterr().out
+
+
+def test_after_a_cut_piece_the_truncation_notice_starts_its_own_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # given a job whose long line was cut into pieces, the cap reached in the middle of that line
+    sink = FakeSink()
+    log = job_log(sink)
+    for piece in (b"x" * 8, b"y" * 8):
+        log.line("stdout", Line(piece, Ending.CUT))
+
+    # when its log is printed, then the notice is not glued to the cut line
+    lines = printed(sink.entries, capsys).splitlines()
+    assert lines == ["x" * 8, truncation_notice(CAP, line_open=False).decode()]
+
+
+def test_after_a_complete_line_the_notice_needs_no_extra_line_break(capsys: pytest.CaptureFixture[str]) -> None:
+    sink = FakeSink()
+    log = job_log(sink)
+    for text in (b"epoch 1", b"epoch 2"):
+        log.line("stdout", Line(text, Ending.NEWLINE))
+
+    assert printed(sink.entries, capsys).splitlines() == ["epoch 1", truncation_notice(CAP, line_open=False).decode()]
+    assert sink.entries[-1].tags["truncated"] == "true"

@@ -1,0 +1,53 @@
+"""The Job's named tasks (@job.task) as Celery tasks of the worker, each under its own name on its type's queue: a
+query task runs its function in the worker's thread; a training (command-type) task runs it in a child process,
+with the command runner's streaming, cancel and timeout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from scalablejob.errors import CommandFailed, HandlerError, RequestError
+from scalablejob.job import Job, JobTask
+from scalablejob.routing import TaskInfo, TaskType
+from scalablejob.user_code import module_spec
+from scalablejob.workers.child_program import child_program
+from scalablejob.workers.held import TASK_TYPE_ATTRIBUTE
+from scalablejob.workers.runtime import WorkerRuntime
+from scalablejob.workers.tasks import finish_command, finish_query
+
+
+def register_named_tasks(app: Celery, runtime: WorkerRuntime, job: Job | None) -> dict[str, TaskInfo]:
+    """Register every task of `job` on `app`; returns what the task registry records of them."""
+    tasks = job.tasks.values() if job is not None else ()
+    for task in tasks:
+        if task.task_type is TaskType.QUERY:
+            _register_query(app, runtime, task)
+        else:
+            _register_training(app, runtime, task, module_spec(task.func))
+    return {task.name: task.info for task in tasks}
+
+
+def _register_query(app: Celery, runtime: WorkerRuntime, task: JobTask) -> None:
+    def run(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> None:
+        ended = runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend, runner=task.handler)
+        finish_query(self, ended)
+
+    _register(app, task, run, throws=(HandlerError,))
+
+
+def _register_training(app: Celery, runtime: WorkerRuntime, task: JobTask, spec: str) -> None:
+    def run(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> str:
+        with child_program(spec, task.name, self.request.id, body, tags) as program:
+            ended = runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend, program)
+        return finish_command(self, ended)
+
+    _register(app, task, run, throws=(CommandFailed, RequestError))
+
+
+def _register(app: Celery, task: JobTask, run: Any, throws: tuple[type[Exception], ...]) -> None:
+    run.__name__ = task.__name__
+    run.__doc__ = task.__doc__
+    # not shared: a task registered on this app must not appear on every app made later in the process
+    app.task(name=task.name, bind=True, shared=False, throws=throws, **{TASK_TYPE_ATTRIBUTE: task.task_type})(run)

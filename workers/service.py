@@ -1,0 +1,150 @@
+"""What makes a Celery worker a scalablejob worker, before it consumes: the idle-first gate, presence, the tasks
+(generic and named) bound to a runtime, the task registry and queue limits in Redis, the init command, and the
+model server. `ServiceWorker` runs these steps for `scalablejob worker` and `celery -A module worker` alike."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import signals
+from celery.worker import state as worker_state
+
+from scalablejob.config import ServiceConfig
+from scalablejob.errors import HandlerError, UserCodeError
+from scalablejob.job import Job
+from scalablejob.limits import record_limits
+from scalablejob.routing import TaskType, queue_for
+from scalablejob.task_registry import record_tasks
+from scalablejob.workers.gate import SlotGate, install_gate
+from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command
+from scalablejob.workers.model_server import ModelServer
+from scalablejob.workers.named_tasks import register_named_tasks
+from scalablejob.workers.presence import install_presence
+from scalablejob.workers.runtime import QueryRunner, WorkerRuntime
+from scalablejob.workers.tasks import fail_unknown_tasks, register_tasks
+
+logger = logging.getLogger(__name__)
+
+EXIT_MODEL_SERVER_DIED = 3
+
+
+def default_hostname(service: str) -> str:
+    """A node name unique per process, so several workers on one host stay apart in Flower."""
+    return f"{service}-{os.getpid()}@{socket.gethostname()}"
+
+
+def slot_gate(config: ServiceConfig) -> SlotGate:
+    """Command tasks one at a time; query tasks `rpc.worker_threads` at a time."""
+    return SlotGate(
+        slots={TaskType.COMMAND: 1, TaskType.QUERY: config.metadata.worker_threads},
+        queues={queue_for(config.name, task_type): task_type for task_type in TaskType},
+    )
+
+
+def stop_worker_on_model_server_death(exit_code: int) -> None:
+    logger.error(
+        "model server exited with code %s: this worker stops taking tasks and exits %s; "
+        "its queries go back on the queue", exit_code, EXIT_MODEL_SERVER_DIED,
+    )  # fmt: skip
+    worker_state.should_stop = EXIT_MODEL_SERVER_DIED
+
+
+def query_runner(config: ServiceConfig, job: Job | None) -> tuple[QueryRunner | None, ModelServer | None]:
+    """Who answers untagged queries: the model server when the config names one, else the Job's default query task
+    (@job.query, or its only query task), else nobody."""
+    container = config.model_server
+    if container is not None:
+        if queries := _query_tasks(job):
+            raise UserCodeError(
+                f"{job!r} has query tasks ({', '.join(queries)}), but this service's queries go to the model server "
+                f"of containers[0]: expected either query tasks in user code or containers[0].command and port"
+            )
+        server = ModelServer(container.command or "", container.port or 0, env=container.env)
+        return (lambda body, _ctx: server.forward(body)), server
+    default = job.default_task if job is not None else None
+    if default is not None:
+        return default.handler, None
+    queries = _query_tasks(job)
+    return (_untagged_refused(job, queries) if queries else None), None
+
+
+def _query_tasks(job: Job | None) -> list[str]:
+    return sorted(name for name, task in (job.tasks if job else {}).items() if task.task_type is TaskType.QUERY)
+
+
+def _untagged_refused(job: Job | None, queries: list[str]) -> QueryRunner:
+    """Several query tasks and none is the default: a query without a `task` tag cannot be answered (a put refuses
+    it once the registry is known; this answers one sent before)."""
+
+    def refuse(_body: bytes, _ctx: object) -> object:
+        raise HandlerError(f"{job!r} has several query tasks ({', '.join(queries)}): expected a tag task=NAME")
+
+    return refuse
+
+
+def no_query_handler_warning(config: ServiceConfig) -> str:
+    """Said once at start: without a handler, every query task this worker takes fails."""
+    return (
+        f"no query handler: this worker consumes {queue_for(config.name, TaskType.QUERY)} and fails every query "
+        f"task it takes; start it with --app MODULE (a module with @job.query) or set containers[0].command and port"
+    )
+
+
+def warn_without_query_handler(config: ServiceConfig) -> None:
+    """Log the warning once Celery's logging is set up, if the worker consumes the query queue."""
+
+    def warn(sender: object, instance: Any, **_: object) -> None:
+        queues = instance.app.amqp.queues
+        if queue_for(config.name, TaskType.QUERY) in (queues.consume_from or queues):
+            logger.warning(no_query_handler_warning(config))
+
+    signals.celeryd_after_setup.connect(warn, weak=False)
+
+
+@dataclass
+class PreparedService:
+    """What a prepared worker holds beyond Celery's own parts: its model server, stopped when the worker ends."""
+
+    server: ModelServer | None = None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def prepare_service(
+    app: Any, config: ServiceConfig, job: Job | None, broker_url: str, hostname: str
+) -> PreparedService:
+    """Wire a worker of `config`'s service into `app` and run what precedes its first task. Exits the process
+    with EXIT_INIT_FAILED when the init command fails."""
+    runner, server = query_runner(config, job)
+    if runner is None:
+        warn_without_query_handler(config)
+    install_gate(app, slot_gate(config))
+    install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
+    container_env = config.containers[0].env if config.containers else {}
+    client = redis.Redis.from_url(broker_url)
+    runtime = WorkerRuntime(
+        config.name, client, query_runner=runner, settings=config.scalable_job, container_env=container_env,
+    )  # fmt: skip
+    register_tasks(app, runtime, on_model_server_error=lambda: _stop_if_dead(server))
+    named = register_named_tasks(app, runtime, job)
+    fail_unknown_tasks(runtime, known=sorted(named))
+    record_tasks(client, config.name, named)  # every put checks a task name against them
+    record_limits(client, config.name, config.queue)  # the limits its writes to the queues keep to
+    if not run_init_command(config.scalable_job, container_env, client, config.name, hostname):
+        raise SystemExit(EXIT_INIT_FAILED)
+    if server is not None:
+        server.start()
+        server.watch(stop_worker_on_model_server_death)
+    return PreparedService(server)
+
+
+def _stop_if_dead(server: ModelServer | None) -> None:
+    if server is not None and server.exit_code is not None:
+        stop_worker_on_model_server_death(server.exit_code)
