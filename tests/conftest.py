@@ -238,6 +238,18 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+def launch_worker(
+    argv: list[str], hostname: str, log_path: Path, *, cwd: Path, env: dict[str, str] | None = None
+) -> WorkerProcess:
+    """A worker process in a session of its own (so its stop reaches every child), its output in `log_path`."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    return WorkerProcess(process, hostname, log_path)
+
+
 @pytest.fixture
 def start_worker(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker processes for a service config; all of them are stopped after the test."""
@@ -250,12 +262,7 @@ def start_worker(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Worke
         hostname = f"{service}-w{len(workers)}@test"
         log_path = tmp_path / f"{hostname}.log"
         argv = [sys.executable, "-m", "scalablejob", "worker", str(config_path), "--broker", redis_url, "-n", hostname]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*argv, *(["--app", app] if app else [])],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        worker = WorkerProcess(process, hostname, log_path)
+        worker = launch_worker([*argv, *(["--app", app] if app else [])], hostname, log_path, cwd=REPO)
         workers.append(worker)
         if wait:
             worker.wait_ready(service, redis_url)

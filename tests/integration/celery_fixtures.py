@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, WorkerProcess
+from conftest import REPO, WorkerProcess, launch_worker
 from scalablejob import Job
 from scalablejob.redis_server import free_port
 from scalablejob.user_code import import_user_module
@@ -63,12 +63,7 @@ def start_celery_worker(tmp_path: Path, redis_url: str) -> Iterator[Callable[...
         log_path = tmp_path / f"{hostname}.log"
         env = celery_env(write_config(tmp_path, config), redis_url)
         argv = [CELERY, "-A", TASKS_MODULE, "worker", "-n", hostname, "-l", "INFO", *args]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        worker = WorkerProcess(process, hostname, log_path)
+        worker = launch_worker(argv, hostname, log_path, cwd=tmp_path, env=env)
         workers.append(worker)
         if wait:
             worker.wait_ready(service, redis_url)
