@@ -26,7 +26,7 @@ from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, no
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
 from scalablejob.frontend.tag_scan import TagScan, matches
-from scalablejob.sink import SinkEntry, decode_entry, index_of, stream_id
+from scalablejob.sink import SinkEntry, as_text, decode_entry, index_of, stream_id
 from scalablejob.state import FrontEndRequests, RequestState
 
 SCAN_CHUNK = 256
@@ -153,7 +153,7 @@ class Queue:
             if not items:
                 break
             removed += await self._remove_chunk([index_of(sid) for sid, _ in items])
-            start = f"({_text(items[-1][0])}"
+            start = f"({as_text(items[-1][0])}"
         self._on_removed(self.stream)
         return removed
 
@@ -227,8 +227,3 @@ class InputQueue(Queue):
                 pipe.xrange(self.stream, min=stream_id(index), max=stream_id(index))
             replies: list[Any] = await pipe.execute()
         return await self.requests.withdraw([entry for reply in replies for entry in entries_of(reply)])
-
-
-def _text(sid: bytes | str) -> str:
-    return sid.decode() if isinstance(sid, bytes) else sid
-

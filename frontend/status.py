@@ -18,7 +18,7 @@ from scalablejob.lua import lua_script
 from scalablejob.presence import decode_presence
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
-from scalablejob.sink import stream_id
+from scalablejob.sink import as_text, stream_id
 from scalablejob.state import RequestState, RequestStatus
 
 
@@ -128,9 +128,5 @@ class Inspector:
         for group in groups:
             name = group["name"]
             pending: Any = await self.redis.xpending_range(queue.stream, name, stream_id(index), stream_id(index), 1)
-            holders += [{"group": _text(name), "consumer": _text(p["consumer"])} for p in pending]
+            holders += [{"group": as_text(name), "consumer": as_text(p["consumer"])} for p in pending]
         return holders
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

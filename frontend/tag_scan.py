@@ -14,7 +14,7 @@ from typing import Any
 from redis import asyncio as aioredis
 
 from scalablejob.lua import lua_script
-from scalablejob.sink import SinkEntry, decode_entry, index_of
+from scalablejob.sink import SinkEntry, as_text, decode_entry, index_of
 
 MAX_STEPS = 1000  # items looked at per script call: about a millisecond of Redis time
 
@@ -55,7 +55,7 @@ class TagScan:
             items, last_id, at_end = await self._script(keys=[self.stream], args=args)
             found += _entries(items)
             if last_id:
-                last, start = index_of(last_id), f"({_text(last_id)}"
+                last, start = index_of(last_id), f"({as_text(last_id)}"
             if at_end:
                 break
         return found, last
@@ -70,7 +70,7 @@ class TagScan:
         while True:
             args: list[str | int] = ["group", group, consumer, wanted, self.max_steps, *needles(filters)]
             items, last_id, at_end = await self._script(keys=[self.stream], args=args)
-            last = _text(last_id) if last_id else last
+            last = as_text(last_id) if last_id else last
             if items or at_end:
                 return _entries(items), last
 
@@ -78,8 +78,3 @@ class TagScan:
 def _entries(items: Any) -> list[SinkEntry]:
     """SinkEntries from the raw `{id, {field, value, ...}}` arrays a script returns."""
     return [decode_entry(sid, dict(zip(fields[::2], fields[1::2], strict=True))) for sid, fields in items]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-

@@ -33,7 +33,7 @@ from scalablejob.frontend.protocol import DataFrame, encode_frame
 from scalablejob.frontend.queues import Queue, entries_of
 from scalablejob.frontend.tag_scan import TagScan, filter_key
 from scalablejob.lua import lua_script
-from scalablejob.sink import SinkEntry, stream_id
+from scalablejob.sink import SinkEntry, as_text, stream_id
 
 READ_BLOCK_MS = 1000
 COMMIT_POLL_S = 0.5  # a commit made through another process is seen within this; our own ones wake at once
@@ -161,7 +161,7 @@ class WatchSession:
     async def _last_delivered(self) -> str:
         """The id of the last item the group has passed to any of its watchers."""
         groups: Any = await self.redis.xinfo_groups(self.stream)
-        return next(_text(g["last-delivered-id"]) for g in groups if _text(g["name"]) == self.group)
+        return next(as_text(g["last-delivered-id"]) for g in groups if as_text(g["name"]) == self.group)
 
     async def _existing(self, reply: Any) -> list[SinkEntry]:
         """The entries of an XREADGROUP reply; ones deleted meanwhile are acknowledged and left out."""
@@ -183,7 +183,7 @@ class WatchSession:
         adopted: list[SinkEntry] = []
         consumers: Any = await self.redis.xinfo_consumers(self.stream, self.group)
         for consumer in consumers:
-            name = _text(consumer["name"])
+            name = as_text(consumer["name"])
             if name == self.consumer or self.registry.is_live((self.stream, self.group, name)):
                 continue
             if consumer["pending"] and len(adopted) < room:
@@ -226,6 +226,3 @@ class WatchSession:
             if self.params.auto_commit and sent:
                 await self.redis.xack(self.stream, self.group, *[stream_id(entry.index) for entry in sent])
                 await self.queue.remove([entry.index for entry in sent])
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

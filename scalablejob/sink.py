@@ -81,10 +81,14 @@ def stream_id(index: int) -> str:
     return f"{index}-0"
 
 
+def as_text(value: bytes | str) -> str:
+    """A name or id from a Redis reply (bytes from a client that does not decode responses) as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def index_of(sid: bytes | str) -> int:
     """The index of the item with this stream entry id."""
-    text = sid.decode() if isinstance(sid, bytes) else sid
-    return int(text.split("-", 1)[0])
+    return int(as_text(sid).split("-", 1)[0])
 
 
 def entry_tags(request_id: str, task_type: str, entry_type: EntryType, **extra: object) -> dict[str, str]:
