@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -119,7 +120,8 @@ def direct_round_trip(client: JobClient) -> None:
 def start_frontend(config: Path, broker: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     argv = [sys.executable, "-m", "scalablejob", "frontend", str(config), "--port", "0", "--broker", broker]
     with log.open("wb") as out:
-        process = subprocess.Popen([*argv, "--token", TOKEN], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        env = {**os.environ, "SCALABLEJOB_FRONTEND_TOKEN": TOKEN}  # not --token: a command line is readable by all
+        process = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 30
     while not (found := re.search(r"listening on (http://\S+)", log.read_text())):
         if process.poll() is not None or time.monotonic() > deadline:

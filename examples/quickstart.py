@@ -5,6 +5,7 @@ Run from the repository root: `python examples/quickstart.py`. Nothing but this 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from scalablejob import JobClient
-from scalablejob.broker import EmbeddedBroker
+from scalablejob.broker import BROKER_ENV, EmbeddedBroker
+from scalablejob.redaction import masked_url
 
 EXAMPLES = Path(__file__).resolve().parent
 RESULT_TIMEOUT_S = 60
@@ -22,10 +24,11 @@ def start_worker(broker_url: str, log_path: Path) -> subprocess.Popen[bytes]:
     """One `scalablejob worker` for the demo service, with examples/handlers.py as its user code."""
     argv = [
         sys.executable, "-m", "scalablejob", "worker", str(EXAMPLES / "inference.json"),
-        "--app", str(EXAMPLES / "handlers.py"), "--broker", broker_url, "--hostname", "demo-1@quickstart",
+        "--app", str(EXAMPLES / "handlers.py"), "--hostname", "demo-1@quickstart",
     ]  # fmt: skip
+    env = {**os.environ, BROKER_ENV: broker_url}  # in its environment: a command line is readable by any local user
     with log_path.open("wb") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def submit_and_print(client: JobClient) -> None:
@@ -49,7 +52,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="scalablejob-quickstart-"))
     broker = EmbeddedBroker(data_dir)
     url = broker.start()
-    print(f"embedded redis-server on {url} (data in {data_dir})")
+    print(f"embedded redis-server on {masked_url(url)} (data in {data_dir})")
     worker = start_worker(url, data_dir / "worker.log")
     print(f"worker started (log: {data_dir / 'worker.log'})")
     try:

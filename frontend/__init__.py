@@ -15,8 +15,12 @@ Choices, where the SDK leaves the server's behaviour open:
 - Binding and isolation: each front end has its own name, queues and token; each request records its front end,
   which travels in the task (its `frontend` argument), so the worker writes its results and logs to that front
   end's output queue without asking Redis.
-- Auth: the `Authorization` header holds the front end's token, compared in constant time.
+- Auth: the `Authorization` header holds the front end's token; Redis keeps only its keyed hash, compared in
+  constant time. Scopes: each front end may submit the task types the config's `security.frontends` gives it.
+- Limits: a connection's head size and time, body size and pace, idle time, and the number of connections and
+  watchers are bounded (the config's `security.http`); long walks inside Redis run in bounded script steps.
 
-Modules: protocol (protobuf, pure), params (query parameters, pure), auth, binding, queues (Redis side),
-status (attributes, search), watch (websocket sessions), app (routes), server (uvicorn), cli.
+Modules: protocol (protobuf, pure), params (query parameters, pure), auth, binding, queues (Redis side), tag_scan
+and positions (bounded walks), status (attributes, search), watch (websocket sessions), app (routes), http_guard
+(connection limits), server (uvicorn), cli.
 """

@@ -2,16 +2,20 @@
 
 The handlers only parse, authenticate, dispatch and answer: queue operations live in queues.py,
 attributes and search in status.py, watching in watch.py. A client error is a 4xx with a short text
-that says what was wrong; a broker that cannot be reached is a 503 (the SDK retries it); anything else is a 500,
-logged, and the process goes on.
+that says what was wrong; any Redis error (unreachable, or refusing: OOM, MISCONF, READONLY) is a 503 (the SDK
+retries it); anything else is a 500. A 5xx says only that the server failed (the detail, which may hold Redis' own
+text or the broker's address, goes to the log), and the process goes on. A queue not served here and a wrong token
+get the same 401, so that no one learns which queue names exist; HEAD reads like GET but never deletes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +28,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from scalablejob.client import JobClient
-from scalablejob.config import DEFAULT_MAX_BODY_BYTES
+from scalablejob.config import DEFAULT_MAX_BODY_BYTES, HttpLimits
 from scalablejob.errors import (
     AuthError,
     BrokerError,
@@ -38,9 +42,10 @@ from scalablejob.errors import (
     WatcherConflict,
 )
 from scalablejob.frontend.auth import HEADER as AUTH_HEADER
-from scalablejob.frontend.auth import check_token
+from scalablejob.frontend.auth import NO_QUEUE, TaskTypeForbidden, check_token
 from scalablejob.frontend.binding import SINK_SUFFIX, FrontEnd
 from scalablejob.frontend.params import (
+    WatchParams,
     parse_bool,
     parse_get,
     parse_indexes,
@@ -53,7 +58,8 @@ from scalablejob.frontend.params import (
 from scalablejob.frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_list
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.frontend.status import Inspector, WorkerCensus
-from scalablejob.frontend.watch import READ_BLOCK_MS, WatchRegistry, WatchSession, group_name
+from scalablejob.frontend.watch import READ_BLOCK_MS, WatcherKey, WatchRegistry, WatchSession, group_name
+from scalablejob.redis_url import connect_async
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +71,22 @@ DEFAULT_GROUP = "eas"  # the SDK's default gid
 MAX_IDENTITY_CHARS = 256
 SESSION_STOP_TIMEOUT_S = 2 * READ_BLOCK_MS / 1000  # a session notices its stop flag within one blocking read
 
+
+class TooManyWatchers(QueueServiceError):
+    """A front end (one token) already has as many watchers connected as security.http.max_watchers_per_token."""
+
+
+class BodyTimeout(QueueServiceError):
+    """A request body stalled: no piece of it came within security.http.body_timeout_seconds."""
+
+
 # Most specific first: the first match gives the status.
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (AuthError, 401), (QueueNotFound, 404), (PayloadTooLarge, 413), (WatcherConflict, 409), (QueueFull, 429),
-    (ParameterError, 400), (TaskTypeError, 400), (RequestError, 400), (QueueServiceError, 400),
-    (BrokerError, 503), (redis.exceptions.ConnectionError, 503), (redis.exceptions.TimeoutError, 503),
+    (AuthError, 401), (TaskTypeForbidden, 403), (QueueNotFound, 404), (BodyTimeout, 408), (PayloadTooLarge, 413),
+    (WatcherConflict, 409), (QueueFull, 429), (TooManyWatchers, 429), (ParameterError, 400), (TaskTypeError, 400),
+    (RequestError, 400), (QueueServiceError, 400), (BrokerError, 503), (redis.exceptions.RedisError, 503),
 )  # fmt: skip
+_CLOSING = (BodyTimeout, PayloadTooLarge)  # the body was not read to its end: the connection cannot be reused
 
 
 def status_of(exc: Exception) -> int:
@@ -83,20 +99,22 @@ class FrontEndService:
 
     def __init__(
         self, front_ends: Sequence[FrontEnd], broker: str, *, default_task_type: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, limits: HttpLimits | None = None,
     ) -> None:  # fmt: skip
         self.front_ends = tuple(front_ends)
         self.broker = broker
         self.default_task_type = default_task_type
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or HttpLimits()
         self.watchers = WatchRegistry()
+        self.watching: Counter[str] = Counter()  # connected watchers per front end (per token)
         self.queues: dict[str, Queue] = {}
         self._clients: list[JobClient] = []
         self._redis: aioredis.Redis | None = None
         self.inspector: Inspector | None = None
 
     async def start(self) -> None:
-        self._redis = aioredis.Redis.from_url(self.broker)
+        self._redis = connect_async(self.broker)
         service = self.front_ends[0].service
         self.inspector = Inspector(self._redis, WorkerCensus(self._redis, service), self.max_body_bytes)
         for fe in self.front_ends:
@@ -111,16 +129,12 @@ class FrontEndService:
         if self._redis is not None:
             await self._redis.aclose()
 
-    def queue(self, path: str) -> Queue:
-        queue = self.queues.get(path)
-        if queue is None:  # the names served are not listed: a client learns nothing of other front ends
-            raise QueueNotFound(f"unknown queue {path!r}: expected a queue served here, <name> or <name>/sink")
-        return queue
-
     def authorized(self, path: str, headers: Mapping[str, str]) -> Queue:
-        """The queue at `path`, if the request carries its front end's token."""
-        queue = self.queue(path)
-        check_token(headers.get(AUTH_HEADER), queue.front_end.token, queue.name)
+        """The queue at `path`, if the request carries its front end's token. A queue not served here fails the
+        same check, with the same answer and in the same time: the names served are not told."""
+        queue = self.queues.get(path)
+        check_token(headers.get(AUTH_HEADER), NO_QUEUE if queue is None else queue.front_end.token, path)
+        assert queue is not None  # NO_QUEUE matches no token
         return queue
 
 
@@ -133,22 +147,30 @@ def queue_path(path_params: Mapping[str, Any]) -> str:
 # ---- HTTP ----------------------------------------------------------------------------------------------------
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to be over `limit` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over `limit` bytes (declared, or counted as
+    it comes, chunked or not: no more than `limit` bytes and one piece are ever held), and with 408 when no piece
+    comes within `timeout_s`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes is over this front end's limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks: list[bytes] = []
+    size, pieces = 0, request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(pieces), timeout_s)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except TimeoutError:
+            raise BodyTimeout(f"the request body stalled: nothing came for {timeout_s:g} s") from None
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body is over this front end's limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def put(service: FrontEndService, queue: Queue, query: dict[str, str], request: Request) -> Response:
-    body = await read_body(request, service.max_body_bytes)
+    body = await read_body(request, service.max_body_bytes, service.limits.body_timeout_s)
     index, request_id = await queue.put(body, tags_of(query))
     return PlainTextResponse(str(index), headers={REQUEST_ID_HEADER: request_id})
 
@@ -164,6 +186,8 @@ async def get(service: FrontEndService, queue: Queue, query: dict[str, str], req
     if parse_bool(query, "_watch_"):
         raise ParameterError("_watch_", "a watch needs a websocket connection (ws:// or wss://), not a plain GET")
     params = parse_get(query)
+    if request.method == "HEAD":  # a HEAD must not change anything: no auto delete, which would withdraw requests
+        params = dataclasses.replace(params, auto_delete=False)
     entries = await queue.read(params, request.is_disconnected)
     if params.raw:
         if not entries:
@@ -204,9 +228,12 @@ async def http_endpoint(request: Request) -> Response:
 def error_response(exc: Exception, what: str) -> Response:
     status = status_of(exc)
     if status >= 500:
-        logger.error("%s failed: %s", what, exc, exc_info=status == 500)
-        return PlainTextResponse(f"{what} failed on the server: {type(exc).__name__}: {exc}", status_code=status)
-    return PlainTextResponse(str(exc), status_code=status)
+        logger.error("%s failed: %s: %s", what, type(exc).__name__, exc, exc_info=status == 500)
+        reason = "the broker is unavailable or refused the operation" if status == 503 else "an internal error"
+        return PlainTextResponse(f"{what} failed on the server: {reason} (the front end's log says more); retry later",
+                                 status_code=status)  # fmt: skip
+    headers = {"Connection": "close"} if isinstance(exc, _CLOSING) else None
+    return PlainTextResponse(str(exc), status_code=status, headers=headers)
 
 
 def _unknown_path(path: str) -> Response:
@@ -248,6 +275,23 @@ async def watch_endpoint(websocket: WebSocket) -> None:
     except Exception as exc:
         await deny(websocket, error_response(exc, f"watch {websocket.url.path}"))
         return
+    front_end, cap = queue.front_end.name, service.limits.max_watchers_per_token
+    if service.watching[front_end] >= cap:
+        message = (f"front end {front_end} already has {cap} watchers connected, as many as one token may "
+                   "(security.http.max_watchers_per_token): close one, or retry later")  # fmt: skip
+        await deny(websocket, error_response(TooManyWatchers(message), "watch"))
+        return
+    service.watching[front_end] += 1  # before the wait below, so that handshakes arriving meanwhile count it
+    try:
+        await _watch(websocket, service, queue, params, key)
+    finally:
+        service.watching[front_end] -= 1
+
+
+async def _watch(
+    websocket: WebSocket, service: FrontEndService, queue: Queue, params: WatchParams, key: WatcherKey
+) -> None:
+    """One watcher: its queue, group and consumer held by this connection alone, its session run until it ends."""
     if not await service.watchers.acquire(key):
         message = f"a watcher of queue {queue.name} with group {key[1]} and uid {key[2]} is already connected"
         await deny(websocket, error_response(WatcherConflict(message), "watch"))

@@ -1,6 +1,8 @@
 """The `scalablejob frontend` command (the group in scalablejob/cli.py registers it).
 
-Only click is imported here: the server's own imports (Starlette, uvicorn) wait until the command runs.
+Only click is imported here: the server's own imports (Starlette, uvicorn) wait until the command runs. A token is
+printed only when it is made here (Redis keeps only its hash); one given is taken from SCALABLEJOB_FRONTEND_TOKEN
+rather than `--token`, which every local user can read in the process list.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import click
 from scalablejob.cli_options import broker_option, data_dir_option, reports_errors
 from scalablejob.config import DEFAULT_FRONTEND_HOST, DEFAULT_FRONTEND_PORT, DEFAULT_MAX_BODY_BYTES, ServiceConfig
 from scalablejob.errors import BrokerError
+from scalablejob.redaction import masked_url
+from scalablejob.redis_url import connect
 
 if TYPE_CHECKING:
     from scalablejob.frontend.binding import FrontEnd
+
+TOKEN_ENV = "SCALABLEJOB_FRONTEND_TOKEN"
 
 
 @click.command()
@@ -29,7 +35,11 @@ if TYPE_CHECKING:
     "--port", type=click.IntRange(0, 65535), default=DEFAULT_FRONTEND_PORT, show_default=True,
     help="Port to listen on; 0 picks a free one (printed at start).",
 )  # fmt: skip
-@click.option("--token", help="The front end's token (default: the config's, the last one used, or a new one).")
+@click.option(
+    "--token", envvar=TOKEN_ENV, show_envvar=True,
+    help="The front end's token (default: the config's, the last one used, or a new one, printed once). Prefer the "
+    "environment variable: a command line is readable by every local user.",
+)  # fmt: skip
 @click.option(
     "--name", "names", multiple=True, metavar="NAME",
     help="A front end to serve (repeatable; default: the one named like the service). Only type ScalableJob "
@@ -49,7 +59,8 @@ def frontend(
 ) -> None:  # fmt: skip
     """Serve the queue service protocol of the service in CONFIG: /api/predict/NAME and /api/predict/NAME/sink.
 
-    Clients authenticate with the front end's token in the Authorization header; the token is printed at start.
+    Clients authenticate with the front end's token in the Authorization header; a token made at start is printed
+    once (Redis keeps only its hash). Limits and scopes: the config's `security` section.
     """
     _serve(config, host, port, token, names, max_body_bytes, broker, data_dir)
 
@@ -71,13 +82,13 @@ def _serve(
         sock = bind_socket(host, port)
         service = FrontEndService(
             front_ends, url, default_task_type=config.scalable_job.default_task_type,
-            max_body_bytes=max_body_bytes or config.queue.max_payload_bytes,
-        )
+            max_body_bytes=max_body_bytes or config.queue.max_payload_bytes, limits=config.security.http,
+        )  # fmt: skip
         _announce(config.name, sock, front_ends)
         # uvicorn shuts down cleanly on SIGINT or SIGTERM, then raises the signal again: exit 0 for either
         signal.signal(signal.SIGTERM, _exit_cleanly)
         with contextlib.suppress(KeyboardInterrupt):
-            make_server(create_app(service)).run(sockets=[sock])
+            make_server(create_app(service), limits=config.security.http).run(sockets=[sock])
     finally:
         if embedded is not None:
             embedded.stop()
@@ -88,23 +99,32 @@ def _bind(url: str, config: ServiceConfig, names: tuple[str, ...], token: str | 
 
     from scalablejob.frontend.binding import bind
 
-    client = redis.Redis.from_url(url)
+    client = connect(url)
     try:
         return bind(client, config, names, token)
     except redis.RedisError as exc:
-        raise BrokerError(f"cannot bind the front end: the broker at {url} did not answer: {exc}") from exc
+        raise BrokerError(f"cannot bind the front end: the broker at {masked_url(url)} did not answer: {exc}") from exc
     finally:
         client.close()
 
 
 def _announce(service: str, sock: socket.socket, front_ends: tuple[FrontEnd, ...]) -> None:
-    """Where the front end listens and each front end's token: `scalablejob up` and tests read these lines."""
+    """Where the front end listens, each front end's task types, and a token made now (the only time it is shown):
+    `scalablejob up` and tests read these lines."""
     from scalablejob.frontend.server import base_url
 
     click.echo(f"scalablejob front end of service {service} listening on {base_url(sock)}")
     for fe in front_ends:
-        click.echo(f"  /api/predict/{fe.name} and /api/predict/{fe.sink_name}  token {fe.token} ({fe.token_source})")
+        click.echo(f"  /api/predict/{fe.name} and /api/predict/{fe.sink_name}  {token_line(fe)}")
     sys.stdout.flush()  # a supervisor reading our output learns the address and tokens before the first request
+
+
+def token_line(fe: FrontEnd) -> str:
+    """`token T (generated, ...)` once, when the token was made now; else where it came from, without it."""
+    scope = f"may submit {', '.join(fe.task_types) or 'nothing'}"
+    if fe.new_token is not None:
+        return f"token {fe.new_token} ({fe.token_source}: shown this once, only its hash is kept; {scope})"
+    return f"token not shown ({fe.token_source}; {scope})"
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:

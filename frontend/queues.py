@@ -23,9 +23,12 @@ from starlette.concurrency import run_in_threadpool
 
 from scalablejob import keys
 from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, normalize_tags
+from scalablejob.errors import RequestError
+from scalablejob.frontend.auth import check_scope
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
 from scalablejob.frontend.tag_scan import TagScan, matches
+from scalablejob.routing import ALLOWED_TASK_TYPES, TASK_TYPE_TAG, TaskType, resolve_task
 from scalablejob.sink import SinkEntry, as_text, decode_entry, index_of, stream_id
 from scalablejob.state import FrontEndRequests, RequestState
 
@@ -217,8 +220,29 @@ class InputQueue(Queue):
         return state.index
 
     async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
-        """Enqueue a request routed by its taskType (JobClient.put, run off the event loop: it blocks)."""
-        return await run_in_threadpool(self._client.put, data, tags)
+        """Enqueue a request routed by its taskType (JobClient.put, run off the event loop: it blocks), if this front
+        end may submit that task type."""
+        return await run_in_threadpool(self._put_in_scope, data, tags)
+
+    def _put_in_scope(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
+        """The task type is resolved as `put` resolves it, checked, and pinned in the tags, so that `put` routes to
+        that type or refuses: a put outside the scope writes nothing."""
+        allowed = self.front_end.task_types
+        if set(ALLOWED_TASK_TYPES) <= set(allowed):
+            return self._client.put(data, tags)
+        clean = normalize_tags(tags)
+        task_type = self._task_type(clean)
+        check_scope(task_type.value, allowed, self.front_end.name)
+        clean[TASK_TYPE_TAG] = task_type.value
+        return self._client.put(data, clean)
+
+    def _task_type(self, tags: Mapping[str, str]) -> TaskType:
+        """The request's task type, from the cached task registry, else (a name it does not know) a fresh one."""
+        client, service = self._client, self.front_end.service
+        try:
+            return resolve_task(tags, client.tasks.get(), client.default_task_type, service)[0]
+        except RequestError:
+            return resolve_task(tags, client.tasks.get(fresh=True), client.default_task_type, service)[0]
 
     async def _remove_chunk(self, indexes: Sequence[int]) -> int:
         """Withdraw the requests behind the items found in this queue: only they can be this front end's."""

@@ -1,5 +1,6 @@
 """Serving the front end with uvicorn: on a socket bound first (so `--port 0` can say which port it got), in the
-foreground for the CLI, or in a thread for programs that embed it (tests, an integrated user front end)."""
+foreground for the CLI, or in a thread for programs that embed it (tests, an integrated user front end); always
+through the guarded h11 protocol (http_guard), with the service's connection limits."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
+from scalablejob.config import HttpLimits
 from scalablejob.errors import BindingError
+from scalablejob.frontend.http_guard import guarded_protocol
 
 GRACEFUL_SHUTDOWN_S = 3  # open watchers are closed after this on stop
 START_TIMEOUT_S = 15.0
+WS_MAX_MESSAGE_BYTES = 64 * 1024  # a watcher's client sends nothing we read: a small cap, not uvicorn's 16 MiB
+HEAD_SLACK_BYTES = 4096  # h11's own limit sits above ours, so that ours answers (431) first
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -36,20 +41,26 @@ def base_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def make_server(app: Starlette, *, log_level: str = "info") -> uvicorn.Server:
+def make_server(app: Starlette, *, limits: HttpLimits | None = None, log_level: str = "info") -> uvicorn.Server:
+    limits = limits or HttpLimits()
     config = uvicorn.Config(
-        app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on", access_log=False
-    )
+        app, http=guarded_protocol(limits), h11_max_incomplete_event_size=limits.max_header_bytes + HEAD_SLACK_BYTES,
+        timeout_keep_alive=limits.keep_alive_s, ws_max_size=WS_MAX_MESSAGE_BYTES, log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on", access_log=False,
+    )  # fmt: skip
     return uvicorn.Server(config)
 
 
 class ServerThread:
     """The front end served from a thread of this process, on a socket of its own; `stop` ends it."""
 
-    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: Starlette, host: str = "127.0.0.1", port: int = 0, *, limits: HttpLimits | None = None,
+        log_level: str = "warning",
+    ) -> None:  # fmt: skip
         self.socket = bind_socket(host, port)
         self.url = base_url(self.socket)
-        self.server = make_server(app, log_level=log_level)
+        self.server = make_server(app, limits=limits, log_level=log_level)
         self._thread = threading.Thread(target=self._run, name=f"frontend {self.url}", daemon=True)
 
     def _run(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +11,9 @@ from redis.exceptions import ResponseError
 
 from scalablejob import keys
 from scalablejob.errors import QueueNotFound
+from scalablejob.frontend.positions import Positions
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.limits import Limit
-from scalablejob.lua import lua_script
 from scalablejob.presence import decode_presence
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
@@ -44,8 +43,7 @@ class Inspector:
         self.redis = redis
         self.census = census
         self.max_payload_bytes = max_payload_bytes
-        self._position = redis.register_script(lua_script("status_position.lua", "scalablejob.frontend"))
-        self._count_before = redis.register_script(lua_script("status_count_before.lua", "scalablejob.frontend"))
+        self.positions = Positions(redis)
 
     async def attributes(self, queue: Queue) -> dict[str, str]:
         """`stream.*` of the queue and its limits under the cloud's names (`meta.maxPayloadBytes`,
@@ -100,15 +98,14 @@ class Inspector:
     async def _position_of(self, service: str, state: RequestState) -> int | None:
         """Messages ahead of the request in its Celery queue (0: the next one a worker takes), or None."""
         lists = priority_lists(queue_for(service, TaskType(state.task_type)))
-        ahead = int(await self._position(keys=lists, args=[json.dumps(state.request_id)]))
-        return None if ahead < 0 else ahead
+        return await self.positions.ahead_of(lists, state.request_id)
 
     async def _search_sink(self, queue: SinkQueue, index: int) -> dict[str, Any]:
         """An output item: its tags, how many items are before it, and which watchers hold it uncommitted."""
         entry = await queue.get(index)
         if entry is None:
             raise QueueNotFound(f"no item with index {index} in queue {queue.name}")
-        before = await self._count_before(keys=[queue.stream], args=[stream_id(index)])
+        before = await self.positions.entries_before(queue.stream, index)
         # another front end's request is unknown to this one's: nothing about it may show here
         state = await queue.requests.get(entry.request_id) if entry.request_id else None
         holders = await self._delivered(queue, index)

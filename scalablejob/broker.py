@@ -1,4 +1,10 @@
-"""Which Redis a command talks to: --broker, else SCALABLEJOB_BROKER, else the embedded one in the data folder."""
+"""Which Redis a command talks to: --broker, else SCALABLEJOB_BROKER, else the embedded one in the data folder.
+
+The embedded broker requires a password, made once per data folder and kept there in a 0600 file (the folder is
+0700): a command finds the broker's address in the folder's record and the password beside it. A URL given without a
+password that names the folder's embedded broker (the Procfile's .env does) gets that password too. Anything printed
+shows a URL through `masked_url`.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,17 @@ from urllib.parse import urlparse
 import redis
 
 from scalablejob.errors import BrokerError
-from scalablejob.redis_server import Guard, RedisServer, probe_client, wait_while_loading
+from scalablejob.redaction import masked_url, url_password, with_password
+from scalablejob.redis_server import DEFAULT_APPENDFSYNC, Guard, RedisServer, probe_client, wait_while_loading
+from scalablejob.redis_url import SENTINEL_SCHEME, parse_broker_url
+from scalablejob.secret_files import ensure_secret, private_folder, read_secret, write_private
 
 BROKER_ENV = "SCALABLEJOB_BROKER"
 BROKER_WAIT_ENV = "SCALABLEJOB_BROKER_WAIT"  # seconds to wait for a given broker to answer (Procfile start order)
 DATA_DIR_ENV = "SCALABLEJOB_DATA_DIR"
 DEFAULT_DATA_DIR = Path(".scalablejob")
-BROKER_RECORD = "broker.json"
+BROKER_RECORD = "broker.json"  # the embedded broker's address (no password) and pid
+PASSWORD_FILE = "redis.password"  # 0600: the embedded broker's password, made once, kept across restarts
 _SCHEMES = ("redis", "rediss")
 
 
@@ -27,9 +37,15 @@ def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def checked_broker_url(url: str) -> str:
+    """A URL every part can connect to: redis://, rediss://, or a Sentinel set (scalablejob.redis_url)."""
+    if url.startswith(f"{SENTINEL_SCHEME}://"):
+        parse_broker_url(url)  # a BrokerError names what is wrong
+        return url
     scheme = urlparse(url).scheme
     if scheme not in _SCHEMES:
-        raise BrokerError(f"broker {url!r}: expected a redis:// or rediss:// URL")
+        raise BrokerError(
+            f"broker {masked_url(url)!r}: expected a redis:// or rediss:// URL, or sentinel://HOST:PORT;...?master=NAME"
+        )
     return url
 
 
@@ -42,17 +58,40 @@ def embedded_record(folder: Path) -> dict[str, object]:
     return record if isinstance(record, dict) and isinstance(record.get("url"), str) else {}
 
 
-def running_embedded(folder: Path) -> str | None:
-    """The URL of an embedded broker already serving `folder`, if one answers. One that is loading its data, or too
-    busy to answer in time, counts: a second server on the same folder would corrupt its file."""
+def embedded_url(folder: Path) -> str | None:
+    """The URL (with the password) of the embedded broker that `folder` records; None if it records none."""
     url = embedded_record(folder).get("url")
     if not isinstance(url, str):
+        return None
+    return url if url_password(url) else with_password(url, read_secret(folder / PASSWORD_FILE))
+
+
+def with_folder_password(url: str, folder: Path) -> str:
+    """`url`, with the password of `folder`'s embedded broker when it has none and names that broker's address."""
+    recorded = embedded_record(folder).get("url")
+    if url_password(url) or not isinstance(recorded, str) or _address(recorded) != _address(url):
+        return url
+    return with_password(url, read_secret(folder / PASSWORD_FILE))
+
+
+def _address(url: str) -> tuple[str, int | None, str]:
+    parts = urlparse(url)
+    host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname or ""
+    return host, parts.port, parts.path.strip("/") or "0"
+
+
+def running_embedded(folder: Path) -> str | None:
+    """The URL of an embedded broker already serving `folder`, if one answers. One that is loading its data, or too
+    busy to answer in time, or refusing our password, counts: a second server on the same folder would corrupt its
+    file."""
+    url = embedded_url(folder)
+    if url is None:
         return None
     client = probe_client(url)
     try:
         client.ping()
         return url
-    except (redis.BusyLoadingError, redis.TimeoutError):
+    except (redis.BusyLoadingError, redis.TimeoutError, redis.AuthenticationError):
         return url
     except redis.RedisError:
         return None
@@ -61,18 +100,32 @@ def running_embedded(folder: Path) -> str | None:
 
 
 class EmbeddedBroker:
-    """Starts the private redis-server of a data folder and records its URL there for other commands."""
+    """Starts the private redis-server of a data folder, with the folder's password, and records its address there
+    for other commands."""
 
-    def __init__(self, folder: Path, port: int | None = None, guard: Guard | None = None) -> None:
+    def __init__(
+        self, folder: Path, port: int | None = None, guard: Guard | None = None, appendfsync: str = DEFAULT_APPENDFSYNC
+    ) -> None:
         self.folder = folder
-        self.server = RedisServer(folder / "redis", port=port, persistent=True, guard=guard)
+        self.server = RedisServer(folder / "redis", port=port, persistent=True, guard=guard, appendfsync=appendfsync)
+        self.password_created = False
+
+    @property
+    def password_file(self) -> Path:
+        return self.folder / PASSWORD_FILE
 
     def start(self) -> str:
+        """Start the server; returns its URL, password included (print `masked_url` of it, never the URL itself)."""
         existing = running_embedded(self.folder)
         if existing:  # two servers appending to one data folder would corrupt it
-            raise BrokerError(f"an embedded broker already serves {self.folder} at {existing}: use --broker {existing}")
+            raise BrokerError(
+                f"an embedded broker already serves {self.folder} at {masked_url(existing)}: commands given the same "
+                "--data-dir use it"
+            )
+        private_folder(self.folder)
+        self.server.password, self.password_created = ensure_secret(self.password_file)
         url = self.server.start()
-        (self.folder / BROKER_RECORD).write_text(json.dumps({"url": url, "pid": self.server.pid}))
+        write_private(self.folder / BROKER_RECORD, json.dumps({"url": self.server.address, "pid": self.server.pid}))
         return url
 
     def stop(self) -> None:
@@ -80,18 +133,19 @@ class EmbeddedBroker:
         self.server.stop()
 
 
-def resolve_broker(explicit: str | None, folder: Path, guard: Guard | None = None) -> tuple[str, EmbeddedBroker | None]:
-    """The broker URL to use, and the embedded broker this process started (and must stop), if any; `guard` as for
-    RedisServer."""
+def resolve_broker(
+    explicit: str | None, folder: Path, guard: Guard | None = None, appendfsync: str = DEFAULT_APPENDFSYNC
+) -> tuple[str, EmbeddedBroker | None]:
+    """The broker URL to use, and the embedded broker this process started (and must stop), if any; `guard` and
+    `appendfsync` as for RedisServer (for a broker started here)."""
     url = explicit or os.environ.get(BROKER_ENV)
     if url:
-        wait_for_broker(checked_broker_url(url), broker_wait_s())
-        return url, None
+        return wait_for_broker(checked_broker_url(url), broker_wait_s(), folder), None
     existing = running_embedded(folder)
     if existing:
         wait_for_broker(existing, 0)
         return existing, None
-    broker = EmbeddedBroker(folder, guard=guard)
+    broker = EmbeddedBroker(folder, guard=guard, appendfsync=appendfsync)
     return broker.start(), broker
 
 
@@ -103,8 +157,7 @@ def existing_broker(explicit: str | None, folder: Path) -> str:
             f"no broker: no embedded broker runs in {folder}; start the service with `scalablejob up CONFIG` "
             f"(same --data-dir), or pass --broker URL (or set {BROKER_ENV})"
         )
-    wait_for_broker(checked_broker_url(url), 0)
-    return url
+    return wait_for_broker(checked_broker_url(url), 0, folder)
 
 
 def broker_wait_s() -> float:
@@ -119,22 +172,24 @@ def broker_wait_s() -> float:
     return seconds
 
 
-def wait_for_broker(url: str, timeout_s: float) -> None:
-    """Return once the broker answers, trying for up to `timeout_s` (0: one try, and no error if nothing answers:
-    the command reports that itself). A broker that answers but is still loading its data is waited for up to
-    LOADING_TIMEOUT_S whatever `timeout_s` is: its commands would fail with LOADING until then."""
+def wait_for_broker(url: str, timeout_s: float, folder: Path | None = None) -> str:
+    """The URL to use, once the broker answers, trying for up to `timeout_s` (0: one try, and no error if nothing
+    answers: the command reports that itself). A broker that answers but is still loading its data is waited for up to
+    LOADING_TIMEOUT_S whatever `timeout_s` is: its commands would fail with LOADING until then. With `folder`, each
+    try looks there for the password (see with_folder_password): a broker started at the same time records it late."""
     deadline = time.monotonic() + timeout_s
-    client = probe_client(url)
-    try:
-        while True:
-            try:
-                wait_while_loading(client, f"broker {url}")
-                return
-            except redis.RedisError as exc:
-                if timeout_s <= 0:
-                    return
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"broker {url} did not answer within {timeout_s:g} s: {exc}") from None
-                time.sleep(0.2)
-    finally:
-        client.close()
+    while True:
+        current = with_folder_password(url, folder) if folder is not None else url
+        client = probe_client(current)
+        try:
+            wait_while_loading(client, f"broker {masked_url(current)}")
+            return current
+        except redis.RedisError as exc:
+            if timeout_s <= 0:
+                return current
+            if time.monotonic() > deadline:
+                what = f"broker {masked_url(current)}"
+                raise BrokerError(f"{what} did not answer within {timeout_s:g} s: {exc}") from None
+            time.sleep(0.2)
+        finally:
+            client.close()

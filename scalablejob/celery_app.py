@@ -16,6 +16,7 @@ from kombu.utils.objects import cached_property
 
 from scalablejob.flower_logs import quiet_flower_inspector
 from scalablejob.queues import NORMAL_PRIORITY, PRIORITY_STEPS
+from scalablejob.redis_url import kombu_connection_options
 from scalablejob.routing import TaskType, queue_for, task_name_for
 
 if TYPE_CHECKING:
@@ -31,7 +32,19 @@ RESULT_BACKEND = "scalablejob.result_backend:QueueServiceBackend"
 CONTROL = "scalablejob.result_backend:ServiceControl"
 
 
-class ServiceCelery(Celery):
+class BrokerCelery(Celery):
+    """A Celery app whose every broker connection (workers, producers, Flower, control) understands our broker URLs
+    (scalablejob.redis_url): a Sentinel URL names its master in the query, where kombu wants the transport option
+    `master_name`."""
+
+    def _connection(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        kombu_url, options = kombu_connection_options(str(url))
+        if options:
+            kwargs["transport_options"] = {**(kwargs.get("transport_options") or {}), **options}
+        return super()._connection(kombu_url, *args, **kwargs)
+
+
+class ServiceCelery(BrokerCelery):
     """A service's Celery app: `service` names it; a worker also needs `service_config` and, for user code, `job`."""
 
     def __init__(self, service: str, broker_url: str | None) -> None:

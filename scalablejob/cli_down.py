@@ -22,6 +22,7 @@ from scalablejob.broker import BROKER_RECORD, embedded_record, running_embedded
 from scalablejob.broker import data_dir as data_folder
 from scalablejob.cli_options import data_dir_option, reports_errors
 from scalablejob.errors import BrokerError, ScalableJobError
+from scalablejob.redaction import masked_url
 from scalablejob.redis_server import probe_client
 from scalablejob.stack_record import StackRecord, forget_stale_record, running_stack
 
@@ -83,8 +84,8 @@ def stop_leftover_broker(folder: Path, say: Say) -> bool:
     recorded, answering = embedded_record(folder).get("pid"), _server_pid(url)
     if answering is None or answering != recorded:
         raise BrokerError(
-            f"{url} answers as pid {answering}, not as the redis-server (pid {recorded}) that {folder / BROKER_RECORD}"
-            " names: not stopping it"
+            f"{masked_url(url)} answers as pid {answering}, not as the redis-server (pid {recorded}) that "
+            f"{folder / BROKER_RECORD} names: not stopping it"
         )
     _signal(answering, signal.SIGTERM)  # Redis flushes its append-only file, then exits
     if not _wait(lambda: running_embedded(folder) is None, BROKER_STOP_S):

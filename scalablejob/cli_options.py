@@ -12,18 +12,30 @@ from typing import Any, TypeVar
 
 import click
 from redis import Redis
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as BrokerUnreachable
 
 from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV, existing_broker
 from scalablejob.broker import data_dir as data_folder
 from scalablejob.config import ServiceConfig
 from scalablejob.errors import ScalableJobError
+from scalablejob.redis_server import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
+from scalablejob.redis_url import connect
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+APPENDFSYNC_ENV = "SCALABLEJOB_APPENDFSYNC"
+
 broker_option = click.option(
     "--broker", envvar=BROKER_ENV, metavar="URL",
-    help=f"Redis URL of the broker (env {BROKER_ENV}). Without it, the embedded redis-server of the data folder.",
+    help=f"Redis URL of the broker, e.g. redis://:PASSWORD@HOST:6379/0 (env {BROKER_ENV}: better, a command line "
+    "is readable by every local user). Without it, the embedded redis-server of the data folder.",
+)  # fmt: skip
+appendfsync_option = click.option(
+    "--appendfsync", type=click.Choice(APPENDFSYNC_CHOICES), envvar=APPENDFSYNC_ENV, default=DEFAULT_APPENDFSYNC,
+    show_default=True,
+    help=f"When the embedded Redis syncs its append-only file to disk (env {APPENDFSYNC_ENV}): always (every write, "
+    "slowest), everysec (a crash loses at most the last second) or no (when the OS decides).",
 )  # fmt: skip
 data_dir_option = click.option(
     "--data-dir", envvar=DATA_DIR_ENV, type=click.Path(file_okay=False), default=None,
@@ -33,7 +45,7 @@ data_dir_option = click.option(
 
 def connect_broker(broker: str | None, data_dir: str | None) -> Redis:
     """A client of the broker a command names, or of the embedded one that runs; never starts one."""
-    return Redis.from_url(existing_broker(broker, data_folder(data_dir)))
+    return connect(existing_broker(broker, data_folder(data_dir)))
 
 
 def service_of(config: ServiceConfig | None, service: str | None) -> str:
@@ -53,6 +65,11 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except ScalableJobError as exc:
             raise click.ClickException(str(exc)) from exc
+        except AuthenticationError as exc:
+            raise click.ClickException(
+                f"the broker refused our credentials ({exc}): give its password in the URL, or use the data folder "
+                "of the `scalablejob up` that runs it"
+            ) from exc
         except BrokerUnreachable as exc:
             raise click.ClickException(f"cannot reach the broker: {exc}") from exc
 

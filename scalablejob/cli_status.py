@@ -14,7 +14,7 @@ from scalablejob.cli_options import broker_option, connect_broker, data_dir_opti
 from scalablejob.config import ServiceConfig, load_config
 from scalablejob.errors import ScalableJobError
 from scalablejob.presence import STALE_AFTER_S
-from scalablejob.status import ServiceStatus, known_services, read_status, status_document
+from scalablejob.status import ServiceStatus, host_documents, known_services, read_status, status_document
 
 NON_TERMINAL_WIDTH = 10_000  # a pipe or file has no width: rich would assume 80 and cut headers to "ty…"
 
@@ -68,6 +68,17 @@ def workers_table(status: ServiceStatus) -> Table:
     return _table("workers", ("worker", "state", "GPU", "pid", "tasks", "heartbeat"), rows)
 
 
+def hosts_table(status: ServiceStatus) -> Table:
+    """One row per host with a scaler of the service (several hosts: each runs its share of one decision)."""
+    rows = [
+        [host["host"] + (" (leader)" if host["leader"] else ""), str(host["capacity"]), str(host["share"]),
+         str(host["replicas"]), str(host["busy"]), ("" if host["alive"] else "dead, ") + _age(host["heartbeat"],
+         status.taken_at)]
+        for host in host_documents(status)
+    ]  # fmt: skip
+    return _table("hosts", ("host", "capacity", "share", "replicas", "busy", "heartbeat"), rows)
+
+
 _DECISION_FIELDS = ("queued", "running", "replicas", "desired", "reason")
 
 
@@ -86,7 +97,7 @@ def decisions_table(status: ServiceStatus) -> Table:
 @click.option(
     "--json", "as_json", is_flag=True,
     help="Print the snapshot as one JSON object (service, takenAt, queues, scalers, workers, initFailures, "
-    "decisions) instead of tables.",
+    "decisions, hosts) instead of tables.",
 )  # fmt: skip
 @broker_option
 @data_dir_option
@@ -112,7 +123,10 @@ def status(
         return
     console = output_console()
     console.print(heading(name, service_config))
-    for table in (queues_table(snapshot), scaler_table(snapshot), workers_table(snapshot), decisions_table(snapshot)):
+    tables = [queues_table(snapshot), scaler_table(snapshot), workers_table(snapshot), decisions_table(snapshot)]
+    if len(snapshot.hosts) > 1:
+        tables.insert(2, hosts_table(snapshot))
+    for table in tables:
         console.print(table)
 
 

@@ -7,8 +7,9 @@ import sys
 import click
 
 from scalablejob.broker import data_dir as data_folder
-from scalablejob.cli_options import broker_option, data_dir_option, reports_errors
+from scalablejob.cli_options import appendfsync_option, broker_option, data_dir_option, reports_errors
 from scalablejob.config import DEFAULT_FRONTEND_PORT, load_config
+from scalablejob.flower_auth import NO_AUTH_ENV as FLOWER_NO_AUTH_ENV
 from scalablejob.redis_server import free_port
 
 DEFAULT_FLOWER_PORT = 5555
@@ -23,12 +24,16 @@ DEFAULT_FLOWER_PORT = 5555
               help="Port of the Flower dashboard.")  # fmt: skip
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Port of the scaler's Prometheus metrics (default: a free one).")  # fmt: skip
+@click.option("--flower-no-auth", is_flag=True, envvar=FLOWER_NO_AUTH_ENV,
+              help=f"Flower without its login (env {FLOWER_NO_AUTH_ENV}): anyone who reaches its port sees "
+                   "it.")  # fmt: skip
 @broker_option
 @data_dir_option
+@appendfsync_option
 @reports_errors
 def up(
-    config: str, app_spec: str | None, port: int, flower_port: int, metrics_port: int | None,
-    broker: str | None, data_dir: str | None,
+    config: str, app_spec: str | None, port: int, flower_port: int, metrics_port: int | None, flower_no_auth: bool,
+    broker: str | None, data_dir: str | None, appendfsync: str,
 ) -> None:  # fmt: skip
     """Start the whole stack of the service in CONFIG and keep it up until Ctrl-C.
 
@@ -38,11 +43,15 @@ def up(
     puts them back on the queue instead), and queued tasks are still there after the next `up`. SIGTERM, SIGHUP
     (a closed terminal) and `scalablejob down` in another terminal stop it the same way. One `up` per data folder:
     a second one names the first and exits 1.
+
+    The embedded Redis requires a password, kept in the data folder's redis.password; Flower asks for the login in
+    the data folder's flower-login. Neither is printed, nor passed on any command line.
     """
     from scalablejob.up import StackOptions, run_up
 
     options = StackOptions(
         config_path=config, broker=broker, app_spec=app_spec, data_dir=data_folder(data_dir),
         frontend_port=port, flower_port=flower_port, metrics_port=metrics_port or free_port(),
+        appendfsync=appendfsync, flower_auth=not flower_no_auth,
     )  # fmt: skip
     sys.exit(run_up(load_config(config), options))

@@ -7,13 +7,14 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 
-import redis
+from celery import Celery
 
 from scalablejob.cancel import CancelOutcome, cancel_request
 from scalablejob.celery_app import make_app
 from scalablejob.errors import BrokerError, RequestError, ResultTimeout
 from scalablejob.logs import request_entries
 from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY
+from scalablejob.redis_url import connect, wait_for_replicas
 from scalablejob.routing import TASK_TYPE_TAG, TaskRegistry, TaskType, queue_for, resolve_task, task_name_for
 from scalablejob.sink import Sink, SinkEntry
 from scalablejob.state import RequestState, RequestStore
@@ -51,6 +52,21 @@ def checked_request_id(tags: Mapping[str, str]) -> str:
     return request_id
 
 
+def send_request(
+    app: Celery, service: str, request_id: str, body: bytes, tags: Mapping[str, str], task_type: TaskType,
+    task_name: str | None, frontend: str,
+) -> None:  # fmt: skip
+    """Send the Celery message of a recorded request: at its put, and again if it was lost (the reconciler)."""
+    app.send_task(
+        task_name or task_name_for(task_type),  # a named task runs as itself, so Flower shows its name
+        args=(body, dict(tags)),
+        kwargs={"frontend": frontend},  # the return address: the worker writes to this front end's sink
+        task_id=request_id,
+        queue=queue_for(service, task_type),
+        priority=priority_of(tags),
+    )
+
+
 class JobClient:
     """Submit command and query tasks to one service and wait for their results.
 
@@ -64,7 +80,8 @@ class JobClient:
         self.service = service
         self.frontend = frontend or service
         self.default_task_type = default_task_type
-        self._redis = redis.Redis.from_url(broker)
+        self._broker = broker
+        self._redis = connect(broker)
         self._app = make_app(service, broker)
         self.sink = Sink(self._redis, service, frontend=self.frontend)
         self.requests = RequestStore(self._redis, service)
@@ -80,18 +97,14 @@ class JobClient:
         clean = normalize_tags(tags)
         task_type, task_name = self._route(clean, tasks or {})
         request_id = checked_request_id(clean)
-        priority = priority_of(clean)
+        priority_of(clean)  # a bad priority is refused before anything is written
         clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
-        index = self.requests.create(request_id, task_type.value, frontend=self.frontend, data=body, tags=clean)
+        index = self.requests.create(
+            request_id, task_type.value, frontend=self.frontend, data=body, tags=clean, task_name=task_name
+        )
         try:
-            self._app.send_task(
-                task_name or task_name_for(task_type),  # a named task runs as itself, so Flower shows its name
-                args=(body, clean),
-                kwargs={"frontend": self.frontend},  # the return address: the worker writes to this front end's sink
-                task_id=request_id,
-                queue=queue_for(self.service, task_type),
-                priority=priority,
-            )
+            send_request(self._app, self.service, request_id, body, clean, task_type, task_name, self.frontend)
+            wait_for_replicas(self._redis, self._broker)  # with ?replicas=N: acknowledged only once replicated
         except Exception as exc:
             self.requests.discard(request_id, index, self.frontend)
             raise BrokerError(f"could not enqueue request {request_id} on {self.service}: {exc}") from exc

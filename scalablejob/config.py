@@ -38,6 +38,19 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a request body over this is refused 
 DEFAULT_INPUT_MAX_LENGTH = 100_000  # requests queued or running per front end; a put beyond is refused with 429
 DEFAULT_SINK_MAX_LENGTH = 100_000  # output queue entries per front end; the oldest are evicted beyond it
 DEFAULT_SINK_MAX_AGE_S = 7 * 24 * 3600  # output queue entries, and finished request states, are kept a week
+# Which task types a front end's token may submit (security.frontends): the service's own front end (named like the
+# service) is the operator's, whose holder can run commands through the CLI anyway; any other front end bound to a
+# standalone service is a client's, limited to queries unless the config says otherwise.
+DEFAULT_OWN_FRONTEND_TASK_TYPES: tuple[str, ...] = ("command", "query")
+DEFAULT_OTHER_FRONTEND_TASK_TYPES: tuple[str, ...] = ("query",)
+# The HTTP front end's connection limits (security.http)
+DEFAULT_MAX_HEADER_BYTES = 8 * 1024  # request line and headers; over it: 431 (nginx's and websockets' line limit)
+MAX_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # from a request's first byte (or the connection's start) to its last header
+DEFAULT_BODY_TIMEOUT_S = 30.0  # the longest wait for the next piece of a request body
+DEFAULT_KEEP_ALIVE_S = 5  # an idle connection between two requests is closed after this
+DEFAULT_MAX_CONNECTIONS = 1000  # open connections (HTTP and websocket) at once; beyond: 503 and closed
+DEFAULT_MAX_WATCHERS_PER_TOKEN = 64  # websocket watchers of one front end (one token) at once; beyond: 429
 
 TYPE_STANDALONE = "ScalableJob"
 TYPE_INTEGRATED = "ScalableJobService"
@@ -136,6 +149,36 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    """What one client connection may hold of the front end: header size and time, body pace, idle time, and how
+    many connections and watchers there may be at once."""
+
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    keep_alive_s: int = DEFAULT_KEEP_ALIVE_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_watchers_per_token: int = DEFAULT_MAX_WATCHERS_PER_TOKEN
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Scopes (which task types each front end's token may submit) and the front end's connection limits."""
+
+    frontends: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    http: HttpLimits = field(default_factory=HttpLimits)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frontends", MappingProxyType(dict(self.frontends)))
+
+    def task_types(self, frontend: str, service: str) -> tuple[str, ...]:
+        """The task types front end `frontend` may submit: the configured ones, else the default of its kind."""
+        if frontend in self.frontends:
+            return self.frontends[frontend]
+        return DEFAULT_OWN_FRONTEND_TASK_TYPES if frontend == service else DEFAULT_OTHER_FRONTEND_TASK_TYPES
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The whole service config, parsed once; components take the pieces they need."""
 
@@ -145,6 +188,7 @@ class ServiceConfig:
     scalable_job: ScalableJobConfig = field(default_factory=ScalableJobConfig)
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def name(self) -> str:
@@ -216,6 +260,7 @@ def _parse_service(root: JsonObject) -> ServiceConfig:
         scalable_job=_parse_scalable_job(root.section("scalable_job")),
         autoscaler=_parse_autoscaler(root.section("autoscaler")),
         queue=_parse_queue(root.section("queue")),
+        security=_parse_security(root.section("security"), metadata),
     )
     root.done()
     return config
@@ -351,3 +396,51 @@ def _window(behavior: JsonObject, section: str, key: str, default: float) -> flo
     seconds = obj.number(key, default, ge=0)
     obj.done()
     return seconds
+
+
+def _parse_security(obj: JsonObject, metadata: Metadata) -> SecurityConfig:
+    raw = obj.raw("frontends", {})
+    frontends_obj = JsonObject(raw, obj.at("frontends"))  # checks that it is an object
+    names = list(raw) if isinstance(raw, dict) else []
+    frontends = {name: _frontend_scope(frontends_obj, name, metadata) for name in names}
+    frontends_obj.done()
+    http = obj.section("http")
+    limits = HttpLimits(
+        max_header_bytes=http.integer("max_header_bytes", DEFAULT_MAX_HEADER_BYTES, ge=1024, le=MAX_MAX_HEADER_BYTES),
+        header_timeout_s=http.number("header_timeout_seconds", DEFAULT_HEADER_TIMEOUT_S, gt=0),
+        body_timeout_s=http.number("body_timeout_seconds", DEFAULT_BODY_TIMEOUT_S, gt=0),
+        keep_alive_s=http.integer("keep_alive_seconds", DEFAULT_KEEP_ALIVE_S, ge=1),
+        max_connections=http.integer("max_connections", DEFAULT_MAX_CONNECTIONS, ge=1),
+        max_watchers_per_token=http.integer("max_watchers_per_token", DEFAULT_MAX_WATCHERS_PER_TOKEN, ge=1),
+    )
+    http.done()
+    obj.done()
+    return SecurityConfig(frontends, limits)
+
+
+def _frontend_scope(frontends: JsonObject, name: str, metadata: Metadata) -> tuple[str, ...]:
+    """One front end's `task_types`: a list of task types, each once (empty: it may submit nothing)."""
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(frontends.at(name), f"expected a front end name matching {NAME_PATTERN}, got {name!r}")
+    if metadata.type == TYPE_INTEGRATED and name != metadata.name:
+        raise ConfigError(
+            frontends.at(name),
+            f"a ScalableJobService has one front end, named like the service ({metadata.name}), not {name!r}",
+        )
+    scope = frontends.section(name)
+    listed = scope.raw("task_types", None)
+    if listed is None:
+        expected = f"expected an object with task_types, a list of {', '.join(ALLOWED_TASK_TYPES)}"
+        raise ConfigError(frontends.at(name), f"{expected}; task_types is required")
+    if not isinstance(listed, list):
+        raise ConfigError(scope.at("task_types"), f"expected a list, got {found(listed)}")
+    task_types: list[str] = []
+    for number, value in enumerate(listed):
+        path = f"{scope.at('task_types')}[{number}]"
+        if value not in ALLOWED_TASK_TYPES:
+            raise ConfigError(path, f"expected one of {', '.join(ALLOWED_TASK_TYPES)}, got {found(value)}")
+        if value in task_types:
+            raise ConfigError(path, f"expected each task type once, got {value!r} again")
+        task_types.append(str(value))
+    scope.done()
+    return tuple(task_types)

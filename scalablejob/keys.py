@@ -77,6 +77,26 @@ def scaler_status(service: str, host: str) -> str:
     return f"{KEY_PREFIX}:{service}:scaler:status:{host}"
 
 
+def scaler_hosts(service: str) -> str:
+    """Hash of the hosts whose scalers serve a service: host -> JSON member id, capacity, workers, heartbeat."""
+    return f"{KEY_PREFIX}:{service}:hosts"
+
+
+def scaler_leader(service: str) -> str:
+    """The leader lease of a service's scalers (value: the leader's member id); the leader makes the one decision."""
+    return f"{KEY_PREFIX}:{service}:leader"
+
+
+def scaler_leader_epoch(service: str) -> str:
+    """Counter bumped at each new leadership: the fencing token a plan carries."""
+    return f"{KEY_PREFIX}:{service}:leader-epoch"
+
+
+def scaler_plan(service: str) -> str:
+    """Hash of the leader's last decision: desired count, each host's share, epoch, time, reason."""
+    return f"{KEY_PREFIX}:{service}:plan"
+
+
 def frontend_sink_stream(service: str, frontend: str) -> str:
     """A front end's output queue; the service's own front end (named like it) keeps the plain `<service>/sink`."""
     return sink_stream(service) if frontend == service else f"{service}/{frontend}/sink"
@@ -97,6 +117,12 @@ def frontend_sink_clock(service: str, frontend: str) -> str:
 def input_stream(service: str, frontend: str) -> str:
     """A front end's input queue as the protocol reads it: its requests not yet finished, by index."""
     return f"{KEY_PREFIX}:{service}:fe:{frontend}:input"
+
+
+def input_streams(service: str) -> str:
+    """Set of the service's input streams, one per front end a request was put through: the reconciler reads every
+    request not yet finished from them."""
+    return f"{KEY_PREFIX}:{service}:inputs"
 
 
 def frontend_registry(service: str) -> str:

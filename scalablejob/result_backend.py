@@ -20,6 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from scalablejob.cancel import cancel_request
 from scalablejob.errors import CommandFailed, HandlerError, RequestError
+from scalablejob.redis_url import connect
 from scalablejob.routing import TaskType
 from scalablejob.sink import Sink, SinkEntry
 from scalablejob.state import RequestState, RequestStatus, RequestStore
@@ -92,7 +93,7 @@ class QueueServiceBackend(BaseBackend):
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(str(self.app.conf.broker_url))
+            self._client = connect(str(self.app.conf.broker_url))
         return self._client
 
     @property

@@ -65,9 +65,24 @@ class SinkEntry:
         return self.type in (EntryType.RESULT.value, EntryType.ERROR.value)
 
 
+def fenced_script(name: str) -> str:
+    """A script that a worker's delivery writes through, preceded by the function that refuses stale deliveries."""
+    return lua_script("fence.lua") + lua_script(name)
+
+
 def writer_script(name: str) -> str:
-    """A script that appends to an output queue, preceded by the function that keeps it to its maximum age."""
-    return lua_script("sink_retention.lua") + lua_script(name)
+    """A script that appends to an output queue, preceded by the functions that keep it to its maximum age and
+    refuse stale deliveries."""
+    return lua_script("sink_retention.lua") + fenced_script(name)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Whose write this is: delivery `attempt` of the request whose state hash is `state_key`. Its scripts refuse
+    the write once another delivery of the request is current (fence.lua)."""
+
+    state_key: str
+    attempt: int
 
 
 def retention_defaults() -> list[int]:
@@ -122,12 +137,19 @@ class Sink:
         # state_finish.lua makes the same append (INCR, XADD, trim) together with the end of a request state
         self._append = client.register_script(writer_script("sink_append.lua"))
 
-    def append(self, data: bytes, tags: Mapping[str, str], *, now: float | None = None) -> int:
-        """Append one entry at `now` (default: the time) and return its index. A request's final entry goes
-        through `RequestStore.finish` instead, which ends the request's state in the same step."""
+    def append(
+        self, data: bytes, tags: Mapping[str, str], *, now: float | None = None, fence: Fence | None = None
+    ) -> int:
+        """Append one entry at `now` (default: the time) and return its index; 0 when `fence` names a delivery
+        that is no longer current (nothing written). A request's final entry goes through `RequestStore.finish`
+        instead, which ends the request's state in the same step."""
         at = time.time() if now is None else now
-        args: list[bytes | float] = [data, encode_tags(tags), at, *retention_defaults()]
-        return int(self._append(keys=[self.stream, self.counter, self.limits, self.clock], args=args))
+        args: list[bytes | float | int] = [data, encode_tags(tags), at, *retention_defaults()]
+        entry_keys = [self.stream, self.counter, self.limits, self.clock]
+        if fence is not None:
+            entry_keys.append(fence.state_key)
+            args.append(fence.attempt)
+        return int(self._append(keys=entry_keys, args=args))
 
     def read(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
         """Up to `count` entries from `start_index` on, in order."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalablejob.errors import ScalableJobError
+from scalablejob.secret_files import private_folder
 
 STACK_RECORD = "up.json"
 RECORD_WRITE_WAIT_S = 2.0  # between an `up` taking the lock and writing its record: microseconds in practice
@@ -66,7 +67,7 @@ class StackLock:
 
     def acquire(self, record: StackRecord) -> None:
         """Take the folder and write `record`; StackAlreadyRunning (naming that one) if another `up` has it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)  # it holds the broker's password and data: its owner's only
         fd = _locked(self.path, fcntl.LOCK_EX)
         if fd is None:
             raise StackAlreadyRunning(self.folder, running_stack(self.folder) or StackRecord(0))
@@ -134,7 +135,7 @@ def _locked(path: Path, operation: int) -> int | None:
     """An open descriptor of `path` holding the lock, or None if someone else holds it. A file that was removed
     while we waited for its lock is no longer the record: take the one that now stands at `path`."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -7,7 +7,7 @@ holds every Lua script that touches it (the state_*.lua files beside it), so no 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -19,11 +19,23 @@ from scalablejob import keys
 from scalablejob.errors import QueueFull, RequestError
 from scalablejob.limits import Limit
 from scalablejob.lua import lua_script
-from scalablejob.sink import Sink, SinkEntry, encode_tags, retention_defaults, stream_id, writer_script
+from scalablejob.sink import (
+    Fence,
+    Sink,
+    SinkEntry,
+    as_text,
+    decode_entry,
+    encode_tags,
+    fenced_script,
+    retention_defaults,
+    stream_id,
+    writer_script,
+)
 
 # finished requests stay searchable as long as the output queue keeps entries (queue.sink.max_age_seconds, a week
 # by default), then Redis forgets them: this is the expiry while no part has recorded the service's limits
 FINISHED_STATE_TTL_S = Limit.SINK_MAX_AGE_S.default
+OPEN_IDS_PAGE = 500  # input queue entries the reconciler reads per script call
 
 
 class Field:
@@ -48,12 +60,16 @@ class Field:
     CANCEL_REQUESTED = "cancel_requested"
     FRONTEND = "frontend"
     SINK_FROM = "sink_from"
+    TASK = "task"  # the Celery task it was sent to when that is a named task (@job.task): a re-send uses it again
+    ATTEMPT = "attempt"  # the current delivery: bumped at each start and requeue; older deliveries' writes are refused
 
 
-_TEXT_FIELDS = (Field.REQUEST_ID, Field.TASK_TYPE, Field.WORKER, Field.MESSAGE, Field.ERROR, Field.FRONTEND)
+_TEXT_FIELDS = (
+    Field.REQUEST_ID, Field.TASK_TYPE, Field.WORKER, Field.MESSAGE, Field.ERROR, Field.FRONTEND, Field.TASK,
+)  # fmt: skip
 _FLOAT_FIELDS = (Field.QUEUED_AT, Field.STARTED_AT, Field.FINISHED_AT, Field.PROGRESS)
 _INTEGER_FIELDS = (
-    Field.INDEX, Field.EXIT_CODE, Field.RESULT_INDEX, Field.RETRIES, Field.LOG_INDEX, Field.SINK_FROM,
+    Field.INDEX, Field.EXIT_CODE, Field.RESULT_INDEX, Field.RETRIES, Field.LOG_INDEX, Field.SINK_FROM, Field.ATTEMPT,
 )  # fmt: skip
 
 
@@ -91,6 +107,8 @@ class RequestState:
     cancel_requested: bool = False
     frontend: str | None = None  # the front end the request came through (None: the service's own)
     sink_from: int = 0  # its front end's last output index when it was put: every entry of it comes after
+    attempt: int = 0  # its current delivery (0: none started yet)
+    task: str | None = None  # the named task it goes to (None: the generic task of its type)
 
     @classmethod
     def from_hash(cls, raw: Mapping[bytes, bytes]) -> RequestState:
@@ -109,8 +127,10 @@ class RequestStore:
         self._redis = client
         self.service = service
         self._create = client.register_script(lua_script("state_create.lua"))
-        self._update = client.register_script(lua_script("state_update.lua"))
-        self._requeue = client.register_script(lua_script("state_requeue.lua"))
+        self._start = client.register_script(lua_script("state_start.lua"))
+        self._open_ids = client.register_script(lua_script("state_open_ids.lua"))
+        self._update = client.register_script(fenced_script("state_update.lua"))
+        self._requeue = client.register_script(fenced_script("state_requeue.lua"))
         self._finish = client.register_script(writer_script("state_finish.lua"))
 
     def _key(self, request_id: str) -> str:
@@ -125,6 +145,7 @@ class RequestStore:
         data: bytes = b"",
         tags: Mapping[str, str] | None = None,
         now: float | None = None,
+        task_name: str | None = None,
     ) -> int:
         """Record a new queued request of `frontend` (default: the service's own) and return its index, the request
         (data and tags) mirrored into that front end's input queue; a request id in use is an error."""
@@ -133,10 +154,11 @@ class RequestStore:
             keys=[
                 self._key(request_id), keys.input_index_counter(self.service), keys.input_stream(self.service, own),
                 keys.frontend_sink_index_counter(self.service, own), keys.queue_limits(self.service),
+                keys.input_streams(self.service),
             ],
             args=[
                 request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {}),
-                Limit.INPUT_MAX_LENGTH.default, keys.input_index_prefix(self.service),
+                Limit.INPUT_MAX_LENGTH.default, keys.input_index_prefix(self.service), task_name or "",
             ],
         )  # fmt: skip
         return _new_index(index, request_id, own)
@@ -147,40 +169,54 @@ class RequestStore:
         self._redis.delete(keys.input_index_entry(self.service, index))
         self._redis.xdel(keys.input_stream(self.service, frontend or self.service), stream_id(index))
 
-    def _apply(self, request_id: str, fields: Mapping[str, str | int | float]) -> bool:
-        """Update a request that still exists; False (and no change) if it does not."""
-        return bool(self._update(keys=[self._key(request_id)], args=_pairs(fields)))
+    def fence(self, request_id: str, attempt: int) -> Fence:
+        """What a delivery's writes to the output queue carry, so they are refused once it is stale."""
+        return Fence(self._key(request_id), attempt)
 
-    def mark_running(self, request_id: str, worker: str, now: float | None = None) -> None:
-        self._apply(
-            request_id, {Field.STATUS: RequestStatus.RUNNING.value, Field.WORKER: worker, Field.STARTED_AT: _now(now)}
-        )
+    def _apply(self, request_id: str, fields: Mapping[str, str | int | float], attempt: int | None = None) -> bool:
+        """Update a request that still exists (as delivery `attempt`, if given); False (no change) if it does not,
+        or if that delivery is no longer current."""
+        return bool(self._update(keys=[self._key(request_id)], args=[_attempt_arg(attempt), *_pairs(fields)]))
 
-    def requeued(self, request_id: str, reason: str) -> None:
-        """Back to queued after a worker could not finish it; `retries` counts how often."""
-        self._requeue(keys=[self._key(request_id)], args=[reason])
+    def mark_running(self, request_id: str, worker: str, now: float | None = None) -> int:
+        """Start a delivery of the request on `worker`; returns its attempt number, which fences every earlier one
+        (0: the request is gone; -1: it has ended, so this delivery must not run)."""
+        return int(self._start(keys=[self._key(request_id)], args=[worker, _now(now)]))
 
-    def set_progress(self, request_id: str, fraction: float, message: str = "") -> None:
-        self._apply(request_id, {Field.PROGRESS: fraction, Field.MESSAGE: message})
+    def requeued(self, request_id: str, reason: str, attempt: int | None = None) -> bool:
+        """Back to queued after a worker could not finish it (delivery `attempt`, if the worker itself gives it
+        back); `retries` counts how often. The attempt is bumped, so the old delivery can no longer write. False
+        (no change) when the request is gone or ended, or that delivery was no longer current."""
+        return bool(self._requeue(keys=[self._key(request_id)], args=[reason, _attempt_arg(attempt)]))
 
-    def set_log_index(self, request_id: str, index: int) -> None:
+    def set_progress(self, request_id: str, fraction: float, message: str = "", attempt: int | None = None) -> bool:
+        return self._apply(request_id, {Field.PROGRESS: fraction, Field.MESSAGE: message}, attempt)
+
+    def set_log_index(self, request_id: str, index: int, attempt: int | None = None) -> bool:
         """Remember where the request's log starts in the sink, so `logs` need not scan the whole stream."""
-        self._apply(request_id, {Field.LOG_INDEX: index})
+        return self._apply(request_id, {Field.LOG_INDEX: index}, attempt)
 
     def request_cancel(self, request_id: str) -> bool:
         """Flag a request for cancellation (its worker polls the flag); False if the request is unknown."""
         return self._apply(request_id, {Field.CANCEL_REQUESTED: 1})
+
+    def delivery_view(self, request_id: str) -> tuple[int, bool]:
+        """What a running delivery polls: the current attempt (0 if the request is gone) and the cancel flag."""
+        attempt, cancel = self._redis.hmget(self._key(request_id), [Field.ATTEMPT, Field.CANCEL_REQUESTED])
+        return int(attempt or 0), cancel == b"1"
 
     def cancel_requested(self, request_id: str) -> bool:
         return self._redis.hget(self._key(request_id), Field.CANCEL_REQUESTED) == b"1"
 
     def finish(
         self, sink: Sink, request_id: str, status: RequestStatus, data: bytes, tags: Mapping[str, str], *,
-        now: float | None = None, exit_code: int | None = None, error: str | None = None,
+        now: float | None = None, exit_code: int | None = None, error: str | None = None, attempt: int | None = None,
     ) -> int:  # fmt: skip
         """End a request: append its final entry to `sink` (its front end's output queue) and return the entry's
         index; in the same step its state ends (`status`, `result_index`, the details given) and it leaves that
-        front end's input queue. The state and its index expire when the output queue's maximum age has passed
+        front end's input queue. Returns 0, and writes nothing, when the request has ended already or delivery
+        `attempt` (if given) is no longer current: a request has exactly one final entry. The state and its index
+        expire when the output queue's maximum age has passed
         (queue.sink.max_age_seconds; FINISHED_STATE_TTL_S until a part records the limits)."""
         finished_at = _now(now)
         fields: dict[str, str | float | int] = {Field.STATUS: status.value, Field.FINISHED_AT: finished_at}
@@ -192,9 +228,28 @@ class RequestStore:
         ]  # fmt: skip
         args = [
             data, encode_tags(tags), finished_at, *retention_defaults(), keys.input_index_prefix(self.service),
-            *_pairs(fields),
+            _attempt_arg(attempt), *_pairs(fields),
         ]  # fmt: skip
         return int(self._finish(keys=entry_keys, args=args))
+
+    def open_request_ids(self, page: int = OPEN_IDS_PAGE) -> Iterator[str]:
+        """Ids of every request not yet finished, from the input streams of all the service's front ends, read a page
+        per script call so Redis is never held for long."""
+        streams: Any = self._redis.smembers(keys.input_streams(self.service))
+        for stream in sorted(streams):
+            after = ""
+            while True:
+                last, *ids = self._open_ids(keys=[stream], args=[after, page])
+                yield from (as_text(request_id) for request_id in ids)
+                if not last:
+                    break
+                after = as_text(last)
+
+    def input_entry(self, state: RequestState) -> SinkEntry | None:
+        """The request as it was put (body and tags), from its front end's input queue: None once it has ended."""
+        stream = keys.input_stream(self.service, state.frontend or self.service)
+        items: Any = self._redis.xrange(stream, min=stream_id(state.index), max=stream_id(state.index))
+        return decode_entry(*items[0]) if items else None
 
     def get(self, request_id: str) -> RequestState | None:
         raw: Any = self._redis.hgetall(self._key(request_id))
@@ -244,6 +299,11 @@ class FrontEndRequests:
 def _pairs(fields: Mapping[str, str | int | float]) -> list[str | int | float]:
     """Hash fields as the flat name, value, ... arguments that HSET takes."""
     return [item for name_value in fields.items() for item in name_value]
+
+
+def _attempt_arg(attempt: int | None) -> str | int:
+    """How a script gets a delivery's attempt: '' when the writer is not a delivery (nothing to fence)."""
+    return "" if attempt is None else attempt
 
 
 def _new_index(index: Any, request_id: str, frontend: str) -> int:

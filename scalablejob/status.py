@@ -15,6 +15,7 @@ import redis
 
 from scalablejob import keys
 from scalablejob.celery_app import service_queues
+from scalablejob.host_records import HOST_STALE_AFTER_S, HostRecord, SharePlan, read_hosts, read_plan
 from scalablejob.presence import STALE_AFTER_S, Presence, read_presence
 from scalablejob.queues import queue_depth
 
@@ -31,6 +32,8 @@ class ServiceStatus:
     workers: list[Presence]
     decisions: list[dict[str, Any]]
     init_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts: list[HostRecord] = field(default_factory=list)  # the hosts whose scalers serve it
+    plan: SharePlan | None = None  # the leader's last split of the desired count across them
     taken_at: float = 0.0
     known: bool = True  # False: nothing in Redis was ever written for this service (a typo, or the wrong broker)
 
@@ -54,6 +57,8 @@ def read_status(client: redis.Redis, service: str, now: float | None = None) -> 
         init_failures={
             name.decode(): json.loads(raw) for name, raw in _hgetall(client, keys.init_failures(service)).items()
         },
+        hosts=read_hosts(client, service),
+        plan=read_plan(client, service),
         taken_at=time.time() if now is None else now,
         known=any(queues.values()) or bool(scalers) or _exists(client, *(key(service) for key in _SERVICE_MARKERS)),
     )
@@ -75,7 +80,24 @@ def status_document(status: ServiceStatus) -> dict[str, Any]:
         "workers": [_worker_document(worker, status.taken_at) for worker in status.workers],
         "initFailures": status.init_failures,
         "decisions": status.decisions,
+        "hosts": host_documents(status),
     }
+
+
+def host_documents(status: ServiceStatus) -> list[dict[str, Any]]:
+    """Each host's scaler: capacity, its share of the leader's desired count, its workers, heartbeat, alive."""
+    shares = status.plan.shares if status.plan is not None else {}
+    leader = status.plan.leader if status.plan is not None else ""
+    return [_host_document(record, shares.get(record.host, 0), record.member == leader, status.taken_at)
+            for record in status.hosts]  # fmt: skip
+
+
+def _host_document(record: HostRecord, share: int, leads: bool, now: float) -> dict[str, Any]:
+    return {
+        "host": record.host, "capacity": record.capacity, "share": share, "replicas": record.replicas,
+        "busy": record.busy, "heartbeat": record.heartbeat, "alive": now - record.heartbeat < HOST_STALE_AFTER_S,
+        "leader": leads,
+    }  # fmt: skip
 
 
 def _worker_document(worker: Presence, now: float) -> dict[str, Any]:

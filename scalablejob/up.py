@@ -10,6 +10,11 @@ output that cannot be written (the reader of a pipe died, the terminal closed) i
 if this process dies without stopping them (kill -9), the kernel sends every part SIGTERM, and a keeper process
 (stack_keeper) waits for them and stops Redis last. The data folder records which `up` runs there, so a second one
 refuses to start and `scalablejob down` can stop it.
+
+No part gets a secret on its command line (which every local user can read): the broker URL goes to the front end and
+the scaler in SCALABLEJOB_BROKER (the scaler hands it on to its workers the same way), to Flower in CELERY_BROKER_URL
+with its login in FLOWER_BASIC_AUTH; `up` prints the broker's URL with its password masked. The user's front-end
+script gets none of them (see redaction.without_secrets).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,10 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from scalablejob.broker import EmbeddedBroker, resolve_broker
+from scalablejob.broker import BROKER_ENV, EmbeddedBroker, resolve_broker
 from scalablejob.config import ServiceConfig
 from scalablejob.errors import ScalableJobError
+from scalablejob.flower_auth import FlowerLogin, flower_env, flower_login
 from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
+from scalablejob.redaction import masked_url, without_secrets
+from scalablejob.redis_server import DEFAULT_APPENDFSYNC
+from scalablejob.secret_files import ensure_secret, private_folder
 from scalablejob.stack_keeper import Keeper
 from scalablejob.stack_record import StackLock, StackRecord
 
@@ -38,8 +48,10 @@ READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 FLOWER_PURGE_OFFLINE_S = 0  # Flower lists only live workers: those the scaler stopped leave the list
 ENDPOINT_ENV, SERVICE_ENV, TOKEN_ENV = "SCALABLEJOB_ENDPOINT", "SCALABLEJOB_SERVICE", "SCALABLEJOB_TOKEN"
+FRONTEND_TOKEN_ENV = "SCALABLEJOB_FRONTEND_TOKEN"  # what `scalablejob frontend` reads its token from (its --token)
+FRONTEND_TOKEN_FILE = "frontend.token"  # 0600 in the data folder: the front end's token, made by the first `up`
+FRONTEND_TOKEN_BYTES = 24
 _LISTENING = re.compile(r"listening on (http://\S+)")
-_TOKEN = re.compile(r"token (\S+) \(")
 
 
 class Output:
@@ -107,17 +119,19 @@ class StopSignals:
 
 @dataclass
 class Part:
-    """One child of the stack: how to start it and what it printed that the others need."""
+    """One child of the stack: how to start it and what it printed that the others need. A `clean` part (user code)
+    inherits `up`'s environment without its secrets."""
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    clean: bool = False
     process: subprocess.Popen[bytes] | None = None
     seen: dict[str, str] = field(default_factory=dict)
     _seen_event: threading.Event = field(default_factory=threading.Event)
 
     def start(self, out: Output) -> None:
-        env = {**os.environ, **self.env}
+        env = {**(without_secrets(os.environ) if self.clean else os.environ), **self.env}
         self.process = subprocess.Popen(
             dying_with_parent(self.argv, env), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -125,12 +139,12 @@ class Part:
         threading.Thread(target=self._forward, args=(out,), name=f"{self.name}-output", daemon=True).start()
 
     def _forward(self, out: Output) -> None:
-        """Print the child's lines with its name in front, and remember its address and token lines. It reads to the
+        """Print the child's lines with its name in front, and remember the address it listens on. It reads to the
         end even when the lines cannot be printed: a child blocked on a full pipe would never stop."""
         assert self.process is not None and self.process.stdout is not None
         for raw in self.process.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
-            for key, pattern in (("url", _LISTENING), ("token", _TOKEN)):
+            for key, pattern in (("url", _LISTENING),):
                 if key not in self.seen and (match := pattern.search(line)):
                     self.seen[key] = match.group(1)
                     self._seen_event.set()
@@ -169,15 +183,18 @@ class StackOptions:
     frontend_port: int
     flower_port: int
     metrics_port: int
+    appendfsync: str = DEFAULT_APPENDFSYNC
+    flower_auth: bool = True  # False only when asked (--flower-no-auth)
 
     def ports(self) -> dict[str, int]:
         return {"frontend": self.frontend_port, "flower": self.flower_port, "metrics": self.metrics_port}
 
 
-def flower_argv(broker_url: str, port: int) -> list[str]:
-    """Flower on loopback, listing only live workers."""
+def flower_argv(port: int) -> list[str]:
+    """Flower on loopback, listing only live workers, `/metrics` behind its login; its broker and login come in its
+    environment (flower_env)."""
     return [
-        sys.executable, "-m", "celery", "--broker", broker_url, "flower", f"--port={port}",
+        sys.executable, "-m", "celery", "-A", "scalablejob.flower_auth", "flower", f"--port={port}",
         "--address=127.0.0.1", f"--purge_offline_workers={FLOWER_PURGE_OFFLINE_S}",
     ]  # fmt: skip
 
@@ -193,6 +210,16 @@ def check_user_code(app_spec: str, service: str) -> None:
     if run.returncode != 0:
         lines = run.stderr.strip().splitlines() or [f"exit status {run.returncode}"]
         raise ScalableJobError(lines[-1].split(": ", 1)[-1] if "UserCodeError" in lines[-1] else lines[-1])
+
+
+def frontend_token(config: ServiceConfig, folder: Path) -> tuple[str, str]:
+    """The front end's token (the config's, else the data folder's, made now if it has none), and what `up` may print
+    of it: the token itself only when made now (Redis keeps only its hash, so it is never shown again)."""
+    if config.front_end is not None and config.front_end.token:
+        return config.front_end.token, "token from the config's front_end.token"
+    path = private_folder(folder) / FRONTEND_TOKEN_FILE
+    token, created = ensure_secret(path, lambda: secrets.token_urlsafe(FRONTEND_TOKEN_BYTES))
+    return token, f"token {token}" if created else f"token in {path}"
 
 
 def _cli(*args: str) -> list[str]:
@@ -213,27 +240,40 @@ class Stack:
 
     def start(self) -> dict[str, str]:
         """Start every part; returns what `up` prints: where each part listens, and the token."""
+        opts = self.options
         self.broker_url, self.embedded = resolve_broker(
-            self.options.broker, self.options.data_dir, guard=lambda pid: self.keeper.watch("redis", pid)
+            opts.broker, opts.data_dir, guard=lambda pid: self.keeper.watch("redis", pid), appendfsync=opts.appendfsync
         )
-        opts, url = self.options, self.broker_url
-        frontend = self._spawn("frontend", _cli("frontend", opts.config_path, "--port", str(opts.frontend_port),
-                                                "--broker", url))  # fmt: skip
-        endpoint, token = frontend.wait_seen("url", READY_TIMEOUT_S), frontend.wait_seen("token", READY_TIMEOUT_S)
+        broker_env = {BROKER_ENV: self.broker_url}
+        token, shown_token = frontend_token(self.config, opts.data_dir)
+        frontend = self._spawn("frontend", _cli("frontend", opts.config_path, "--port", str(opts.frontend_port)),
+                               {**broker_env, FRONTEND_TOKEN_ENV: token})  # fmt: skip
+        endpoint = frontend.wait_seen("url", READY_TIMEOUT_S)
         scaler_args = ["--metrics-port", str(opts.metrics_port), "--log-dir", str(opts.data_dir / "logs")]
-        scaler = self._spawn("scaler", _cli("scaler", opts.config_path, "--broker", url, *scaler_args,
-                                            *(["--app", opts.app_spec] if opts.app_spec else [])))  # fmt: skip
-        flower = self._spawn("flower", flower_argv(url, opts.flower_port))
+        scaler_args += ["--app", opts.app_spec] if opts.app_spec else []
+        scaler = self._spawn("scaler", _cli("scaler", opts.config_path, *scaler_args), broker_env)
+        login = self._flower_login()
+        flower = self._spawn("flower", flower_argv(opts.flower_port), flower_env(self.broker_url, login))
         wait_for_port("127.0.0.1", opts.flower_port, flower)
         wait_for_port("127.0.0.1", opts.metrics_port, scaler)
-        addresses = {"broker": url, "frontend": endpoint, "token": token,
+        addresses = {"broker": masked_url(self.broker_url), "frontend": endpoint, "token": shown_token,
                      "flower": f"http://127.0.0.1:{opts.flower_port}",
+                     "flower_login": login.describe() if login else "no login (--flower-no-auth)",
                      "metrics": f"http://127.0.0.1:{opts.metrics_port}/metrics"}  # fmt: skip
         self._start_user_front_end(endpoint, token, addresses)
         return addresses
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Part:
-        part = Part(name, argv, env or {})
+    def _flower_login(self) -> FlowerLogin | None:
+        """The data folder's Flower login (made, and said so, the first time), or None when --flower-no-auth."""
+        if not self.options.flower_auth:
+            return None
+        login = flower_login(self.options.data_dir)
+        if login.created:
+            self.out.line(f"flower login made: {login.describe()} (readable by you only)")
+        return login
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, *, clean: bool = False) -> Part:
+        part = Part(name, argv, env or {}, clean=clean)
         self.parts.append(part)  # first: a start interrupted half way still gets stopped
         self.restart(part)
         return part
@@ -251,7 +291,7 @@ class Stack:
         env = {ENDPOINT_ENV: endpoint, SERVICE_ENV: self.config.name, TOKEN_ENV: token}
         if front_end.port:
             env["PORT"] = str(front_end.port)
-        self._spawn("script", ["/bin/sh", "-c", front_end.script], env)
+        self._spawn("script", ["/bin/sh", "-c", front_end.script], env, clean=True)
         if front_end.port:
             addresses["script"] = f"http://127.0.0.1:{front_end.port}"
 
@@ -345,8 +385,8 @@ def _watch(stack: Stack, signals: StopSignals) -> int:
 def print_addresses(config: ServiceConfig, addresses: dict[str, str], out: Output) -> None:
     rows = [
         ("broker", addresses["broker"]),
-        ("front end", f"{addresses['frontend']}/api/predict/{config.name}   token {addresses['token']}"),
-        ("flower", addresses["flower"]),
+        ("front end", f"{addresses['frontend']}/api/predict/{config.name}   {addresses['token']}"),
+        ("flower", f"{addresses['flower']}   {addresses['flower_login']}"),
         ("metrics", addresses["metrics"]),
         *([("your app", addresses["script"])] if "script" in addresses else []),
     ]

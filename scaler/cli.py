@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from scalablejob.cli_options import broker_option, data_dir_option, reports_errors
+from scalablejob.scaler.membership import HOST_STALE_AFTER_S
+from scalablejob.scaler.reconcile import STALE_AFTER_S, UNBACKED_AFTER_S
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S
 
 FAKE_GPUS_ENV = "SCALABLEJOB_FAKE_GPUS"
@@ -40,11 +42,33 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     "--fake-gpus", type=click.IntRange(0), envvar=FAKE_GPUS_ENV, default=None, metavar="N",
     help=f"Hand out N made-up GPUs instead of the ones nvidia-ml-py lists (env {FAKE_GPUS_ENV}; tests, demos).",
 )  # fmt: skip
+@click.option(
+    "--stale-after", type=click.FloatRange(1.0), default=STALE_AFTER_S, show_default=True, metavar="SECONDS",
+    help="Kill and replace a worker whose heartbeat is older than this (frozen, or cut off from Redis); its tasks go "
+    "back on the queue once it is dead.",
+)  # fmt: skip
+@click.option(
+    "--unbacked-after", type=click.FloatRange(1.0, 10.0), default=UNBACKED_AFTER_S, show_default=True,
+    metavar="SECONDS",
+    help="Re-send a request that has been queued or running with no message and no live worker behind it this long.",
+)  # fmt: skip
+@click.option(
+    "--max-local", type=click.IntRange(0), default=None, metavar="N",
+    help="The most workers this host may run (its share of the service's desired count never exceeds it). "
+    "Default: as many as max and the GPUs allow.",
+)  # fmt: skip
+@click.option(
+    "--host-stale-after", type=click.FloatRange(2.0, 15.0), default=HOST_STALE_AFTER_S, show_default=True,
+    metavar="SECONDS",
+    help="With scalers on several hosts: a host not heard from this long is declared dead; its workers' tasks go "
+    "back on the queue and its share goes to the other hosts.",
+)  # fmt: skip
 @click.option("--verbose", "-v", is_flag=True, help="Log every pass, not only the decisions that change something.")
 @reports_errors
 def scaler(
     config: str, app_spec: str | None, broker: str | None, data_dir: str | None, interval: float,
-    metrics_port: int | None, metrics_addr: str, log_dir: Path | None, fake_gpus: int | None, verbose: bool,
+    metrics_port: int | None, metrics_addr: str, log_dir: Path | None, fake_gpus: int | None, stale_after: float,
+    unbacked_after: float, max_local: int | None, host_stale_after: float, verbose: bool,
 ) -> None:  # fmt: skip
     """Run the autoscaler of the service in CONFIG: it owns the service's worker processes on this host.
 
@@ -72,7 +96,10 @@ def scaler(
     gpus = service_gpus(service, fake_gpus)  # no driver with gpu > 0: fail before starting anything
     if app_spec:
         check_user_code(app_spec, service.name)  # in a throwaway process, as the workers will load it
-    options = ScalerOptions(config, app_spec, interval, metrics_port, metrics_addr, log_dir)
+    options = ScalerOptions(
+        config, app_spec, interval, metrics_port, metrics_addr, log_dir, stale_after, unbacked_after, max_local,
+        host_stale_after,
+    )  # fmt: skip
     url, embedded = resolve_broker(broker, data_folder(data_dir))
     try:
         sys.exit(run_scaler(service, url, options, gpus))

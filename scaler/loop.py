@@ -14,7 +14,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 from kombu.exceptions import OperationalError
@@ -23,18 +23,22 @@ from scalablejob.gpus import Gpu, assign_gpus
 from scalablejob.presence import WorkerState
 from scalablejob.scaler.backoff import Backoff
 from scalablejob.scaler.exporter import Exporter
+from scalablejob.scaler.hosts import HostLoad, describe, split, total_capacity, totals
+from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership, SharePlan, plan_is_current
 from scalablejob.scaler.metrics import MetricsSource, Observation
 from scalablejob.scaler.plan import WorkerView, plan
 from scalablejob.scaler.policy import Decision, History, Policy, Snapshot, decide
 from scalablejob.scaler.pool import Launcher, WorkerSpec
+from scalablejob.scaler.reconcile import STALE_AFTER_S
 from scalablejob.scaler.records import ProcessRecord, ScalerStore
-from scalablejob.scaler.recovery import ORPHAN_AGE_S, Recoverer
+from scalablejob.scaler.recovery import Recoverer
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
 
 logger = logging.getLogger(__name__)
 
-SWEEP_INTERVAL_S = 30.0
 MIN_PASS_GAP_S = 0.02
+RECONCILE_EVERY_S = 3.0  # how often the delivery invariant is checked (scaler.reconcile)
+RECONCILE_SHARE = 0.05  # ... or less often, so that it reads every open request in at most this share of the time
 _TRANSIENT = (redis.RedisError, OperationalError)  # the broker is away: skip this pass, try again next one
 
 
@@ -47,6 +51,8 @@ class Fleet:
     gpus: tuple[Gpu, ...] = ()
     gpu_per_worker: int = 0
     initial: int = 0  # workers to start with (metadata.instance, within the policy's bounds)
+    stale_after_s: float = STALE_AFTER_S
+    host_stale_after_s: float = HOST_STALE_AFTER_S  # another host's worker not heard from for this long holds nothing
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Parts:
     recovery: Recoverer
     store: ScalerStore
     exporter: Exporter | None = None
+    membership: Membership | None = None  # None: this host alone decides for the service
 
 
 @dataclass
@@ -67,6 +74,7 @@ class Managed:
     record: ProcessRecord
     stopping: bool = False  # a warm stop was asked (by us, or seen in its presence)
     ready: bool = False  # it reported idle or busy at least once
+    killed: bool = False  # killed for a stale heartbeat: reaped (and its tasks put back) once it is dead
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,9 @@ class _Memory:
 
     history: History = field(default_factory=History)
     backoff: Backoff = field(default_factory=Backoff)
-    last_sweep: float = -math.inf
+    next_reconcile: float = -math.inf
     last_logged: tuple[int, int, int] | None = None
+    heard_since: float | None = None  # since when the broker has answered every pass (heartbeats are judged after)
 
 
 class Scaler:
@@ -112,25 +121,78 @@ class Scaler:
             else:  # it died while no scaler watched it
                 self._ended.append(_Ended(Managed(record, ready=True), None))
         self.reap(now)
-        self._sweep(self.parts.metrics.observe(), now)
+        self._memory.heard_since = now
+        membership = self.parts.membership
+        if membership is not None:
+            membership.beat(len(self.workers), 0, now)
+            if not membership.lead():
+                return  # the leader's plan gives this host its share on the first pass
         for _ in range(self.fleet.initial - len(self.workers)):
             if not self._spawn(now):
                 break
 
     def tick(self, now: float) -> Decision:
-        """One pass: observe, reap, decide, act, report."""
-        observation = self.parts.metrics.observe()
+        """One pass: observe, reap, kill the stale, decide, act, report; now and then, reconcile."""
+        try:
+            observation = self.parts.metrics.observe()
+        except _TRANSIENT:
+            self._memory.heard_since = None  # heartbeats could not be written meanwhile either
+            raise
+        if self._memory.heard_since is None:
+            self._memory.heard_since = now
         self.reap(now)
+        self._kill_stale(observation, now)
         self._note_states(observation)
         views = self._views(observation)
         snapshot = self._snapshot(observation, views, now)
-        decision = decide(snapshot, self.policy, self._memory.history, now)
-        self._memory.history = decision.history
+        decision = self._decide(snapshot, observation, now)
+        if self._leads() and (now >= self._memory.next_reconcile or self._declared_dead_now()):
+            self._reconcile(observation, now)  # before acting: new workers take the tasks of a lost host first
         acted = self._act(decision, views, now)
         self._report(decision, observation, acted, now)
-        if now - self._memory.last_sweep >= SWEEP_INTERVAL_S:
-            self._sweep(observation, now)
         return decision
+
+    def _declared_dead_now(self) -> bool:
+        membership = self.parts.membership
+        return membership is not None and bool(membership.newly_dead)
+
+    def _leads(self) -> bool:
+        membership = self.parts.membership
+        return membership is None or membership.epoch is not None
+
+    def _decide(self, local: Snapshot, observation: Observation, now: float) -> Decision:
+        """This host's desired workers: the policy's decision alone, or with other hosts this host's share of the
+        leader's decision (made here when this scaler leads)."""
+        self.parts.store.renew_lease()
+        membership = self.parts.membership
+        if membership is None:
+            decision = decide(local, self.policy, self._memory.history, now)
+            self._memory.history = decision.history
+            return decision
+        membership.beat(local.replicas, local.busy, now)
+        if not membership.lead():
+            return self._follow(membership, local, now)
+        hosts = [HostLoad(r.host, r.capacity, r.replicas, r.busy) for r in membership.live_hosts(now)]
+        replicas, busy = totals(hosts)
+        policy = replace(self.policy, gpu_capacity=total_capacity(hosts))  # the hosts' capacities bound the service
+        service = Snapshot(local.queued, local.running, replicas, busy)
+        decision = decide(service, policy, self._memory.history, now)
+        self._memory.history = decision.history
+        shares = split(decision.desired, hosts)
+        epoch = membership.epoch or 0
+        membership.publish(SharePlan(decision.desired, shares, epoch, now, membership.member, decision.reason))
+        share = shares.get(self.fleet.host, 0)
+        why = f"{decision.reason}; shares of {decision.desired}: {describe(shares)} (leader, epoch {epoch})"
+        return Decision(share, decision.target, why, decision.history, local)
+
+    def _follow(self, membership: Membership, local: Snapshot, now: float) -> Decision:
+        """Keep this host's share of the leader's plan; with no current plan (the leader just died), hold."""
+        plan = membership.plan()
+        if plan_is_current(plan, now) and plan is not None and self.fleet.host in plan.shares:
+            share = max(plan.shares[self.fleet.host], local.busy)
+            why = f"share {share} of {plan.desired} from leader {plan.leader} (epoch {plan.epoch}): {plan.reason}"
+            return Decision(share, share, why, self._memory.history, local)
+        return Decision(local.replicas, local.replicas, "holding: no current plan from a leader", History(), local)
 
     def reap(self, now: float) -> None:
         """Handle every worker that ended; if the broker is away meanwhile, the rest is handled on a later pass."""
@@ -157,6 +219,8 @@ class Scaler:
 
     def close(self) -> None:
         self.parts.store.release()
+        if self.parts.membership is not None:
+            self.parts.membership.leave()
 
     def run(
         self, wakeup: Wakeup, clock: Callable[[], float] = time.time, interval_s: float = DEFAULT_INTERVAL_S
@@ -196,6 +260,25 @@ class Scaler:
         log("%s; %d task(s) requeued %s, %d leftover process(es) killed", reason, len(requeued), requeued, leftovers)
         if self.parts.exporter is not None:
             self.parts.exporter.worker_exited(crashed=crashed, requeued=len(requeued))
+
+    def _kill_stale(self, observation: Observation, now: float) -> None:
+        """SIGKILL (with its process tree) each worker whose heartbeat is older than the bound: frozen (SIGSTOP, a
+        hung interpreter) or cut off from Redis. It stops counting as a replica at once; its tasks are put back when
+        it is reaped, dead, not before. Heartbeats are judged only over time the broker answered us."""
+        heard_since = self._memory.heard_since if self._memory.heard_since is not None else now
+        for name, managed in self.workers.items():
+            presence = observation.workers.get(name)
+            if presence is None or managed.killed:
+                continue
+            silent_s = now - max(presence.heartbeat, heard_since)
+            if silent_s >= self.fleet.stale_after_s:
+                logger.warning(
+                    "worker %s (pid %d) has not been heard from for %.0f s: killing it and its jobs; its tasks go "
+                    "back on the queue once it is dead", name, managed.record.pid, now - presence.heartbeat,
+                )  # fmt: skip
+                self.parts.launcher.kill(name)
+                self.parts.launcher.kill_leftovers(name)
+                managed.killed = managed.stopping = True
 
     def _note_states(self, observation: Observation) -> None:
         for name, managed in self.workers.items():
@@ -277,11 +360,23 @@ class Scaler:
         if self.parts.exporter is not None:
             self.parts.exporter.record(decision, observation.queued, [WorkerState(s) for s in states.values()])
 
-    def _sweep(self, observation: Observation, now: float) -> None:
-        self._memory.last_sweep = now
-        requeued = self.parts.recovery.sweep(observation.claimed(now, ORPHAN_AGE_S), now)
-        if requeued:
-            logger.warning("requeued %d orphaned task(s) no worker held: %s", len(requeued), requeued)
+    def _reconcile(self, observation: Observation, now: float) -> None:
+        """Re-send what is backed by nothing (scaler.reconcile); tasks of stale workers are not held by anyone."""
+        began = time.monotonic()
+        membership = self.parts.membership
+        held: set[str] = set()
+        orphaned: dict[str, float] = {}  # tasks of another host's silent worker -> since when nobody holds them
+        for name, presence in observation.workers.items():
+            lost_host = membership is not None and presence.host in membership.dead_hosts
+            if name in self.workers or (now - presence.heartbeat < self.fleet.host_stale_after_s and not lost_host):
+                held.update(presence.held)  # our own live processes hold theirs until they are reaped
+            else:  # its worker is silent, or on a host declared dead: nobody holds these now
+                orphaned.update(dict.fromkeys(presence.held, now))
+        resent = self.parts.recovery.reconcile(held, now, orphaned)
+        took_s = time.monotonic() - began  # a large backlog takes longer to read: look less often, not longer
+        self._memory.next_reconcile = now + max(RECONCILE_EVERY_S, took_s / RECONCILE_SHARE)
+        if resent:
+            logger.warning("re-sent %d request(s) backed by nothing: %s", len(resent), resent)
 
 
 def _how(exit_code: int | None) -> str:

@@ -9,8 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
+from scalablejob.broker import BROKER_ENV
 from scalablejob.celery_app import make_app, service_queues
 from scalablejob.config import ServiceConfig
 from scalablejob.gpus import (
@@ -23,12 +22,15 @@ from scalablejob.gpus import (
     visible_gpus,
     worker_capacity,
 )
+from scalablejob.redis_url import connect
 from scalablejob.scaler.events import TaskSentListener
 from scalablejob.scaler.exporter import Exporter
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
+from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership
 from scalablejob.scaler.metrics import RedisMetrics
 from scalablejob.scaler.policy import Policy
 from scalablejob.scaler.pool import ProcessLauncher
+from scalablejob.scaler.reconcile import STALE_AFTER_S, UNBACKED_AFTER_S
 from scalablejob.scaler.records import ScalerStore
 from scalablejob.scaler.recovery import Recovery
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
@@ -46,6 +48,10 @@ class ScalerOptions:
     metrics_port: int | None = None  # None: no metrics server; 0: a free port
     metrics_addr: str = "127.0.0.1"
     log_dir: Path | None = None
+    stale_after_s: float = STALE_AFTER_S
+    unbacked_after_s: float = UNBACKED_AFTER_S
+    max_local: int | None = None  # the most workers this host may run (None: as many as the policy and GPUs allow)
+    host_stale_after_s: float = HOST_STALE_AFTER_S
 
 
 def service_gpus(config: ServiceConfig, fake: int | None) -> tuple[Gpu, ...]:
@@ -59,27 +65,37 @@ def service_gpus(config: ServiceConfig, fake: int | None) -> tuple[Gpu, ...]:
     return gpus
 
 
-def worker_argv(options: ScalerOptions, broker_url: str) -> list[str]:
-    """`scalablejob worker` for this service, on this interpreter; the launcher adds `-n NAME`."""
-    argv = [sys.executable, "-m", "scalablejob", "worker", os.path.abspath(options.config_path), "--broker", broker_url]
+def worker_argv(options: ScalerOptions) -> list[str]:
+    """`scalablejob worker` for this service, on this interpreter; the launcher adds `-n NAME`. The broker URL is
+    not on it (any local user can read a command line): workers inherit it in BROKER_ENV (see build_scaler)."""
+    argv = [sys.executable, "-m", "scalablejob", "worker", os.path.abspath(options.config_path)]
     return argv + (["--app", options.app_spec] if options.app_spec else [])
 
 
 def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, gpus: tuple[Gpu, ...]) -> Scaler:
     """The loop with real parts: Redis metrics and records, worker processes, kombu recovery, Prometheus."""
     host = socket.gethostname()
-    client = redis.Redis.from_url(broker_url)
+    os.environ[BROKER_ENV] = broker_url  # what the workers inherit (pool.worker_env), never their command line
+    client = connect(broker_url)
     policy = Policy.from_config(config.autoscaler, worker_capacity(gpus, config.metadata.gpu))
-    initial = max(policy.lower, min(config.metadata.instance, policy.upper))
+    capacity = min(policy.upper, options.max_local if options.max_local is not None else policy.upper)
+    initial = max(policy.lower, min(config.metadata.instance, capacity))
     exporter = Exporter(config.name) if options.metrics_port is not None else None
     parts = Parts(
         metrics=RedisMetrics(client, config.name),
-        launcher=ProcessLauncher(worker_argv(options, broker_url), host, log_dir=options.log_dir),
-        recovery=Recovery(make_app(config.name, broker_url), client, config.name),
+        launcher=ProcessLauncher(worker_argv(options), host, log_dir=options.log_dir),
+        recovery=Recovery(
+            make_app(config.name, broker_url), client, config.name, unbacked_after_s=options.unbacked_after_s
+        ),
         store=ScalerStore(client, config.name, host),
         exporter=exporter,
+        membership=Membership(client, config.name, host, capacity, stale_after_s=options.host_stale_after_s),
     )
-    return Scaler(Fleet(config.name, host, gpus, config.metadata.gpu, initial), policy, parts)
+    fleet = Fleet(
+        config.name, host, gpus, config.metadata.gpu, min(initial, capacity), stale_after_s=options.stale_after_s,
+        host_stale_after_s=options.host_stale_after_s,
+    )  # fmt: skip
+    return Scaler(fleet, policy, parts)
 
 
 def run_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, gpus: tuple[Gpu, ...]) -> int:
@@ -96,7 +112,7 @@ def run_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, g
         port = scaler.parts.exporter.serve(options.metrics_port, options.metrics_addr)
         logger.info("Prometheus metrics on http://%s:%d/metrics", options.metrics_addr, port)
     with Wakeup() as wakeup:
-        listener = TaskSentListener(redis.Redis.from_url(broker_url), service_queues(config.name), wakeup.poke)
+        listener = TaskSentListener(connect(broker_url), service_queues(config.name), wakeup.poke)
         listener.start()
         try:
             scaler.run(wakeup, interval_s=options.interval_s)

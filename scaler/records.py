@@ -18,6 +18,7 @@ import redis
 
 from scalablejob import keys
 from scalablejob.errors import ScalerError
+from scalablejob.lua import lua_script
 from scalablejob.presence import Presence, forget_presence, presence_of
 
 LEASE_TTL_S = 10.0
@@ -65,6 +66,10 @@ def this_process() -> tuple[int, float]:
 DECISION_HISTORY = 50
 
 
+class LeaseLost(ScalerError):
+    """The scaler's lease was taken or expired: another scaler may own the workers now."""
+
+
 class ScalerStore:
     """The scaler's keys for one service and host."""
 
@@ -76,6 +81,9 @@ class ScalerStore:
         self._lease_key = keys.scaler_lease(service, host)
         self._status_key = keys.scaler_status(service, host)
         self._me = json.dumps(dict(zip(("pid", "create_time"), this_process(), strict=True)))
+        self._lease_ms = int(LEASE_TTL_S * 1000)
+        self._take = client.register_script(lua_script("lease_take.lua", "scalablejob.scaler"))
+        self._renew = client.register_script(lua_script("lease_renew.lua", "scalablejob.scaler"))
 
     def save(self, record: ProcessRecord) -> None:
         self._client.hset(self._records_key, record.name, record.encode())
@@ -96,8 +104,9 @@ class ScalerStore:
         forget_presence(self._client, self._service, name)
 
     def acquire_lease(self) -> None:
-        """Become the service's scaler on this host, unless a live scaler already is."""
-        if self._client.set(self._lease_key, self._me, nx=True, px=int(LEASE_TTL_S * 1000)):
+        """Become the service's scaler on this host, unless a live scaler already is. Compare-and-set: of two
+        scalers that find the same dead holder, one wins and the other is refused."""
+        if self._take(keys=[self._lease_key], args=[self._me, self._lease_ms, ""]):
             return
         holder: Any = self._client.get(self._lease_key)
         try:
@@ -110,15 +119,25 @@ class ScalerStore:
                 f"another scaler (pid {other['pid']}) already runs service {self._service} on {self.host}: "
                 "expected one scaler per service and host; stop it first"
             )
-        self._client.set(self._lease_key, self._me, px=int(LEASE_TTL_S * 1000))
+        if not self._take(keys=[self._lease_key], args=[self._me, self._lease_ms, holder or ""]):
+            raise ScalerError(
+                f"another scaler took the lease of service {self._service} on {self.host} at the same time: "
+                "expected one scaler per service and host"
+            )
+
+    def renew_lease(self) -> None:
+        """Keep the lease; a scaler that lost it (paused past its TTL, and another took over) must stop acting."""
+        if not self._renew(keys=[self._lease_key], args=[self._me, self._lease_ms]):
+            raise LeaseLost(
+                f"this scaler (pid {os.getpid()}) lost its lease on service {self._service} on {self.host}: it was "
+                f"not renewed within {LEASE_TTL_S:g} s (paused or cut off from Redis) and is no longer the owner; "
+                "it stops without touching the workers"
+            )
 
     def report(self, status: Mapping[str, str | int | float]) -> None:
-        """Renew the lease and publish the last decision (always the same fields, and our pid), in one round trip."""
-        with self._client.pipeline(transaction=False) as pipe:
-            pipe.set(self._lease_key, self._me, px=int(LEASE_TTL_S * 1000))
-            fields: dict[Any, Any] = {**status, "pid": os.getpid()}
-            pipe.hset(self._status_key, mapping=fields)
-            pipe.execute()
+        """Publish the last decision (always the same fields, and our pid)."""
+        fields: dict[Any, Any] = {**status, "pid": os.getpid()}
+        self._client.hset(self._status_key, mapping=fields)
 
     def record_decision(self, decision: Mapping[str, str | int | float]) -> None:
         """Keep a decision that changed something in the short history `scalablejob status` shows."""
@@ -129,5 +148,7 @@ class ScalerStore:
             pipe.execute()
 
     def release(self) -> None:
-        """The scaler stopped and its workers are gone: drop the lease and the status."""
-        self._client.delete(self._lease_key, self._status_key)
+        """The scaler stopped and its workers are gone: drop the status, and the lease if it is still ours."""
+        self._client.delete(self._status_key)
+        if self._client.get(self._lease_key) == self._me.encode():
+            self._client.delete(self._lease_key)

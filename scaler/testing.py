@@ -75,7 +75,7 @@ class FakeRecovery:
     """Records which tasks the loop asked to put back; every task it is given counts as requeued."""
 
     recovered: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    sweeps: int = 0
+    reconciled: list[set[str]] = field(default_factory=list)  # what live workers held, at each reconcile
     broker_down: bool = False  # recover() raises as it would with Redis away
 
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]:
@@ -85,6 +85,6 @@ class FakeRecovery:
             self.recovered.append((worker, dict(held)))
         return list(held)
 
-    def sweep(self, claimed: Collection[str], now: float) -> list[str]:
-        self.sweeps += 1
+    def reconcile(self, claimed: Collection[str], now: float, orphaned: Mapping[str, float] | None = None) -> list[str]:
+        self.reconciled.append(set(claimed))
         return []

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from scalablejob import JobClient
+from scalablejob.broker import running_embedded
 from scalablejob.celery_app import make_app
 from scalablejob.redis_server import RedisServer, free_port
 
@@ -185,6 +186,7 @@ class UpProcess:
         env: Mapping[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.ports = {"port": free_port(), "flower": free_port()}
+        self.data_dir = Path(cwd, data_dir)
         argv = [*command, "up", str(config), "--data-dir", str(data_dir),
                 "--port", str(self.ports["port"]), "--flower-port", str(self.ports["flower"]), *extra]  # fmt: skip
         self.process = subprocess.Popen(
@@ -205,7 +207,9 @@ class UpProcess:
         text = "\n".join(self.lines)
         labels = {"broker": "broker", "frontend": "front end", "flower": "flower", "metrics": "metrics"}
         found = {name: re.search(rf"^  {label}\s+(\S+)", text, re.M).group(1) for name, label in labels.items()}
-        found["token"] = re.search(r"token (\S+)$", text, re.M).group(1)
+        shown = re.search(r"token (\S+)$", text, re.M)  # only when made: later `up`s say where it is kept
+        found["token"] = shown.group(1) if shown else (self.data_dir / "frontend.token").read_text().strip()
+        found["broker"] = running_embedded(self.data_dir) or found["broker"]  # up prints it with the password masked
         return found
 
     def descendants(self) -> list[psutil.Process]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from scalablejob.client import REQUEST_ID_TAG
 from scalablejob.errors import RequestError
 from scalablejob.processes import signal_group
+from scalablejob.redaction import without_secrets
 from scalablejob.workers.lines import Ending, Line, LineSplitter
 
 TAIL_LINES = 50  # the result entry keeps the last lines of output, capped in bytes too
@@ -90,9 +91,14 @@ def _json_argv(text: str) -> list[str] | None:
 def command_env(
     base: Mapping[str, str], config_env: Mapping[str, str], tags: Mapping[str, str], allowed: tuple[str, ...]
 ) -> dict[str, str]:
-    """A job's environment: the worker's, the container's from the config, the `env.NAME` tags it allows, and
-    its request id in SCALABLEJOB_REQUEST_ID."""
-    env = {"PYTHONUNBUFFERED": "1", **base, **config_env}  # Python jobs' prints reach the log as they happen
+    """A job's environment: the worker's minus its secrets, the container's from the config, the `env.NAME` tags it
+    allows, and its request id in SCALABLEJOB_REQUEST_ID.
+
+    The worker's own environment holds the broker's URL and password: with them a job could read every front end's
+    requests and tokens and enqueue work as anyone, so they go, with every other credential the worker was given
+    (redaction.without_secrets: a deny-list, since a job needs the rest of what its host gives it). What the config
+    and the allowed tags give is the service's explicit choice, and is kept."""
+    env = {"PYTHONUNBUFFERED": "1", **without_secrets(base), **config_env}  # prints reach the log as they happen
     for tag, value in tags.items():
         if not tag.startswith(ENV_TAG_PREFIX):
             continue
@@ -131,8 +137,11 @@ def run_command(
         if on_line is not None:  # the job's log says why, as a shell would on stderr, not only its exit code
             on_line("stderr", Line(message.encode(), Ending.NEWLINE))
         return CommandOutcome(exit_code, f"{message}\n".encode(), time.monotonic() - started)
-    pump = _OutputPump(process, on_line)
-    stopped = pump.run(should_stop, None if timeout_s is None else started + timeout_s, grace_s)
+    try:
+        pump = _OutputPump(process, on_line)
+        stopped = pump.run(should_stop, None if timeout_s is None else started + timeout_s, grace_s)
+    finally:
+        signal_group(process.pid, signal.SIGKILL)  # nothing of this job may outlive it, even if a callback raised
     returncode = process.wait()
     exit_code = returncode if returncode >= 0 else 128 - returncode
     return CommandOutcome(exit_code, pump.tail(), time.monotonic() - started, stopped)

@@ -18,6 +18,7 @@ from celery.worker import state as worker_state
 
 from scalablejob.routing import TaskType
 from scalablejob.workers.held import track_held_tasks
+from scalablejob.workers.unacked import outlive_the_channel
 
 GATED_BRPOP_TIMEOUT_S = 0.1
 
@@ -113,6 +114,7 @@ class GateStep(bootsteps.StartStopStep):
         if parent.connection.transport.driver_type != "redis":
             raise RuntimeError("scalablejob workers need the Redis transport for idle-first dispatch")
         gate_channel(channel, self.gate)
+        outlive_the_channel(channel, str(parent.app.conf.broker_url))
 
 
 def install_gate(app: Any, gate: SlotGate) -> None:

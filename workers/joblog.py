@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from scalablejob.sink import EntryType, Sink, entry_tags
-from scalablejob.state import RequestStore
+from scalablejob.sink import EntryType
+from scalablejob.workers.delivery import Delivery
 from scalablejob.workers.lines import Ending, FrameThrottle, Line, LogBudget, parse_progress
 
 FRAME_INTERVAL_S = 0.5  # progress-bar frames: at most two a second reach the queue
@@ -14,28 +14,16 @@ TRUNCATION_STREAM = "scalablejob"
 
 
 class JobLog:
-    """Turns one request's output lines into `log` and `progress` entries of the sink."""
+    """Turns one request's output lines into `log` and `progress` entries of the sink, written by its delivery."""
 
     def __init__(
-        self,
-        sink: Sink,
-        requests: RequestStore,
-        request_id: str,
-        task_type: str,
-        *,
-        to_queue: bool,
-        cap_bytes: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.sink = sink
-        self.requests = requests
-        self.request_id = request_id
-        self.task_type = task_type
+        self, delivery: Delivery, *, to_queue: bool, cap_bytes: int, clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.delivery = delivery
         self.to_queue = to_queue
         self.budget = LogBudget(cap_bytes)
         self._clock = clock
         self._throttles: dict[str, FrameThrottle] = {}
-        self._first_index: int | None = None
         self._line_open = False  # the last stored piece was cut: the next one continues its line
 
     def line(self, stream: str, line: Line) -> None:
@@ -55,7 +43,7 @@ class JobLog:
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Progress goes to the request's state always, and to the queue when this job's log does."""
-        self.requests.set_progress(self.request_id, fraction, message)
+        self.delivery.progress(fraction, message)
         if self.to_queue:
             self._append(message.encode(), EntryType.PROGRESS, progress=f"{fraction:.4f}")
 
@@ -70,10 +58,7 @@ class JobLog:
         return throttle.admit(self._clock())
 
     def _append(self, data: bytes, entry_type: EntryType, **tags: str) -> None:
-        index = self.sink.append(data, entry_tags(self.request_id, self.task_type, entry_type, **tags))
-        if self._first_index is None:
-            self._first_index = index
-            self.requests.set_log_index(self.request_id, index)
+        self.delivery.log(data, entry_type, **tags)
 
 
 def truncation_notice(cap_bytes: int, line_open: bool) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 from scalablejob.errors import HandlerError, ModelServerError
 from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
+from scalablejob.redaction import without_secrets
 from scalablejob.workers.command import with_worker_python
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class ModelServer:
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         """Start the server and return once its port accepts connections."""
-        env = {**os.environ, **self._env}
+        env = {**without_secrets(os.environ), **self._env}  # user code too: no broker URL, password or token
         try:
             self._process = subprocess.Popen(
                 dying_with_parent(with_worker_python(shlex.split(self.command)), env),

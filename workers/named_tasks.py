@@ -15,7 +15,7 @@ from scalablejob.user_code import module_spec
 from scalablejob.workers.child_program import child_program
 from scalablejob.workers.held import TASK_TYPE_ATTRIBUTE
 from scalablejob.workers.runtime import WorkerRuntime
-from scalablejob.workers.tasks import finish_command, finish_query
+from scalablejob.workers.tasks import finish_command, finish_query, given_back_on_outage
 
 
 def register_named_tasks(app: Celery, runtime: WorkerRuntime, job: Job | None) -> dict[str, TaskInfo]:
@@ -31,7 +31,8 @@ def register_named_tasks(app: Celery, runtime: WorkerRuntime, job: Job | None) -
 
 def _register_query(app: Celery, runtime: WorkerRuntime, task: JobTask) -> None:
     def run(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> None:
-        ended = runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend, runner=task.handler)
+        with given_back_on_outage():
+            ended = runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend, task.handler)
         finish_query(self, ended)
 
     _register(app, task, run, throws=(HandlerError,))
@@ -39,7 +40,7 @@ def _register_query(app: Celery, runtime: WorkerRuntime, task: JobTask) -> None:
 
 def _register_training(app: Celery, runtime: WorkerRuntime, task: JobTask, spec: str) -> None:
     def run(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> str:
-        with child_program(spec, task.name, self.request.id, body, tags) as program:
+        with given_back_on_outage(), child_program(spec, task.name, self.request.id, body, tags) as program:
             ended = runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend, program)
         return finish_command(self, ended)
 

@@ -22,6 +22,7 @@ from celery import signals
 from scalablejob import keys
 from scalablejob.gpus import CUDA_VISIBLE_DEVICES
 from scalablejob.presence import HEARTBEAT_S, Presence, WorkerState
+from scalablejob.redis_url import connect
 from scalablejob.workers.held import track_held_tasks
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _state_of(presence: Presence, stop_requested: bool) -> WorkerState:
 
 def install_presence(app: Any, service: str, broker_url: str) -> PresenceReporter:
     """Publish this worker's presence from Celery's signals (the worker process has one app, so globals are fine)."""
-    reporter = PresenceReporter(redis.Redis.from_url(broker_url), service)
+    reporter = PresenceReporter(connect(broker_url), service)
 
     def on_init(sender: object = None, **_: Any) -> None:
         reporter.starting(str(sender))

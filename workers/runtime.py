@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,11 +15,13 @@ from scalablejob.cancel import WHILE_RUNNING, end_cancelled
 from scalablejob.config import ScalableJobConfig
 from scalablejob.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.job import QueryContext
+from scalablejob.outage import BrokerUnavailable, through_outage
 from scalablejob.routing import TaskType
 from scalablejob.sink import EntryType, Sink, entry_tags
 from scalablejob.state import RequestStatus, RequestStore
 from scalablejob.task_result import encode_value, encoding_tags, error_tags, error_text
 from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
+from scalablejob.workers.delivery import SUPERSEDED, Delivery
 from scalablejob.workers.joblog import JobLog
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,17 @@ class Ended:
     status: RequestStatus
     error: str | None = None
     exit_code: int | None = None
+    ran: bool = True  # False: this delivery did not end the request (it had ended, or another delivery took over)
+
+
+NOT_RUN = Ended(RequestStatus.CANCELLED, "another delivery of the request ended it", ran=False)
+
+
+@dataclass
+class _Held:
+    """The delivery a task has started, if any: given back if the broker fails."""
+
+    delivery: Delivery | None = None
 
 
 @dataclass(frozen=True)
@@ -106,34 +120,37 @@ class WorkerRuntime:
     ) -> Ended:  # fmt: skip
         """Run a command request to its end, streaming its output to `frontend`'s sink; returns how it ended. The
         body is a command line, unless a `program` (a named training task) says what to run."""
-        sink = self.sink_for(request_id, frontend)
-        if self._cancelled_before_start(sink, request_id, TaskType.COMMAND):
-            return Ended(RequestStatus.CANCELLED)
-        self.requests.mark_running(request_id, worker)
-        try:
-            argv = program.argv if program is not None else parse_argv(body, shell=self.settings.shell)
-            env = command_env(os.environ, self.container_env, tags, self.settings.request_env)
-        except RequestError as exc:
-            self._fail(sink, request_id, TaskType.COMMAND, str(exc))
-            raise
-        log = self._job_log(sink, request_id, TaskType.COMMAND)
-        outcome = run_command(
-            argv, cwd=self.settings.working_dir, env={**env, **(program.env if program else {})}, on_line=log.line,
-            should_stop=lambda: "cancelled" if self.requests.cancel_requested(request_id) else None,
-            timeout_s=self.settings.task_timeout_s, grace_s=self.settings.cancel_grace_s,
-        )  # fmt: skip
-        status, error = self._command_status(outcome)
-        reported = program.result(outcome) if program is not None else ProgramResult()
-        if reported.error is not None and status is not RequestStatus.CANCELLED and outcome.stopped is None:
-            status, error = RequestStatus.FAILED, reported.error
-        data = reported.data if reported.data is not None and status is RequestStatus.DONE else outcome.output_tail
-        tags_out = entry_tags(
-            request_id, TaskType.COMMAND.value, EntryType.RESULT, exitCode=outcome.exit_code,
-            durationSeconds=f"{outcome.duration_s:.3f}", **({"stopped": outcome.stopped} if outcome.stopped else {}),
-            **log.summary_tags(), **reported.tags,
-        )  # fmt: skip
-        self.requests.finish(sink, request_id, status, data, tags_out, exit_code=outcome.exit_code, error=error)
-        return Ended(status, error, outcome.exit_code)
+        with self._giving_back(request_id) as hold:
+            delivery = self._begin(hold, request_id, frontend, TaskType.COMMAND, worker)
+            if isinstance(delivery, Ended):
+                return delivery
+            try:
+                argv = program.argv if program is not None else parse_argv(body, shell=self.settings.shell)
+                env = command_env(os.environ, self.container_env, tags, self.settings.request_env)
+            except RequestError as exc:
+                self._fail(delivery, str(exc))
+                raise
+            log = self._job_log(delivery, TaskType.COMMAND)
+            outcome = run_command(
+                argv, cwd=self.settings.working_dir, env={**env, **(program.env if program else {})},
+                on_line=log.line, should_stop=delivery.stop_reason, timeout_s=self.settings.task_timeout_s,
+                grace_s=self.settings.cancel_grace_s,
+            )  # fmt: skip
+            if outcome.stopped == SUPERSEDED:
+                return NOT_RUN
+            status, error = self._command_status(outcome)
+            reported = program.result(outcome) if program is not None else ProgramResult()
+            if reported.error is not None and status is not RequestStatus.CANCELLED and outcome.stopped is None:
+                status, error = RequestStatus.FAILED, reported.error
+            data = reported.data if reported.data is not None and status is RequestStatus.DONE else outcome.output_tail
+            tags_out = entry_tags(
+                request_id, TaskType.COMMAND.value, EntryType.RESULT, exitCode=outcome.exit_code,
+                durationSeconds=f"{outcome.duration_s:.3f}",
+                **({"stopped": outcome.stopped} if outcome.stopped else {}), **log.summary_tags(), **reported.tags,
+            )  # fmt: skip
+            if not delivery.finish(status, data, tags_out, exit_code=outcome.exit_code, error=error):
+                return NOT_RUN
+            return Ended(status, error, outcome.exit_code)
 
     def _command_status(self, outcome: CommandOutcome) -> tuple[RequestStatus, str | None]:
         if outcome.stopped == "cancelled":
@@ -144,18 +161,52 @@ class WorkerRuntime:
             return RequestStatus.FAILED, f"command exited with code {outcome.exit_code}"
         return RequestStatus.DONE, None
 
-    def _job_log(self, sink: Sink, request_id: str, task_type: TaskType) -> JobLog:
+    def _job_log(self, delivery: Delivery, task_type: TaskType) -> JobLog:
         return JobLog(
-            sink, self.requests, request_id, task_type.value,
-            to_queue=self.settings.write_log_to_queue(task_type), cap_bytes=self.settings.log_cap_bytes,
-        )  # fmt: skip
+            delivery, to_queue=self.settings.write_log_to_queue(task_type), cap_bytes=self.settings.log_cap_bytes
+        )
+
+    def _begin(
+        self, hold: _Held, request_id: str, frontend: str | None, task_type: TaskType, worker: str
+    ) -> Delivery | Ended:
+        """What precedes every task: a request cancelled while queued ends without running; otherwise this delivery
+        starts (and is held, to be given back if the broker fails), unless the request has ended already."""
+        sink = self.sink_for(request_id, frontend)
+        if self._cancelled_before_start(sink, request_id, task_type):
+            return Ended(RequestStatus.CANCELLED)
+        delivery = hold.delivery = self._start(sink, request_id, task_type, worker)
+        return NOT_RUN if delivery is None else delivery
+
+    def _start(self, sink: Sink, request_id: str, task_type: TaskType, worker: str) -> Delivery | None:
+        """Start this delivery; None when it must not run (the request ended or is gone: a duplicate message)."""
+        started, delivery = Delivery.start(self.requests, sink, request_id, task_type.value, worker)
+        if delivery is None:
+            logger.warning("request %s not run: it %s", request_id, "is gone" if started.attempt == 0 else "has ended")
+        return delivery
 
     def _cancelled_before_start(self, sink: Sink, request_id: str, task_type: TaskType) -> bool:
         """A request cancelled while queued never runs."""
-        if not self.requests.cancel_requested(request_id):
+        if not through_outage(lambda: self.requests.cancel_requested(request_id), what="reading a cancel flag"):
             return False
-        end_cancelled(sink, self.requests, request_id, task_type.value)
+        through_outage(lambda: end_cancelled(sink, self.requests, request_id, task_type.value), what="a cancel")
         return True
+
+    @contextlib.contextmanager
+    def _giving_back(self, request_id: str) -> Iterator[_Held]:
+        """Around a task: a broker that stays away (or any Redis error) gives the request back instead of failing
+        it (BrokerUnavailable, which the task turns into a requeue); the delivery's writer stops in every case."""
+        hold = _Held()
+        try:
+            yield hold
+        except redis.RedisError as exc:
+            reason = f"the broker failed while the task ran: {exc}"
+            if hold.delivery is not None:
+                hold.delivery.requeue(reason)
+            logger.warning("request %s goes back on its queue: %s", request_id, reason)
+            raise BrokerUnavailable(reason) from exc
+        finally:
+            if hold.delivery is not None:
+                hold.delivery.close()
 
     def run_query(
         self, request_id: str, body: bytes, tags: dict[str, str], worker: str, frontend: str | None = None,
@@ -163,31 +214,33 @@ class WorkerRuntime:
     ) -> Ended:  # fmt: skip
         """Answer a query request to `frontend`'s sink with `runner` (default: the worker's query runner); a
         handler error becomes an `error` entry and HandlerError."""
-        sink = self.sink_for(request_id, frontend)
-        if self._cancelled_before_start(sink, request_id, TaskType.QUERY):
-            return Ended(RequestStatus.CANCELLED)
-        self.requests.mark_running(request_id, worker)
-        context = QueryContext(
-            request_id, tags, self._job_log(sink, request_id, TaskType.QUERY).progress,
-            is_cancelled=lambda: self.requests.cancel_requested(request_id),
-        )  # fmt: skip
-        try:
-            data, encoding = encode_value((runner or self.query_runner)(body, context), QUERY_HANDLER)
-        except HandlerError as exc:
-            self._fail(sink, request_id, TaskType.QUERY, str(exc), error_tags(exc))
-            raise
-        except ModelServerError:
-            raise  # the server, not the request, failed: the task goes back on the queue
-        except Exception as exc:
-            logger.exception("query handler failed on request %s", request_id)
-            self._fail(sink, request_id, TaskType.QUERY, error_text(exc), error_tags(exc))
-            raise HandlerError(f"query handler raised {type(exc).__name__}: {exc}") from exc
-        if self.requests.cancel_requested(request_id):  # whatever it answered, the client no longer wants it
-            end_cancelled(sink, self.requests, request_id, TaskType.QUERY.value, WHILE_RUNNING)
-            return Ended(RequestStatus.CANCELLED)
-        tags_out = entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT, **encoding_tags(encoding))
-        self.requests.finish(sink, request_id, RequestStatus.DONE, data, tags_out)
-        return Ended(RequestStatus.DONE)
+        with self._giving_back(request_id) as hold:
+            delivery = self._begin(hold, request_id, frontend, TaskType.QUERY, worker)
+            if isinstance(delivery, Ended):
+                return delivery
+            log = self._job_log(delivery, TaskType.QUERY)
+            context = QueryContext(request_id, tags, log.progress, is_cancelled=delivery.is_cancelled)
+            try:
+                data, encoding = encode_value((runner or self.query_runner)(body, context), QUERY_HANDLER)
+            except HandlerError as exc:
+                self._fail(delivery, str(exc), error_tags(exc))
+                raise
+            except ModelServerError:
+                raise  # the server, not the request, failed: the task goes back on the queue
+            except Exception as exc:
+                logger.exception("query handler failed on request %s", request_id)
+                self._fail(delivery, error_text(exc), error_tags(exc))
+                raise HandlerError(f"query handler raised {type(exc).__name__}: {exc}") from exc
+            if delivery.is_cancelled():  # whatever it answered, the client no longer wants it
+                if delivery.superseded:
+                    return NOT_RUN
+                cancelled = entry_tags(request_id, TaskType.QUERY.value, EntryType.ERROR, cancelled="true")
+                delivery.finish(RequestStatus.CANCELLED, WHILE_RUNNING.encode(), cancelled, error=WHILE_RUNNING)
+                return Ended(RequestStatus.CANCELLED)
+            tags_out = entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT, **encoding_tags(encoding))
+            if not delivery.finish(RequestStatus.DONE, data, tags_out):
+                return NOT_RUN
+            return Ended(RequestStatus.DONE)
 
     def fail_unknown_task(self, request_id: str, name: str, known: Sequence[str]) -> None:
         """Fail a request whose message names a task this worker does not have."""
@@ -197,14 +250,13 @@ class WorkerRuntime:
         sink = self.sink_for(request_id, None)
         have = ", ".join(known) or "none"
         error = f"unknown task {name!r}: this worker of {self.service} has the named tasks {have}"
-        self._fail(sink, request_id, TaskType(state.task_type), error)
+        tags = entry_tags(request_id, state.task_type, EntryType.ERROR)
+        self.requests.finish(sink, request_id, RequestStatus.FAILED, error.encode("utf-8"), tags, error=error)
 
     def requeued(self, request_id: str, reason: str) -> None:
         """Record that a request went back on its queue (its worker could not run it)."""
         self.requests.requeued(request_id, reason)
 
-    def _fail(
-        self, sink: Sink, request_id: str, task_type: TaskType, error: str, extra: Mapping[str, str] | None = None
-    ) -> None:
-        tags = entry_tags(request_id, task_type.value, EntryType.ERROR, **(extra or {}))
-        self.requests.finish(sink, request_id, RequestStatus.FAILED, error.encode("utf-8"), tags, error=error)
+    def _fail(self, delivery: Delivery, error: str, extra: Mapping[str, str] | None = None) -> None:
+        tags = entry_tags(delivery.request_id, delivery.task_type, EntryType.ERROR, **(extra or {}))
+        delivery.finish(RequestStatus.FAILED, error.encode("utf-8"), tags, error=error)

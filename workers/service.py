@@ -10,7 +10,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from celery import signals
 from celery.worker import state as worker_state
 
@@ -18,6 +17,7 @@ from scalablejob.config import ServiceConfig
 from scalablejob.errors import HandlerError, UserCodeError
 from scalablejob.job import Job
 from scalablejob.limits import record_limits
+from scalablejob.redis_url import connect
 from scalablejob.routing import TaskType, queue_for
 from scalablejob.task_registry import record_tasks
 from scalablejob.workers.gate import SlotGate, install_gate
@@ -128,7 +128,7 @@ def prepare_service(
     install_gate(app, slot_gate(config))
     install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
     container_env = config.containers[0].env if config.containers else {}
-    client = redis.Redis.from_url(broker_url)
+    client = connect(broker_url)
     runtime = WorkerRuntime(
         config.name, client, query_runner=runner, settings=config.scalable_job, container_env=container_env,
     )  # fmt: skip

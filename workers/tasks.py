@@ -4,10 +4,12 @@ cancelled request is REVOKED."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
+import redis
 from celery import Celery, signals
 from celery.exceptions import Ignore, Reject
 
@@ -15,6 +17,7 @@ from scalablejob.errors import CommandFailed, HandlerError, ModelServerError, Re
 from scalablejob.routing import TaskType, task_name_for
 from scalablejob.state import RequestStatus
 from scalablejob.task_result import command_failure
+from scalablejob.workers.delivery import SUPERSEDED
 from scalablejob.workers.held import TASK_TYPE_ATTRIBUTE
 from scalablejob.workers.runtime import Ended, WorkerRuntime
 
@@ -34,6 +37,8 @@ def revoked(task: Any) -> NoReturn:
 
 def finish_command(task: Any, ended: Ended) -> str:
     """What a command's Celery task returns or raises for how its request ended."""
+    if not ended.ran:
+        return SUPERSEDED  # another delivery ended (or ends) the request: this message is only acknowledged
     if ended.status is RequestStatus.CANCELLED:
         revoked(task)
     if ended.status is RequestStatus.FAILED:
@@ -42,7 +47,7 @@ def finish_command(task: Any, ended: Ended) -> str:
 
 
 def finish_query(task: Any, ended: Ended) -> None:
-    if ended.status is RequestStatus.CANCELLED:
+    if ended.ran and ended.status is RequestStatus.CANCELLED:
         revoked(task)
 
 
@@ -59,20 +64,33 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: C
         **{TASK_TYPE_ATTRIBUTE: TaskType.COMMAND},
     )  # fmt: skip
     def command(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> str:
-        return finish_command(self, runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend))
+        with given_back_on_outage():
+            ended = runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend)
+        return finish_command(self, ended)
 
     @app.task(
         name=task_name_for(TaskType.QUERY), bind=True, throws=(HandlerError,), **{TASK_TYPE_ATTRIBUTE: TaskType.QUERY}
     )
     def query(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> None:
         try:
-            ended = runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend)
+            with given_back_on_outage():
+                ended = runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend)
         except ModelServerError as exc:
             # the model server, not the request, failed: stop taking work and hand the request back
             on_model_server_error()
             runtime.requeued(self.request.id, str(exc))
             raise Reject(str(exc), requeue=True) from exc
         finish_query(self, ended)
+
+
+@contextlib.contextmanager
+def given_back_on_outage() -> Iterator[None]:
+    """A task whose broker failed under it goes back on its queue (its message is restored, or, with the broker
+    still away, stays unacknowledged for the scaler to restore): never acknowledged as a failure."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise Reject(f"broker failed: {exc}", requeue=True) from exc
 
 
 def fail_unknown_tasks(runtime: WorkerRuntime, known: Sequence[str]) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import redis
 
-from scalablejob.config import parse_config
+from scalablejob.config import ServiceConfig, parse_config
 from scalablejob.frontend.app import FrontEndService, create_app
-from scalablejob.frontend.binding import bind
+from scalablejob.frontend.binding import FrontEnd, bind
 from scalablejob.frontend.server import ServerThread
 
 EAS_SDK = "eas-prediction==0.36"  # the SDK version the protocol was written against
@@ -64,16 +64,23 @@ def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
             front_ends = bind(client, service_config, names, token)
         finally:
             client.close()
+        limits = service_config.security.http
         service = FrontEndService(
             front_ends, redis_url, default_task_type=service_config.scalable_job.default_task_type,
-            max_body_bytes=max_body_bytes or service_config.queue.max_payload_bytes,
+            max_body_bytes=max_body_bytes or service_config.queue.max_payload_bytes, limits=limits,
         )  # fmt: skip
-        threads.append(ServerThread(create_app(service)).start())
-        return Served(threads[-1].url, {fe.name: fe.token for fe in front_ends})
+        threads.append(ServerThread(create_app(service), limits=limits).start())
+        return Served(threads[-1].url, {fe.name: _known_token(fe, token, service_config) for fe in front_ends})
 
     yield start
     for thread in threads:
         thread.stop()
+
+
+def _known_token(front_end: FrontEnd, given: str | None, config: ServiceConfig) -> str:
+    """The token a test can present: the one it gave, the config's, or the one made at bind (Redis has only hashes)."""
+    configured = config.front_end.token if config.front_end is not None else None
+    return front_end.new_token or given or (configured if front_end.token_source == "config" else None) or ""
 
 
 def _venv_python(folder: Path) -> Path:

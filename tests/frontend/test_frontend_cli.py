@@ -1,8 +1,10 @@
-"""`scalablejob frontend` as a process: address and token printed at start, the token kept across restarts."""
+"""`scalablejob frontend` as a process: address printed at start, a token made at start printed once and kept (as a
+hash) across restarts, a token given through the environment."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 _LISTENING = re.compile(r"listening on (http://\S+)")
-_TOKEN = re.compile(r"^  /api/predict/(\S+) and \S+  token (\S+) \((\S+)\)$", re.MULTILINE)
+_TOKEN = re.compile(r"^  /api/predict/(\S+) and \S+  token (not shown|\S+) \(([^:;]+)[:;][^)]*\)$", re.MULTILINE)
 
 
 @dataclass
@@ -58,13 +60,15 @@ def start_frontend(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Fro
     """Run `scalablejob frontend CONFIG --port 0 --broker URL [ARGS]`; every process is stopped after the test."""
     processes: list[FrontEndProcess] = []
 
-    def start(config: dict, *args: str) -> FrontEndProcess:
+    def start(config: dict, *args: str, env: dict[str, str] | None = None) -> FrontEndProcess:
         config_path = tmp_path / "service.json"
         config_path.write_text(json.dumps(config))
         log_path = tmp_path / f"frontend-{len(processes)}.log"
         argv = [sys.executable, "-m", "scalablejob", "frontend", str(config_path), "--port", "0", "--broker", redis_url]
         with log_path.open("wb") as log:
-            process = subprocess.Popen([*argv, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [*argv, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            )
         processes.append(FrontEndProcess(process, log_path))
         return processes[-1]
 
@@ -73,7 +77,13 @@ def start_frontend(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Fro
         frontend.stop()
 
 
-def test_the_front_end_prints_its_address_and_a_generated_token_that_a_restart_keeps(start_frontend):
+def answers(url: str, token: str) -> int:
+    return httpx.get(
+        f"{url}/api/predict/cli/sink", params={"_attrs_": "true"}, headers={"Authorization": token}
+    ).status_code
+
+
+def test_the_front_end_prints_a_generated_token_once_and_a_restart_keeps_it_unshown(start_frontend):
     # given a front end started without a token
     first = start_frontend(service_config("cli"))
     url, tokens = first.started()
@@ -86,9 +96,17 @@ def test_the_front_end_prints_its_address_and_a_generated_token_that_a_restart_k
     assert (put.status_code, put.text, refused.status_code) == (200, "1", 401)
     assert first.stop() == 0
 
-    # then a restart without --token keeps the token; --token replaces it
-    assert start_frontend(service_config("cli")).started()[1]["cli"] == (token, "registry")
-    assert start_frontend(service_config("cli"), "--token", "mine").started()[1]["cli"] == ("mine", "--token")
+    # then a restart without a token keeps the token, without showing it again
+    again = start_frontend(service_config("cli"))
+    url, tokens = again.started()
+    assert tokens["cli"] == ("not shown", "registry") and token not in again.log() and answers(url, token) == 200
+    assert again.stop() == 0
+
+    # and a token given through the environment replaces it, and is not shown either
+    given = start_frontend(service_config("cli"), env={"SCALABLEJOB_FRONTEND_TOKEN": "mine-from-env"})
+    url, tokens = given.started()
+    assert tokens["cli"] == ("not shown", "--token") and "mine-from-env" not in given.log()
+    assert (answers(url, "mine-from-env"), answers(url, token)) == (200, 401)
 
 
 def test_a_standalone_service_serves_several_named_front_ends_each_with_its_own_token(start_frontend):

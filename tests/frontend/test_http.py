@@ -75,8 +75,9 @@ BAD_REQUESTS = [
     ("delete-without-indexes", "DELETE", "web", {}, 400, "_indexes_: required"),
     ("truncate-without-index", "DELETE", "web/sink", {"_trunc_": "true"}, 400, "_index_: required with _trunc_"),
     ("truncate-index-zero", "DELETE", "web/sink", {"_trunc_": "true", "_index_": "0"}, 400, "_index_"),
-    ("unknown-queue", "GET", "nope", {}, 404, "unknown queue 'nope': expected a queue served here"),
-    ("unknown-sub-queue", "GET", "web/logs", {}, 404, "unknown queue 'web/logs'"),
+    # a queue not served answers as a wrong token would: no one learns which queue names exist
+    ("unknown-queue", "GET", "nope", {}, 401, "wrong token in the Authorization header for queue nope, or no such"),
+    ("unknown-sub-queue", "GET", "web/logs", {}, 401, "for queue web/logs, or no such queue here"),
     ("wrong-method", "PATCH", "web", {}, 405, ""),
 ]
 
@@ -118,13 +119,13 @@ def test_an_unknown_path_is_a_404_naming_the_expected_form(http):
     ("path", "headers", "status"),
     [
         ("web/sink?_watch_=true", {"Authorization": "guess"}, 401),
-        ("nope/sink?_watch_=true", AUTH, 404),
+        ("nope/sink?_watch_=true", AUTH, 401),
         ("web/sink", AUTH, 400),
         ("web/sink?_watch_=true&_window_=0", AUTH, 400),
         ("web/sink?_watch_=true&type=result&type=log", AUTH, 400),
-        ("elsewhere", AUTH, 404),
+        ("elsewhere", AUTH, 401),
     ],
-    ids=["wrong-token", "unknown-queue", "no-watch-flag", "window-zero", "tag-filter-twice", "unknown-path"],
+    ids=["wrong-token", "unknown-queue", "no-watch-flag", "window-zero", "tag-filter-twice", "unknown-name"],
 )
 def test_a_bad_watch_is_refused_at_the_handshake_with_a_4xx(serve, path, headers, status):
     served = serve(service_config(SERVICE))

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pty
+import select
 import signal
 import subprocess
 import termios
@@ -153,13 +154,19 @@ def test_closing_the_terminal_of_up_stops_everything(tmp_path):
                           preexec_fn=_controlling_terminal)  # fmt: skip
     os.close(slave)
     screen: list[bytes] = []
-    threading.Thread(target=_read_terminal, args=(master, screen), daemon=True).start()
+    closing = threading.Event()
+    reader = threading.Thread(target=_read_terminal, args=(master, screen, closing), daemon=True)
+    reader.start()
     with cleaned_up(up) as remember:
         wait_until(lambda: READY_LINE.encode() in b"".join(screen), 90, "up never got ready")
         processes = wait_until(lambda: every_part_runs(up.pid), 60, "not every part started")
         remember()
 
-        # when the terminal goes away (the kernel hangs it up: SIGHUP, and writes fail)
+        # when the terminal goes away (the kernel hangs it up: SIGHUP, and writes fail); the reader lets go of it
+        # first: a read() blocked on the master in another thread would keep it open, and the hang-up would wait for
+        # up's next line
+        closing.set()
+        reader.join(10)
         os.close(master)
 
         # then up stops the stack, and nothing it started is left
@@ -167,10 +174,11 @@ def test_closing_the_terminal_of_up_stops_everything(tmp_path):
         assert up.wait(GONE_WITHIN_S) == 0
 
 
-def _read_terminal(master: int, screen: list[bytes]) -> None:
+def _read_terminal(master: int, screen: list[bytes], closing: threading.Event) -> None:
     with contextlib.suppress(OSError):
-        while chunk := os.read(master, 65536):
-            screen.append(chunk)
+        while not closing.is_set():
+            if select.select([master], [], [], 0.1)[0]:
+                screen.append(os.read(master, 65536))
 
 
 def test_kill_9_of_up_takes_redis_and_every_child_with_it(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +21,8 @@ import redis
 
 from conftest import REPO, UpProcess, copy_checkout, python_command, wait_until
 from scalablejob import JobClient, RequestStatus
-from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV
+from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV, with_folder_password
+from scalablejob.flower_auth import flower_login
 from scalablejob.presence import read_presence
 from scalablejob.redis_server import free_port
 
@@ -67,6 +70,19 @@ def answers(url: str, token: str | None = None) -> int:
         return response.status
 
 
+def status_of(url: str, authorization: str | None = None) -> int:
+    """The HTTP status `url` answers, errors included."""
+    try:
+        return answers(url, authorization)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def flower_authorization(data_dir: Path) -> str:
+    """The Authorization header of the data folder's Flower login."""
+    return "Basic " + base64.b64encode(flower_login(data_dir).basic_auth.encode()).decode()
+
+
 def gone(process: psutil.Process) -> bool:
     try:
         return process.status() == psutil.STATUS_ZOMBIE
@@ -82,7 +98,7 @@ def test_up_starts_every_part_and_ctrl_c_leaves_no_process_behind(start_up):
 
     # then every part answers
     assert answers(f"{where['frontend']}?_attrs_=true", where["token"]) == 200
-    assert answers(where["flower"]) == 200
+    assert answers(where["flower"], flower_authorization(up.data_dir)) == 200
     assert answers(where["metrics"]) == 200
     with JobClient("stack", where["broker"]) as client:
         _, request_id = client.put(b"hello stack", {"taskType": "query"})
@@ -152,12 +168,16 @@ def test_the_procfile_runs_the_same_parts_with_honcho(tmp_path):
     )  # fmt: skip
     try:
         # when it is up, then a query submitted to its broker is answered, and the front end and Flower answer
-        broker = f"redis://127.0.0.1:{ports['6390']}/0"
-        wait_until(lambda: running_embedded_at(broker), 60, "the Procfile's redis never answered")
+        given = f"redis://127.0.0.1:{ports['6390']}/0"  # as .env names it: the password is in the data folder
+        broker = wait_until(lambda: running_embedded_at(with_folder_password(given, checkout / ".scalablejob")), 60,
+                            "the Procfile's redis never answered")  # fmt: skip
         with JobClient("demo", broker) as client:
             _, request_id = client.put(b"via honcho", {"taskType": "query"})
             assert client.result(request_id, timeout=90).data == b"echo:via honcho"
         assert wait_until(lambda: port_open(int(ports["8080"])) and port_open(int(ports["5555"])), 60, "no HTTP")
+        flower = f"http://127.0.0.1:{ports['5555']}/metrics"  # behind the login that Flower made in the data folder
+        assert status_of(flower) == 401
+        assert status_of(flower, flower_authorization(checkout / ".scalablejob")) == 200
         processes = psutil.Process(honcho.pid).children(recursive=True)
 
         # and Ctrl-C stops every process it started
@@ -171,12 +191,12 @@ def test_the_procfile_runs_the_same_parts_with_honcho(tmp_path):
         honcho.wait()
 
 
-def running_embedded_at(url: str) -> bool:
+def running_embedded_at(url: str) -> str | None:
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
     try:
-        return bool(client.ping())
+        return url if client.ping() else None
     except redis.RedisError:
-        return False
+        return None
     finally:
         client.close()
 
@@ -197,7 +217,7 @@ def test_flower_shows_the_running_workers_in_a_real_browser(start_up, tmp_path):
             pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
         pytest.skip("chromium is not installed here (.ci/run installs it)")
     # given a stack with two workers, both known to Flower
-    up = start_up(service(min=2, max=2))
+    up = start_up(service(min=2, max=2), "--flower-no-auth")  # a browser with no login to give
     where = up.wait_ready()
     client = redis.Redis.from_url(where["broker"])
     names = wait_until(lambda: sorted(read_presence(client, "stack")) if len(read_presence(client, "stack")) == 2

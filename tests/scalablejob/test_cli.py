@@ -51,7 +51,7 @@ def test_redis_command_runs_the_embedded_broker_until_interrupted(tmp_path):
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     try:
-        assert "listening on redis://127.0.0.1:" in process.stdout.readline()
+        assert "listening on redis://:***@127.0.0.1:" in process.stdout.readline()
         url = running_embedded(tmp_path)
         assert url is not None
         process.send_signal(signal.SIGINT)

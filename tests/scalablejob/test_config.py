@@ -28,6 +28,7 @@ from scalablejob.config import (
     AutoscalerConfig,
     ContainerConfig,
     FrontEndConfig,
+    HttpLimits,
     Metadata,
     QueueConfig,
     ScalableJobConfig,
@@ -318,7 +319,7 @@ def test_config_objects_are_frozen(obj: object, attribute: str) -> None:
 
 NAME_RULE = "expected a name matching ^[A-Za-z][A-Za-z0-9_-]{0,62}$ (it is used in Redis keys and Celery queue names)"
 SERVICE_TYPES = 'one of "ScalableJob", "ScalableJobService"'
-TOP_KEYS = "containers, metadata, front_end, scalable_job, autoscaler, queue"
+TOP_KEYS = "containers, metadata, front_end, scalable_job, autoscaler, queue, security"
 
 BAD_CONFIGS = [
     # unknown keys, at every level
@@ -536,6 +537,65 @@ BAD_CONFIGS = [
         "$.containers[0].env[0].name",
         "expected an environment variable name (non-empty, no '='), got 'A=B'",
     ),
+    # security: scopes and the front end's limits
+    (
+        "scope-unknown-task-type",
+        config_with(security={"frontends": {"web": {"task_types": ["query", "train"]}}}),
+        "$.security.frontends.web.task_types[1]",
+        'expected one of command, query, got string "train"',
+    ),
+    (
+        "scope-task-type-twice",
+        config_with(security={"frontends": {"web": {"task_types": ["query", "query"]}}}),
+        "$.security.frontends.web.task_types[1]",
+        "expected each task type once, got 'query' again",
+    ),
+    (
+        "scope-without-task-types",
+        config_with(security={"frontends": {"web": {}}}),
+        "$.security.frontends.web",
+        "expected an object with task_types, a list of command, query; task_types is required",
+    ),
+    (
+        "scope-bad-name",
+        config_with(security={"frontends": {"a b": {"task_types": []}}}),
+        '$.security.frontends["a b"]',
+        "expected a front end name matching ^[A-Za-z][A-Za-z0-9_-]{0,62}$, got 'a b'",
+    ),
+    (
+        "scope-unknown-key",
+        config_with(security={"frontends": {"web": {"task_types": [], "tokens": 1}}}),
+        "$.security.frontends.web.tokens",
+        "unknown key 'tokens' (allowed: task_types)",
+    ),
+    (
+        "scope-other-front-end-of-integrated",
+        {
+            "metadata": {"name": "svc", "type": "ScalableJobService"},
+            "security": {"frontends": {"web": {"task_types": ["query"]}}},
+        },
+        "$.security.frontends.web",
+        "a ScalableJobService has one front end, named like the service (svc), not 'web'",
+    ),
+    (
+        "header-limit-too-small",
+        config_with(security={"http": {"max_header_bytes": 100}}),
+        "$.security.http.max_header_bytes",
+        "expected an integer between 1024 and 65536, got 100",
+    ),
+    (
+        "header-timeout-zero",
+        config_with(security={"http": {"header_timeout_seconds": 0}}),
+        "$.security.http.header_timeout_seconds",
+        "expected a number > 0, got 0",
+    ),
+    (
+        "unknown-http-limit",
+        config_with(security={"http": {"max_conections": 5}}),
+        "$.security.http.max_conections",
+        "unknown key 'max_conections' (allowed: max_header_bytes, header_timeout_seconds, body_timeout_seconds, "
+        "keep_alive_seconds, max_connections, max_watchers_per_token)",
+    ),
 ]
 
 
@@ -598,3 +658,24 @@ def test_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
 def test_directory_is_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path)
+
+
+def test_scopes_default_to_commands_for_the_own_front_end_and_queries_for_others() -> None:
+    config = parse_config({"metadata": {"name": "svc", "type": "ScalableJob"}})
+    assert config.security.task_types("svc", "svc") == ("command", "query")
+    assert config.security.task_types("web", "svc") == ("query",)
+    configured = parse_config(
+        {"metadata": {"name": "svc", "type": "ScalableJob"},
+         "security": {"frontends": {"svc": {"task_types": ["query"]}, "web": {"task_types": ["command", "query"]}}}}
+    )  # fmt: skip
+    assert configured.security.task_types("svc", "svc") == ("query",)
+    assert configured.security.task_types("web", "svc") == ("command", "query")
+
+
+def test_http_limits_have_defaults_and_take_the_configs_values() -> None:
+    config = parse_config({"metadata": {"name": "svc", "type": "ScalableJob"}})
+    assert config.security.http == HttpLimits()
+    limits = {"max_header_bytes": 4096, "header_timeout_seconds": 2.5, "body_timeout_seconds": 7,
+              "keep_alive_seconds": 3, "max_connections": 10, "max_watchers_per_token": 2}  # fmt: skip
+    config = parse_config({"metadata": {"name": "svc", "type": "ScalableJob"}, "security": {"http": limits}})
+    assert config.security.http == HttpLimits(4096, 2.5, 7, 3, 10, 2)

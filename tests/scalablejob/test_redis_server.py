@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from scalablejob.broker import (
     running_embedded,
 )
 from scalablejob.errors import BrokerError
+from scalablejob.redaction import masked_url, url_password
 from scalablejob.redis_server import (
     RedisServer,
     loading_notice,
@@ -83,7 +85,8 @@ def test_without_a_broker_the_embedded_one_is_started_once_and_then_shared(tmp_p
     url, owner = resolve_broker(None, tmp_path)
     try:
         assert isinstance(owner, EmbeddedBroker)
-        assert json.loads((tmp_path / BROKER_RECORD).read_text())["url"] == url
+        recorded = json.loads((tmp_path / BROKER_RECORD).read_text())["url"]
+        assert recorded == masked_url(url).replace(":***@", "")  # the record holds no password; the folder does
         assert resolve_broker(None, tmp_path) == (url, None)  # a second command reuses it
     finally:
         owner.stop()
@@ -100,8 +103,9 @@ def test_a_second_embedded_broker_on_the_same_folder_is_refused(tmp_path):
     first = EmbeddedBroker(tmp_path)
     url = first.start()
     try:
-        with pytest.raises(BrokerError, match=f"already serves .* at {url}"):
+        with pytest.raises(BrokerError, match=f"already serves .* at {re.escape(masked_url(url))}") as refused:
             EmbeddedBroker(tmp_path).start()
+        assert url_password(url) not in str(refused.value)
     finally:
         first.stop()
 
@@ -244,3 +248,58 @@ def test_no_broker_tells_how_to_start_one(tmp_path, monkeypatch):
     monkeypatch.delenv("SCALABLEJOB_BROKER", raising=False)
     with pytest.raises(BrokerError, match="start the service with `scalablejob up CONFIG`"):
         existing_broker(None, tmp_path)
+
+
+# ---- appendfsync: how often the embedded Redis syncs its append-only file ------------------------------------------
+
+
+@pytest.mark.parametrize("choice", ["always", "everysec", "no"])
+def test_the_embedded_broker_syncs_its_file_as_asked(tmp_path, choice):
+    broker = EmbeddedBroker(tmp_path, appendfsync=choice)
+    url = broker.start()
+    try:
+        assert redis.Redis.from_url(url).config_get("appendfsync") == {"appendfsync": choice}
+    finally:
+        broker.stop()
+
+
+def test_everysec_is_the_default(tmp_path):
+    with RedisServer(tmp_path, persistent=True) as server:
+        assert redis.Redis.from_url(server.url).config_get("appendfsync") == {"appendfsync": "everysec"}
+
+
+def test_an_unknown_appendfsync_is_a_broker_error_naming_the_choices(tmp_path):
+    with pytest.raises(BrokerError, match="appendfsync 'sometimes': expected one of always, everysec, no"):
+        RedisServer(tmp_path, appendfsync="sometimes")
+
+
+@pytest.mark.parametrize("command", ["up", "redis"])
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_the_cli_refuses_an_unknown_appendfsync_with_a_clear_error(tmp_path, command, how):
+    config = tmp_path / "service.json"
+    config.write_text(json.dumps({"metadata": {"name": "fsync", "type": "ScalableJob", "gpu": 0}}))
+    argv = [sys.executable, "-m", "scalablejob", command, *([str(config)] if command == "up" else [])]
+    argv += ["--data-dir", str(tmp_path / "data")] + (["--appendfsync", "sometimes"] if how == "option" else [])
+    env = {**os.environ, **({"SCALABLEJOB_APPENDFSYNC": "sometimes"} if how == "env" else {})}
+    run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "Invalid value for '--appendfsync': 'sometimes' is not one of 'always', 'everysec', 'no'" in run.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def test_scalablejob_redis_takes_appendfsync_from_the_environment_and_prints_no_password(tmp_path):
+    env = {**os.environ, "SCALABLEJOB_APPENDFSYNC": "always"}
+    process = subprocess.Popen([sys.executable, "-m", "scalablejob", "redis", "--data-dir", str(tmp_path)], env=env,
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        first, second = process.stdout.readline(), process.stdout.readline()
+        url = running_embedded(tmp_path)
+        assert url is not None and url_password(url) and url_password(url) not in first + second
+        assert first.startswith(f"redis-server listening on {masked_url(url)} ")
+        assert f"password in {tmp_path / 'redis.password'} (made now)" in second
+        assert redis.Redis.from_url(url).config_get("appendfsync") == {"appendfsync": "always"}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
+    finally:
+        process.kill()
+        process.wait()

@@ -365,3 +365,60 @@ def test_withdrawing_input_items_flags_the_requests_that_have_not_ended(
     assert client.xlen(keys.input_stream("svc", "web")) == 0
     assert [state_of(store, f"r{n}").cancel_requested for n in range(3)] == [True, True, False]
     assert as_front_end(server, "web", lambda requests: requests.withdraw([])) == 0
+
+
+def test_each_start_is_a_new_attempt_and_fences_the_writes_of_the_one_before(store: RequestStore, sink: Sink) -> None:
+    # given a request started by w1, then requeued and started again by w2
+    store.create("r1", "command", now=T0)
+    first = store.mark_running("r1", "w1", now=T0 + 1)
+    assert store.requeued("r1", "worker w1 stopped answering")
+    second = store.mark_running("r1", "w2", now=T0 + 2)
+    assert (first, second) == (1, 3)  # the requeue bumped it too: w1 was fenced before w2 started
+
+    # when w1 resumes and writes, then every write of its old attempt is refused
+    assert not store.set_progress("r1", 0.9, "late", attempt=first)
+    assert sink.append(b"late line", {"requestId": "r1"}, fence=store.fence("r1", first)) == 0
+    assert finish(store, sink, "r1", RequestStatus.DONE, attempt=first) == 0
+    assert not store.requeued("r1", "w1 gives it back", attempt=first)
+
+    # and w2's writes go through, ending the request once
+    assert store.set_progress("r1", 0.5, "half", attempt=second)
+    assert sink.append(b"line", {"requestId": "r1"}, fence=store.fence("r1", second)) == 1
+    assert finish(store, sink, "r1", RequestStatus.DONE, attempt=second) == 2
+    state = state_of(store, "r1")
+    assert (state.status, state.worker, state.progress, state.attempt) == (RequestStatus.DONE, "w2", 0.5, second)
+    assert [entry.data for entry in sink.read()] == [b"line", b"tail"]
+
+
+def test_a_request_has_one_final_entry_a_second_finish_writes_nothing(store: RequestStore, sink: Sink) -> None:
+    store.create("r1", "query", now=T0)
+    attempt = store.mark_running("r1", "w1", now=T0 + 1)
+
+    assert finish(store, sink, "r1", RequestStatus.DONE, attempt=attempt) == 1
+    assert finish(store, sink, "r1", RequestStatus.FAILED) == 0  # e.g. a cancel that came too late
+
+    assert state_of(store, "r1").status is RequestStatus.DONE
+    assert sink.length() == 1
+
+
+def test_an_ended_request_is_not_started_again_nor_requeued(store: RequestStore, sink: Sink) -> None:
+    store.create("r1", "query", now=T0)
+    store.mark_running("r1", "w1", now=T0 + 1)
+    finish(store, sink, "r1", RequestStatus.DONE)
+
+    assert store.mark_running("r1", "w2", now=T0 + 2) == -1  # a duplicate message: its worker must not run it
+    assert not store.requeued("r1", "worker w1 died")
+    assert store.mark_running("gone", "w2") == 0
+    assert state_of(store, "r1").status is RequestStatus.DONE
+
+
+def test_the_open_requests_are_read_from_every_front_ends_input_queue(store: RequestStore, sink: Sink) -> None:
+    ids = [f"r{n}" for n in range(7)]
+    for n, request_id in enumerate(ids):
+        store.create(request_id, "query", frontend="other" if n % 2 else None, tags={"requestId": request_id})
+    finish(store, sink, "r2", RequestStatus.DONE)
+
+    assert sorted(store.open_request_ids(page=2)) == sorted(set(ids) - {"r2"})
+    state = state_of(store, "r1")
+    entry = store.input_entry(state)
+    assert entry is not None and entry.request_id == "r1"

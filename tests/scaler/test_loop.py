@@ -55,8 +55,11 @@ def drain_queue(client: fakeredis.FakeRedis) -> None:
     client.delete(*priority_lists(queue_for(SERVICE, TaskType.COMMAND)))
 
 
-def publish(client: fakeredis.FakeRedis, name: str, state: WorkerState, held: dict[str, str] | None = None) -> None:
-    presence = Presence(name, 1, FAKE_HOST, state, "", held or {}, heartbeat=T0 + 1e6)
+def publish(
+    client: fakeredis.FakeRedis, name: str, state: WorkerState, held: dict[str, str] | None = None,
+    heartbeat: float = T0 + 1e6,
+) -> None:  # fmt: skip
+    presence = Presence(name, 1, FAKE_HOST, state, "", held or {}, heartbeat=heartbeat)
     client.hset(keys.worker_presence(SERVICE), name, presence.encode())
 
 
@@ -138,6 +141,53 @@ def test_a_crash_seen_while_the_broker_is_away_is_handled_once_it_is_back(client
     scaler.tick(T0 + 1)
 
     assert recovery_of(scaler).recovered == [(worker, {"task-1": "tag-1"})]
+
+
+def test_a_frozen_worker_is_killed_replaced_and_its_tasks_go_back_once_it_is_dead(client: fakeredis.FakeRedis) -> None:
+    # given a busy worker whose heartbeat stopped at T0 (SIGSTOP), with a stale bound of 30 s
+    scaler = make_scaler(client, min=1, initial=1)
+    scaler.start(T0)
+    (frozen,) = launcher_of(scaler).names
+    publish(client, frozen, WorkerState.BUSY, {"task-1": "tag-1"}, heartbeat=T0)
+    scaler.tick(T0 + 29)
+    assert launcher_of(scaler).killed == []
+
+    # when the bound has passed
+    scaler.tick(T0 + 30)
+
+    # then it is killed, no longer counts, and is replaced; its task goes back only once it is reaped dead
+    assert launcher_of(scaler).killed == [frozen]
+    assert recovery_of(scaler).recovered == []
+    scaler.tick(T0 + 30.5)
+    assert recovery_of(scaler).recovered == [(frozen, {"task-1": "tag-1"})]
+    assert len(launcher_of(scaler).alive) == 1 and frozen not in launcher_of(scaler).alive
+
+
+def test_heartbeats_missed_while_the_broker_was_away_do_not_count(client: fakeredis.FakeRedis) -> None:
+    # given a worker last heard from at T0, then a broker outage of 40 s that the scaler saw too
+    scaler = make_scaler(client, min=1, initial=1)
+    scaler.start(T0)
+    (worker,) = launcher_of(scaler).names
+    publish(client, worker, WorkerState.BUSY, {"task-1": "tag-1"}, heartbeat=T0)
+    metrics = scaler.parts.metrics
+    object.__setattr__(scaler.parts, "metrics", _Down())
+    with pytest.raises(redis.ConnectionError):
+        scaler.tick(T0 + 20)
+    object.__setattr__(scaler.parts, "metrics", metrics)
+
+    # when the broker is back at T0 + 40 and the worker has not written its next beat yet
+    scaler.tick(T0 + 40)
+    scaler.tick(T0 + 69)
+
+    # then it is not killed: its silence counts from the broker's return
+    assert launcher_of(scaler).killed == []
+    scaler.tick(T0 + 70)
+    assert launcher_of(scaler).killed == [worker]
+
+
+class _Down:
+    def observe(self) -> None:
+        raise redis.ConnectionError("fake: the broker is away")
 
 
 def test_a_worker_that_keeps_dying_at_start_is_backed_off(client: fakeredis.FakeRedis) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,8 +14,8 @@ import redis
 
 from scalablejob import JobClient, RequestStatus
 from scalablejob.celery_app import make_app
-from scalablejob.queues import queue_depth
-from scalablejob.scaler.recovery import ORPHAN_AGE_S, Recovery
+from scalablejob.queues import priority_lists, queue_depth
+from scalablejob.scaler.recovery import Recovery
 from scalablejob.sink import Sink
 from scalablejob.state import RequestStore
 
@@ -54,6 +56,10 @@ def client(redis_url: str) -> JobClient:
         yield client
 
 
+def queued_messages(client: redis.Redis) -> list[dict]:
+    return [json.loads(raw) for key in priority_lists(QUEUE) for raw in client.lrange(key, 0, -1)]
+
+
 def test_the_message_of_a_dead_worker_goes_back_once_with_the_retry_recorded(recovery, client, redis_client, redis_url):
     _, request_id = client.put(b"echo hi", {"taskType": "command"})
     tag = take_and_die(redis_url)
@@ -71,6 +77,25 @@ def test_the_message_of_a_dead_worker_goes_back_once_with_the_retry_recorded(rec
     )
 
 
+def test_a_message_goes_back_under_a_new_tag_so_a_late_ack_of_the_old_one_cannot_remove_it(
+    recovery, client, redis_client, redis_url
+):
+    # given a message put back after its worker was declared dead, and taken by a new worker
+    _, request_id = client.put(b"echo hi", {"taskType": "command"})
+    old_tag = take_and_die(redis_url)
+    recovery.recover("w@h", {request_id: old_tag}, "worker w@h stopped answering")
+    (message,) = queued_messages(redis_client)
+    assert message["properties"]["delivery_tag"] != old_tag
+    new_tag = take_and_die(redis_url)
+
+    # when the old worker, only frozen, resumes and acknowledges its old tag
+    with make_app(SERVICE, redis_url).connection_for_write() as connection:
+        connection.default_channel.qos.ack(old_tag)
+
+    # then the new delivery's entry is still there
+    assert redis_client.hexists("unacked", new_tag)
+
+
 def test_a_finished_request_is_not_run_again_its_stale_entry_is_dropped(recovery, client, redis_client, redis_url):
     _, request_id = client.put(b"echo hi", {"taskType": "command"})
     tag = take_and_die(redis_url)
@@ -81,13 +106,38 @@ def test_a_finished_request_is_not_run_again_its_stale_entry_is_dropped(recovery
     assert where_it_is(redis_client) == (0, 0, 0)
 
 
-def test_the_sweep_puts_back_only_old_messages_no_worker_claims(recovery, client, redis_client, redis_url):
+def test_reconcile_puts_back_only_messages_no_live_worker_holds_once_the_bound_has_passed(
+    recovery, client, redis_client, redis_url
+):
     _, claimed_id = client.put(b"echo 1", {"taskType": "command"})
     take_and_die(redis_url)
     _, orphan_id = client.put(b"echo 2", {"taskType": "command"})
     take_and_die(redis_url)
     now = time.time()
+    bound = recovery.unbacked_after_s
 
-    assert recovery.sweep({claimed_id}, now) == []  # too young: its worker may not have published it yet
-    assert recovery.sweep({claimed_id}, now + ORPHAN_AGE_S + 1) == [orphan_id]
+    assert recovery.reconcile({claimed_id}, now) == []  # delivered just now: its worker may not have said so yet
+    assert recovery.reconcile({claimed_id}, now + bound + 1) == []  # unbacked from now on: the clock starts
+    assert recovery.reconcile({claimed_id}, now + 2 * bound + 2) == [orphan_id]
     assert where_it_is(redis_client) == (1, 1, 1)
+    assert client.state(orphan_id).attempt == 1  # bumped: its lost delivery, should it ever write, is fenced
+
+
+def test_a_request_whose_message_was_lost_is_sent_again_from_its_kept_body(recovery, client, redis_client):
+    # given a request whose message vanished between the pop and the unacked record (a crash in kombu's two steps)
+    _, request_id = client.put(b"echo lost", {"taskType": "command", "color": "red"})
+    assert [redis_client.rpop(key) for key in priority_lists(QUEUE)].count(None) == 1
+    now = time.time()
+
+    # when the reconciler has seen it backed by nothing for the bound
+    assert recovery.reconcile(set(), now) == []
+    assert recovery.reconcile(set(), now + recovery.unbacked_after_s) == [request_id]
+
+    # then the same request (id, body, tags, task) is on its queue once more, and counted as a retry
+    (message,) = queued_messages(redis_client)
+    assert message["headers"]["id"] == request_id and message["headers"]["task"] == "scalablejob.command"
+    body, tags = json.loads(base64.b64decode(message["body"]))[0][:2]
+    assert "echo lost" in json.dumps(body) and tags["color"] == "red"
+    state = client.state(request_id)
+    assert (state.status, state.retries) == (RequestStatus.QUEUED, 1)
+    assert recovery.reconcile(set(), now + 3 * recovery.unbacked_after_s) == []  # backed again: not twice

@@ -7,35 +7,29 @@ from typing import Any
 import pytest
 
 from scalablejob.cli_requests import _print_entry
-from scalablejob.sink import SinkEntry
+from scalablejob.sink import EntryType, SinkEntry, entry_tags
 from scalablejob.workers.joblog import JobLog, truncation_notice
 from scalablejob.workers.lines import Ending, Line
 
 CAP = 10
 
 
-class FakeSink:
-    """Keeps appended entries, as the output queue would, with increasing indexes."""
+class FakeDelivery:
+    """Keeps the entries a delivery would append to the output queue, with increasing indexes."""
 
     def __init__(self) -> None:
         self.entries: list[SinkEntry] = []
 
-    def append(self, data: bytes, tags: dict[str, str]) -> int:
-        self.entries.append(SinkEntry(len(self.entries) + 1, data, tags))
-        return len(self.entries)
+    def log(self, data: bytes, entry_type: EntryType, **tags: str) -> None:
+        self.entries.append(SinkEntry(len(self.entries) + 1, data, entry_tags("r1", "command", entry_type, **tags)))
 
-
-class FakeRequests:
-    def set_log_index(self, request_id: str, index: int) -> None:
-        pass
-
-    def set_progress(self, request_id: str, fraction: float, message: str) -> None:
+    def progress(self, fraction: float, message: str) -> None:
         pass
 
 
-def job_log(sink: FakeSink) -> JobLog:
-    requests: Any = FakeRequests()
-    return JobLog(sink, requests, "r1", "command", to_queue=True, cap_bytes=CAP)  # type: ignore[arg-type]
+def job_log(sink: FakeDelivery) -> JobLog:
+    delivery: Any = sink
+    return JobLog(delivery, to_queue=True, cap_bytes=CAP)
 
 
 def printed(entries: list[SinkEntry], capsys: pytest.CaptureFixture[str]) -> str:
@@ -47,7 +41,7 @@ def printed(entries: list[SinkEntry], capsys: pytest.CaptureFixture[str]) -> str
 
 def test_after_a_cut_piece_the_truncation_notice_starts_its_own_line(capsys: pytest.CaptureFixture[str]) -> None:
     # given a job whose long line was cut into pieces, the cap reached in the middle of that line
-    sink = FakeSink()
+    sink = FakeDelivery()
     log = job_log(sink)
     for piece in (b"x" * 8, b"y" * 8):
         log.line("stdout", Line(piece, Ending.CUT))
@@ -58,7 +52,7 @@ def test_after_a_cut_piece_the_truncation_notice_starts_its_own_line(capsys: pyt
 
 
 def test_after_a_complete_line_the_notice_needs_no_extra_line_break(capsys: pytest.CaptureFixture[str]) -> None:
-    sink = FakeSink()
+    sink = FakeDelivery()
     log = job_log(sink)
     for text in (b"epoch 1", b"epoch 2"):
         log.line("stdout", Line(text, Ending.NEWLINE))

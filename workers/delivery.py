@@ -1,0 +1,240 @@
+"""One delivery of a request on this worker: its attempt number, and its writes, in order, through broker outages.
+
+A job must not stop, or start over, because Redis went away for a minute. Its log lines and progress go into a
+bounded, ordered outbox that a writer thread drains; while the broker is away the outbox fills (the oldest lines
+are kept, later ones counted as dropped once it is full) and the job runs on. The final entry waits for the outbox
+and then for the broker, up to OUTAGE_BUDGET_S.
+
+Every write carries the delivery's attempt. Once another delivery of the request is current (the scaler requeued
+it, or a duplicate message started elsewhere), the writes are refused in the same Lua call (fence.lua): this
+delivery is superseded, writes nothing more, and its job is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import redis
+
+from scalablejob.outage import OUTAGE_BUDGET_S, BrokerUnavailable, is_outage, pauses, through_outage
+from scalablejob.sink import EntryType, Sink, entry_tags
+from scalablejob.state import RequestStatus, RequestStore
+
+logger = logging.getLogger(__name__)
+
+MAX_BUFFERED = 10_000  # writes held while the broker is away; later log lines are dropped (and counted)
+WATCH_S = 0.25  # how often a running delivery looks at its cancel flag and whether it is still current
+DROPPED_STREAM = "scalablejob"
+SUPERSEDED = "superseded"  # the stop reason of a job whose delivery is no longer the current one
+
+Write = Callable[[], bool]  # one write to Redis; False when the fence refused it
+
+
+@dataclass(frozen=True)
+class Started:
+    """What starting a delivery found: its attempt, or why it must not run (the request is gone or has ended)."""
+
+    attempt: int
+
+    @property
+    def runs(self) -> bool:
+        return self.attempt > 0
+
+
+class Delivery:
+    """The writes of one delivery (attempt `attempt`) of request `request_id`, to `sink` and its state."""
+
+    def __init__(
+        self, requests: RequestStore, sink: Sink, request_id: str, task_type: str, attempt: int, *,
+        max_buffered: int = MAX_BUFFERED, watch_s: float = WATCH_S, budget_s: float = OUTAGE_BUDGET_S,
+    ) -> None:  # fmt: skip
+        self.requests = requests
+        self.sink = sink
+        self.request_id = request_id
+        self.task_type = task_type
+        self.attempt = attempt
+        self._fence = requests.fence(request_id, attempt)
+        self._max_buffered = max_buffered
+        self._watch_s = watch_s
+        self._budget_s = budget_s
+        self._outbox: deque[Write] = deque()
+        self._lock = threading.Condition()
+        self._dropped = 0
+        self._closed = False
+        self._writer: threading.Thread | None = None
+        self._first_log_index: int | None = None
+        self._looked_at = 0.0
+        self.superseded = False
+        self.cancelled = False
+
+    @classmethod
+    def start(
+        cls, requests: RequestStore, sink: Sink, request_id: str, task_type: str, worker: str
+    ) -> tuple[Started, Delivery | None]:
+        """Start a delivery (waiting for the broker if it is away): its attempt fences every earlier one."""
+        started = Started(through_outage(lambda: requests.mark_running(request_id, worker), what="starting a task"))
+        return started, (cls(requests, sink, request_id, task_type, started.attempt) if started.runs else None)
+
+    # ---- what the job writes, in order, without waiting ------------------------------------------------------
+
+    def log(self, data: bytes, entry_type: EntryType, **tags: str) -> None:
+        """A `log` or `progress` entry of the output queue; its first one is remembered as where the log starts."""
+        entry = entry_tags(self.request_id, self.task_type, entry_type, **tags)
+        self._queue(lambda: self._append(data, entry))
+
+    def progress(self, fraction: float, message: str) -> None:
+        """The request state's progress (the sink's progress entry, if any, comes through `log`)."""
+        self._queue(lambda: self.requests.set_progress(self.request_id, fraction, message, self.attempt))
+
+    # ---- what the job's runner asks ---------------------------------------------------------------------------
+
+    def stop_reason(self) -> str | None:
+        """Why the job should stop now: "cancelled", "superseded", or None. Never waits for the broker."""
+        self._ensure_writer()
+        return SUPERSEDED if self.superseded else ("cancelled" if self.cancelled else None)
+
+    def is_cancelled(self) -> bool:
+        """For query handlers: cancelled, or superseded (its answer would be refused anyway)."""
+        self._look()
+        return self.cancelled or self.superseded
+
+    def finish(
+        self, status: RequestStatus, data: bytes, tags: Mapping[str, str], *, exit_code: int | None = None,
+        error: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Write the final entry after everything queued before it; True if it was written, False if this delivery
+        was superseded or the request had ended. BrokerUnavailable if the broker stays away past the budget."""
+        self._drain()
+        if self.superseded:
+            return False
+
+        def final() -> int:
+            return self.requests.finish(
+                self.sink, self.request_id, status, data, tags, exit_code=exit_code, error=error, attempt=self.attempt
+            )
+
+        written = through_outage(final, budget_s=self._budget_s, what=f"the result of {self.request_id}") > 0
+        self.superseded = self.superseded or not written
+        return written
+
+    def requeue(self, reason: str) -> bool:
+        """Give the request back (its worker cannot run it): fences this delivery. Best effort while away."""
+        self.close()
+        try:
+            return self.requests.requeued(self.request_id, reason, self.attempt)
+        except redis.RedisError as exc:
+            logger.warning("could not record the requeue of %s: %s", self.request_id, exc)
+            return False
+
+    def close(self) -> None:
+        """Stop the writer; what is still queued is dropped (use finish to write it)."""
+        with self._lock:
+            self._closed = True
+            self._outbox.clear()
+            self._lock.notify_all()
+
+    # ---- the writer ---------------------------------------------------------------------------------------
+
+    def _append(self, data: bytes, tags: Mapping[str, str]) -> bool:
+        index = self.sink.append(data, tags, fence=self._fence)
+        if index == 0:
+            return False
+        if self._first_log_index is None:
+            self._first_log_index = index
+            return self.requests.set_log_index(self.request_id, index, self.attempt)
+        return True
+
+    def _queue(self, write: Write) -> None:
+        with self._lock:
+            if self._closed or self.superseded:
+                return
+            if len(self._outbox) >= self._max_buffered:
+                self._dropped += 1
+                if self._outbox[-1] is not self._note_dropped:  # one notice where the gap is
+                    self._outbox.append(self._note_dropped)
+                return
+            self._outbox.append(write)
+            self._lock.notify_all()
+        self._ensure_writer()
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._writer is None and not self._closed:
+                self._writer = threading.Thread(target=self._run, name=f"delivery-{self.request_id}", daemon=True)
+                self._writer.start()
+
+    def _run(self) -> None:
+        next_pause = pauses()
+        while True:
+            with self._lock:
+                if not self._outbox and not self._closed:
+                    self._lock.wait(self._watch_s)
+                if self._closed:
+                    return
+                write = self._outbox[0] if self._outbox else None
+            try:
+                if write is not None and not write():
+                    self._supersede()
+                elif write is not None:
+                    with self._lock:
+                        if self._outbox and self._outbox[0] is write:
+                            self._outbox.popleft()
+                            self._lock.notify_all()
+                if time.monotonic() - self._looked_at >= self._watch_s:
+                    self._look()
+                next_pause = pauses()
+            except redis.RedisError as exc:
+                if not is_outage(exc):
+                    logger.exception("a write of request %s failed; it is dropped", self.request_id)
+                    with self._lock:
+                        if self._outbox and self._outbox[0] is write:
+                            self._outbox.popleft()
+                    continue
+                with self._lock:
+                    self._lock.wait(next_pause())
+
+    def _note_dropped(self) -> bool:
+        """Say in the log, where the gap is, how many writes the outbox could not hold."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        notice = f"{dropped} log line(s) dropped: the broker was unreachable and the worker's buffer was full"
+        tags = entry_tags(self.request_id, self.task_type, EntryType.LOG, stream=DROPPED_STREAM, dropped=dropped)
+        return self._append(notice.encode(), tags)
+
+    def _look(self) -> None:
+        """Refresh the cancel flag and whether this delivery is still current; a broker outage leaves both."""
+        self._looked_at = time.monotonic()
+        try:
+            current, cancelled = self.requests.delivery_view(self.request_id)
+        except redis.RedisError:
+            return
+        self.cancelled = cancelled
+        if current != self.attempt:
+            self._supersede()
+
+    def _supersede(self) -> None:
+        if not self.superseded:
+            logger.warning(
+                "request %s: delivery %d is no longer current (another delivery took over): it stops writing",
+                self.request_id, self.attempt,
+            )  # fmt: skip
+        with self._lock:
+            self.superseded = True
+            self._outbox.clear()
+            self._lock.notify_all()
+
+    def _drain(self) -> None:
+        """Wait until the outbox is written (the writer retries through an outage), within the budget."""
+        with self._lock:
+            if self._writer is None:  # nothing was ever queued
+                self._closed = True
+                return
+            if not self._lock.wait_for(lambda: not self._outbox or self.superseded, timeout=self._budget_s):
+                raise BrokerUnavailable(f"the log of {self.request_id}: the broker was unavailable too long")
+            self._closed = True
+            self._lock.notify_all()
