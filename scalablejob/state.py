@@ -35,6 +35,7 @@ from scalablejob.sink import (
 # finished requests stay searchable as long as the output queue keeps entries (queue.sink.max_age_seconds, a week
 # by default), then Redis forgets them: this is the expiry while no part has recorded the service's limits
 FINISHED_STATE_TTL_S = Limit.SINK_MAX_AGE_S.default
+CANCEL_ASKED = -2  # what finish(..., unless_cancelled=True) answers when the request's cancel was asked meanwhile
 OPEN_IDS_PAGE = 500  # input queue entries the reconciler reads per script call
 
 
@@ -180,7 +181,7 @@ class RequestStore:
 
     def mark_running(self, request_id: str, worker: str, now: float | None = None) -> int:
         """Start a delivery of the request on `worker`; returns its attempt number, which fences every earlier one
-        (0: the request is gone; -1: it has ended, so this delivery must not run)."""
+        (0: the request is gone; -1: it has ended; -2: it was cancelled while queued: this delivery must not run)."""
         return int(self._start(keys=[self._key(request_id)], args=[worker, _now(now)]))
 
     def requeued(self, request_id: str, reason: str, attempt: int | None = None) -> bool:
@@ -211,11 +212,13 @@ class RequestStore:
     def finish(
         self, sink: Sink, request_id: str, status: RequestStatus, data: bytes, tags: Mapping[str, str], *,
         now: float | None = None, exit_code: int | None = None, error: str | None = None, attempt: int | None = None,
+        unless_cancelled: bool = False,
     ) -> int:  # fmt: skip
         """End a request: append its final entry to `sink` (its front end's output queue) and return the entry's
         index; in the same step its state ends (`status`, `result_index`, the details given) and it leaves that
         front end's input queue. Returns 0, and writes nothing, when the request has ended already or delivery
-        `attempt` (if given) is no longer current: a request has exactly one final entry. The state and its index
+        `attempt` (if given) is no longer current: a request has exactly one final entry; CANCEL_ASKED (nothing
+        written) when `unless_cancelled` and a cancel was asked meanwhile. The state and its index
         expire when the output queue's maximum age has passed
         (queue.sink.max_age_seconds; FINISHED_STATE_TTL_S until a part records the limits)."""
         finished_at = _now(now)
@@ -228,7 +231,7 @@ class RequestStore:
         ]  # fmt: skip
         args = [
             data, encode_tags(tags), finished_at, *retention_defaults(), keys.input_index_prefix(self.service),
-            _attempt_arg(attempt), *_pairs(fields),
+            _attempt_arg(attempt), "1" if unless_cancelled else "", *_pairs(fields),
         ]  # fmt: skip
         return int(self._finish(keys=entry_keys, args=args))
 

@@ -2,9 +2,11 @@
 -- KEYS: output queue stream, its counter, state hash, the front end's input stream, the service's queue limits,
 -- the output queue's clock.
 -- ARGV: data, tags, now, the output queue's default maximum length and maximum age, checkpoints per maximum age,
--- the prefix of the input index keys, the writing delivery's attempt ('' for none), field, value, ...
+-- the prefix of the input index keys, the writing delivery's attempt ('' for none), '1' to write nothing if a
+-- cancel was asked meanwhile ('' otherwise), field, value, ...
 -- Returns the entry's index, or 0 when nothing was written: the request has ended already (one final entry, never
--- two) or the writing delivery is stale (fence.lua).
+-- two) or the writing delivery is stale (fence.lua); -2 when a cancel was asked and ARGV[9] said to check it (the
+-- caller then ends it cancelled: a result nobody wants any more, without a round trip to ask first).
 -- The entry's index is stored in the hash as result_index, so a reader never sees a result whose request state is
 -- not final yet. A hash that no longer exists (expired, discarded) is left alone rather than recreated half-empty.
 -- The request (by the index in its hash) leaves the input stream in the same step: never both finished and waiting.
@@ -17,13 +19,14 @@ if exists then
   if status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
 end
 if stale(KEYS[3], ARGV[8]) then return 0 end
+if ARGV[9] == '1' and exists and redis.call('HGET', KEYS[3], 'cancel_requested') == '1' then return -2 end
 local index = redis.call('INCR', KEYS[2])
 local limits = redis.call('HMGET', KEYS[5], 'sink_max_length', 'sink_max_age_s')
 local max_age = tonumber(limits[2] or ARGV[5])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', limits[1] or ARGV[4], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
 trim_to_max_age(KEYS[1], KEYS[6], index, tonumber(ARGV[3]), max_age, tonumber(ARGV[6]))
 if exists then
-  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 9))
+  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 10))
   redis.call('EXPIRE', KEYS[3], max_age)
   local input = redis.call('HGET', KEYS[3], 'index')
   if input then

@@ -23,7 +23,7 @@ import redis
 
 from scalablejob.outage import OUTAGE_BUDGET_S, BrokerUnavailable, is_outage, pauses, through_outage
 from scalablejob.sink import EntryType, Sink, entry_tags
-from scalablejob.state import RequestStatus, RequestStore
+from scalablejob.state import CANCEL_ASKED, RequestStatus, RequestStore
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ MAX_BUFFERED = 10_000  # writes held while the broker is away; later log lines a
 WATCH_S = 0.25  # how often a running delivery looks at its cancel flag and whether it is still current
 DROPPED_STREAM = "scalablejob"
 SUPERSEDED = "superseded"  # the stop reason of a job whose delivery is no longer the current one
+CANCELLED_BEFORE_START = -2  # what starting a request that was cancelled while queued answers (state_start.lua)
 
 Write = Callable[[], bool]  # one write to Redis; False when the fence refused it
 
@@ -44,6 +45,15 @@ class Started:
     @property
     def runs(self) -> bool:
         return self.attempt > 0
+
+    @property
+    def cancelled(self) -> bool:
+        """Cancelled while it was queued: it ends cancelled without running."""
+        return self.attempt == CANCELLED_BEFORE_START
+
+    @property
+    def why_not(self) -> str:
+        return {0: "is gone", -1: "has ended", CANCELLED_BEFORE_START: "was cancelled"}.get(self.attempt, "")
 
 
 class Delivery:
@@ -105,22 +115,27 @@ class Delivery:
 
     def finish(
         self, status: RequestStatus, data: bytes, tags: Mapping[str, str], *, exit_code: int | None = None,
-        error: str | None = None,
+        error: str | None = None, unless_cancelled: bool = False,
     ) -> bool:  # fmt: skip
         """Write the final entry after everything queued before it; True if it was written, False if this delivery
-        was superseded or the request had ended. BrokerUnavailable if the broker stays away past the budget."""
+        was superseded or the request had ended, or (`unless_cancelled`) a cancel was asked meanwhile: then
+        `cancelled` is set and nothing was written. BrokerUnavailable if the broker stays away past the budget."""
         self._drain()
         if self.superseded:
             return False
 
         def final() -> int:
             return self.requests.finish(
-                self.sink, self.request_id, status, data, tags, exit_code=exit_code, error=error, attempt=self.attempt
-            )
+                self.sink, self.request_id, status, data, tags, exit_code=exit_code, error=error, attempt=self.attempt,
+                unless_cancelled=unless_cancelled,
+            )  # fmt: skip
 
-        written = through_outage(final, budget_s=self._budget_s, what=f"the result of {self.request_id}") > 0
-        self.superseded = self.superseded or not written
-        return written
+        index = through_outage(final, budget_s=self._budget_s, what=f"the result of {self.request_id}")
+        if index == CANCEL_ASKED:
+            self.cancelled = True
+            return False
+        self.superseded = self.superseded or index <= 0
+        return index > 0
 
     def requeue(self, reason: str) -> bool:
         """Give the request back (its worker cannot run it): fences this delivery. Best effort while away."""

@@ -19,6 +19,7 @@ from celery.worker import state as worker_state
 from scalablejob.routing import TaskType
 from scalablejob.workers.held import track_held_tasks
 from scalablejob.workers.unacked import outlive_the_channel
+from scalablejob.workers.wake import BrpopWaker, brpop_client_id
 
 GATED_BRPOP_TIMEOUT_S = 0.1
 
@@ -45,9 +46,14 @@ class SlotGate:
         with self._lock:
             self._in_flight[request_id] = task_type
 
-    def release(self, request_id: str) -> None:
+    def release(self, request_id: str) -> bool:
+        """Forget a task that ended; True when its type was full until now (its queue was hidden and reopens)."""
         with self._lock:
-            self._in_flight.pop(request_id, None)
+            task_type = self._in_flight.pop(request_id, None)
+            if task_type is None:
+                return False
+            busy = sum(1 for held in self._in_flight.values() if held is task_type)
+        return busy == self._slots.get(task_type, 0) - 1
 
     def any_full(self) -> bool:
         """True while some queue of ours is hidden: its slot frees when a task ends, not when a message comes."""
@@ -77,26 +83,37 @@ class _GatedCycle:
         return getattr(self._cycle, name)
 
 
-def gate_channel(channel: Any, gate: SlotGate) -> None:
-    """Make a kombu Redis channel BRPOP only on queues with room (wraps `Channel._brpop_start`)."""
+def gate_channel(channel: Any, gate: SlotGate, waker: BrpopWaker | None = None) -> None:
+    """Make a kombu Redis channel BRPOP only on queues with room (wraps `Channel._brpop_start`); with a waker, a
+    BRPOP that leaves a queue out can be ended as soon as that queue's slot frees (workers/wake.py)."""
     if getattr(channel, "_scalablejob_gated", False):
         return
-    original_start = channel._brpop_start
+    original_start, original_read = channel._brpop_start, channel._brpop_read
 
     def gated_brpop_start(timeout: float | None = None) -> None:
         if len(worker_state.reserved_requests) == 0:
             gate.reset()  # self-heal: nothing is reserved, so nothing can be in flight
-        if gate.any_full():
-            # a hidden queue reopens when a task ends; a short BRPOP lets the next one include it soon after
+        hidden = gate.any_full()
+        if hidden:  # a fallback: the waker ends this BRPOP as soon as a hidden queue reopens
             timeout = GATED_BRPOP_TIMEOUT_S
+        client_id = brpop_client_id(channel) if hidden and waker is not None else None
         cycle = channel._queue_cycle
         channel._queue_cycle = _GatedCycle(cycle, gate)
         try:
             original_start(timeout)
         finally:
             channel._queue_cycle = cycle
+        if client_id is not None and waker is not None and channel._in_poll:
+            waker.sent(client_id)
 
-    channel._brpop_start = gated_brpop_start
+    def woken_brpop_read(**options: Any) -> Any:
+        try:
+            return original_read(**options)
+        finally:
+            if waker is not None:
+                waker.returned()
+
+    channel._brpop_start, channel._brpop_read = gated_brpop_start, woken_brpop_read
     channel._scalablejob_gated = True
 
 
@@ -113,12 +130,19 @@ class GateStep(bootsteps.StartStopStep):
         channel = parent.task_consumer.channel
         if parent.connection.transport.driver_type != "redis":
             raise RuntimeError("scalablejob workers need the Redis transport for idle-first dispatch")
-        gate_channel(channel, self.gate)
+        gate_channel(channel, self.gate, getattr(parent.app, "scalablejob_waker", None))
         outlive_the_channel(channel, str(parent.app.conf.broker_url))
 
 
-def install_gate(app: Any, gate: SlotGate) -> None:
-    """Wire a gate into an app's worker: count received tasks, release finished ones, gate the BRPOP."""
+def install_gate(app: Any, gate: SlotGate, broker_url: str | None = None) -> None:
+    """Wire a gate into an app's worker: count received tasks, release finished ones (waking the consumer when that
+    reopens a queue), gate the BRPOP."""
     app.scalablejob_gate = gate
+    waker = app.scalablejob_waker = BrpopWaker(broker_url) if broker_url else None
     app.steps["consumer"].add(GateStep)
-    track_held_tasks(lambda request, task_type: gate.claim(request.id, task_type), gate.release)
+
+    def released(task_id: str) -> None:
+        if gate.release(task_id) and waker is not None:
+            waker.wake()
+
+    track_held_tasks(lambda request, task_type: gate.claim(request.id, task_type), released)

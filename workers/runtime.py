@@ -172,24 +172,15 @@ class WorkerRuntime:
         """What precedes every task: a request cancelled while queued ends without running; otherwise this delivery
         starts (and is held, to be given back if the broker fails), unless the request has ended already."""
         sink = self.sink_for(request_id, frontend)
-        if self._cancelled_before_start(sink, request_id, task_type):
-            return Ended(RequestStatus.CANCELLED)
-        delivery = hold.delivery = self._start(sink, request_id, task_type, worker)
-        return NOT_RUN if delivery is None else delivery
-
-    def _start(self, sink: Sink, request_id: str, task_type: TaskType, worker: str) -> Delivery | None:
-        """Start this delivery; None when it must not run (the request ended or is gone: a duplicate message)."""
         started, delivery = Delivery.start(self.requests, sink, request_id, task_type.value, worker)
-        if delivery is None:
-            logger.warning("request %s not run: it %s", request_id, "is gone" if started.attempt == 0 else "has ended")
+        if started.cancelled:
+            through_outage(lambda: end_cancelled(sink, self.requests, request_id, task_type.value), what="a cancel")
+            return Ended(RequestStatus.CANCELLED)
+        if delivery is None:  # a duplicate message of a request that ended, or one that is gone
+            logger.warning("request %s not run: it %s", request_id, started.why_not)
+            return NOT_RUN
+        hold.delivery = delivery
         return delivery
-
-    def _cancelled_before_start(self, sink: Sink, request_id: str, task_type: TaskType) -> bool:
-        """A request cancelled while queued never runs."""
-        if not through_outage(lambda: self.requests.cancel_requested(request_id), what="reading a cancel flag"):
-            return False
-        through_outage(lambda: end_cancelled(sink, self.requests, request_id, task_type.value), what="a cancel")
-        return True
 
     @contextlib.contextmanager
     def _giving_back(self, request_id: str) -> Iterator[_Held]:
@@ -231,16 +222,15 @@ class WorkerRuntime:
                 logger.exception("query handler failed on request %s", request_id)
                 self._fail(delivery, error_text(exc), error_tags(exc))
                 raise HandlerError(f"query handler raised {type(exc).__name__}: {exc}") from exc
-            if delivery.is_cancelled():  # whatever it answered, the client no longer wants it
-                if delivery.superseded:
-                    return NOT_RUN
-                cancelled = entry_tags(request_id, TaskType.QUERY.value, EntryType.ERROR, cancelled="true")
-                delivery.finish(RequestStatus.CANCELLED, WHILE_RUNNING.encode(), cancelled, error=WHILE_RUNNING)
-                return Ended(RequestStatus.CANCELLED)
             tags_out = entry_tags(request_id, TaskType.QUERY.value, EntryType.RESULT, **encoding_tags(encoding))
-            if not delivery.finish(RequestStatus.DONE, data, tags_out):
+            if delivery.finish(RequestStatus.DONE, data, tags_out, unless_cancelled=True):
+                return Ended(RequestStatus.DONE)
+            if not delivery.cancelled or delivery.superseded:
                 return NOT_RUN
-            return Ended(RequestStatus.DONE)
+            # whatever it answered, the client no longer wants it
+            cancelled = entry_tags(request_id, TaskType.QUERY.value, EntryType.ERROR, cancelled="true")
+            delivery.finish(RequestStatus.CANCELLED, WHILE_RUNNING.encode(), cancelled, error=WHILE_RUNNING)
+            return Ended(RequestStatus.CANCELLED)
 
     def fail_unknown_task(self, request_id: str, name: str, known: Sequence[str]) -> None:
         """Fail a request whose message names a task this worker does not have."""

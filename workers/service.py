@@ -125,7 +125,7 @@ def prepare_service(
     runner, server = query_runner(config, job)
     if runner is None:
         warn_without_query_handler(config)
-    install_gate(app, slot_gate(config))
+    install_gate(app, slot_gate(config), broker_url)
     install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
     container_env = config.containers[0].env if config.containers else {}
     client = connect(broker_url)

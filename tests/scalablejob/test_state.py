@@ -13,6 +13,7 @@ from scalablejob import keys
 from scalablejob.errors import RequestError
 from scalablejob.sink import EntryType, Sink, SinkEntry, encode_tags, entry_tags
 from scalablejob.state import (
+    CANCEL_ASKED,
     FINISHED_STATE_TTL_S,
     FrontEndRequests,
     RequestState,
@@ -422,3 +423,22 @@ def test_the_open_requests_are_read_from_every_front_ends_input_queue(store: Req
     state = state_of(store, "r1")
     entry = store.input_entry(state)
     assert entry is not None and entry.request_id == "r1"
+
+
+def test_a_request_cancelled_while_queued_is_not_started(store: RequestStore) -> None:
+    store.create("r1", "command", now=T0)
+    store.request_cancel("r1")
+
+    assert store.mark_running("r1", "w1", now=T0 + 1) == -2
+    state = state_of(store, "r1")
+    assert (state.status, state.attempt, state.worker) == (RequestStatus.QUEUED, 0, None)
+
+
+def test_a_result_that_came_after_a_cancel_is_not_written_when_asked(store: RequestStore, sink: Sink) -> None:
+    store.create("r1", "query", now=T0)
+    attempt = store.mark_running("r1", "w1", now=T0 + 1)
+    store.request_cancel("r1")
+
+    assert finish(store, sink, "r1", RequestStatus.DONE, attempt=attempt, unless_cancelled=True) == CANCEL_ASKED
+    assert sink.length() == 0 and state_of(store, "r1").status is RequestStatus.RUNNING
+    assert finish(store, sink, "r1", RequestStatus.CANCELLED, attempt=attempt) == 1

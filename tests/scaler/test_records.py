@@ -13,7 +13,7 @@ import pytest
 
 from scalablejob import keys
 from scalablejob.errors import ScalerError
-from scalablejob.scaler.records import ProcessRecord, ScalerStore, is_same_process
+from scalablejob.scaler.records import LeaseLost, ProcessRecord, ScalerStore, is_same_process
 
 
 def test_a_record_survives_the_round_trip() -> None:
@@ -41,3 +41,30 @@ def test_a_lease_left_by_a_dead_scaler_is_taken_over() -> None:
     ScalerStore(client, "svc", "other-host").acquire_lease()  # another host has its own
     store.release()
     ScalerStore(client, "svc", "h").acquire_lease()
+
+
+def test_a_scaler_that_lost_its_lease_is_told_and_cannot_renew_it() -> None:
+    # given a scaler whose lease expired while it was paused, and that another scaler then took over
+    client = fakeredis.FakeRedis()
+    paused = ScalerStore(client, "svc", "h")
+    paused.acquire_lease()
+    paused.renew_lease()
+    client.set(keys.scaler_lease("svc", "h"), json.dumps({"pid": 1, "create_time": 0.0}))  # the other one's
+
+    # when it wakes up and renews, then it learns it lost, and the other one keeps the lease
+    with pytest.raises(LeaseLost, match="lost its lease"):
+        paused.renew_lease()
+    assert json.loads(client.get(keys.scaler_lease("svc", "h")))["pid"] == 1
+    paused.release()  # nor does stopping remove the other one's lease
+    assert client.exists(keys.scaler_lease("svc", "h"))
+
+
+def test_of_two_scalers_that_find_the_same_dead_holder_only_one_takes_the_lease() -> None:
+    client = fakeredis.FakeRedis()
+    dead = json.dumps({"pid": os.getpid(), "create_time": psutil.Process().create_time() - 50})
+    client.set(keys.scaler_lease("svc", "h"), dead)
+    first, second = ScalerStore(client, "svc", "h"), ScalerStore(client, "svc", "h")
+
+    first.acquire_lease()
+    # the second saw the same dead holder before the first took over: its compare-and-set fails
+    assert not second._take(keys=[keys.scaler_lease("svc", "h")], args=["me", 10_000, dead])

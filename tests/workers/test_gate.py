@@ -54,6 +54,11 @@ class FakeChannel:
         self.brpops: list[list[str]] = []
         self.timeouts: list[float | None] = []
         self.error = error
+        self._in_poll: object = None
+
+    def _brpop_read(self, **options: object) -> bool:
+        self._in_poll = None
+        return True
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         self.timeouts.append(timeout)
@@ -291,3 +296,15 @@ def test_gate_channel_resets_once_the_last_reserved_request_is_gone() -> None:
 
     assert channel.brpops == [[QUERY_QUEUE, FOREIGN_QUEUE], ALL_QUEUES]
     assert gate.in_flight(TaskType.COMMAND) == 0
+
+
+def test_release_says_when_it_reopens_a_hidden_queue() -> None:
+    gate = make_gate()  # 1 command slot, 2 query slots
+    gate.claim("q1", TaskType.QUERY)
+    gate.claim("q2", TaskType.QUERY)
+    gate.claim("c1", TaskType.COMMAND)
+
+    assert gate.release("q1") is True  # the query queue was hidden: it reopens
+    assert gate.release("q2") is False  # it was open already
+    assert gate.release("c1") is True
+    assert gate.release("unknown") is False
