@@ -76,21 +76,21 @@ def parse_broker_url(url: str) -> BrokerAddress:
 
 def connect(url: str, **options: Any) -> redis.Redis:
     """A client of the broker (of its current master, for a Sentinel URL); options as redis.Redis takes them."""
-    address = parse_broker_url(url)
-    if not address.is_sentinel:
-        return redis.Redis.from_url(_without_query(url) if address.replicas else url, **options)
-    sentinel = Sentinel(list(address.sentinels), sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S})
-    return sentinel.master_for(
-        address.master, db=address.db, password=address.password, username=address.username, **options
-    )
+    client: redis.Redis = _client(url, options, redis.Redis.from_url, Sentinel)
+    return client
 
 
 def connect_async(url: str, **options: Any) -> aioredis.Redis:
     """The same, on redis.asyncio (the front end)."""
+    client: aioredis.Redis = _client(url, options, aioredis.Redis.from_url, AsyncSentinel)
+    return client
+
+
+def _client(url: str, options: dict[str, Any], from_url: Any, sentinel_class: Any) -> Any:
     address = parse_broker_url(url)
     if not address.is_sentinel:
-        return aioredis.Redis.from_url(_without_query(url) if address.replicas else url, **options)
-    sentinel = AsyncSentinel(list(address.sentinels), sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S})
+        return from_url(_without_query(url) if address.replicas else url, **options)
+    sentinel = sentinel_class(list(address.sentinels), sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S})
     return sentinel.master_for(
         address.master, db=address.db, password=address.password, username=address.username, **options
     )
