@@ -52,6 +52,7 @@ class ScalerOptions:
     unbacked_after_s: float = UNBACKED_AFTER_S
     max_local: int | None = None  # the most workers this host may run (None: as many as the policy and GPUs allow)
     host_stale_after_s: float = HOST_STALE_AFTER_S
+    prewarm: bool = True  # fork new workers from a warm parent (scaler.forkserver) where that is safe
 
 
 def service_gpus(config: ServiceConfig, fake: int | None) -> tuple[Gpu, ...]:
@@ -83,7 +84,9 @@ def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions,
     exporter = Exporter(config.name) if options.metrics_port is not None else None
     parts = Parts(
         metrics=RedisMetrics(client, config.name),
-        launcher=ProcessLauncher(worker_argv(options), host, log_dir=options.log_dir),
+        launcher=ProcessLauncher(
+            worker_argv(options), host, log_dir=options.log_dir, prewarm=options.prewarm
+        ),
         recovery=Recovery(
             make_app(config.name, broker_url), client, config.name, unbacked_after_s=options.unbacked_after_s
         ),

@@ -8,13 +8,14 @@ their own) inherits it, which is how the processes a crashed worker left behind 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -22,6 +23,7 @@ from typing import IO, Protocol
 import psutil
 
 from scalablejob.gpus import CUDA_VISIBLE_DEVICES, Gpu, cuda_visible_devices
+from scalablejob.scaler.forkserver import FORK_SERVER_ENV, ForkServer
 from scalablejob.scaler.records import ProcessRecord, is_same_process
 
 logger = logging.getLogger(__name__)
@@ -66,22 +68,43 @@ def worker_env(base: Mapping[str, str], spec: WorkerSpec) -> dict[str, str]:
     return {**base, CUDA_VISIBLE_DEVICES: cuda_visible_devices(spec.gpus), WORKER_NAME_ENV: spec.name}
 
 
-class ProcessLauncher:
-    """Real `scalablejob worker` processes, started from `worker_argv` plus `-n NAME`."""
+WORKER_COMMAND = ("-m", "scalablejob", "worker")  # what follows the interpreter in a `scalablejob worker` argv
 
-    def __init__(self, worker_argv: Sequence[str], host: str, *, log_dir: Path | None = None) -> None:
+
+class ProcessLauncher:
+    """Real `scalablejob worker` processes, started from `worker_argv` plus `-n NAME`: forked from a warm parent when
+    `prewarm` is on and the fork server is warm (scaler.forkserver), else started cold as a new interpreter."""
+
+    def __init__(
+        self, worker_argv: Sequence[str], host: str, *, log_dir: Path | None = None, prewarm: bool = False,
+        fork_server: Callable[[list[str]], ForkServer] = ForkServer.start,
+    ) -> None:  # fmt: skip
         self._argv = list(worker_argv)
         self._host = host
         self._log_dir = log_dir
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._adopted: dict[str, ProcessRecord] = {}
+        self._forked: dict[str, ProcessRecord] = {}  # children of the fork server: it reports their exits
+        self._server: ForkServer | None = None
+        if prewarm and tuple(self._argv[1 : len(WORKER_COMMAND) + 1]) == WORKER_COMMAND:
+            self._server = fork_server(self._argv[len(WORKER_COMMAND) + 1 :])  # the worker's arguments
+            atexit.register(self.close)
 
     @property
     def names(self) -> list[str]:
         """The workers it holds: spawned or adopted, not yet reaped."""
-        return [*self._children, *self._adopted]
+        return [*self._children, *self._forked, *self._adopted]
+
+    def close(self) -> None:
+        """Stop the fork server, if any (the workers live on, as those of a cold start do)."""
+        if self._server is not None:
+            self._server.close()
 
     def spawn(self, spec: WorkerSpec) -> ProcessRecord:
+        if self._server is not None and self._server.ready:
+            pid = self._server.fork(spec.name, worker_env({}, spec), self._log_path(spec.name))
+            if pid is not None:
+                return self._record(spec, pid, self._forked)
         output = self._log_file(spec.name)
         try:
             process = subprocess.Popen(
@@ -92,16 +115,21 @@ class ProcessLauncher:
             if output is not None:
                 output.close()
         self._children[spec.name] = process
+        return self._record(spec, process.pid, {})
+
+    def _record(self, spec: WorkerSpec, pid: int, held: dict[str, ProcessRecord]) -> ProcessRecord:
         try:
-            create_time = psutil.Process(process.pid).create_time()
+            create_time = psutil.Process(pid).create_time()
         except psutil.NoSuchProcess:  # died at once: reap() reports it
             create_time = 0.0
         gpus = tuple(gpu.uuid for gpu in spec.gpus)
-        return ProcessRecord(spec.name, process.pid, create_time, self._host, gpus, time.time())
+        record = ProcessRecord(spec.name, pid, create_time, self._host, gpus, time.time())
+        held[spec.name] = record
+        return record
 
     def adopt(self, record: ProcessRecord) -> bool:
         """Take over a worker of a previous scaler run if that very process still runs as that worker."""
-        if not is_same_process(record.pid, record.create_time) or _env_of(record.pid) != record.name:
+        if not is_same_process(record.pid, record.create_time) or not _is_worker_env(_env_of(record.pid), record.name):
             return False
         self._adopted[record.name] = record
         return True
@@ -115,10 +143,16 @@ class ProcessLauncher:
 
     def reap(self) -> list[Exited]:
         exited = [Exited(name, code) for name, child in self._children.items() if (code := child.poll()) is not None]
+        if self._server is not None:
+            exited += [Exited(name, code) for name, code in self._server.exits() if name in self._forked]
+            if not self._server.alive:  # nobody reports their exits any more: watch them as adopted ones
+                self._adopted.update(self._forked)
+                self._forked.clear()
         gone = [name for name, record in self._adopted.items() if not is_same_process(record.pid, record.create_time)]
         exited += [Exited(name, None) for name in gone]
         for item in exited:
             self._children.pop(item.name, None)
+            self._forked.pop(item.name, None)
             self._adopted.pop(item.name, None)
         return exited
 
@@ -141,20 +175,30 @@ class ProcessLauncher:
     def _pid(self, name: str) -> int | None:
         if name in self._children:
             return self._children[name].pid
-        record = self._adopted.get(name)
+        record = self._adopted.get(name) or self._forked.get(name)
         if record is None or not is_same_process(record.pid, record.create_time):
             return None  # never signal a pid that may have been reused
         return record.pid
 
     def _log_file(self, name: str) -> IO[bytes] | None:
+        path = self._log_path(name)
+        return None if path is None else path.open("ab")
+
+    def _log_path(self, name: str) -> Path | None:
         if self._log_dir is None:
             return None
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        return (self._log_dir / f"{name.replace('@', '_')}.log").open("ab")
+        return self._log_dir / f"{name.replace('@', '_')}.log"
 
 
-def _env_of(pid: int) -> str | None:
+def _env_of(pid: int) -> dict[str, str]:
     try:
-        return psutil.Process(pid).environ().get(WORKER_NAME_ENV)
+        return dict(psutil.Process(pid).environ())
     except psutil.Error:
-        return None
+        return {}
+
+
+def _is_worker_env(env: Mapping[str, str], name: str) -> bool:
+    """Whether a process's initial environment is that of worker `name`: its own, or, forked without an exec, that of
+    the fork server (the worker's pid and start time, checked before, name it)."""
+    return env.get(WORKER_NAME_ENV) == name or (WORKER_NAME_ENV not in env and FORK_SERVER_ENV in env)

@@ -12,6 +12,11 @@ from scalablejob.broker import resolve_broker
 from scalablejob.cli_options import broker_option, data_dir_option, reports_errors
 from scalablejob.config import load_config
 
+PREWARMED_MODULES = (
+    "scalablejob.workers.main", "scalablejob.workers.celery_worker", "celery.apps.worker", "celery.bin.celery",
+    "kombu.transport.redis",
+)  # fmt: skip
+
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
@@ -41,3 +46,18 @@ def worker(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def prewarm(args: list[str]) -> None:
+    """Import what `worker ARGS` runs (Celery, the worker, the config, the user's module) without running it: a fork
+    server (scaler.forkserver) calls it once, so that the workers it forks skip those imports."""
+    import importlib
+
+    from scalablejob.user_code import load_job
+
+    for module in PREWARMED_MODULES:
+        importlib.import_module(module)
+    params = worker.make_context("worker", list(args)).params
+    service = load_config(params["config"])
+    if params["app_spec"]:
+        load_job(params["app_spec"], service.name)

@@ -39,6 +39,7 @@ def launchers() -> Iterator[list[ProcessLauncher]]:
             launcher.kill(name)
             launcher.kill_leftovers(name)
         wait_until(all_reaped(launcher), 10, "a test worker outlived its test")
+        launcher.close()  # its fork server, if any
 
 
 def all_reaped(launcher: ProcessLauncher) -> Callable[[], bool]:
@@ -120,3 +121,12 @@ def test_what_a_dead_worker_started_in_a_session_of_its_own_is_found_and_killed(
     assert reaped(launcher) == [Exited("svc-1@testhost", -signal.SIGKILL)]
     assert launcher.kill_leftovers("svc-1@testhost") == 1
     wait_until(lambda: is_gone(command), 10, "the command outlived its worker")
+
+
+def test_prewarm_applies_to_scalablejob_worker_only_another_program_starts_cold(launchers) -> None:
+    started: list[list[str]] = []
+    launchers.append(ProcessLauncher(SLEEPER, "testhost", prewarm=True, fork_server=started.append))  # type: ignore[arg-type]
+
+    record = launchers[-1].spawn(WorkerSpec("svc-1@testhost"))
+
+    assert started == [] and psutil.Process(record.pid).ppid() == os.getpid()
