@@ -206,9 +206,6 @@ class RequestStore:
         attempt, cancel = self._redis.hmget(self._key(request_id), [Field.ATTEMPT, Field.CANCEL_REQUESTED])
         return int(attempt or 0), cancel == b"1"
 
-    def cancel_requested(self, request_id: str) -> bool:
-        return self._redis.hget(self._key(request_id), Field.CANCEL_REQUESTED) == b"1"
-
     def finish(
         self, sink: Sink, request_id: str, status: RequestStatus, data: bytes, tags: Mapping[str, str], *,
         now: float | None = None, exit_code: int | None = None, error: str | None = None, attempt: int | None = None,

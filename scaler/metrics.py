@@ -28,15 +28,6 @@ class Observation:
         """Tasks held by live workers of the service, on any host (stale fields are workers that are gone)."""
         return sum(len(presence.held) for presence in self.workers.values() if presence.is_fresh(now))
 
-    def claimed(self, now: float, within_s: float) -> set[str]:
-        """Task ids held by workers heard from within `within_s`: recovery must not put back what they may run."""
-        return {
-            task_id
-            for presence in self.workers.values()
-            if now - presence.heartbeat < within_s
-            for task_id in presence.held
-        }
-
 
 class MetricsSource(Protocol):
     def observe(self) -> Observation: ...
