@@ -15,7 +15,8 @@ from netns_rig import DEFAULT_NODES, REDIS_NODES, SENTINEL_NODES, NetnsError, Ne
 
 from conftest import wait_until
 
-SENTINELS_READY_S = 40.0  # replicas in sync and every Sentinel knowing the two others (hello messages every 2 s)
+# replicas in sync, every Sentinel knowing the two others (hello every 2 s) and both replicas (INFO every 10 s)
+SENTINELS_READY_S = 40.0
 
 _FAILED = pytest.StashKey[bool]()
 
@@ -70,7 +71,7 @@ def fleet(netns: NetnsRig, request: pytest.FixtureRequest) -> Iterator[Fleet]:
 @pytest.fixture
 def sentinel_netns(tmp_path: Path) -> Iterator[NetnsRig]:
     """The failover layout: a master in r1, replicas in r2 and r3, a Sentinel in each (quorum 2); ready once the
-    Sentinels see the master, both replicas and each other."""
+    Sentinels see the master and each other, and each of them knows both replicas."""
     rig = open_rig(tmp_path / "net", SENTINEL_NODES)
     try:
         master, *replicas = REDIS_NODES
@@ -87,7 +88,10 @@ def sentinel_netns(tmp_path: Path) -> Iterator[NetnsRig]:
             except NetnsError:
                 return False
             hosts = {"master": seen["master"].split(":")[0], "replicas": [r.split(":")[0] for r in seen["replicas"]]}
-            return hosts == expected and sorted(seen["others"].values()) == [2, 2, 2]
+            # every Sentinel must know both replicas itself (it learns them from the master's INFO every 10 s): one
+            # that does not could be elected leader and then find "no good slave" to promote
+            replicas_known = sorted(seen["known"].values()) == [len(replicas)] * len(REDIS_NODES)
+            return hosts == expected and sorted(seen["others"].values()) == [2, 2, 2] and replicas_known
 
         wait_until(ready, SENTINELS_READY_S, "the Sentinels never saw the master, both replicas and each other", 1)
         yield rig

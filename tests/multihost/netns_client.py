@@ -90,15 +90,17 @@ def op_topology(url: str) -> None:
     sentinel = Sentinel(list(address.sentinels), socket_timeout=SOCKET_TIMEOUT_S)
     host, port = sentinel.discover_master(address.master)
     replicas = [f"{h}:{p}" for h, p in sentinel.discover_slaves(address.master)]
-    others = {}
+    others, known = {}, {}
     for watcher in sentinel.sentinels:
         try:
             state = watcher.sentinel_master(address.master)
+            healthy = [r for r in watcher.sentinel_slaves(address.master) if r.get("flags") == "slave"]
         except (redis.RedisError, OSError):
             continue
         name = watcher.connection_pool.connection_kwargs
         others[f"{name['host']}:{name['port']}"] = int(state.get("num-other-sentinels", 0))
-    emit({"master": f"{host}:{port}", "replicas": sorted(replicas), "others": others})
+        known[f"{name['host']}:{name['port']}"] = len(healthy)  # each Sentinel learns the replicas on its own
+    emit({"master": f"{host}:{port}", "replicas": sorted(replicas), "others": others, "known": known})
 
 
 OPS: dict[str, Callable[..., None]] = {
