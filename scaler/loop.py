@@ -276,8 +276,7 @@ class Scaler:
                     "worker %s (pid %d) has not been heard from for %.0f s: killing it and its jobs; its tasks go "
                     "back on the queue once it is dead", name, managed.record.pid, now - presence.heartbeat,
                 )  # fmt: skip
-                self.parts.launcher.kill(name)
-                self.parts.launcher.kill_leftovers(name)
+                self.parts.launcher.kill(name)  # its jobs go when it is reaped, as for any worker that crashed
                 managed.killed = managed.stopping = True
 
     def _note_states(self, observation: Observation) -> None:
@@ -365,13 +364,13 @@ class Scaler:
         began = time.monotonic()
         membership = self.parts.membership
         held: set[str] = set()
-        orphaned: dict[str, float] = {}  # tasks of another host's silent worker -> since when nobody holds them
+        orphaned: set[str] = set()  # tasks of another host's silent worker, or of a host declared dead
         for name, presence in observation.workers.items():
             lost_host = membership is not None and presence.host in membership.dead_hosts
             if name in self.workers or (now - presence.heartbeat < self.fleet.host_stale_after_s and not lost_host):
                 held.update(presence.held)  # our own live processes hold theirs until they are reaped
             else:  # its worker is silent, or on a host declared dead: nobody holds these now
-                orphaned.update(dict.fromkeys(presence.held, now))
+                orphaned.update(presence.held)
         resent = self.parts.recovery.reconcile(held, now, orphaned)
         took_s = time.monotonic() - began  # a large backlog takes longer to read: look less often, not longer
         self._memory.next_reconcile = now + max(RECONCILE_EVERY_S, took_s / RECONCILE_SHARE)

@@ -32,12 +32,12 @@ class Backing:
     queued: Collection[str] = frozenset()  # request ids with a message waiting in a queue
     held: Collection[str] = frozenset()  # request ids held by workers heard from recently
     unacked: Mapping[str, Unacked] = field(default_factory=dict)  # request id -> its unacknowledged message
-    orphaned_at: Mapping[str, float] = field(default_factory=dict)  # held by a worker now silent: since when
+    orphaned: Collection[str] = frozenset()  # last held by a worker now silent, or on a host declared dead
 
     def backs(self, request_id: str, now: float, bound_s: float) -> bool:
         if request_id in self.queued or request_id in self.held:
             return True
-        if request_id in self.orphaned_at:
+        if request_id in self.orphaned:
             return False  # its message is unacknowledged, but the worker that took it is lost, however recently
         message = self.unacked.get(request_id)
         return message is not None and now - message.delivered_at < bound_s
@@ -65,8 +65,7 @@ def reconcile(
             continue
         first = unbacked_since.get(request_id, now)
         since[request_id] = first
-        orphaned_at = backing.orphaned_at.get(request_id)
-        if now - first >= bound_s or (orphaned_at is not None and orphaned_at <= now):
+        if now - first >= bound_s or request_id in backing.orphaned:
             due.append(request_id)
     return Verdict(due, since)
 

@@ -38,7 +38,7 @@ class Recoverer(Protocol):
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]: ...
 
     def reconcile(
-        self, claimed: Collection[str], now: float, orphaned: Mapping[str, float] | None = None
+        self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()
     ) -> list[str]: ...
 
 
@@ -65,14 +65,14 @@ class Recovery:
             return [task_id for task_id, tag in held.items() if self._redeliver(channel, task_id, tag, reason)]
 
     def reconcile(
-        self, claimed: Collection[str], now: float, orphaned: Mapping[str, float] | None = None
+        self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()
     ) -> list[str]:
         """Re-send the open requests backed by nothing for `unbacked_after_s` (claimed: the ids live workers hold;
-        orphaned: ids that a worker now silent held, and since when); drop the unacknowledged messages of requests
+        orphaned: ids that a worker now silent, or on a lost host, held); drop the unacknowledged messages of requests
         that ended. Returns the ids re-sent."""
         with self._app.connection_for_write() as connection:
             channel = connection.default_channel
-            backing = Backing(self._queued_ids(), set(claimed), self._unacked(channel), dict(orphaned or {}))
+            backing = Backing(self._queued_ids(), set(claimed), self._unacked(channel), set(orphaned))
             open_ids = set(self._requests.open_request_ids())
             verdict = reconcile(open_ids, backing, self._unbacked_since, now, self.unbacked_after_s)
             self._unbacked_since = verdict.unbacked_since

@@ -85,6 +85,6 @@ class FakeRecovery:
             self.recovered.append((worker, dict(held)))
         return list(held)
 
-    def reconcile(self, claimed: Collection[str], now: float, orphaned: Mapping[str, float] | None = None) -> list[str]:
+    def reconcile(self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()) -> list[str]:
         self.reconciled.append(set(claimed))
         return []

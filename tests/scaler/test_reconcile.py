@@ -57,7 +57,7 @@ def test_a_request_whose_worker_is_lost_is_due_at_once_unless_a_live_worker_took
     backing = Backing(
         held={"taken-again"},
         unacked={"lost": Unacked("t1", T0 - 1)},  # delivered just now, but to a worker on a host declared dead
-        orphaned_at={"lost": T0, "taken-again": T0},
+        orphaned={"lost", "taken-again"},
     )
 
     assert reconcile(["lost", "taken-again"], backing, {}, T0, BOUND).due == ["lost"]
