@@ -7,10 +7,13 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 
+import redis
 from celery import Celery
 
+from scalablejob import keys
 from scalablejob.cancel import CancelOutcome, cancel_request
 from scalablejob.celery_app import make_app
+from scalablejob.celery_message import QueueMessage, task_message
 from scalablejob.errors import BrokerError, RequestError, ResultTimeout
 from scalablejob.logs import request_entries
 from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY
@@ -52,19 +55,28 @@ def checked_request_id(tags: Mapping[str, str]) -> str:
     return request_id
 
 
-def send_request(
+def request_message(
     app: Celery, service: str, request_id: str, body: bytes, tags: Mapping[str, str], task_type: TaskType,
     task_name: str | None, frontend: str,
-) -> None:  # fmt: skip
-    """Send the Celery message of a recorded request: at its put, and again if it was lost (the reconciler)."""
-    app.send_task(
+) -> QueueMessage:  # fmt: skip
+    """The Celery message of a request: what its put queues, and what the reconciler re-sends if it was lost."""
+    return task_message(
+        app,
         task_name or task_name_for(task_type),  # a named task runs as itself, so Flower shows its name
-        args=(body, dict(tags)),
-        kwargs={"frontend": frontend},  # the return address: the worker writes to this front end's sink
-        task_id=request_id,
-        queue=queue_for(service, task_type),
-        priority=priority_of(tags),
+        request_id,
+        (body, dict(tags)),
+        {"frontend": frontend},  # the return address: the worker writes to this front end's sink
+        queue_for(service, task_type),
+        priority_of(tags),
     )
+
+
+def send_message(client: redis.Redis, service: str, message: QueueMessage) -> None:
+    """Queue a message outside a put (the reconciler's re-send), and tell the scaler as a put does."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.lpush(message.list_key, message.payload)
+        pipe.publish(keys.task_sent_channel(service), message.list_key)
+        pipe.execute()
 
 
 class JobClient:
@@ -99,11 +111,12 @@ class JobClient:
         request_id = checked_request_id(clean)
         priority_of(clean)  # a bad priority is refused before anything is written
         clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
+        message = request_message(self._app, self.service, request_id, body, clean, task_type, task_name, self.frontend)
         index = self.requests.create(
-            request_id, task_type.value, frontend=self.frontend, data=body, tags=clean, task_name=task_name
-        )
+            request_id, task_type.value, frontend=self.frontend, data=body, tags=clean, task_name=task_name,
+            message=message,
+        )  # fmt: skip
         try:
-            send_request(self._app, self.service, request_id, body, clean, task_type, task_name, self.frontend)
             wait_for_replicas(self._redis, self._broker)  # with ?replicas=N: acknowledged only once replicated
         except Exception as exc:
             self.requests.discard(request_id, index, self.frontend)
@@ -124,8 +137,7 @@ class JobClient:
     def result(self, request_id: str, timeout: float | None = None) -> SinkEntry:
         """Wait for a request's final sink entry (type `result` or `error`); ResultTimeout after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen = self.sink.last_index()  # read before the state, so an entry written in between is not missed
-        state = self.requests.require(request_id)
+        seen, state, final = self.requests.outcome(request_id, self.sink)
         while not state.status.finished:
             remaining_ms = 1000 if deadline is None else int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
@@ -135,7 +147,7 @@ class JobClient:
                 if entry.request_id == request_id and entry.is_final:
                     return entry
             state = self.requests.require(request_id)
-        return self._final_entry(state)
+        return final if final is not None and final.request_id == request_id else self._final_entry(state)
 
     def cancel(self, request_id: str) -> CancelOutcome:
         """Cancel a queued request (it leaves its queue) or a running one (its worker stops it)."""

@@ -31,6 +31,11 @@ def input_index_entry(service: str, index: int) -> str:
     return f"{input_index_prefix(service)}{index}"
 
 
+def task_sent_channel(service: str) -> str:
+    """Pub/sub channel a put publishes its queue's name on, in the script that queues it: the scaler wakes at once."""
+    return f"{KEY_PREFIX}:{service}:sent"
+
+
 def request_state(service: str, request_id: str) -> str:
     """Hash holding one request's state (queued, running, done, ...) and timestamps."""
     return f"{KEY_PREFIX}:{service}:request:{request_id}"

@@ -8,6 +8,7 @@ NORMAL_PRIORITY; `_priority_=1` requests go to URGENT_PRIORITY, ahead of them.
 from __future__ import annotations
 
 import json
+from bisect import bisect
 from typing import Any
 
 import redis
@@ -20,7 +21,13 @@ PRIORITY_SEPARATOR = "\x06\x16"
 
 def priority_lists(queue: str) -> list[str]:
     """The Redis lists that hold a queue's messages, most urgent first."""
-    return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
+    return [priority_list(queue, step) for step in PRIORITY_STEPS]
+
+
+def priority_list(queue: str, priority: int) -> str:
+    """The Redis list kombu puts a message of `priority` on: that of the highest step not above it."""
+    step = PRIORITY_STEPS[max(bisect(PRIORITY_STEPS, priority) - 1, 0)]
+    return queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}"
 
 
 def queue_depth(client: redis.Redis, queue: str) -> int:

@@ -16,6 +16,7 @@ import redis
 from redis import asyncio as aioredis
 
 from scalablejob import keys
+from scalablejob.celery_message import QueueMessage
 from scalablejob.errors import QueueFull, RequestError
 from scalablejob.limits import Limit
 from scalablejob.lua import lua_script
@@ -74,6 +75,16 @@ _INTEGER_FIELDS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class UnackedMessage:
+    """The message a worker took a request from, as kombu's Redis transport keeps it until acknowledged: its
+    delivery tag in the `unacked` hash and its index (a finish acknowledges it in the same step)."""
+
+    tag: str
+    unacked_key: str = "unacked"
+    unacked_index_key: str = "unacked_index"
+
+
 class RequestStatus(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -130,6 +141,7 @@ class RequestStore:
         self._create = client.register_script(lua_script("state_create.lua"))
         self._start = client.register_script(lua_script("state_start.lua"))
         self._open_ids = client.register_script(lua_script("state_open_ids.lua"))
+        self._outcome = client.register_script(lua_script("state_outcome.lua"))
         self._update = client.register_script(fenced_script("state_update.lua"))
         self._requeue = client.register_script(fenced_script("state_requeue.lua"))
         self._finish = client.register_script(writer_script("state_finish.lua"))
@@ -147,19 +159,23 @@ class RequestStore:
         tags: Mapping[str, str] | None = None,
         now: float | None = None,
         task_name: str | None = None,
+        message: QueueMessage | None = None,
     ) -> int:
         """Record a new queued request of `frontend` (default: the service's own) and return its index, the request
-        (data and tags) mirrored into that front end's input queue; a request id in use is an error."""
+        (data and tags) mirrored into that front end's input queue; a request id in use is an error. `message`, its
+        Celery message, is queued in the same step (and the scaler told), or in neither step if the request is not
+        recorded."""
         own = frontend or self.service
         index = self._create(
             keys=[
                 self._key(request_id), keys.input_index_counter(self.service), keys.input_stream(self.service, own),
                 keys.frontend_sink_index_counter(self.service, own), keys.queue_limits(self.service),
-                keys.input_streams(self.service),
+                keys.input_streams(self.service), message.list_key if message else "",
             ],
             args=[
                 request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {}),
                 Limit.INPUT_MAX_LENGTH.default, keys.input_index_prefix(self.service), task_name or "",
+                message.payload if message else "", keys.task_sent_channel(self.service),
             ],
         )  # fmt: skip
         return _new_index(index, request_id, own)
@@ -209,7 +225,7 @@ class RequestStore:
     def finish(
         self, sink: Sink, request_id: str, status: RequestStatus, data: bytes, tags: Mapping[str, str], *,
         now: float | None = None, exit_code: int | None = None, error: str | None = None, attempt: int | None = None,
-        unless_cancelled: bool = False,
+        unless_cancelled: bool = False, message: UnackedMessage | None = None,
     ) -> int:  # fmt: skip
         """End a request: append its final entry to `sink` (its front end's output queue) and return the entry's
         index; in the same step its state ends (`status`, `result_index`, the details given) and it leaves that
@@ -217,18 +233,19 @@ class RequestStore:
         `attempt` (if given) is no longer current: a request has exactly one final entry; CANCEL_ASKED (nothing
         written) when `unless_cancelled` and a cancel was asked meanwhile. The state and its index
         expire when the output queue's maximum age has passed
-        (queue.sink.max_age_seconds; FINISHED_STATE_TTL_S until a part records the limits)."""
+        (queue.sink.max_age_seconds; FINISHED_STATE_TTL_S until a part records the limits). `message`, the one the
+        request was taken from, is acknowledged with the final entry (not when nothing is written)."""
         finished_at = _now(now)
         fields: dict[str, str | float | int] = {Field.STATUS: status.value, Field.FINISHED_AT: finished_at}
         optional = {Field.EXIT_CODE: exit_code, Field.ERROR: error}
         fields.update({name: value for name, value in optional.items() if value is not None})
         entry_keys = [
             sink.stream, sink.counter, self._key(request_id), keys.input_stream(self.service, sink.frontend),
-            keys.queue_limits(self.service), sink.clock,
+            keys.queue_limits(self.service), sink.clock, *_unacked_keys(message),
         ]  # fmt: skip
         args = [
             data, encode_tags(tags), finished_at, *retention_defaults(), keys.input_index_prefix(self.service),
-            _attempt_arg(attempt), "1" if unless_cancelled else "", *_pairs(fields),
+            _attempt_arg(attempt), "1" if unless_cancelled else "", message.tag if message else "", *_pairs(fields),
         ]  # fmt: skip
         return int(self._finish(keys=entry_keys, args=args))
 
@@ -254,6 +271,21 @@ class RequestStore:
     def get(self, request_id: str) -> RequestState | None:
         raw: Any = self._redis.hgetall(self._key(request_id))
         return RequestState.from_hash(raw) if raw else None
+
+    def outcome(self, request_id: str, sink: Sink) -> tuple[int, RequestState, SinkEntry | None]:
+        """In one round trip: `sink`'s last index (read before the state, so a wait from it misses no entry), the
+        request's state (RequestError if it is unknown), and its final entry once it has ended (None before that, or
+        if the entry was deleted)."""
+        reply: Any = self._outcome(keys=[sink.counter, self._key(request_id), sink.stream])
+        last, flat, items = reply
+        if not flat:
+            raise RequestError(f"requestId {request_id!r} is unknown to service {self.service}")
+        state = RequestState.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        entry = None
+        if items:
+            sid, fields = items[0]
+            entry = decode_entry(sid, dict(zip(fields[::2], fields[1::2], strict=True)))
+        return int(last), state, entry
 
     def require(self, request_id: str) -> RequestState:
         """The state of a request that must exist: a RequestError names the request and the service otherwise."""
@@ -304,6 +336,12 @@ def _pairs(fields: Mapping[str, str | int | float]) -> list[str | int | float]:
 def _attempt_arg(attempt: int | None) -> str | int:
     """How a script gets a delivery's attempt: '' when the writer is not a delivery (nothing to fence)."""
     return "" if attempt is None else attempt
+
+
+def _unacked_keys(message: UnackedMessage | None) -> list[str]:
+    """The unacked hash and index a finish acknowledges in (kombu's defaults when it acknowledges nothing)."""
+    held = message or UnackedMessage("")
+    return [held.unacked_key, held.unacked_index_key]
 
 
 def _new_index(index: Any, request_id: str, frontend: str) -> int:

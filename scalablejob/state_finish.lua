@@ -1,9 +1,12 @@
 -- Append a request's final entry and end its state in one step.
 -- KEYS: output queue stream, its counter, state hash, the front end's input stream, the service's queue limits,
--- the output queue's clock.
+-- the output queue's clock, kombu's unacked hash and its index.
 -- ARGV: data, tags, now, the output queue's default maximum length and maximum age, checkpoints per maximum age,
 -- the prefix of the input index keys, the writing delivery's attempt ('' for none), '1' to write nothing if a
--- cancel was asked meanwhile ('' otherwise), field, value, ...
+-- cancel was asked meanwhile ('' otherwise), the delivery tag of the request's message ('' for none), field,
+-- value, ...
+-- With a delivery tag, the message is acknowledged (removed from kombu's unacked hash and index, as kombu's ack
+-- does) in the same step as the final entry is written: the worker's own ack then has nothing left to do in Redis.
 -- Returns the entry's index, or 0 when nothing was written: the request has ended already (one final entry, never
 -- two) or the writing delivery is stale (fence.lua); -2 when a cancel was asked and ARGV[9] said to check it (the
 -- caller then ends it cancelled: a result nobody wants any more, without a round trip to ask first).
@@ -26,12 +29,16 @@ local max_age = tonumber(limits[2] or ARGV[5])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', limits[1] or ARGV[4], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
 trim_to_max_age(KEYS[1], KEYS[6], index, tonumber(ARGV[3]), max_age, tonumber(ARGV[6]))
 if exists then
-  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 10))
+  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 11))
   redis.call('EXPIRE', KEYS[3], max_age)
   local input = redis.call('HGET', KEYS[3], 'index')
   if input then
     redis.call('XDEL', KEYS[4], input .. '-0')
     redis.call('EXPIRE', ARGV[7] .. input, max_age)
   end
+end
+if ARGV[10] ~= '' then
+  redis.call('HDEL', KEYS[7], ARGV[10])
+  redis.call('ZREM', KEYS[8], ARGV[10])
 end
 return index

@@ -1,9 +1,11 @@
-"""Early wake-up on new work: Celery's `task-sent` events, which the service's producers already publish.
+"""Early wake-up on new work: what the service's producers publish when they queue a task.
 
-The app sets `task_send_sent_event`, so every enqueue is followed by a `task-sent` event on the `celeryev`
-fanout exchange, which kombu's Redis transport carries as a Redis PUBLISH. Listening to it costs one pub/sub
-connection and a thread, and lets the scaler react to a burst at once instead of at its next pass. Anything
-unexpected only wakes the loop (or, if events never come, the loop still observes every interval).
+A put (and the reconciler's re-send) publishes the queue on the service's task-sent channel (keys.task_sent_channel)
+in the same step that queues the message. A task sent through Celery itself (`app.send_task`, a retry) is
+followed by Celery's `task-sent` event on the `celeryev` fanout exchange (the app sets `task_send_sent_event`),
+which kombu's Redis transport carries as a Redis PUBLISH. Listening to both costs one pub/sub connection and a
+thread, and lets the scaler react to a burst at once instead of at its next pass. Anything unexpected only wakes
+the loop (or, if nothing comes, the loop still observes every interval).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import redis
+
+from scalablejob import keys
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +43,9 @@ def is_for(message: bytes | str, queues: Collection[str]) -> bool:
 class TaskSentListener:
     """A daemon thread that calls `wake()` whenever a task is sent to one of the service's queues."""
 
-    def __init__(self, client: redis.Redis, queues: Collection[str], wake: Callable[[], None]) -> None:
+    def __init__(self, client: redis.Redis, service: str, queues: Collection[str], wake: Callable[[], None]) -> None:
         self._client = client
+        self._channel = keys.task_sent_channel(service)
         self._queues = set(queues)
         self._wake = wake
         self._stopped = threading.Event()
@@ -66,7 +71,10 @@ class TaskSentListener:
     def _follow(self) -> None:
         with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
             pubsub.psubscribe(TASK_SENT_PATTERN)
+            pubsub.subscribe(self._channel)
             while not self._stopped.is_set():
                 message = pubsub.get_message(timeout=READ_TIMEOUT_S)
-                if message is not None and is_for(message["data"], self._queues):
-                    self._wake()
+                if message is None:
+                    continue
+                if message["type"] == "message" or is_for(message["data"], self._queues):
+                    self._wake()  # the service's own channel names only its queues

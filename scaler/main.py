@@ -84,9 +84,7 @@ def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions,
     exporter = Exporter(config.name) if options.metrics_port is not None else None
     parts = Parts(
         metrics=RedisMetrics(client, config.name),
-        launcher=ProcessLauncher(
-            worker_argv(options), host, log_dir=options.log_dir, prewarm=options.prewarm
-        ),
+        launcher=ProcessLauncher(worker_argv(options), host, log_dir=options.log_dir, prewarm=options.prewarm),
         recovery=Recovery(
             make_app(config.name, broker_url), client, config.name, unbacked_after_s=options.unbacked_after_s
         ),
@@ -115,7 +113,7 @@ def run_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, g
         port = scaler.parts.exporter.serve(options.metrics_port, options.metrics_addr)
         logger.info("Prometheus metrics on http://%s:%d/metrics", options.metrics_addr, port)
     with Wakeup() as wakeup:
-        listener = TaskSentListener(connect(broker_url), service_queues(config.name), wakeup.poke)
+        listener = TaskSentListener(connect(broker_url), config.name, service_queues(config.name), wakeup.poke)
         listener.start()
         try:
             scaler.run(wakeup, interval_s=options.interval_s)

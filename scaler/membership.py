@@ -122,4 +122,3 @@ class Membership:
 def plan_is_current(plan: SharePlan | None, now: float, leader_ttl_s: float = LEADER_TTL_S) -> bool:
     """A plan older than a leader lease has no leader behind it any more."""
     return plan is not None and now - plan.at < 2 * leader_ttl_s
-

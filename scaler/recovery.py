@@ -24,7 +24,7 @@ import redis
 from celery import Celery
 
 from scalablejob.celery_app import service_queues
-from scalablejob.client import send_request
+from scalablejob.client import request_message, send_message
 from scalablejob.queues import message_task_id, priority_lists
 from scalablejob.routing import TaskType
 from scalablejob.scaler.reconcile import UNBACKED_AFTER_S, Backing, Unacked, reconcile, stale_acks
@@ -37,9 +37,7 @@ logger = logging.getLogger(__name__)
 class Recoverer(Protocol):
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]: ...
 
-    def reconcile(
-        self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()
-    ) -> list[str]: ...
+    def reconcile(self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()) -> list[str]: ...
 
 
 class Recovery:
@@ -64,9 +62,7 @@ class Recovery:
             channel = connection.default_channel
             return [task_id for task_id, tag in held.items() if self._redeliver(channel, task_id, tag, reason)]
 
-    def reconcile(
-        self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()
-    ) -> list[str]:
+    def reconcile(self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()) -> list[str]:
         """Re-send the open requests backed by nothing for `unbacked_after_s` (claimed: the ids live workers hold;
         orphaned: ids that a worker now silent, or on a lost host, held); drop the unacknowledged messages of requests
         that ended. Returns the ids re-sent."""
@@ -116,10 +112,11 @@ class Recovery:
         if entry is None or not self._requests.requeued(request_id, reason):
             return False
         frontend = state.frontend or self._service
-        send_request(
+        message = request_message(
             self._app, self._service, request_id, entry.data, entry.tags, TaskType(state.task_type), state.task,
             frontend,
         )  # fmt: skip
+        send_message(self._client, self._service, message)
         logger.warning("request %s was sent again: %s", request_id, reason)
         return True
 
@@ -178,4 +175,3 @@ def _move_back(channel: Any, pipe: Any, tag: str) -> None:
     priority = channel._get_message_priority(payload, reverse=False)
     for queue in channel._lookup(exchange, routing_key):
         pipe.rpush(channel._q_for_pri(queue, priority), json.dumps(payload))  # rpush: consumed next
-

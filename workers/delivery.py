@@ -23,7 +23,7 @@ import redis
 
 from scalablejob.outage import OUTAGE_BUDGET_S, BrokerUnavailable, is_outage, pauses, through_outage
 from scalablejob.sink import EntryType, Sink, entry_tags
-from scalablejob.state import CANCEL_ASKED, RequestStatus, RequestStore
+from scalablejob.state import CANCEL_ASKED, RequestStatus, RequestStore, UnackedMessage
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,15 @@ class Delivery:
     def __init__(
         self, requests: RequestStore, sink: Sink, request_id: str, task_type: str, attempt: int, *,
         max_buffered: int = MAX_BUFFERED, watch_s: float = WATCH_S, budget_s: float = OUTAGE_BUDGET_S,
+        message: UnackedMessage | None = None, on_acknowledged: Callable[[UnackedMessage], None] | None = None,
     ) -> None:  # fmt: skip
         self.requests = requests
         self.sink = sink
         self.request_id = request_id
         self.task_type = task_type
         self.attempt = attempt
+        self._message = message  # acknowledged with the final entry, if given
+        self._on_acknowledged = on_acknowledged
         self._fence = requests.fence(request_id, attempt)
         self._max_buffered = max_buffered
         self._watch_s = watch_s
@@ -84,11 +87,26 @@ class Delivery:
 
     @classmethod
     def start(
-        cls, requests: RequestStore, sink: Sink, request_id: str, task_type: str, worker: str
+        cls,
+        requests: RequestStore,
+        sink: Sink,
+        request_id: str,
+        task_type: str,
+        worker: str,
+        *,
+        message: UnackedMessage | None = None,
+        on_acknowledged: Callable[[UnackedMessage], None] | None = None,
     ) -> tuple[Started, Delivery | None]:
-        """Start a delivery (waiting for the broker if it is away): its attempt fences every earlier one."""
+        """Start a delivery (waiting for the broker if it is away): its attempt fences every earlier one. `message`,
+        the one the request was taken from, is acknowledged by the final entry's write, which then calls
+        `on_acknowledged`."""
         started = Started(through_outage(lambda: requests.mark_running(request_id, worker), what="starting a task"))
-        return started, (cls(requests, sink, request_id, task_type, started.attempt) if started.runs else None)
+        if not started.runs:
+            return started, None
+        delivery = cls(
+            requests, sink, request_id, task_type, started.attempt, message=message, on_acknowledged=on_acknowledged
+        )
+        return started, delivery
 
     # ---- what the job writes, in order, without waiting ------------------------------------------------------
 
@@ -127,7 +145,7 @@ class Delivery:
         def final() -> int:
             return self.requests.finish(
                 self.sink, self.request_id, status, data, tags, exit_code=exit_code, error=error, attempt=self.attempt,
-                unless_cancelled=unless_cancelled,
+                unless_cancelled=unless_cancelled, message=self._message,
             )  # fmt: skip
 
         index = through_outage(final, budget_s=self._budget_s, what=f"the result of {self.request_id}")
@@ -135,6 +153,8 @@ class Delivery:
             self.cancelled = True
             return False
         self.superseded = self.superseded or index <= 0
+        if index > 0 and self._message is not None and self._on_acknowledged is not None:
+            self._on_acknowledged(self._message)
         return index > 0
 
     def requeue(self, reason: str) -> bool:

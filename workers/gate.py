@@ -18,7 +18,7 @@ from celery.worker import state as worker_state
 
 from scalablejob.routing import TaskType
 from scalablejob.workers.held import track_held_tasks
-from scalablejob.workers.unacked import outlive_the_channel
+from scalablejob.workers.unacked import one_client, outlive_the_channel, record_in_one_call
 from scalablejob.workers.wake import BrpopWaker, brpop_client_id
 
 GATED_BRPOP_TIMEOUT_S = 0.1
@@ -131,7 +131,9 @@ class GateStep(bootsteps.StartStopStep):
         if parent.connection.transport.driver_type != "redis":
             raise RuntimeError("scalablejob workers need the Redis transport for idle-first dispatch")
         gate_channel(channel, self.gate, getattr(parent.app, "scalablejob_waker", None))
-        outlive_the_channel(channel, str(parent.app.conf.broker_url))
+        outlive_the_channel(channel, str(parent.app.conf.broker_url), getattr(parent.app, "scalablejob_acks", None))
+        one_client(channel)
+        record_in_one_call(channel)
 
 
 def install_gate(app: Any, gate: SlotGate, broker_url: str | None = None) -> None:

@@ -20,22 +20,34 @@ def request_task_type(request: Any) -> TaskType | None:
     return declared if isinstance(declared, TaskType) else task_type_of(str(getattr(request, "name", "")))
 
 
-def track_held_tasks(on_received: Callable[[Any, TaskType], None], on_done: Callable[[str], None]) -> None:
-    """Call `on_received(request, task_type)` for each of our tasks a worker receives, `on_done(task_id)` at its end."""
+OnReceived = Callable[[Any, TaskType], None]
+OnDone = Callable[[str], None]
+_trackers: list[tuple[OnReceived, OnDone]] = []  # one receiver per signal calls them all: a dispatch costs per receiver
 
-    def received(request: Any = None, **_: Any) -> None:
-        task_type = None if request is None else request_task_type(request)
-        if task_type is not None:
+
+def track_held_tasks(on_received: OnReceived, on_done: OnDone) -> None:
+    """Call `on_received(request, task_type)` for each of our tasks a worker receives, `on_done(task_id)` at its end."""
+    if not _trackers:
+        signals.task_received.connect(_received, weak=False)
+        signals.task_postrun.connect(_postrun, weak=False)
+        signals.task_revoked.connect(_revoked, weak=False)
+    _trackers.append((on_received, on_done))
+
+
+def _received(request: Any = None, **_: Any) -> None:
+    task_type = None if request is None else request_task_type(request)
+    if task_type is not None:
+        for on_received, _on_done in _trackers:
             on_received(request, task_type)
 
-    def postrun(task_id: str | None = None, **_: Any) -> None:
-        if task_id:
+
+def _postrun(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        for _on_received, on_done in _trackers:
             on_done(task_id)
 
-    def revoked(request: Any = None, **_: Any) -> None:
-        if request is not None:
-            on_done(request.id)
 
-    signals.task_received.connect(received, weak=False)
-    signals.task_postrun.connect(postrun, weak=False)
-    signals.task_revoked.connect(revoked, weak=False)
+def _revoked(request: Any = None, **_: Any) -> None:
+    if request is not None:
+        for _on_received, on_done in _trackers:
+            on_done(request.id)

@@ -2,7 +2,11 @@
 
 The record and its readers are core (scalablejob.presence); this is the reporter. A task is recorded when it is
 received (its message is then in kombu's `unacked` hash) and dropped after it ran. The worker writes only its own
-field; a heartbeat thread rewrites it so that stale fields can be told apart.
+field, from one thread: it rewrites the field at each heartbeat, so that stale fields can be told apart, and soon
+after each change, at most once per PUBLISH_GAP_S. A task's receipt and end are not written on the task's path:
+under a stream of short tasks one write covers many changes. Nothing waits on the record being that fresh: a
+request whose message was just taken counts as backed by its unacked message (scaler/reconcile.py), and a worker
+the scaler thinks idle that is in fact busy ends its tasks before it stops (warm shutdown).
 """
 
 from __future__ import annotations
@@ -27,20 +31,24 @@ from scalablejob.workers.held import track_held_tasks
 
 logger = logging.getLogger(__name__)
 
+PUBLISH_GAP_S = 0.05  # the least time between two writes of the record, however often it changes
+
 
 class PresenceReporter:
     """Keeps one worker's field true; every method is safe to call from any thread."""
 
     def __init__(
         self, client: redis.Redis, service: str, *, clock: Callable[[], float] = time.time,
-        gpus: str | None = None, heartbeat_s: float = HEARTBEAT_S,
+        gpus: str | None = None, heartbeat_s: float = HEARTBEAT_S, publish_gap_s: float = PUBLISH_GAP_S,
     ) -> None:  # fmt: skip
         self._client = client
         self._key = keys.worker_presence(service)
         self._clock = clock
         self._heartbeat_s = heartbeat_s
+        self._publish_gap_s = publish_gap_s
         visible = os.environ.get(CUDA_VISIBLE_DEVICES, "") if gpus is None else gpus
         self._presence = Presence("", os.getpid(), socket.gethostname(), WorkerState.STARTING, visible)
+        self._held: dict[str, str] = {}  # changed in place on each task's path; the record is built when published
         self._lock = threading.Lock()
         self._stop_requested = False  # set from a signal handler: no lock, no I/O there
         self._wake = threading.Event()
@@ -48,7 +56,9 @@ class PresenceReporter:
 
     @property
     def presence(self) -> Presence:
-        return self._presence
+        """The record as it stands now (it may not be published yet)."""
+        with self._lock:
+            return self._current(self._presence)
 
     def starting(self, name: str) -> None:
         """The worker knows its node name: publish it and keep it fresh until the worker is gone."""
@@ -59,10 +69,14 @@ class PresenceReporter:
         self._update(lambda presence: replace(presence, state=WorkerState.IDLE))
 
     def received(self, task_id: str, delivery_tag: str) -> None:
-        self._update(lambda presence: replace(presence, held={**presence.held, task_id: delivery_tag}))
+        with self._lock:
+            self._held[task_id] = delivery_tag
+        self._wake.set()  # published soon, by the heartbeat thread
 
     def finished(self, task_id: str) -> None:
-        self._update(lambda presence: replace(presence, held={k: v for k, v in presence.held.items() if k != task_id}))
+        with self._lock:
+            self._held.pop(task_id, None)
+        self._wake.set()
 
     def stop_requested(self) -> None:
         """Called from the worker's SIGTERM handler: only flag it; the heartbeat thread publishes it."""
@@ -79,11 +93,15 @@ class PresenceReporter:
             self._write(lambda: self._client.hdel(self._key, name))
 
     def _update(self, change: Callable[[Presence], Presence] = lambda presence: presence) -> None:
-        """Apply a change and publish, under the lock: tasks are received and finished on different threads."""
+        """Apply a change and publish the record, under the lock: tasks are received and finished on other threads."""
         with self._lock:
-            presence = change(self._presence)
-            self._presence = replace(presence, state=_state_of(presence, self._stop_requested))
+            self._presence = self._current(change(self._presence))
             self._publish()
+
+    def _current(self, presence: Presence) -> Presence:
+        """`presence` with the tasks held now, and the state they make (call under the lock)."""
+        presence = replace(presence, held=dict(self._held))
+        return replace(presence, state=_state_of(presence, self._stop_requested))
 
     def _publish(self) -> None:
         presence = self._presence = replace(self._presence, heartbeat=self._clock())
@@ -106,6 +124,7 @@ class PresenceReporter:
             self._wake.wait(self._heartbeat_s)
             self._wake.clear()
             self._update()
+            time.sleep(self._publish_gap_s)  # changes made meanwhile go out together, in the next write
 
 
 def _state_of(presence: Presence, stop_requested: bool) -> WorkerState:

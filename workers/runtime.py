@@ -23,6 +23,7 @@ from scalablejob.task_result import encode_value, encoding_tags, error_tags, err
 from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
 from scalablejob.workers.delivery import SUPERSEDED, Delivery
 from scalablejob.workers.joblog import JobLog
+from scalablejob.workers.unacked import FinishAcks
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +99,12 @@ class WorkerRuntime:
         query_runner: QueryRunner | None = None,
         settings: ScalableJobConfig | None = None,
         container_env: Mapping[str, str] | None = None,
+        acks: FinishAcks | None = None,
     ) -> None:
         self.service = service
         self._redis = client
+        self._acks = acks  # with it, a request's final entry acknowledges the message it came from
+        self._sinks: dict[str, Sink] = {}
         self.requests = RequestStore(client, service)
         self.query_runner = query_runner or _no_query_runner(service)
         self.settings = settings or ScalableJobConfig()
@@ -112,7 +116,11 @@ class WorkerRuntime:
         if frontend is None:
             state = self.requests.get(request_id)
             frontend = state.frontend if state is not None else None
-        return Sink(self._redis, self.service, frontend=frontend or self.service)
+        name = frontend or self.service
+        sink = self._sinks.get(name)
+        if sink is None:
+            sink = self._sinks[name] = Sink(self._redis, self.service, frontend=name)
+        return sink
 
     def run_command(
         self, request_id: str, body: bytes, tags: Mapping[str, str], worker: str, frontend: str | None = None,
@@ -172,7 +180,11 @@ class WorkerRuntime:
         """What precedes every task: a request cancelled while queued ends without running; otherwise this delivery
         starts (and is held, to be given back if the broker fails), unless the request has ended already."""
         sink = self.sink_for(request_id, frontend)
-        started, delivery = Delivery.start(self.requests, sink, request_id, task_type.value, worker)
+        acks = self._acks
+        started, delivery = Delivery.start(
+            self.requests, sink, request_id, task_type.value, worker,
+            message=acks.message_of(request_id) if acks else None, on_acknowledged=acks.acknowledged if acks else None,
+        )  # fmt: skip
         if started.cancelled:
             through_outage(lambda: end_cancelled(sink, self.requests, request_id, task_type.value), what="a cancel")
             return Ended(RequestStatus.CANCELLED)

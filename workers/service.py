@@ -20,17 +20,33 @@ from scalablejob.limits import record_limits
 from scalablejob.redis_url import connect
 from scalablejob.routing import TaskType, queue_for
 from scalablejob.task_registry import record_tasks
+from scalablejob.workers.event_batches import EventBatchStep
 from scalablejob.workers.gate import SlotGate, install_gate
+from scalablejob.workers.held import track_held_tasks
 from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command
 from scalablejob.workers.model_server import ModelServer
 from scalablejob.workers.named_tasks import register_named_tasks
 from scalablejob.workers.presence import install_presence
 from scalablejob.workers.runtime import QueryRunner, WorkerRuntime
 from scalablejob.workers.tasks import fail_unknown_tasks, register_tasks
+from scalablejob.workers.unacked import FinishAcks
 
 logger = logging.getLogger(__name__)
 
 EXIT_MODEL_SERVER_DIED = 3
+
+
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")  # "Task ... received" and "... succeeded in"
+
+
+def quiet_per_task_lines(loglevel: int | str) -> None:
+    """Below DEBUG, a worker's log leaves out Celery's two INFO lines per task (received, succeeded): the request's
+    state and Flower tell each task's story, and under short tasks those lines cost a tenth of the worker's CPU.
+    Failures and retries (WARNING and above) are still logged."""
+    level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
+    if isinstance(level, int) and level > logging.DEBUG:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def default_hostname(service: str) -> str:
@@ -125,12 +141,17 @@ def prepare_service(
     runner, server = query_runner(config, job)
     if runner is None:
         warn_without_query_handler(config)
+    signals.after_setup_logger.connect(lambda loglevel=logging.INFO, **_: quiet_per_task_lines(loglevel), weak=False)
     install_gate(app, slot_gate(config), broker_url)
+    app.steps["consumer"].add(EventBatchStep)  # Flower's events, without a PUBLISH per event
     install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
+    acks = app.scalablejob_acks = FinishAcks()  # a task's finish acknowledges its message (GateStep wires kombu's)
+    track_held_tasks(lambda request, _type: acks.received(request.id, str(request.message.delivery_tag)), acks.ended)
     container_env = config.containers[0].env if config.containers else {}
     client = connect(broker_url)
     runtime = WorkerRuntime(
         config.name, client, query_runner=runner, settings=config.scalable_job, container_env=container_env,
+        acks=acks,
     )  # fmt: skip
     register_tasks(app, runtime, on_model_server_error=lambda: _stop_if_dead(server))
     named = register_named_tasks(app, runtime, job)

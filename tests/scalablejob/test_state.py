@@ -19,6 +19,7 @@ from scalablejob.state import (
     RequestState,
     RequestStatus,
     RequestStore,
+    UnackedMessage,
 )
 
 T0 = 1_700_000_000.0
@@ -442,3 +443,43 @@ def test_a_result_that_came_after_a_cancel_is_not_written_when_asked(store: Requ
     assert finish(store, sink, "r1", RequestStatus.DONE, attempt=attempt, unless_cancelled=True) == CANCEL_ASKED
     assert sink.length() == 0 and state_of(store, "r1").status is RequestStatus.RUNNING
     assert finish(store, sink, "r1", RequestStatus.CANCELLED, attempt=attempt) == 1
+
+
+def unacked(client: fakeredis.FakeRedis, tag: str) -> tuple[bool, bool]:
+    """Whether kombu's unacked hash, and its index, still hold the message `tag`."""
+    return client.hexists("unacked", tag), client.zscore("unacked_index", tag) is not None
+
+
+def test_the_final_entry_acknowledges_the_message_in_the_same_step(
+    store: RequestStore, sink: Sink, client: fakeredis.FakeRedis
+) -> None:
+    # given two requests whose messages a worker took (kombu keeps them in `unacked` until acknowledged)
+    for request_id in ("r1", "r2"):
+        store.create(request_id, "query", now=T0)
+        client.hset("unacked", f"tag-{request_id}", b"[message]")
+        client.zadd("unacked_index", {f"tag-{request_id}": T0})
+    first = store.mark_running("r1", "w1", now=T0 + 1)
+    store.mark_running("r2", "w1", now=T0 + 1)
+    store.requeued("r2", "the scaler gave it to another worker")
+
+    # when each ends with its message: r1 as its current delivery, r2 as a stale one (refused)
+    assert finish(store, sink, "r1", RequestStatus.DONE, attempt=first, message=UnackedMessage("tag-r1")) == 1
+    assert finish(store, sink, "r2", RequestStatus.DONE, attempt=first, message=UnackedMessage("tag-r2")) == 0
+
+    # then only the message of the entry written is acknowledged
+    assert unacked(client, "tag-r1") == (False, False)
+    assert unacked(client, "tag-r2") == (True, True)
+
+
+def test_one_read_gives_the_last_index_the_state_and_the_final_entry(store: RequestStore, sink: Sink) -> None:
+    store.create("r1", "query", now=T0)
+    sink.append(b"someone else's", {"requestId": "other"})
+    last, state, entry = store.outcome("r1", sink)
+    assert (last, state.status, entry) == (1, RequestStatus.QUEUED, None)
+
+    finish(store, sink, "r1", RequestStatus.DONE)
+    last, state, entry = store.outcome("r1", sink)
+    assert (last, state.status) == (2, RequestStatus.DONE)
+    assert entry is not None and (entry.index, entry.request_id, entry.data) == (2, "r1", b"tail")
+    with pytest.raises(RequestError, match="'ghost' is unknown to service svc"):
+        store.outcome("ghost", sink)

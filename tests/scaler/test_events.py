@@ -1,4 +1,4 @@
-"""Early wake-up: Celery's task-sent events for the service's queues wake the scaler; others do not."""
+"""Early wake-up: a put to the service, and Celery's task-sent events for its queues, wake the scaler; others do not."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from conftest import wait_until
-from scalablejob import JobClient
+from scalablejob import JobClient, keys
+from scalablejob.celery_app import make_app
 from scalablejob.scaler.events import TaskSentListener, is_for
 
 QUEUES = {"svc.command", "svc.query"}
@@ -30,12 +31,12 @@ def test_only_events_for_the_service_or_unreadable_ones_wake_it(message: bytes, 
 
 @pytest.mark.integration
 @pytest.mark.timeout(30)
-def test_a_task_sent_to_the_service_wakes_the_listener(redis_url: str, redis_client) -> None:
+def test_a_put_to_the_service_wakes_the_listener(redis_url: str, redis_client) -> None:
     woken = threading.Event()
-    listener = TaskSentListener(redis_client, QUEUES, woken.set)
+    listener = TaskSentListener(redis_client, "svc", QUEUES, woken.set)
     listener.start()
     try:
-        wait_until(lambda: redis_client.pubsub_numpat() == 1, 10, "the listener never subscribed")
+        wait_until(lambda: subscribed(redis_client), 10, "the listener never subscribed")
         with JobClient("other", redis_url) as other, JobClient("svc", redis_url) as client:
             other.put(b"echo", {"taskType": "command"})
             assert not woken.wait(0.3)
@@ -43,3 +44,28 @@ def test_a_task_sent_to_the_service_wakes_the_listener(redis_url: str, redis_cli
             assert woken.wait(5)
     finally:
         listener.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(30)
+def test_a_task_sent_through_celery_to_the_service_wakes_the_listener(redis_url: str, redis_client) -> None:
+    woken = threading.Event()
+    listener = TaskSentListener(redis_client, "svc", QUEUES, woken.set)
+    listener.start()
+    other, app = make_app("other", redis_url), make_app("svc", redis_url)
+    try:
+        wait_until(lambda: subscribed(redis_client), 10, "the listener never subscribed")
+        other.send_task("scalablejob.command", args=(b"echo", {}), queue="other.command")
+        assert not woken.wait(0.3)
+        app.send_task("scalablejob.command", args=(b"echo", {}), queue="svc.command")
+        assert woken.wait(5)
+    finally:
+        listener.stop()
+        other.close()
+        app.close()
+
+
+def subscribed(client) -> bool:
+    """The listener follows Celery's task-sent events and the service's own channel."""
+    channel = keys.task_sent_channel("svc")
+    return client.pubsub_numpat() == 1 and dict(client.pubsub_numsub(channel)).get(channel.encode()) == 1
