@@ -3,9 +3,9 @@
 Every request that is queued or running must be backed by a message in a queue, an unacknowledged message that a
 live worker holds (or that was delivered so recently that its worker may not have said so yet), or a live worker
 that holds it. A request backed by nothing has lost its message: kombu pops a message and records it as unacked in
-two steps, and a crash between them loses it. Being unbacked for a moment is normal (a put records the request
-before it sends the message; a worker takes a message before it records it), so only a request that stays unbacked
-for `bound_s`, seen on passes that span that long, is re-sent.
+two steps, and a crash between them loses it. Being unbacked for a moment is normal (a re-send records the request
+as queued before it sends the message; a worker takes a message before it records it), so only a request that
+stays unbacked for `bound_s`, seen on passes that span that long, is re-sent.
 """
 
 from __future__ import annotations
