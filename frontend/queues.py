@@ -2,8 +2,9 @@
 
 Both are Redis Streams whose entry ids are ``<index>-0`` and whose entries carry `data` and `tags` (JSON):
 - the output queue (sink) is the one the workers append results and logs to (scalablejob.sink);
-- the input queue mirrors the front end's requests: a put goes through `JobClient.put` (routing by taskType,
-  priority, request state), which also adds the request to this stream under the index it was given; the worker
+- the input queue mirrors the front end's requests: a put does what `JobClient.put` does (routing by task or
+  taskType, priority, request state, the Celery message), on redis.asyncio and in one script call, which also adds
+  the request to this stream under the index it was given; the worker
   removes it when it appends the request's final entry. So the input queue holds the requests that are queued or
   running, and `stream.length` is their number.
 Taking an item off the input queue (a get with auto delete, a commit, a delete, a truncate) withdraws the request:
@@ -19,18 +20,19 @@ from typing import Any
 
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
-from starlette.concurrency import run_in_threadpool
 
 from scalablejob import keys
-from scalablejob.client import REQUEST_ID_TAG, JobClient, checked_request_id, normalize_tags
-from scalablejob.errors import RequestError
+from scalablejob.client import REQUEST_ID_TAG, JobClient, Route, checked_request_id, new_request, normalize_tags
+from scalablejob.errors import BrokerError, RequestError
 from scalablejob.frontend.auth import check_scope
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
 from scalablejob.frontend.tag_scan import TagScan, matches
-from scalablejob.routing import ALLOWED_TASK_TYPES, TASK_TYPE_TAG, TaskType, resolve_task
-from scalablejob.sink import SinkEntry, as_text, decode_entry, index_of, stream_id
+from scalablejob.redis_url import wait_for_replicas_async
+from scalablejob.routing import resolve_task
+from scalablejob.sink import SinkEntry, append_script, as_text, decode_entry, index_of, stream_id
 from scalablejob.state import FrontEndRequests, RequestState
+from scalablejob.task_registry import AsyncRegistryCache
 
 SCAN_CHUNK = 256
 REMOVE_CHUNK = 1000
@@ -189,7 +191,8 @@ class SinkQueue(Queue):
         self, redis: aioredis.Redis, client: JobClient, front_end: FrontEnd, on_removed: Callable[[str], None]
     ) -> None:
         super().__init__(redis, front_end, front_end.sink_name, client.sink.stream, on_removed)
-        self._client = client
+        self._sink = client.sink  # names the keys; the append runs here, on redis.asyncio
+        self._append = redis.register_script(append_script())
 
     def _firstindex_of(self, state: RequestState) -> int:
         """Every output of a request comes after the output queue's last index when it was put (`sink_from`)."""
@@ -199,8 +202,8 @@ class SinkQueue(Queue):
         """Append an item as given; it gets a requestId tag if it has none."""
         clean = normalize_tags(tags)
         clean[REQUEST_ID_TAG] = checked_request_id(clean)
-        index = await run_in_threadpool(self._client.sink.append, data, clean)
-        return index, clean[REQUEST_ID_TAG]
+        index = await self._append(*self._sink.append_call(data, clean))
+        return int(index), clean[REQUEST_ID_TAG]
 
 
 class InputQueue(Queue):
@@ -214,35 +217,34 @@ class InputQueue(Queue):
         stream = keys.input_stream(front_end.service, front_end.name)
         super().__init__(redis, front_end, front_end.name, stream, on_removed)
         self._client = client
+        self._tasks = AsyncRegistryCache(redis, front_end.service)
 
     def _firstindex_of(self, state: RequestState) -> int:
         """A request's input item has the request's index."""
         return state.index
 
     async def put(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
-        """Enqueue a request routed by its taskType (JobClient.put, run off the event loop: it blocks), if this front
-        end may submit that task type."""
-        return await run_in_threadpool(self._put_in_scope, data, tags)
-
-    def _put_in_scope(self, data: bytes, tags: Mapping[str, str]) -> tuple[int, str]:
-        """The task type is resolved as `put` resolves it, checked, and pinned in the tags, so that `put` routes to
-        that type or refuses: a put outside the scope writes nothing."""
-        allowed = self.front_end.task_types
-        if set(ALLOWED_TASK_TYPES) <= set(allowed):
-            return self._client.put(data, tags)
+        """Enqueue a request routed by its task or taskType tag, if this front end may submit that task type (a put
+        outside its scope writes nothing): what JobClient.put does, on the event loop, in one script call."""
         clean = normalize_tags(tags)
-        task_type = self._task_type(clean)
-        check_scope(task_type.value, allowed, self.front_end.name)
-        clean[TASK_TYPE_TAG] = task_type.value
-        return self._client.put(data, clean)
-
-    def _task_type(self, tags: Mapping[str, str]) -> TaskType:
-        """The request's task type, from the cached task registry, else (a name it does not know) a fresh one."""
-        client, service = self._client, self.front_end.service
+        route = await self._route(clean)
+        check_scope(route[0].value, self.front_end.task_types, self.front_end.name)
+        request = new_request(self._client.app, self.front_end.service, self.front_end.name, data, clean, route)
+        index = await self.requests.create(request)
         try:
-            return resolve_task(tags, client.tasks.get(), client.default_task_type, service)[0]
+            await wait_for_replicas_async(self.redis, self._client.broker)  # with ?replicas=N: only once replicated
+        except Exception as exc:
+            await self.requests.discard(request.request_id, index)
+            raise BrokerError(f"could not enqueue request {request.request_id}: {exc}") from exc
+        return index, request.request_id
+
+    async def _route(self, tags: Mapping[str, str]) -> Route:
+        """Where the request goes, from the cached task registry, else (a name it does not know) a fresh one."""
+        default, service = self._client.default_task_type, self.front_end.service
+        try:
+            return resolve_task(tags, await self._tasks.get(), default, service)
         except RequestError:
-            return resolve_task(tags, client.tasks.get(fresh=True), client.default_task_type, service)[0]
+            return resolve_task(tags, await self._tasks.get(fresh=True), default, service)
 
     async def _remove_chunk(self, indexes: Sequence[int]) -> int:
         """Withdraw the requests behind the items found in this queue: only they can be this front end's."""

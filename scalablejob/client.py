@@ -20,12 +20,13 @@ from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY
 from scalablejob.redis_url import connect, wait_for_replicas
 from scalablejob.routing import TASK_TYPE_TAG, TaskRegistry, TaskType, queue_for, resolve_task, task_name_for
 from scalablejob.sink import Sink, SinkEntry
-from scalablejob.state import RequestState, RequestStore
+from scalablejob.state import NewRequest, RequestState, RequestStore
 from scalablejob.task_registry import RegistryCache
 
 REQUEST_ID_TAG = "requestId"
 PRIORITY_TAG = "_priority_"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+Route = tuple[TaskType, str | None]  # the task type a request runs as, and its named task (None: the generic one)
 
 
 def new_request_id() -> str:
@@ -71,6 +72,19 @@ def request_message(
     )
 
 
+def new_request(
+    app: Celery, service: str, frontend: str, data: bytes | str, tags: Mapping[str, str], route: Route
+) -> NewRequest:  # fmt: skip
+    """The request a put of `data` with (normalized) `tags`, routed to `route`, enqueues; a RequestError names a bad
+    request id or priority, before anything is written."""
+    body = data.encode() if isinstance(data, str) else bytes(data)
+    task_type, task_name = route
+    request_id = checked_request_id(tags)
+    clean = {**tags, REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value}
+    message = request_message(app, service, request_id, body, clean, task_type, task_name, frontend)
+    return NewRequest(request_id, task_type, task_name, body, clean, message)
+
+
 def send_message(client: redis.Redis, service: str, message: QueueMessage) -> None:
     """Queue a message outside a put (the reconciler's re-send), and tell the scaler as a put does."""
     with client.pipeline(transaction=True) as pipe:
@@ -92,9 +106,9 @@ class JobClient:
         self.service = service
         self.frontend = frontend or service
         self.default_task_type = default_task_type
-        self._broker = broker
+        self.broker = broker
         self._redis = connect(broker)
-        self._app = make_app(service, broker)
+        self.app = make_app(service, broker)  # builds the Celery messages; `.close()` closes it
         self.sink = Sink(self._redis, service, frontend=self.frontend)
         self.requests = RequestStore(self._redis, service)
         self.tasks = RegistryCache(self._redis, service)
@@ -105,25 +119,17 @@ class JobClient:
         """Enqueue one request routed by its `task` or `taskType` tag; returns (index, request_id). Nothing is
         written when the tags name an unknown task or type. `tasks`: named tasks the caller knows from its own code
         (`.delay()`), known even before a worker of the service has registered them."""
-        body = data.encode() if isinstance(data, str) else bytes(data)
         clean = normalize_tags(tags)
-        task_type, task_name = self._route(clean, tasks or {})
-        request_id = checked_request_id(clean)
-        priority_of(clean)  # a bad priority is refused before anything is written
-        clean.update({REQUEST_ID_TAG: request_id, TASK_TYPE_TAG: task_type.value})
-        message = request_message(self._app, self.service, request_id, body, clean, task_type, task_name, self.frontend)
-        index = self.requests.create(
-            request_id, task_type.value, frontend=self.frontend, data=body, tags=clean, task_name=task_name,
-            message=message,
-        )  # fmt: skip
+        request = new_request(self.app, self.service, self.frontend, data, clean, self._route(clean, tasks or {}))
+        index = self.requests.create_new(request, self.frontend)
         try:
-            wait_for_replicas(self._redis, self._broker)  # with ?replicas=N: acknowledged only once replicated
+            wait_for_replicas(self._redis, self.broker)  # with ?replicas=N: acknowledged only once replicated
         except Exception as exc:
-            self.requests.discard(request_id, index, self.frontend)
-            raise BrokerError(f"could not enqueue request {request_id} on {self.service}: {exc}") from exc
-        return index, request_id
+            self.requests.discard(request.request_id, index, self.frontend)
+            raise BrokerError(f"could not enqueue request {request.request_id} on {self.service}: {exc}") from exc
+        return index, request.request_id
 
-    def _route(self, tags: Mapping[str, str], known: TaskRegistry) -> tuple[TaskType, str | None]:
+    def _route(self, tags: Mapping[str, str], known: TaskRegistry) -> Route:
         """Resolve against the cached registry; a name it does not know is looked up afresh before it is refused."""
         try:
             return resolve_task(tags, {**self.tasks.get(), **known}, self.default_task_type, self.service)
@@ -162,7 +168,7 @@ class JobClient:
 
     def close(self) -> None:
         self._redis.close()
-        self._app.close()
+        self.app.close()
 
     def __enter__(self) -> JobClient:
         return self

@@ -111,9 +111,18 @@ def wait_for_replicas(client: redis.Redis, url: str) -> None:
     """Make the writes this client made so far durable on the replicas the URL asks for; BrokerError if fewer have
     them in time (the caller must not acknowledge)."""
     wanted = parse_broker_url(url).replicas
-    if wanted <= 0:
-        return
-    reached = int(client.execute_command("WAIT", wanted, REPLICA_WAIT_MS))
+    if wanted > 0:
+        _check_replicas(int(client.execute_command("WAIT", wanted, REPLICA_WAIT_MS)), wanted)
+
+
+async def wait_for_replicas_async(client: aioredis.Redis, url: str) -> None:
+    """The same, on redis.asyncio (the front end)."""
+    wanted = parse_broker_url(url).replicas
+    if wanted > 0:
+        _check_replicas(int(await client.execute_command("WAIT", wanted, REPLICA_WAIT_MS)), wanted)
+
+
+def _check_replicas(reached: int, wanted: int) -> None:
     if reached < wanted:
         raise BrokerError(
             f"only {reached} of the {wanted} replicas the broker URL asks for (replicas={wanted}) confirmed the "

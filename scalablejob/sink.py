@@ -91,6 +91,11 @@ def retention_defaults() -> list[int]:
     return [Limit.SINK_MAX_LENGTH.default, Limit.SINK_MAX_AGE_S.default, CHECKPOINTS_PER_MAX_AGE]
 
 
+def append_script() -> str:
+    """The text of the script `Sink.append` runs, for a client that registers it itself (the front end's, async)."""
+    return writer_script("sink_append.lua")
+
+
 def stream_id(index: int) -> str:
     """The stream entry id of the item with this index (output and input queues alike)."""
     return f"{index}-0"
@@ -135,7 +140,7 @@ class Sink:
         self.limits = keys.queue_limits(service)
         self.clock = keys.frontend_sink_clock(service, self.frontend)
         # state_finish.lua makes the same append (INCR, XADD, trim) together with the end of a request state
-        self._append = client.register_script(writer_script("sink_append.lua"))
+        self._append = client.register_script(append_script())
 
     def append(
         self, data: bytes, tags: Mapping[str, str], *, now: float | None = None, fence: Fence | None = None
@@ -143,13 +148,19 @@ class Sink:
         """Append one entry at `now` (default: the time) and return its index; 0 when `fence` names a delivery
         that is no longer current (nothing written). A request's final entry goes through `RequestStore.finish`
         instead, which ends the request's state in the same step."""
+        return int(self._append(*self.append_call(data, tags, now, fence)))
+
+    def append_call(
+        self, data: bytes, tags: Mapping[str, str], now: float | None = None, fence: Fence | None = None
+    ) -> tuple[list[str], list[bytes | float | int]]:
+        """The keys and arguments of sink_append.lua for one entry (`append_script` runs it on redis.asyncio)."""
         at = time.time() if now is None else now
         args: list[bytes | float | int] = [data, encode_tags(tags), at, *retention_defaults()]
         entry_keys = [self.stream, self.counter, self.limits, self.clock]
         if fence is not None:
             entry_keys.append(fence.state_key)
             args.append(fence.attempt)
-        return int(self._append(keys=entry_keys, args=args))
+        return entry_keys, args
 
     def read(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:
         """Up to `count` entries from `start_index` on, in order."""

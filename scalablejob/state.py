@@ -20,6 +20,7 @@ from scalablejob.celery_message import QueueMessage
 from scalablejob.errors import QueueFull, RequestError
 from scalablejob.limits import Limit
 from scalablejob.lua import lua_script
+from scalablejob.routing import TaskType
 from scalablejob.sink import (
     Fence,
     Sink,
@@ -73,6 +74,19 @@ _FLOAT_FIELDS = (Field.QUEUED_AT, Field.STARTED_AT, Field.FINISHED_AT, Field.PRO
 _INTEGER_FIELDS = (
     Field.INDEX, Field.EXIT_CODE, Field.RESULT_INDEX, Field.RETRIES, Field.LOG_INDEX, Field.SINK_FROM, Field.ATTEMPT,
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A request ready to be recorded and queued in one call (RequestStore.create_new, FrontEndRequests.create): its
+    id, where it goes, what it carries and its Celery message. Nothing is written yet (client.new_request)."""
+
+    request_id: str
+    task_type: TaskType
+    task_name: str | None
+    body: bytes
+    tags: dict[str, str]
+    message: QueueMessage
 
 
 @dataclass(frozen=True)
@@ -165,20 +179,15 @@ class RequestStore:
         (data and tags) mirrored into that front end's input queue; a request id in use is an error. `message`, its
         Celery message, is queued in the same step (and the scaler told), or in neither step if the request is not
         recorded."""
-        own = frontend or self.service
-        index = self._create(
-            keys=[
-                self._key(request_id), keys.input_index_counter(self.service), keys.input_stream(self.service, own),
-                keys.frontend_sink_index_counter(self.service, own), keys.queue_limits(self.service),
-                keys.input_streams(self.service), message.list_key if message else "",
-            ],
-            args=[
-                request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {}),
-                Limit.INPUT_MAX_LENGTH.default, keys.input_index_prefix(self.service), task_name or "",
-                message.payload if message else "", keys.task_sent_channel(self.service),
-            ],
+        call = _create_call(self.service, request_id, task_type, frontend, data, tags, now, task_name, message)
+        return _new_index(self._create(*call), request_id, frontend or self.service)
+
+    def create_new(self, request: NewRequest, frontend: str | None = None) -> int:
+        """Record and queue `request` (client.new_request) in one call; returns its index."""
+        return self.create(
+            request.request_id, request.task_type.value, frontend=frontend, data=request.body, tags=request.tags,
+            task_name=request.task_name, message=request.message,
         )  # fmt: skip
-        return _new_index(index, request_id, own)
 
     def discard(self, request_id: str, index: int, frontend: str | None = None) -> None:
         """Forget a request whose enqueue failed, its input queue entry included, so nothing claims it is queued."""
@@ -304,6 +313,21 @@ class FrontEndRequests:
         self.frontend = frontend
         self._input = keys.input_stream(service, frontend)
         self._withdraw = client.register_script(lua_script("state_withdraw.lua"))
+        self._create = client.register_script(lua_script("state_create.lua"))
+
+    async def create(self, request: NewRequest) -> int:
+        """Record and queue a request of this front end in one call, as RequestStore.create_new does; its index."""
+        call = _create_call(
+            self.service, request.request_id, request.task_type.value, self.frontend, request.body, request.tags,
+            None, request.task_name, request.message,
+        )  # fmt: skip
+        return _new_index(await self._create(*call), request.request_id, self.frontend)
+
+    async def discard(self, request_id: str, index: int) -> None:
+        """Forget a request whose enqueue failed, as RequestStore.discard does."""
+        state, by_index = keys.request_state(self.service, request_id), keys.input_index_entry(self.service, index)
+        await self._redis.delete(state, by_index)
+        await self._redis.xdel(self._input, stream_id(index))
 
     async def get(self, request_id: str) -> RequestState | None:
         """The request's state, if it came through this front end."""
@@ -336,6 +360,25 @@ def _pairs(fields: Mapping[str, str | int | float]) -> list[str | int | float]:
 def _attempt_arg(attempt: int | None) -> str | int:
     """How a script gets a delivery's attempt: '' when the writer is not a delivery (nothing to fence)."""
     return "" if attempt is None else attempt
+
+
+def _create_call(
+    service: str, request_id: str, task_type: str, frontend: str | None, data: bytes, tags: Mapping[str, str] | None,
+    now: float | None, task_name: str | None, message: QueueMessage | None,
+) -> tuple[list[str], list[Any]]:  # fmt: skip
+    """The keys and arguments of state_create.lua for one request, from the sync client and the front end alike."""
+    own = frontend or service
+    call_keys = [
+        keys.request_state(service, request_id), keys.input_index_counter(service), keys.input_stream(service, own),
+        keys.frontend_sink_index_counter(service, own), keys.queue_limits(service), keys.input_streams(service),
+        message.list_key if message else "",
+    ]  # fmt: skip
+    args = [
+        request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {}), Limit.INPUT_MAX_LENGTH.default,
+        keys.input_index_prefix(service), task_name or "", message.payload if message else "",
+        keys.task_sent_channel(service),
+    ]  # fmt: skip
+    return call_keys, args
 
 
 def _unacked_keys(message: UnackedMessage | None) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
+from redis import asyncio as aioredis
 
 from scalablejob import keys
 from scalablejob.routing import TaskInfo, TaskRegistry, TaskType
@@ -50,6 +51,23 @@ def read_tasks(client: redis.Redis, service: str) -> dict[str, TaskInfo]:
     return decode_registry(raw)
 
 
+class _Copy:
+    """A copy of the registry and when it was read: due again once it is `ttl_s` old, or when asked to."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self.registry: TaskRegistry = {}
+        self._read_at: float | None = None
+
+    def due(self, fresh: bool) -> bool:
+        return fresh or self._read_at is None or self._clock() - self._read_at >= self._ttl_s
+
+    def keep(self, registry: TaskRegistry) -> TaskRegistry:
+        self.registry, self._read_at = registry, self._clock()
+        return registry
+
+
 class RegistryCache:
     """A client's copy of the registry, read again once it is `ttl_s` old (or when asked to: an unknown name)."""
 
@@ -59,14 +77,27 @@ class RegistryCache:
     ) -> None:  # fmt: skip
         self._client = client
         self._service = service
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._registry: TaskRegistry = {}
-        self._read_at: float | None = None
+        self._copy = _Copy(ttl_s, clock)
 
     def get(self, *, fresh: bool = False) -> TaskRegistry:
-        now = self._clock()
-        if fresh or self._read_at is None or now - self._read_at >= self._ttl_s:
-            self._registry = read_tasks(self._client, self._service)
-            self._read_at = now
-        return self._registry
+        if self._copy.due(fresh):
+            return self._copy.keep(read_tasks(self._client, self._service))
+        return self._copy.registry
+
+
+class AsyncRegistryCache:
+    """The same copy, read on redis.asyncio (the front end's puts never wait on a thread)."""
+
+    def __init__(
+        self, client: aioredis.Redis, service: str, *, ttl_s: float = REGISTRY_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self._client = client
+        self._service = service
+        self._copy = _Copy(ttl_s, clock)
+
+    async def get(self, *, fresh: bool = False) -> TaskRegistry:
+        if self._copy.due(fresh):
+            raw: Any = await self._client.hgetall(keys.task_registry(self._service))
+            return self._copy.keep(decode_registry(raw))
+        return self._copy.registry

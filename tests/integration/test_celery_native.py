@@ -201,7 +201,10 @@ def test_celery_inspect_and_status_see_the_worker_and_its_tasks(tmp_path, start_
     assert registered.returncode == 0, registered.stderr
     for name in ("count", "explode", "shout", "train", "scalablejob.command", "scalablejob.query"):
         assert f"* {name}\n" in registered.stdout
-    assert active.returncode == 0 and f"'id': '{train.id}'" in active.stdout and "'name': 'train'" in active.stdout
+    seen = f"{active.stdout}\nthe task is {train.state}; the worker's log:\n{worker.log()[-3000:]}"
+    assert active.returncode == 0 and f"'id': '{train.id}'" in active.stdout and "'name': 'train'" in active.stdout, (
+        seen
+    )
     assert stats.returncode == 0 and '"max-concurrency": 3' in stats.stdout
     assert status.returncode == 0 and f"{worker.hostname}: OK" in status.stdout and "1 node online" in status.stdout
     (tmp_path / "release").touch()

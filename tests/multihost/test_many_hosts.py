@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from multihost_fleet import JOIN_DEADLINE_S, MAX_REPLICAS, Fleet, twice, wait_until_absent
+from multihost_fleet import JOIN_DEADLINE_S, MAX_REPLICAS, Fleet, Snapshot, twice, wait_until_absent
 from netns_rig import HOSTS, NetnsRig
 
 from conftest import wait_until
@@ -34,7 +34,13 @@ def test_a_burst_runs_max_replicas_in_total_spread_over_the_hosts_by_capacity(fl
 
     fleet.burst(12, TASK_S)
 
-    snapshot = fleet.all_busy()
+    def recorded() -> Snapshot | None:
+        """All busy, and each scaler's record counts the workers it runs (it is written once per pass)."""
+        snapshot = fleet.all_busy()
+        counts = snapshot.busy_by_host()
+        return snapshot if all(snapshot.hosts[host]["replicas"] == counts[host] for host in HOSTS) else None
+
+    snapshot = wait_until(recorded, 10, "the scalers' records never counted the workers they run")
     print(snapshot.describe())
     counts = snapshot.busy_by_host()
     assert all(1 <= counts[host] <= capacities[host] for host in HOSTS), snapshot.describe()

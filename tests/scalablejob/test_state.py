@@ -10,7 +10,10 @@ import fakeredis
 import pytest
 
 from scalablejob import keys
+from scalablejob.celery_app import make_app
+from scalablejob.client import new_request
 from scalablejob.errors import RequestError
+from scalablejob.routing import TaskType
 from scalablejob.sink import EntryType, Sink, SinkEntry, encode_tags, entry_tags
 from scalablejob.state import (
     CANCEL_ASKED,
@@ -483,3 +486,19 @@ def test_one_read_gives_the_last_index_the_state_and_the_final_entry(store: Requ
     assert entry is not None and (entry.index, entry.request_id, entry.data) == (2, "r1", b"tail")
     with pytest.raises(RequestError, match="'ghost' is unknown to service svc"):
         store.outcome("ghost", sink)
+
+
+def test_a_front_end_records_and_queues_a_request_as_the_client_does(
+    server: fakeredis.FakeServer, client: fakeredis.FakeRedis, store: RequestStore
+) -> None:
+    app = make_app("svc", "redis://unused")
+    request = new_request(app, "svc", "web", b"body", {"requestId": "r1"}, (TaskType.QUERY, None))
+
+    index = as_front_end(server, "web", lambda requests: requests.create(request))
+
+    state = state_of(store, "r1")
+    assert (index, state.status, state.frontend, state.task_type) == (1, RequestStatus.QUEUED, "web", "query")
+    assert client.lrange(request.message.list_key, 0, -1) == [request.message.payload.encode()]
+    assert store.input_entry(state) is not None
+    as_front_end(server, "web", lambda requests: requests.discard("r1", index))
+    assert store.get("r1") is None and client.xlen(keys.input_stream("svc", "web")) == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import fakeredis
 import pytest
 
 from scalablejob import keys
 from scalablejob.routing import TaskInfo, TaskType
-from scalablejob.task_registry import RegistryCache, decode_registry, read_tasks, record_tasks
+from scalablejob.task_registry import AsyncRegistryCache, RegistryCache, decode_registry, read_tasks, record_tasks
 
 SERVICE = "svc"
 TASKS = {"shout": TaskInfo(TaskType.QUERY, default=True), "train": TaskInfo(TaskType.COMMAND)}
@@ -59,3 +61,21 @@ def test_the_cache_reads_again_only_once_its_copy_is_old_or_when_asked(client: f
     record_tasks(client, SERVICE, {})
     clock.now += 1.0
     assert cache.get() == {}
+
+
+def test_the_front_ends_async_cache_reads_again_as_the_sync_one_does() -> None:
+    server, clock = fakeredis.FakeServer(), Clock()
+    client = fakeredis.FakeRedis(server=server)
+
+    async def reads() -> list[object]:
+        async with fakeredis.FakeAsyncRedis(server=server) as async_client:
+            cache = AsyncRegistryCache(async_client, SERVICE, ttl_s=1.0, clock=clock)
+            seen = [await cache.get()]
+            record_tasks(client, SERVICE, TASKS)
+            clock.now += 0.5
+            seen += [await cache.get(), await cache.get(fresh=True)]
+            record_tasks(client, SERVICE, {})
+            clock.now += 1.0
+            return [*seen, await cache.get()]
+
+    assert asyncio.run(reads()) == [{}, {}, TASKS, {}]
