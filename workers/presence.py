@@ -78,6 +78,11 @@ class PresenceReporter:
             self._held.pop(task_id, None)
         self._wake.set()
 
+    def delivery_tag_of(self, task_id: str) -> str | None:
+        """The delivery tag of the message a task this worker holds came from (None: it holds no such task)."""
+        with self._lock:
+            return self._held.get(task_id)
+
     def stop_requested(self) -> None:
         """Called from the worker's SIGTERM handler: only flag it; the heartbeat thread publishes it."""
         self._stop_requested = True

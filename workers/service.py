@@ -22,7 +22,6 @@ from scalablejob.routing import TaskType, queue_for
 from scalablejob.task_registry import record_tasks
 from scalablejob.workers.event_batches import EventBatchStep
 from scalablejob.workers.gate import SlotGate, install_gate
-from scalablejob.workers.held import track_held_tasks
 from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command
 from scalablejob.workers.model_server import ModelServer
 from scalablejob.workers.named_tasks import register_named_tasks
@@ -144,9 +143,9 @@ def prepare_service(
     signals.after_setup_logger.connect(lambda loglevel=logging.INFO, **_: quiet_per_task_lines(loglevel), weak=False)
     install_gate(app, slot_gate(config), broker_url)
     app.steps["consumer"].add(EventBatchStep)  # Flower's events, without a PUBLISH per event
-    install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
-    acks = app.scalablejob_acks = FinishAcks()  # a task's finish acknowledges its message (GateStep wires kombu's)
-    track_held_tasks(lambda request, _type: acks.received(request.id, str(request.message.delivery_tag)), acks.ended)
+    presence = install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
+    # a task's finish acknowledges the message its presence record says it came from (GateStep wires kombu's ack)
+    acks = app.scalablejob_acks = FinishAcks(presence.delivery_tag_of)
     container_env = config.containers[0].env if config.containers else {}
     client = connect(broker_url)
     runtime = WorkerRuntime(

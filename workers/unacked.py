@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -52,27 +53,19 @@ def record_in_one_call(channel: Any) -> None:
 class FinishAcks:
     """The messages of this worker's tasks, acknowledged in Redis by the script that writes the request's final entry
     (state_finish.lua), which saves each task a round trip and kombu's pipeline. kombu's own ack then only updates
-    the channel's bookkeeping. Every method is safe from any thread."""
+    the channel's bookkeeping. `tag_of` says which message a task held now came from (the worker's presence record
+    keeps that map). Every method is safe from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag_of: Callable[[str], str | None]) -> None:
+        self._tag_of = tag_of
         self._lock = threading.Lock()
-        self._tags: dict[str, str] = {}  # task id -> delivery tag of the message it was received from
         self._acknowledged: set[str] = set()  # tags a finish acknowledged, until kombu's ack of them
         self.keys = (UnackedMessage.unacked_key, UnackedMessage.unacked_index_key)  # the channel's, once known
-
-    def received(self, task_id: str, delivery_tag: str) -> None:
-        with self._lock:
-            self._tags[task_id] = delivery_tag
-
-    def ended(self, task_id: str) -> None:
-        with self._lock:
-            self._tags.pop(task_id, None)
 
     def message_of(self, task_id: str) -> UnackedMessage | None:
         """The message a running task came from, for its finish to acknowledge; None if the task was not received
         through this worker's consumer (then kombu acknowledges it as usual)."""
-        with self._lock:
-            tag = self._tags.get(task_id)
+        tag = self._tag_of(task_id)
         return None if tag is None else UnackedMessage(tag, *self.keys)
 
     def acknowledged(self, message: UnackedMessage) -> None:

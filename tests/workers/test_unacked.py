@@ -7,11 +7,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
 from scalablejob.state import UnackedMessage
+from scalablejob.workers.presence import PresenceReporter
 from scalablejob.workers.unacked import FinishAcks, one_client, outlive_the_channel, record_in_one_call
 
 pytestmark = pytest.mark.integration
@@ -42,7 +44,7 @@ def held(client: redis.Redis, tag: str) -> bool:
 def test_an_ack_after_the_finish_acknowledged_touches_only_the_channels_bookkeeping(
     channel: Any, redis_client: redis.Redis
 ) -> None:
-    acks = FinishAcks()
+    acks = FinishAcks({}.get)
     outlive_the_channel(channel, "redis://unused", acks)
     finished, other = taken(channel, "finished"), taken(channel, "other")
     assert held(redis_client, finished.delivery_tag) and held(redis_client, other.delivery_tag)
@@ -72,10 +74,11 @@ def test_an_ack_after_the_finish_acknowledged_touches_only_the_channels_bookkeep
 
 
 def test_a_finish_acknowledges_only_the_message_its_task_was_received_from() -> None:
-    acks = FinishAcks()
-    acks.received("r1", "tag-1")
+    worker = PresenceReporter(fakeredis.FakeRedis(), "svc", heartbeat_s=3600)
+    acks = FinishAcks(worker.delivery_tag_of)
+    worker.received("r1", "tag-1")
     assert acks.message_of("r1") == UnackedMessage("tag-1", "unacked", "unacked_index")
-    acks.ended("r1")
+    worker.finished("r1")
     assert acks.message_of("r1") is None and acks.message_of("never") is None
 
 
