@@ -163,7 +163,9 @@ class Scaler:
     def _decide(self, local: Snapshot, observation: Observation, now: float) -> Decision:
         """This host's desired workers: the policy's decision alone, or with other hosts this host's share of the
         leader's decision (made here when this scaler leads)."""
-        self.parts.store.renew_lease()
+        if self.parts.store.renew_lease():  # a failover may have lost our workers' records with the lease
+            for managed in self.workers.values():
+                self.parts.store.save(managed.record)
         membership = self.parts.membership
         if membership is None:
             decision = decide(local, self.policy, self._memory.history, now)

@@ -8,6 +8,7 @@ owns a service's workers on one host.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from scalablejob import keys
 from scalablejob.errors import ScalerError
 from scalablejob.lua import lua_script
 from scalablejob.presence import Presence, forget_presence, presence_of
+
+logger = logging.getLogger(__name__)
 
 LEASE_TTL_S = 10.0
 CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack
@@ -67,7 +70,7 @@ DECISION_HISTORY = 50
 
 
 class LeaseLost(ScalerError):
-    """The scaler's lease was taken or expired: another scaler may own the workers now."""
+    """Another scaler holds this scaler's lease: it may own the workers now."""
 
 
 class ScalerStore:
@@ -125,14 +128,25 @@ class ScalerStore:
                 "expected one scaler per service and host"
             )
 
-    def renew_lease(self) -> None:
-        """Keep the lease; a scaler that lost it (paused past its TTL, and another took over) must stop acting."""
-        if not self._renew(keys=[self._lease_key], args=[self._me, self._lease_ms]):
-            raise LeaseLost(
-                f"this scaler (pid {os.getpid()}) lost its lease on service {self._service} on {self.host}: it was "
-                f"not renewed within {LEASE_TTL_S:g} s (paused or cut off from Redis) and is no longer the owner; "
-                "it stops without touching the workers"
-            )
+    def renew_lease(self) -> bool:
+        """Keep the lease; a scaler that lost it to another (paused past its TTL, and another took over) must stop
+        acting. A lease that is merely gone, held by nobody, is taken again: it expired while Redis was out of
+        reach, or a Sentinel failover promoted a replica that had not received its last renewals. No other scaler
+        owns the workers then, so stopping would only restart this one for nothing. Returns True when it was taken
+        again (what else was written before the loss may be gone too)."""
+        if self._renew(keys=[self._lease_key], args=[self._me, self._lease_ms]):
+            return False
+        if self._take(keys=[self._lease_key], args=[self._me, self._lease_ms, ""]):
+            logger.warning(
+                "the lease of service %s on %s had vanished (expired while Redis was out of reach, or lost in a "
+                "failover) and no other scaler held it: taken again", self._service, self.host,
+            )  # fmt: skip
+            return True
+        raise LeaseLost(
+            f"this scaler (pid {os.getpid()}) lost its lease on service {self._service} on {self.host}: it was "
+            f"not renewed within {LEASE_TTL_S:g} s (paused or cut off from Redis) and another scaler took it; "
+            "it stops without touching the workers"
+        )
 
     def report(self, status: Mapping[str, str | int | float]) -> None:
         """Publish the last decision (always the same fields, and our pid)."""

@@ -6,6 +6,7 @@ host started each command. A read that fails is None (Redis failing over, a host
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -244,6 +245,16 @@ class Fleet:
     def restarted(self, hosts: Sequence[str] = HOSTS) -> list[str]:
         """The hosts whose scaler exited (and was started again by the supervisor loop) at least once."""
         return [host for host in hosts if SUPERVISOR_SAYS in self.log(host)]
+
+    def exit_reasons(self, hosts: Sequence[str] = HOSTS) -> dict[str, list[str]]:
+        """For each host whose scaler exited, the line its scaler wrote last before each exit: why it stopped."""
+        reasons: dict[str, list[str]] = {}
+        for host in hosts:
+            lines = [line for line in self.log(host).splitlines() if line.strip()]
+            for before, line in itertools.pairwise(lines):
+                if SUPERVISOR_SAYS in line:
+                    reasons.setdefault(host, []).append(before.strip()[-300:])
+        return reasons
 
     def started_on(self, token: str) -> list[str]:
         """The hosts that started the command `token`, once per start."""

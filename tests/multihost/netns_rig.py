@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -252,6 +252,16 @@ class NetnsRig:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
         process.wait(KILL_DEADLINE_S)
+
+    @contextlib.contextmanager
+    def frozen(self, process: subprocess.Popen[bytes]) -> Iterator[None]:
+        """SIGSTOP one process this rig started for the block, SIGCONT after it, even if the block fails."""
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)
 
     def kill_host(self, node: str) -> int:
         """kill -9 every process in `node`'s namespace (again and again until none is left: a fork in flight

@@ -244,6 +244,21 @@ def test_a_restarted_scaler_adopts_live_workers_and_recovers_dead_ones(client: f
     assert names == {"svc-live@fakehost", "svc-other@elsewhere", launcher.spawned[0].name}
 
 
+def test_a_scaler_whose_lease_and_records_a_failover_lost_keeps_running_and_writes_them_again(
+    client: fakeredis.FakeRedis,
+) -> None:
+    scaler = make_scaler(client, min=2, initial=2)
+    scaler.start(T0)
+    names = set(launcher_of(scaler).names)
+    client.delete(keys.scaler_lease(SERVICE, FAKE_HOST), keys.scaler_processes(SERVICE))  # a replica without them
+
+    scaler.tick(T0 + 1)
+
+    assert set(scaler.workers) == names and not launcher_of(scaler).stopped  # nothing restarted, nothing stopped
+    assert {record.name for record in ScalerStore(client, SERVICE, FAKE_HOST).records()} == names
+    assert client.exists(keys.scaler_lease(SERVICE, FAKE_HOST))
+
+
 def test_a_second_scaler_of_the_same_service_and_host_is_refused(client: fakeredis.FakeRedis) -> None:
     make_scaler(client).start(T0)
     with pytest.raises(ScalerError, match=r"another scaler \(pid \d+\) already runs service svc on fakehost"):

@@ -52,11 +52,29 @@ def test_a_scaler_that_lost_its_lease_is_told_and_cannot_renew_it() -> None:
     client.set(keys.scaler_lease("svc", "h"), json.dumps({"pid": 1, "create_time": 0.0}))  # the other one's
 
     # when it wakes up and renews, then it learns it lost, and the other one keeps the lease
-    with pytest.raises(LeaseLost, match="lost its lease"):
+    with pytest.raises(LeaseLost, match=r"lost its lease .* another scaler took it"):
         paused.renew_lease()
     assert json.loads(client.get(keys.scaler_lease("svc", "h")))["pid"] == 1
     paused.release()  # nor does stopping remove the other one's lease
     assert client.exists(keys.scaler_lease("svc", "h"))
+
+
+def test_a_lease_that_vanished_with_nobody_holding_it_is_taken_again() -> None:
+    # given a scaler whose lease key is gone: it expired while Redis was away, or a failover promoted a replica
+    # that never got the last renewals (seen in the Sentinel failover test: every scaler exited and restarted)
+    client = fakeredis.FakeRedis()
+    store = ScalerStore(client, "svc", "h")
+    store.acquire_lease()
+    assert store.renew_lease() is False  # an ordinary renewal
+    client.delete(keys.scaler_lease("svc", "h"))
+
+    # when it renews, then it holds the lease again and says so, once
+    assert store.renew_lease() is True
+    assert json.loads(client.get(keys.scaler_lease("svc", "h")))["pid"] == os.getpid()
+    assert client.pttl(keys.scaler_lease("svc", "h")) > 0
+    assert store.renew_lease() is False
+    with pytest.raises(ScalerError, match="expected one scaler per service and host"):
+        ScalerStore(client, "svc", "h").acquire_lease()  # and it is ours alone again
 
 
 def test_of_two_scalers_that_find_the_same_dead_holder_only_one_takes_the_lease() -> None:
