@@ -29,8 +29,8 @@ JOIN_DEADLINE_S = 45.0  # scalers up and heartbeating (Python and Celery start s
 BUSY_DEADLINE_S = 60.0  # a burst to all replicas busy: the workers start from zero
 SETTLE_DEADLINE_S = 120.0
 POLL_S = 1.0  # each read is a process in the client's namespace: not too often on 2 cores
-# deploy/systemd/scalablejob-scaler@.service: Restart=on-failure, RestartSec=2 (a scaler that lost its lease exits
-# non-zero and comes back as a new member)
+# deploy/systemd/scalablejob-scaler@.service: Restart=on-failure, RestartSec=2 (a scaler whose lease another took
+# exits non-zero; the tests assert that no failover or partition makes one exit)
 SUPERVISOR_SAYS = "supervisor: exit"
 RESTART_ON_FAILURE = f'while :; do "$@" && exit 0; echo "{SUPERVISOR_SAYS} $?, restart in 2 s" >&2; sleep 2; done'
 

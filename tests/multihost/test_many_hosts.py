@@ -95,8 +95,9 @@ def test_a_partitioned_host_writes_no_second_result_and_rejoins(fleet: Fleet, ne
     netns.heal(cut)
 
     wait_until(lambda: cut in fleet.alive(), JOIN_DEADLINE_S, f"{cut} never rejoined", 0.5)
-    assert "lost its lease" in fleet.log(cut)  # it stopped acting while cut off, and came back as a new member
-    assert fleet.restarted() == [cut]
+    log = fleet.log(cut)  # its lease expired while it was cut off, held by nobody: it keeps it, and its workers
+    assert "taken again" in log and "declared dead by the others: rejoining as" in log  # ... as a new member
+    assert not fleet.restarted(), f"scalers exited: {fleet.exit_reasons()}"
     late_writes = fleet.worker_log_lines(cut, "superseded")
     print(f"partition: {len(late_writes)} late result(s) of {cut} refused: {late_writes}")
     document = fleet.settle(tokens)
