@@ -244,13 +244,13 @@ class Fleet:
 
     def restarted(self, hosts: Sequence[str] = HOSTS) -> list[str]:
         """The hosts whose scaler exited (and was started again by the supervisor loop) at least once."""
-        return [host for host in hosts if SUPERVISOR_SAYS in self.log(host)]
+        return list(self.exit_reasons(hosts))
 
     def exit_reasons(self, hosts: Sequence[str] = HOSTS) -> dict[str, list[str]]:
         """For each host whose scaler exited, the line its scaler wrote last before each exit: why it stopped."""
         reasons: dict[str, list[str]] = {}
         for host in hosts:
-            lines = [line for line in self.log(host).splitlines() if line.strip()]
+            lines = ["(nothing logged)", *(line for line in self.log(host).splitlines() if line.strip())]
             for before, line in itertools.pairwise(lines):
                 if SUPERVISOR_SAYS in line:
                     reasons.setdefault(host, []).append(before.strip()[-300:])
