@@ -53,11 +53,11 @@ def collect(queue_client, count: int, *, index: int = 0, window: int = 5, auto_c
 
     def run() -> None:
         for df in watcher.run():
+            if commit:  # before it counts as seen: a caller that reads the queue once `count` came sees it committed
+                queue_client.commit(df.index)
             frames.append(frame(df))
             if shared is not None:
                 shared.append(frames[-1])
-            if commit:
-                queue_client.commit(df.index)
 
     threading.Thread(target=run, daemon=True).start()
     deadline = time.monotonic() + timeout
