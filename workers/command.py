@@ -18,7 +18,7 @@ from scalablejob.client import REQUEST_ID_TAG
 from scalablejob.errors import RequestError
 from scalablejob.processes import signal_group
 from scalablejob.redaction import without_secrets
-from scalablejob.workers.lines import Ending, Line, LineSplitter
+from scalablejob.workers.lines import NOTICE_STREAM, Ending, Line, LineSplitter
 
 TAIL_LINES = 50  # the result entry keeps the last lines of output, capped in bytes too
 TAIL_BYTES = 8192
@@ -27,6 +27,7 @@ POLL_S = 0.05  # how often the runner looks at cancel requests, deadlines and qu
 STOP_CHECK_S = 0.25  # how often it asks whether the job was cancelled
 PARTIAL_FLUSH_S = 0.5  # a line without an ending is shown after the program has been quiet this long
 DRAIN_S = 0.5  # after the command exits, how long its descendants may keep its pipes open
+PIPES_CLOSED_NOTICE_S = 0.2  # pipes closed this long before the leader exits: it redirected its output, say so
 STOP_GRACE_S = 10.0
 ENV_TAG_PREFIX = "env."
 REQUEST_ID_ENV = "SCALABLEJOB_REQUEST_ID"  # each job knows its request, e.g. to keep its own checkpoint folder
@@ -157,8 +158,41 @@ def spawn_error(argv: list[str], cwd: str | None, exc: OSError) -> tuple[int, st
     return EXIT_NOT_EXECUTABLE, f"cannot execute {argv[0]}: {exc.strerror}"
 
 
+class _Leader:
+    """The job's first process, watched for its exit without reaping it: until it is reaped its pid stays taken, so
+    the process group named after it is still this job's when what it left there is killed."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:  # readable once the process exits (Linux 5.3+): the pump wakes at once, pipes open or not
+            self.fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.fd = None  # elsewhere the pump looks every POLL_S
+
+    def exited(self) -> bool:
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # reaped already: it certainly exited
+            return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+_LEADER_EXIT = "exit"  # the selector's tag of the leader's pidfd, beside the tags "stdout" and "stderr"
+PIPES_CLOSED_NOTICE = (
+    b"the job closed its stdout and stderr (its output goes elsewhere, e.g. a file it writes): nothing more of it is "
+    b"streamed; the job runs on until it exits"
+)
+
+
 class _OutputPump:
-    """Reads a child's stdout and stderr as they come, and stops the child when asked to or out of time."""
+    """Reads a child's stdout and stderr as they come, and stops the child when asked to or out of time.
+
+    The job ends when its leader exits, never because its pipes closed: a program that redirects its own output
+    closes them at once, and coreutils close them in an atexit handler just before they exit."""
 
     def __init__(self, process: subprocess.Popen[bytes], on_line: OnLine | None) -> None:
         self.process = process
@@ -167,19 +201,37 @@ class _OutputPump:
         self.splitters: dict[str, LineSplitter] = {}
         self.last_data: dict[str, float] = {}
         self._tail: deque[bytes] = deque(maxlen=TAIL_LINES)
+        self._said_pipes_closed = False
+        self.leader = _Leader(process.pid)
         for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
             self.selector.register(pipe, selectors.EVENT_READ, name)
             self.splitters[name] = LineSplitter()
+        if self.leader.fd is not None:
+            self.selector.register(self.leader.fd, selectors.EVENT_READ, _LEADER_EXIT)
 
     def run(self, should_stop: StopCheck | None, deadline: float | None, grace_s: float) -> str | None:
-        """Pump output until the pipes close; returns why the child was stopped, if it was."""
+        """Pump output until the leader has exited and its pipes closed (or stayed open DRAIN_S longer, held by
+        what it left behind); returns why the child was stopped, if it was."""
+        try:
+            stopped = self._pump(should_stop, deadline, grace_s)
+        finally:
+            signal_group(self.process.pid, signal.SIGKILL)  # nothing of this job may outlive it
+            self._release()
+        for stream, splitter in self.splitters.items():
+            self._emit(stream, splitter.flush())
+        return stopped
+
+    def _pump(self, should_stop: StopCheck | None, deadline: float | None, grace_s: float) -> str | None:
         stopped: str | None = None
-        kill_at = next_check = exited_at = None
-        while self.selector.get_map():
+        kill_at = next_check = exited_at = pipes_closed_at = None
+        while True:
             for key, _ in self.selector.select(POLL_S):
-                self._read(key)
+                if key.data == _LEADER_EXIT:
+                    self.selector.unregister(key.fileobj)  # readable for good: looked at once is enough
+                else:
+                    self._read(key)
             now = time.monotonic()
             self._flush_quiet(now)
             if stopped is None and (next_check is None or now >= next_check):
@@ -193,13 +245,24 @@ class _OutputPump:
             if kill_at is not None and now >= kill_at:
                 signal_group(self.process.pid, signal.SIGKILL)
                 kill_at = None
-            if self.process.poll() is not None:
-                exited_at = exited_at or now
-                if now - exited_at > DRAIN_S:
-                    break  # its descendants still hold the pipes: they go with the group below
-        signal_group(self.process.pid, signal.SIGKILL)  # nothing of this job may outlive it
-        self._close()
+            if exited_at is None and self.leader.exited():
+                exited_at = now
+            if exited_at is not None and (not self._pipes_open() or now - exited_at > DRAIN_S):
+                break  # descendants that still hold the pipes go with the group below
+            if exited_at is None and not self._pipes_open():
+                pipes_closed_at = pipes_closed_at or now
+                if now - pipes_closed_at >= PIPES_CLOSED_NOTICE_S:
+                    self._say_pipes_closed()
         return stopped
+
+    def _pipes_open(self) -> bool:
+        return any(key.data != _LEADER_EXIT for key in self.selector.get_map().values())
+
+    def _say_pipes_closed(self) -> None:
+        """A job that redirects its own output is still running: its log says why nothing more shows."""
+        if not self._said_pipes_closed and self.on_line is not None:
+            self.on_line(NOTICE_STREAM, Line(PIPES_CLOSED_NOTICE, Ending.NEWLINE))
+        self._said_pipes_closed = True
 
     def _read(self, key: selectors.SelectorKey) -> None:
         stream = key.data
@@ -227,15 +290,14 @@ class _OutputPump:
             if self.on_line is not None:
                 self.on_line(stream, line)
 
-    def _close(self) -> None:
+    def _release(self) -> None:
         for key in list(self.selector.get_map().values()):
             self.selector.unregister(key.fileobj)
+        self.selector.close()
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
-        for stream, splitter in self.splitters.items():
-            self._emit(stream, splitter.flush())
-        self.selector.close()
+        self.leader.close()
 
     def tail(self) -> bytes:
         return b"".join(self._tail)[-TAIL_BYTES:]

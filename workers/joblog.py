@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 from scalablejob.sink import EntryType
 from scalablejob.workers.delivery import Delivery
-from scalablejob.workers.lines import Ending, FrameThrottle, Line, LogBudget, parse_progress
+from scalablejob.workers.lines import NOTICE_STREAM, Ending, FrameThrottle, Line, LogBudget, parse_progress
 
 FRAME_INTERVAL_S = 0.5  # progress-bar frames: at most two a second reach the queue
-TRUNCATION_STREAM = "scalablejob"
 
 
 class JobLog:
@@ -39,7 +38,7 @@ class JobLog:
             self._line_open = line.ending is Ending.CUT
         elif self.budget.dropped == len(line.text):  # the first line over the cap: say so, once
             self._append(truncation_notice(self.budget.cap_bytes, self._line_open), EntryType.LOG,
-                         stream=TRUNCATION_STREAM, truncated="true")  # fmt: skip
+                         stream=NOTICE_STREAM, truncated="true")  # fmt: skip
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Progress goes to the request's state always, and to the queue when this job's log does."""

@@ -14,6 +14,7 @@ from enum import Enum
 from scalablejob.progress import MARKER
 
 MAX_LINE_BYTES = 16 * 1024
+NOTICE_STREAM = "scalablejob"  # lines the service adds to a job's log (not the job's own output) carry this stream
 _ENDINGS = re.compile(rb"\r\n|\n|\r")
 _PROGRESS = re.compile(re.escape(MARKER.encode()) + rb"\s+([0-9]*\.?[0-9]+)(%?)(?:\s+(.*))?")
 

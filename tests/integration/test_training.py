@@ -16,7 +16,9 @@ from scalablejob.keys import init_failures
 from scalablejob.logs import request_entries
 from scalablejob.queues import queue_depth
 from scalablejob.scaler.harness import is_gone
+from scalablejob.workers.command import PIPES_CLOSED_NOTICE
 from scalablejob.workers.init_command import EXIT_INIT_FAILED
+from scalablejob.workers.lines import NOTICE_STREAM
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -54,6 +56,26 @@ def test_log_lines_reach_the_queue_in_order_while_the_job_runs(tmp_path, start_w
     final = client.result(request_id, timeout=30)
     assert log_texts(client, request_id)[-1] == "done"
     assert final.tags["exitCode"] == "0"
+
+
+def test_a_job_that_sends_its_own_output_to_a_file_runs_to_its_end(tmp_path, start_worker, client_for):
+    # given a shell job that sends its output to its own file, as a training launcher does, then works for 2 s
+    start_worker(training_config())
+    client = client_for("train")
+    log = tmp_path / "train.log"
+    body = json.dumps(["sh", "-c", f"exec >{log} 2>&1; echo epoch 1; sleep 2; echo saved; exit 0"])
+
+    # when it runs on a real worker
+    _, request_id = client.put(body.encode(), {"taskType": "command"})
+    final = client.result(request_id, timeout=30)
+
+    # then it ran to its end, its own file has its lines, and its log says why the queue has none of them
+    assert client.state(request_id).status is RequestStatus.DONE
+    assert final.tags["exitCode"] == "0"
+    assert float(final.tags["durationSeconds"]) >= 2
+    assert log.read_text() == "epoch 1\nsaved\n"
+    notices = [e for e in client.logs(request_id) if e.type == "log" and e.tags.get("stream") == NOTICE_STREAM]
+    assert [e.data for e in notices] == [PIPES_CLOSED_NOTICE]
 
 
 def test_progress_markers_update_the_state_and_the_queue(start_worker, client_for):

@@ -7,6 +7,8 @@ import signal
 import stat
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -16,6 +18,7 @@ from scalablejob.errors import RequestError
 from scalablejob.workers.command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
+    PIPES_CLOSED_NOTICE,
     REQUEST_ID_ENV,
     SHELL,
     TAIL_BYTES,
@@ -24,7 +27,7 @@ from scalablejob.workers.command import (
     parse_argv,
     run_command,
 )
-from scalablejob.workers.lines import MAX_LINE_BYTES, Ending, Line
+from scalablejob.workers.lines import MAX_LINE_BYTES, NOTICE_STREAM, Ending, Line
 
 
 def python(source: str) -> list[str]:
@@ -368,6 +371,70 @@ def test_a_finished_command_leaves_no_descendant_behind_even_one_holding_its_pip
 
     assert outcome.exit_code == 0
     assert not pid_alive(int(recorder.texts()[0]))
+
+
+# ---- a job ends when its leader exits, never because its pipes closed (real programs) ---------------------------
+
+
+def test_a_thousand_short_coreutils_sleeps_all_exit_0() -> None:
+    # given coreutils sleep, which closes stdout and stderr in an atexit handler just before it exits
+    # when it runs 1000 times, 8 at a time (the race lasts microseconds: many tries find it)
+    recorder = Recorder()
+    with ThreadPoolExecutor(8) as pool:
+        codes = Counter(pool.map(lambda _: run_command(["sleep", "0.001"], on_line=recorder).exit_code, range(1000)))
+
+    # then not one was killed on the way out, and none was taken for a job that redirected its output
+    assert codes == {0: 1000}
+    assert recorder.texts() == []
+
+
+def test_a_job_that_redirects_its_own_output_runs_to_its_end_and_its_log_says_so() -> None:
+    recorder = Recorder()
+
+    outcome = run_command(["sh", "-c", "exec >/dev/null 2>&1; sleep 2; exit 0"], on_line=recorder)
+
+    assert outcome.exit_code == 0
+    assert outcome.stopped is None
+    assert 2 <= outcome.duration_s < 4
+    assert recorder.texts(NOTICE_STREAM) == [PIPES_CLOSED_NOTICE]
+
+
+def test_a_job_that_closes_stdout_works_on_and_its_stderr_is_still_streamed() -> None:
+    recorder = Recorder()
+
+    outcome = run_command(["sh", "-c", "exec >&-; sleep 0.5; echo still here >&2; exit 4"], on_line=recorder)
+
+    assert outcome.exit_code == 4
+    assert outcome.duration_s >= 0.5
+    assert recorder.texts("stderr") == [b"still here"]
+    assert recorder.texts(NOTICE_STREAM) == []  # stderr stayed open: its output is still streamed
+
+
+def test_a_child_the_job_sent_to_the_background_is_killed_when_the_job_exits() -> None:
+    # given a job that starts a long sleep in the background, detached from its pipes, and exits at once
+    recorder = Recorder()
+
+    outcome = run_command(["sh", "-c", "sleep 300 >/dev/null 2>&1 </dev/null & echo $!; exit 0"], on_line=recorder)
+
+    # then the job ended with its leader and what it left in its group is gone
+    assert outcome.exit_code == 0
+    assert outcome.duration_s < 2
+    assert not pid_alive(int(recorder.texts("stdout")[0]))
+
+
+def test_progress_bars_a_shell_writes_to_stderr_arrive_as_frames() -> None:
+    recorder = Recorder()
+
+    outcome = run_command(["sh", "-c", r"printf '10%%\r50%%\r100%%\ndone\n' >&2"], on_line=recorder)
+
+    assert outcome.exit_code == 0
+    frames = [(name, line.text, line.ending) for name, line, _ in recorder.seen]
+    assert frames == [
+        ("stderr", b"10%", Ending.CARRIAGE_RETURN),
+        ("stderr", b"50%", Ending.CARRIAGE_RETURN),
+        ("stderr", b"100%", Ending.NEWLINE),
+        ("stderr", b"done", Ending.NEWLINE),
+    ]
 
 
 # ---- command_env ---------------------------------------------------------------------------------------------
