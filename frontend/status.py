@@ -11,10 +11,11 @@ from redis.exceptions import ResponseError
 
 from scalablejob import keys
 from scalablejob.errors import QueueNotFound
+from scalablejob.freshness import ChangeTracker
 from scalablejob.frontend.positions import Positions
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.limits import Limit
-from scalablejob.presence import decode_presence
+from scalablejob.presence import STALE_AFTER_S, decode_presence
 from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType, queue_for
 from scalablejob.sink import as_text, stream_id
@@ -22,18 +23,23 @@ from scalablejob.state import RequestState, RequestStatus
 
 
 class WorkerCensus:
-    """How many live workers serve the service: the fresh fields of the hash the workers publish their presence
-    in (scalablejob.presence), read in one round trip rather than asked of the workers by broadcast."""
+    """How many live workers serve the service: the fields of the hash the workers publish their presence in
+    (scalablejob.presence), read in one round trip rather than asked of the workers by broadcast. A worker is live
+    while this front end sees its record change (scalablejob.freshness, on this process's monotonic clock): its
+    heartbeat is another host's wall time, never compared with ours."""
 
-    def __init__(self, redis: aioredis.Redis, service: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: aioredis.Redis, service: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.redis = redis
         self.service = service
         self._clock = clock
+        self._changes = ChangeTracker()
 
     async def count(self) -> int:
         raw: Any = await self.redis.hgetall(keys.worker_presence(self.service))
         now = self._clock()
-        return sum(1 for presence in decode_presence(raw).values() if presence.is_fresh(now))
+        workers = decode_presence(raw)
+        self._changes.observe({name: presence.token for name, presence in workers.items()}, now)
+        return sum(1 for name in workers if self._changes.is_fresh(name, now, STALE_AFTER_S))
 
 
 class Inspector:

@@ -13,8 +13,14 @@ from rich.table import Table
 from scalablejob.cli_options import broker_option, connect_broker, data_dir_option, reports_errors, service_of
 from scalablejob.config import ServiceConfig, load_config
 from scalablejob.errors import ScalableJobError
-from scalablejob.presence import STALE_AFTER_S
-from scalablejob.status import ServiceStatus, host_documents, known_services, read_status, status_document
+from scalablejob.status import (
+    ServiceStatus,
+    host_documents,
+    known_services,
+    read_status,
+    status_document,
+    worker_stale,
+)
 
 NON_TERMINAL_WIDTH = 10_000  # a pipe or file has no width: rich would assume 80 and cut headers to "ty…"
 
@@ -59,7 +65,7 @@ def scaler_table(status: ServiceStatus) -> Table:
 def workers_table(status: ServiceStatus) -> Table:
     rows = []
     for worker in status.workers:
-        stale = status.taken_at - worker.heartbeat > STALE_AFTER_S
+        stale = worker_stale(status, worker)
         state = f"{worker.state.value} (stale)" if stale else worker.state.value
         age = _age(worker.heartbeat, status.taken_at)
         rows.append([worker.name, state, worker.gpus or "cpu", str(worker.pid), str(len(worker.held)), age])

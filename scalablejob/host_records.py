@@ -16,7 +16,8 @@ HOST_STALE_AFTER_S = 10.0  # a host whose scaler has not written its record for 
 
 @dataclass(frozen=True)
 class HostRecord:
-    """One host's scaler as it reported itself on its last pass."""
+    """One host's scaler as it reported itself on its last pass: `seq` changes at every write (liveness is seeing
+    it change, scalablejob.freshness); `heartbeat` is that host's wall time, for display only."""
 
     host: str
     member: str
@@ -24,6 +25,11 @@ class HostRecord:
     replicas: int = 0
     busy: int = 0
     heartbeat: float = 0.0
+    seq: int = 0
+
+    @property
+    def token(self) -> tuple[str, int, float]:
+        return self.member, self.seq, self.heartbeat
 
     def encode(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -33,13 +39,14 @@ class HostRecord:
         data = json.loads(raw)
         return cls(
             str(data["host"]), str(data["member"]), int(data["capacity"]), int(data.get("replicas", 0)),
-            int(data.get("busy", 0)), float(data.get("heartbeat", 0.0)),
+            int(data.get("busy", 0)), float(data.get("heartbeat", 0.0)), int(data.get("seq", 0)),
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SharePlan:
-    """The leader's decision: the service's desired count and each host's share of it."""
+    """The leader's decision: the service's desired count and each host's share of it; `at` is the leader's wall
+    time, for display only (a plan is current while its leader holds the lease, `current_plan`)."""
 
     desired: int
     shares: dict[str, int] = field(default_factory=dict)
@@ -73,3 +80,19 @@ def read_hosts(client: redis.Redis, service: str) -> list[HostRecord]:
 def read_plan(client: redis.Redis, service: str) -> SharePlan | None:
     raw: Any = client.hgetall(keys.scaler_plan(service))
     return SharePlan.from_hash(raw) if raw else None
+
+
+def current_plan(client: redis.Redis, service: str) -> SharePlan | None:
+    """The plan, if its leader still holds the leader lease: the lease's TTL runs on the Redis server's clock, so
+    no host's clock is compared with another's. Both are read in one transaction."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.get(keys.scaler_leader(service))
+        pipe.hgetall(keys.scaler_plan(service))
+        holder, raw = pipe.execute()
+    plan = SharePlan.from_hash(raw) if raw else None
+    return plan if plan_is_current(plan, holder.decode() if holder else None) else None
+
+
+def plan_is_current(plan: SharePlan | None, holder: str | None) -> bool:
+    """A plan is current while the member that published it still holds the leader lease."""
+    return plan is not None and holder is not None and plan.leader == holder

@@ -22,7 +22,7 @@ from scalablejob import keys
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 2.0
-STALE_AFTER_S = 5 * HEARTBEAT_S  # a field not rewritten for this long belongs to a worker that is gone or frozen
+STALE_AFTER_S = 5 * HEARTBEAT_S  # a field not seen changing for this long belongs to a worker that is gone or frozen
 
 
 class WorkerState(str, Enum):
@@ -36,7 +36,9 @@ class WorkerState(str, Enum):
 
 @dataclass(frozen=True)
 class Presence:
-    """One worker's published state; `held` maps each task id it holds to its kombu delivery tag."""
+    """One worker's published state; `held` maps each task id it holds to its kombu delivery tag. `heartbeat` is the
+    worker host's wall time, for display only; `seq` changes at every write, so that readers judge liveness by
+    seeing it change on their own clock (scalablejob.freshness), never by comparing clocks."""
 
     name: str
     pid: int
@@ -45,10 +47,11 @@ class Presence:
     gpus: str = ""
     held: Mapping[str, str] = field(default_factory=dict)
     heartbeat: float = 0.0
+    seq: int = 0
 
     def encode(self) -> str:
         fields = {"pid": self.pid, "host": self.host, "state": self.state.value, "gpus": self.gpus}
-        return json.dumps({**fields, "held": dict(self.held), "heartbeat": self.heartbeat})
+        return json.dumps({**fields, "held": dict(self.held), "heartbeat": self.heartbeat, "seq": self.seq})
 
     @classmethod
     def decode(cls, name: str, raw: str | bytes) -> Presence:
@@ -56,11 +59,24 @@ class Presence:
         return cls(
             name, int(data["pid"]), str(data["host"]), WorkerState(data["state"]), str(data.get("gpus", "")),
             {str(k): str(v) for k, v in data.get("held", {}).items()}, float(data.get("heartbeat", 0.0)),
+            int(data.get("seq", 0)),
         )  # fmt: skip
 
-    def is_fresh(self, now: float) -> bool:
-        """Whether the worker rewrote its field recently (it is alive and not frozen)."""
-        return now - self.heartbeat < STALE_AFTER_S
+    @property
+    def token(self) -> tuple[int, float]:
+        """What changes at every write (the heartbeat too, for a writer older than `seq`)."""
+        return self.seq, self.heartbeat
+
+    @property
+    def scaler_host(self) -> str:
+        """The host of the scaler that started it: the part of its node name after `@` (else its hostname)."""
+        return self.name.rsplit("@", 1)[1] if "@" in self.name else self.host
+
+    def is_fresh(self, reference: float) -> bool:
+        """For a one-shot reader only (`status`), which cannot watch the record change:
+        whether the heartbeat is within the bound of `reference`, best a wall time of the worker's own host (its
+        scaler's record); a scaler never judges this way."""
+        return reference - self.heartbeat < STALE_AFTER_S
 
 
 def decode_presence(raw: Mapping[bytes, bytes]) -> dict[str, Presence]:

@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
+WORKER_NAME_ENV = "SCALABLEJOB_WORKER_NAME"  # set by the scaler that started a worker: its node name, `...@<host>`
+
 # Ask for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG; the request survives exec), make sure the parent did
 # not die before that (exit 129), then become the program (exit 127 if it cannot, as a shell does). Standard library
 # only, run isolated (-I -S): neither the current folder nor the child's PYTHONPATH can change what it imports.

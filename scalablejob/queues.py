@@ -40,8 +40,22 @@ def queue_depth(client: redis.Redis, queue: str) -> int:
 
 
 def message_task_id(raw: bytes) -> str | None:
-    """The Celery task id (our request id) of one raw message of a queue's list, None if it is not one of ours."""
+    """The Celery task id (our request id) of one raw message of a queue's list, None if it is not one of ours. The
+    id is found by a plain search first: kombu writes JSON with ': ', the headers before the task id, and a string
+    escapes its quotes, so only the headers' `id` key matches; a message where that search fails is decoded whole."""
+    headers = raw.find(b'"headers": {')
+    at = raw.find(b'"id": "', headers) if headers >= 0 else -1
+    stop = raw.find(b'"', at + 7) if at >= 0 else -1
+    if stop >= 0 and b"\\" not in raw[at + 7 : stop]:
+        return raw[at + 7 : stop].decode()
     try:
         return str(json.loads(raw)["headers"]["id"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def queued_task_ids(client: redis.Redis, key: str, start: int, count: int) -> tuple[int, list[str]]:
+    """(messages read, their request ids) of the messages at start .. start + count - 1 of the Redis list `key`: a
+    page of a queue, so that a deep queue is read without holding Redis for long."""
+    raw_messages: Any = client.lrange(key, start, start + count - 1)
+    return len(raw_messages), [task_id for raw in raw_messages if (task_id := message_task_id(raw))]

@@ -15,8 +15,8 @@ import redis
 
 from scalablejob import keys
 from scalablejob.celery_app import service_queues
-from scalablejob.host_records import HOST_STALE_AFTER_S, HostRecord, SharePlan, read_hosts, read_plan
-from scalablejob.presence import STALE_AFTER_S, Presence, read_presence
+from scalablejob.host_records import HOST_STALE_AFTER_S, HostRecord, SharePlan, current_plan, read_hosts
+from scalablejob.presence import Presence, read_presence
 from scalablejob.queues import queue_depth
 
 RECENT_DECISIONS = 5
@@ -58,7 +58,7 @@ def read_status(client: redis.Redis, service: str, now: float | None = None) -> 
             name.decode(): json.loads(raw) for name, raw in _hgetall(client, keys.init_failures(service)).items()
         },
         hosts=read_hosts(client, service),
-        plan=read_plan(client, service),
+        plan=current_plan(client, service),
         taken_at=time.time() if now is None else now,
         known=any(queues.values()) or bool(scalers) or _exists(client, *(key(service) for key in _SERVICE_MARKERS)),
     )
@@ -77,7 +77,7 @@ def status_document(status: ServiceStatus) -> dict[str, Any]:
         "takenAt": status.taken_at,
         "queues": status.queues,
         "scalers": status.scalers,
-        "workers": [_worker_document(worker, status.taken_at) for worker in status.workers],
+        "workers": [_worker_document(worker, worker_stale(status, worker)) for worker in status.workers],
         "initFailures": status.init_failures,
         "decisions": status.decisions,
         "hosts": host_documents(status),
@@ -88,23 +88,39 @@ def host_documents(status: ServiceStatus) -> list[dict[str, Any]]:
     """Each host's scaler: capacity, its share of the leader's desired count, its workers, heartbeat, alive."""
     shares = status.plan.shares if status.plan is not None else {}
     leader = status.plan.leader if status.plan is not None else ""
-    return [_host_document(record, shares.get(record.host, 0), record.member == leader, status.taken_at)
+    return [_host_document(record, shares.get(record.host, 0), record.member == leader, host_alive(status, record))
             for record in status.hosts]  # fmt: skip
 
 
-def _host_document(record: HostRecord, share: int, leads: bool, now: float) -> dict[str, Any]:
+def host_alive(status: ServiceStatus, record: HostRecord) -> bool:
+    """A one-shot reader cannot watch a record change, and no clock is compared across hosts: a host is alive while
+    the current leader counts it (it is in the plan of the lease holder); with no current plan, by this host's
+    clock (display only)."""
+    if status.plan is not None:
+        return record.host in status.plan.shares
+    return status.taken_at - record.heartbeat < HOST_STALE_AFTER_S
+
+
+def worker_stale(status: ServiceStatus, worker: Presence) -> bool:
+    """Judged against the last wall time its own host's scaler wrote (the same host's clock); a worker of no known
+    host, against this host's clock (display only)."""
+    hosts = {record.host: record for record in status.hosts}
+    record = hosts.get(worker.scaler_host)
+    reference = max(record.heartbeat, worker.heartbeat) if record is not None else status.taken_at
+    return not worker.is_fresh(reference)
+
+
+def _host_document(record: HostRecord, share: int, leads: bool, alive: bool) -> dict[str, Any]:
     return {
         "host": record.host, "capacity": record.capacity, "share": share, "replicas": record.replicas,
-        "busy": record.busy, "heartbeat": record.heartbeat, "alive": now - record.heartbeat < HOST_STALE_AFTER_S,
-        "leader": leads,
+        "busy": record.busy, "heartbeat": record.heartbeat, "alive": alive, "leader": leads,
     }  # fmt: skip
 
 
-def _worker_document(worker: Presence, now: float) -> dict[str, Any]:
+def _worker_document(worker: Presence, stale: bool) -> dict[str, Any]:
     return {
         "name": worker.name, "pid": worker.pid, "host": worker.host, "state": worker.state.value,
-        "stale": now - worker.heartbeat > STALE_AFTER_S, "gpus": worker.gpus, "tasks": sorted(worker.held),
-        "heartbeat": worker.heartbeat,
+        "stale": stale, "gpus": worker.gpus, "tasks": sorted(worker.held), "heartbeat": worker.heartbeat,
     }  # fmt: skip
 
 

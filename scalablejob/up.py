@@ -46,7 +46,6 @@ from scalablejob.stack_record import StackLock, StackRecord
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
-FLOWER_PURGE_OFFLINE_S = 0  # Flower lists only live workers: those the scaler stopped leave the list
 ENDPOINT_ENV, SERVICE_ENV, TOKEN_ENV = "SCALABLEJOB_ENDPOINT", "SCALABLEJOB_SERVICE", "SCALABLEJOB_TOKEN"
 FRONTEND_TOKEN_ENV = "SCALABLEJOB_FRONTEND_TOKEN"  # what `scalablejob frontend` reads its token from (its --token)
 FRONTEND_TOKEN_FILE = "frontend.token"  # 0600 in the data folder: the front end's token, made by the first `up`
@@ -191,11 +190,12 @@ class StackOptions:
 
 
 def flower_argv(port: int) -> list[str]:
-    """Flower on loopback, listing only live workers, `/metrics` behind its login; its broker and login come in its
-    environment (flower_env)."""
+    """Flower on loopback, `/metrics` behind its login; its broker and login come in its environment (flower_env).
+    No --purge_offline_workers: Flower's totals are the sums of the rows it lists, and its `/metrics` counters go with
+    a purged worker too, so a worker the scaler stopped stays listed, offline, with its counts."""
     return [
         sys.executable, "-m", "celery", "-A", "scalablejob.flower_auth", "flower", f"--port={port}",
-        "--address=127.0.0.1", f"--purge_offline_workers={FLOWER_PURGE_OFFLINE_S}",
+        "--address=127.0.0.1",
     ]  # fmt: skip
 
 

@@ -3,10 +3,13 @@
 Each pass reads queue depths and worker presence, reaps workers that ended (putting back the tasks a dead one
 held), decides the replicas with the pure policy, and spawns or warm-stops workers to match. Every decision that
 changes something is logged with its inputs at INFO (every pass at DEBUG) and published to Redis and Prometheus.
+The loop's clock (`now`) is this host's monotonic clock; wall time (`Parts.wall`) only goes into displayed values.
+Liveness is what this scaler sees change (scalablejob.freshness): no clock is compared with another host's.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -19,12 +22,15 @@ from dataclasses import dataclass, field, replace
 import redis
 from kombu.exceptions import OperationalError
 
+from scalablejob.freshness import ChangeTracker
 from scalablejob.gpus import Gpu, assign_gpus
+from scalablejob.presence import STALE_AFTER_S as PRESENCE_STALE_AFTER_S
 from scalablejob.presence import WorkerState
 from scalablejob.scaler.backoff import Backoff
 from scalablejob.scaler.exporter import Exporter
 from scalablejob.scaler.hosts import HostLoad, describe, split, total_capacity, totals
-from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership, SharePlan, plan_is_current
+from scalablejob.scaler.liveness import holders, strays
+from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership, SharePlan
 from scalablejob.scaler.metrics import MetricsSource, Observation
 from scalablejob.scaler.plan import WorkerView, plan
 from scalablejob.scaler.policy import Decision, History, Policy, Snapshot, decide
@@ -52,7 +58,7 @@ class Fleet:
     gpu_per_worker: int = 0
     initial: int = 0  # workers to start with (metadata.instance, within the policy's bounds)
     stale_after_s: float = STALE_AFTER_S
-    host_stale_after_s: float = HOST_STALE_AFTER_S  # another host's worker not heard from for this long holds nothing
+    host_stale_after_s: float = HOST_STALE_AFTER_S  # another host's worker not seen changing this long holds nothing
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class Parts:
     store: ScalerStore
     exporter: Exporter | None = None
     membership: Membership | None = None  # None: this host alone decides for the service
+    wall: Callable[[], float] = time.time  # this host's wall time, for displayed values only (never compared)
 
 
 @dataclass
@@ -106,6 +113,7 @@ class Scaler:
         self.workers: dict[str, Managed] = {}
         self._ended: list[_Ended] = []
         self._memory = _Memory()
+        self._seen = ChangeTracker()  # when this scaler last saw each worker's presence change (its own clock)
 
     @property
     def backoff(self) -> Backoff:
@@ -124,7 +132,7 @@ class Scaler:
         self._memory.heard_since = now
         membership = self.parts.membership
         if membership is not None:
-            membership.beat(len(self.workers), 0, now)
+            membership.beat(len(self.workers), 0, self.parts.wall())
             if not membership.lead():
                 return  # the leader's plan gives this host its share on the first pass
         for _ in range(self.fleet.initial - len(self.workers)):
@@ -140,6 +148,7 @@ class Scaler:
             raise
         if self._memory.heard_since is None:
             self._memory.heard_since = now
+        self._seen.observe({name: presence.token for name, presence in observation.workers.items()}, now)
         self.reap(now)
         self._kill_stale(observation, now)
         self._note_states(observation)
@@ -171,26 +180,49 @@ class Scaler:
             decision = decide(local, self.policy, self._memory.history, now)
             self._memory.history = decision.history
             return decision
-        membership.beat(local.replicas, local.busy, now)
+        membership.beat(local.replicas, local.busy, self.parts.wall())
         if not membership.lead():
-            return self._follow(membership, local, now)
-        hosts = [HostLoad(r.host, r.capacity, r.replicas, r.busy) for r in membership.live_hosts(now)]
+            membership.live_hosts(now, self._heard())  # a follower watches the records too: if it takes over, it
+            return self._follow(membership, local)  # knows since when each host has been silent, with no new bound
+        return self._lead(membership, local, observation, now)
+
+    def _lead(self, membership: Membership, local: Snapshot, observation: Observation, now: float) -> Decision:
+        """Decide for the service and split it across the live hosts. Live workers of hosts with no live scaler
+        (strays, leaving on their own) still count: the live hosts share what is left of the desired count."""
+        hosts = [HostLoad(r.host, r.capacity, r.replicas, r.busy) for r in membership.live_hosts(now, self._heard())]
+        stray = strays(observation.workers, {h.host for h in hosts}, self.workers, lambda n: self._fresh(n, now))
+        stray_busy = sum(1 for presence in stray if presence.state is WorkerState.BUSY)
         replicas, busy = totals(hosts)
-        policy = replace(self.policy, gpu_capacity=total_capacity(hosts))  # the hosts' capacities bound the service
-        service = Snapshot(local.queued, local.running, replicas, busy)
+        capacity = total_capacity(hosts) + len(stray)  # the hosts' capacities bound the service
+        policy = replace(self.policy, gpu_capacity=capacity)
+        service = Snapshot(local.queued, local.running, replicas + len(stray), busy + stray_busy)
         decision = decide(service, policy, self._memory.history, now)
         self._memory.history = decision.history
-        shares = split(decision.desired, hosts)
+        shares = split(max(0, decision.desired - len(stray)), hosts)
         epoch = membership.epoch or 0
-        membership.publish(SharePlan(decision.desired, shares, epoch, now, membership.member, decision.reason))
+        reason = decision.reason + (f"; {len(stray)} worker(s) of hosts without a scaler counted" if stray else "")
+        membership.publish(SharePlan(decision.desired, shares, epoch, self.parts.wall(), membership.member, reason))
         share = shares.get(self.fleet.host, 0)
-        why = f"{decision.reason}; shares of {decision.desired}: {describe(shares)} (leader, epoch {epoch})"
+        why = f"{reason}; shares of {decision.desired}: {describe(shares)} (leader, epoch {epoch})"
         return Decision(share, decision.target, why, decision.history, local)
 
-    def _follow(self, membership: Membership, local: Snapshot, now: float) -> Decision:
-        """Keep this host's share of the leader's plan; with no current plan (the leader just died), hold."""
+    def _heard(self) -> float:
+        """Since when the broker has answered every pass: silence before that is not the writers'."""
+        return self._memory.heard_since if self._memory.heard_since is not None else math.inf
+
+    def _silent(self, name: str, now: float) -> float:
+        """How long this scaler has not seen the worker's presence change (0 for one never seen)."""
+        return self._seen.silent_for(name, now, self._heard())
+
+    def _fresh(self, name: str, now: float, bound_s: float | None = None) -> bool:
+        """Whether this scaler saw the worker's presence change within the bound (another host's by default)."""
+        bound = self.fleet.host_stale_after_s if bound_s is None else bound_s
+        return self._seen.is_fresh(name, now, bound, self._heard())
+
+    def _follow(self, membership: Membership, local: Snapshot) -> Decision:
+        """Keep this host's share of the leader's plan; with no current plan (its leader lost the lease), hold."""
         plan = membership.plan()
-        if plan_is_current(plan, now) and plan is not None and self.fleet.host in plan.shares:
+        if plan is not None and self.fleet.host in plan.shares:
             share = max(plan.shares[self.fleet.host], local.busy)
             why = f"share {share} of {plan.desired} from leader {plan.leader} (epoch {plan.epoch}): {plan.reason}"
             return Decision(share, share, why, self._memory.history, local)
@@ -225,7 +257,7 @@ class Scaler:
             self.parts.membership.leave()
 
     def run(
-        self, wakeup: Wakeup, clock: Callable[[], float] = time.time, interval_s: float = DEFAULT_INTERVAL_S
+        self, wakeup: Wakeup, clock: Callable[[], float] = time.monotonic, interval_s: float = DEFAULT_INTERVAL_S
     ) -> None:
         """Pass after pass until a stop is requested; then drain the workers (a second request kills them)."""
         self.start(clock())
@@ -264,19 +296,19 @@ class Scaler:
             self.parts.exporter.worker_exited(crashed=crashed, requeued=len(requeued))
 
     def _kill_stale(self, observation: Observation, now: float) -> None:
-        """SIGKILL (with its process tree) each worker whose heartbeat is older than the bound: frozen (SIGSTOP, a
-        hung interpreter) or cut off from Redis. It stops counting as a replica at once; its tasks are put back when
-        it is reaped, dead, not before. Heartbeats are judged only over time the broker answered us."""
-        heard_since = self._memory.heard_since if self._memory.heard_since is not None else now
+        """SIGKILL (with its process tree) each worker whose presence this scaler has not seen change for the bound:
+        frozen (SIGSTOP, a hung interpreter) or cut off from Redis. It stops counting as a replica at once; its tasks
+        are put back when it is reaped, dead, not before. Silence is counted only over time the broker answered us,
+        on this scaler's monotonic clock: a step of the wall clock changes nothing."""
         for name, managed in self.workers.items():
             presence = observation.workers.get(name)
             if presence is None or managed.killed:
                 continue
-            silent_s = now - max(presence.heartbeat, heard_since)
+            silent_s = self._silent(name, now)
             if silent_s >= self.fleet.stale_after_s:
                 logger.warning(
-                    "worker %s (pid %d) has not been heard from for %.0f s: killing it and its jobs; its tasks go "
-                    "back on the queue once it is dead", name, managed.record.pid, now - presence.heartbeat,
+                    "worker %s (pid %d): its presence has not changed for %.0f s: killing it and its jobs; its tasks "
+                    "go back on the queue once it is dead", name, managed.record.pid, silent_s,
                 )  # fmt: skip
                 self.parts.launcher.kill(name)  # its jobs go when it is reaped, as for any worker that crashed
                 managed.killed = managed.stopping = True
@@ -304,7 +336,8 @@ class Scaler:
     def _snapshot(self, observation: Observation, views: list[WorkerView], now: float) -> Snapshot:
         active = [view for view in views if view.state is not WorkerState.STOPPING]
         busy = sum(1 for view in active if view.state is WorkerState.BUSY)
-        return Snapshot(observation.total_queued, observation.running(now), len(active), busy)
+        live = {name for name in observation.workers if self._fresh(name, now, PRESENCE_STALE_AFTER_S)}
+        return Snapshot(observation.total_queued, observation.running(live), len(active), busy)
 
     def _act(self, decision: Decision, views: list[WorkerView], now: float) -> bool:
         """Spawn or warm-stop workers to reach the decision; True when something was done."""
@@ -353,7 +386,7 @@ class Scaler:
         states = {view.name: view.state.value for view in self._views(observation)}
         inputs: dict[str, str | int | float] = {
             "desired": decision.desired, "replicas": snap.replicas, "busy": snap.busy, "queued": snap.queued,
-            "running": snap.running, "target": decision.target, "reason": decision.reason, "at": now,
+            "running": snap.running, "target": decision.target, "reason": decision.reason, "at": self.parts.wall(),
         }  # fmt: skip
         self.parts.store.report({**inputs, "workers": json.dumps(states)})
         if changed:
@@ -362,22 +395,19 @@ class Scaler:
             self.parts.exporter.record(decision, observation.queued, [WorkerState(s) for s in states.values()])
 
     def _reconcile(self, observation: Observation, now: float) -> None:
-        """Re-send what is backed by nothing (scaler.reconcile); tasks of stale workers are not held by anyone."""
+        """Re-send what is backed by nothing (scaler.reconcile); tasks of workers seen silent are held by nobody, but
+        a worker seen changing holds its tasks, whatever its host's record says (scaler.liveness)."""
         began = time.monotonic()
         membership = self.parts.membership
-        held: set[str] = set()
-        orphaned: set[str] = set()  # tasks of another host's silent worker, or of a host declared dead
-        for name, presence in observation.workers.items():
-            lost_host = membership is not None and presence.host in membership.dead_hosts
-            if name in self.workers or (now - presence.heartbeat < self.fleet.host_stale_after_s and not lost_host):
-                held.update(presence.held)  # our own live processes hold theirs until they are reaped
-            else:  # its worker is silent, or on a host declared dead: nobody holds these now
-                orphaned.update(presence.held)
-        resent = self.parts.recovery.reconcile(held, now, orphaned)
+        dead = membership.dead_hosts if membership is not None else set()
+        silent = functools.partial(self._silent, now=now)
+        found = holders(observation.workers, self.workers, silent, self.fleet.host_stale_after_s, dead)
+        # the reconciler compares its `now` with kombu's delivery times (wall): it gets this host's wall time
+        resent = self.parts.recovery.reconcile(found.held, self.parts.wall(), found.orphaned)
         took_s = time.monotonic() - began  # a large backlog takes longer to read: look less often, not longer
         self._memory.next_reconcile = now + max(RECONCILE_EVERY_S, took_s / RECONCILE_SHARE)
         if resent:
-            logger.warning("re-sent %d request(s) backed by nothing: %s", len(resent), resent)
+            logger.warning("re-sent %d request(s), each logged with its reason: %s", len(resent), resent)
 
 
 def _how(exit_code: int | None) -> str:

@@ -31,6 +31,7 @@ from scalablejob.scaler.metrics import RedisMetrics
 from scalablejob.scaler.policy import Policy
 from scalablejob.scaler.pool import ProcessLauncher
 from scalablejob.scaler.reconcile import STALE_AFTER_S, UNBACKED_AFTER_S
+from scalablejob.scaler.reconciler import BackgroundRecovery
 from scalablejob.scaler.records import ScalerStore
 from scalablejob.scaler.recovery import Recovery
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
@@ -85,8 +86,14 @@ def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions,
     parts = Parts(
         metrics=RedisMetrics(client, config.name),
         launcher=ProcessLauncher(worker_argv(options), host, log_dir=options.log_dir, prewarm=options.prewarm),
-        recovery=Recovery(
-            make_app(config.name, broker_url), client, config.name, unbacked_after_s=options.unbacked_after_s
+        recovery=BackgroundRecovery(
+            Recovery(make_app(config.name, broker_url), client, config.name, unbacked_after_s=options.unbacked_after_s),
+            Recovery(  # its own app and client: reconciles run on a thread beside the pass (scaler.reconciler)
+                make_app(config.name, broker_url),
+                connect(broker_url),
+                config.name,
+                unbacked_after_s=options.unbacked_after_s,
+            ),
         ),
         store=ScalerStore(client, config.name, host),
         exporter=exporter,
@@ -119,4 +126,6 @@ def run_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, g
             scaler.run(wakeup, interval_s=options.interval_s)
         finally:
             listener.stop()
+            if isinstance(scaler.parts.recovery, BackgroundRecovery):
+                scaler.parts.recovery.stop()
     return 0

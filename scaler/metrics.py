@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,9 +24,10 @@ class Observation:
     def total_queued(self) -> int:
         return sum(self.queued.values())
 
-    def running(self, now: float) -> int:
-        """Tasks held by live workers of the service, on any host (stale fields are workers that are gone)."""
-        return sum(len(presence.held) for presence in self.workers.values() if presence.is_fresh(now))
+    def running(self, live: Collection[str]) -> int:
+        """Tasks held by the live workers of the service (`live`: their names, as the scaler judged them by seeing
+        their records change), on any host; stale fields are workers that are gone."""
+        return sum(len(presence.held) for name, presence in self.workers.items() if name in live)
 
 
 class MetricsSource(Protocol):

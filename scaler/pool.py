@@ -23,12 +23,11 @@ from typing import IO, Protocol
 import psutil
 
 from scalablejob.gpus import CUDA_VISIBLE_DEVICES, Gpu, cuda_visible_devices
+from scalablejob.processes import WORKER_NAME_ENV
 from scalablejob.scaler.forkserver import FORK_SERVER_ENV, ForkServer
 from scalablejob.scaler.records import ProcessRecord, is_same_process
 
 logger = logging.getLogger(__name__)
-
-WORKER_NAME_ENV = "SCALABLEJOB_WORKER_NAME"
 
 
 @dataclass(frozen=True)

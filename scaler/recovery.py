@@ -9,7 +9,9 @@ remove the new delivery's entry. A message whose request already finished is onl
 
 The reconciler (`reconcile`) enforces the delivery invariant for everything else: a request still open but backed
 by nothing (scaler.reconcile) is re-delivered from its unacknowledged message, or re-sent from the body kept in its
-front end's input queue.
+front end's input queue, with the reason why: its worker is lost (the reason the loop gives), or nothing backed it.
+It reads every open request, queued message and unacknowledged entry, in short pages (scaler.paging), so that no call
+holds Redis for long however deep the backlog; scaler.reconciler runs it off the scaler's pass.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import logging
 import uuid
 from collections.abc import Collection, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import redis
@@ -25,19 +28,26 @@ from celery import Celery
 
 from scalablejob.celery_app import service_queues
 from scalablejob.client import request_message, send_message
-from scalablejob.queues import message_task_id, priority_lists
+from scalablejob.queues import priority_lists
 from scalablejob.routing import TaskType
+from scalablejob.scaler import paging
 from scalablejob.scaler.reconcile import UNBACKED_AFTER_S, Backing, Unacked, reconcile, stale_acks
 from scalablejob.sink import as_text
 from scalablejob.state import RequestStore
 
 logger = logging.getLogger(__name__)
 
+NO_ORPHANS: Mapping[str, str] = MappingProxyType({})
+UNACKED_PAGE = 100  # unacknowledged entries per HSCAN: as many as workers hold, each with its whole message
+
 
 class Recoverer(Protocol):
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]: ...
 
-    def reconcile(self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()) -> list[str]: ...
+    def reconcile(self, claimed: Collection[str], now: float, orphaned: Mapping[str, str] = NO_ORPHANS) -> list[str]:
+        """claimed: the ids live workers hold; orphaned: id -> why its worker is lost (its host was declared dead,
+        it fell silent): each is due at once, re-sent with that reason. Returns the ids re-sent."""
+        ...
 
 
 class Recovery:
@@ -51,8 +61,10 @@ class Recovery:
         self._service = service
         self._requests = RequestStore(client, service)
         self._queues = set(service_queues(service))
+        self._lists = [key for queue in sorted(self._queues) for key in priority_lists(queue)]
         self.unbacked_after_s = unbacked_after_s
         self._unbacked_since: dict[str, float] = {}
+        self._orphans_sent: set[str] = set()  # orphans re-sent while their lost worker is still reported
 
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]:
         """Put back the messages a dead worker held (task id -> delivery tag); returns the task ids put back."""
@@ -62,30 +74,42 @@ class Recovery:
             channel = connection.default_channel
             return [task_id for task_id, tag in held.items() if self._redeliver(channel, task_id, tag, reason)]
 
-    def reconcile(self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()) -> list[str]:
-        """Re-send the open requests backed by nothing for `unbacked_after_s` (claimed: the ids live workers hold;
-        orphaned: ids that a worker now silent, or on a lost host, held); drop the unacknowledged messages of requests
-        that ended. Returns the ids re-sent."""
+    def reconcile(self, claimed: Collection[str], now: float, orphaned: Mapping[str, str] = NO_ORPHANS) -> list[str]:
+        """Re-send the open requests backed by nothing for `unbacked_after_s`, and at once those whose worker is lost
+        (orphaned: id -> why); drop the unacknowledged messages of requests that ended. Returns the ids re-sent.
+        Everything is read in short pages (scaler.paging): a message that moves between pages may be missed on one
+        pass, which the bound absorbs, as a request must be unbacked on every pass that spans it."""
         with self._app.connection_for_write() as connection:
             channel = connection.default_channel
-            backing = Backing(self._queued_ids(), set(claimed), self._unacked(channel), set(orphaned))
-            open_ids = set(self._requests.open_request_ids())
+            open_ids = paging.open_ids(self._requests)  # first: a request created after this is not judged
+            queued = paging.queued_ids(self._client, self._lists)
+            backing = Backing(queued, set(claimed), self._unacked(channel), self._fresh_orphans(orphaned))
             verdict = reconcile(open_ids, backing, self._unbacked_since, now, self.unbacked_after_s)
             self._unbacked_since = verdict.unbacked_since
-            reason = f"backed by no message and no live worker for over {self.unbacked_after_s:g} s"
-            sent = []
-            for request_id in verdict.due:
-                message = backing.unacked.get(request_id)
-                if message is not None:
-                    done = self._redeliver(channel, request_id, message.tag, reason)
-                else:
-                    done = self._resend(request_id, reason)
-                if done:
-                    sent.append(request_id)
-                    self._unbacked_since.pop(request_id, None)
+            sent = [task_id for task_id in verdict.due if self._send_again(channel, task_id, backing, orphaned)]
+            self._orphans_sent.update(request_id for request_id in sent if request_id in backing.orphaned)
             for request_id in stale_acks(backing, open_ids, now, self.unbacked_after_s):
                 self._drop_if_ended(channel, request_id, backing.unacked[request_id].tag)
         return sent
+
+    def _fresh_orphans(self, orphaned: Mapping[str, str]) -> set[str]:
+        """The orphans not yet re-sent. One re-sent already counts as any other request from then on: its lost
+        worker's record may list it for a while yet, and its new delivery, unacknowledged, is no orphan."""
+        self._orphans_sent.intersection_update(orphaned)
+        return set(orphaned) - self._orphans_sent
+
+    def _send_again(self, channel: Any, request_id: str, backing: Backing, orphaned: Mapping[str, str]) -> bool:
+        """Re-deliver a due request's unacknowledged message, or re-send it from its kept body, saying why."""
+        unbacked = f"backed by no message and no live worker for over {self.unbacked_after_s:g} s"
+        reason = orphaned[request_id] if request_id in backing.orphaned else unbacked
+        message = backing.unacked.get(request_id)
+        if message is not None:
+            done = self._redeliver(channel, request_id, message.tag, reason)
+        else:
+            done = self._resend(request_id, reason)
+        if done:
+            self._unbacked_since.pop(request_id, None)
+        return done
 
     # ---- the moves ---------------------------------------------------------------------------------------------
 
@@ -131,24 +155,24 @@ class Recovery:
 
     # ---- what backs the requests --------------------------------------------------------------------------------
 
-    def _queued_ids(self) -> set[str]:
-        ids: set[str] = set()
-        for queue in self._queues:
-            for key in priority_lists(queue):
-                raw_messages: Any = self._client.lrange(key, 0, -1)
-                ids.update(task_id for raw in raw_messages if (task_id := message_task_id(raw)))
-        return ids
-
     def _unacked(self, channel: Any) -> dict[str, Unacked]:
+        """This service's unacknowledged messages by request id, read a page of the hash at a time."""
         found: dict[str, Unacked] = {}
         with channel.conn_or_acquire() as client:
-            scores: Any = client.zrange(channel.unacked_index_key, 0, -1, withscores=True)
-            delivered = {as_text(tag): float(at) for tag, at in scores}
-            for tag, raw in client.hscan_iter(channel.unacked_key, count=500):
-                task_id = self._task_of(raw)
-                if task_id is not None:
-                    found[task_id] = Unacked(as_text(tag), delivered.get(as_text(tag), 0.0))
-        return found
+            cursor: Any = 0
+            while True:
+                cursor, page = client.hscan(channel.unacked_key, cursor, count=UNACKED_PAGE)
+                found.update(self._unacked_page(client, channel.unacked_index_key, page))
+                if int(cursor) == 0:
+                    return found
+
+    def _unacked_page(self, client: Any, index_key: str, page: Mapping[bytes, bytes]) -> dict[str, Unacked]:
+        """One page of unacknowledged entries with their delivery times, read just after them (kombu writes an entry
+        and its time in one transaction; one acknowledged meanwhile has no time, and counts as delivered long ago)."""
+        tags = {as_text(tag): task_id for tag, raw in page.items() if (task_id := self._task_of(raw))}
+        scores: Any = client.zmscore(index_key, list(tags)) if tags else []
+        pairs = zip(tags.items(), scores, strict=True)
+        return {task_id: Unacked(tag, float(at or 0.0)) for (tag, task_id), at in pairs}
 
     def _task_of(self, raw: bytes | str) -> str | None:
         """The task id of an unacked entry of this service's queues; None for anything else."""

@@ -13,6 +13,7 @@ import redis
 
 from scalablejob.scaler.pool import Exited, WorkerSpec
 from scalablejob.scaler.records import ProcessRecord
+from scalablejob.scaler.recovery import NO_ORPHANS
 
 FAKE_HOST = "fakehost"
 
@@ -76,6 +77,7 @@ class FakeRecovery:
 
     recovered: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     reconciled: list[set[str]] = field(default_factory=list)  # what live workers held, at each reconcile
+    orphaned: list[dict[str, str]] = field(default_factory=list)  # what the loop called orphaned, and why
     broker_down: bool = False  # recover() raises as it would with Redis away
 
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]:
@@ -85,6 +87,7 @@ class FakeRecovery:
             self.recovered.append((worker, dict(held)))
         return list(held)
 
-    def reconcile(self, claimed: Collection[str], now: float, orphaned: Collection[str] = ()) -> list[str]:
+    def reconcile(self, claimed: Collection[str], now: float, orphaned: Mapping[str, str] = NO_ORPHANS) -> list[str]:
         self.reconciled.append(set(claimed))
+        self.orphaned.append(dict(orphaned))
         return []

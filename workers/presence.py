@@ -2,7 +2,9 @@
 
 The record and its readers are core (scalablejob.presence); this is the reporter. A task is recorded when it is
 received (its message is then in kombu's `unacked` hash) and dropped after it ran. The worker writes only its own
-field, from one thread: it rewrites the field at each heartbeat, so that stale fields can be told apart, and soon
+field, from one thread: it rewrites the field at each heartbeat with a new sequence number, so that readers tell a
+live worker from a stale field by seeing it change (on their own clock: the heartbeat's wall time is shown, never
+compared across hosts), and soon
 after each change, at most once per PUBLISH_GAP_S. A task's receipt and end are not written on the task's path:
 under a stream of short tasks one write covers many changes. Nothing waits on the record being that fresh: a
 request whose message was just taken counts as backed by its unacked message (scaler/reconcile.py), and a worker
@@ -109,7 +111,7 @@ class PresenceReporter:
         return replace(presence, state=_state_of(presence, self._stop_requested))
 
     def _publish(self) -> None:
-        presence = self._presence = replace(self._presence, heartbeat=self._clock())
+        presence = self._presence = replace(self._presence, heartbeat=self._clock(), seq=self._presence.seq + 1)
         if presence.name:
             self._write(lambda: self._client.hset(self._key, presence.name, presence.encode()))
 

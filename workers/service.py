@@ -27,6 +27,7 @@ from scalablejob.workers.model_server import ModelServer
 from scalablejob.workers.named_tasks import register_named_tasks
 from scalablejob.workers.presence import install_presence
 from scalablejob.workers.runtime import QueryRunner, WorkerRuntime
+from scalablejob.workers.scaler_watch import install_scaler_watch
 from scalablejob.workers.tasks import fail_unknown_tasks, register_tasks
 from scalablejob.workers.unacked import FinishAcks
 
@@ -144,6 +145,7 @@ def prepare_service(
     install_gate(app, slot_gate(config), broker_url)
     app.steps["consumer"].add(EventBatchStep)  # Flower's events, without a PUBLISH per event
     presence = install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
+    install_scaler_watch(config.name, broker_url)  # a worker whose scaler is gone leaves (warm shutdown)
     # a task's finish acknowledges the message its presence record says it came from (GateStep wires kombu's ack)
     acks = app.scalablejob_acks = FinishAcks(presence.delivery_tag_of)
     container_env = config.containers[0].env if config.containers else {}

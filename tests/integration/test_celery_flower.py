@@ -1,8 +1,16 @@
 """Flower on a service's Celery app (`celery -A module flower`): it starts without the "Inspect method failed"
 noise, and shows our tasks as they are: their names, the request id as task id, a cancelled one REVOKED, a failed
-command FAILURE with its exit code."""
+command FAILURE with its exit code. The Flower that `up` starts keeps the counts of the workers the scaler stopped."""
 
 from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,6 +18,10 @@ from celery import states
 from celery.exceptions import TaskRevokedError
 
 from conftest import python_command, service_config, wait_until
+from scalablejob.flower_auth import flower_env
+from scalablejob.processes import wait_for_listener
+from scalablejob.redis_server import free_port
+from scalablejob.up import flower_argv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 pytest_plugins = ["celery_fixtures"]
@@ -61,3 +73,61 @@ def test_flower_starts_quietly_and_shows_revoked_and_failed_tasks_as_they_are(
     assert success["name"] == "shout" and success["uuid"] == answered.id
     # and nothing in its log was a warning about inspecting workers
     assert "Inspect method" not in log_path.read_text()
+
+
+@pytest.fixture
+def up_flower(tmp_path: Path, redis_url: str) -> Iterator[Callable[[], str]]:
+    """Flower as `up` starts it (its command line and environment; no login here): its URL."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> str:
+        port = free_port()
+        with (tmp_path / "up-flower.log").open("wb") as log:
+            process = subprocess.Popen(
+                flower_argv(port), cwd=tmp_path, env={**os.environ, **flower_env(redis_url, None)}, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        processes.append(process)
+        assert wait_for_listener(process, "127.0.0.1", port, 30), (tmp_path / "up-flower.log").read_text()
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def worker_rows(url: str) -> dict[str, dict[str, object]]:
+    """Flower's workers page as data: one row per worker it lists (its dashboard totals are sums of these rows)."""
+    answer = httpx.get(f"{url}/workers", params={"json": 1}, timeout=5)
+    answer.raise_for_status()
+    return {row["hostname"]: row for row in answer.json()["data"]}
+
+
+def worker_alive(url: str, hostname: str) -> bool:
+    """Whether Flower lists the worker as online (a worker it no longer lists is not)."""
+    return bool(worker_rows(url).get(hostname, {}).get("status"))
+
+
+@pytest.mark.timeout(60)
+def test_flower_as_up_starts_it_keeps_the_succeeded_count_of_a_worker_the_scaler_stopped(
+    up_flower, start_worker, client_for
+):
+    # given the Flower of `up`, and a worker that ran one task, which Flower counted
+    url = up_flower()
+    worker = start_worker(service_config("counted"))
+    wait_until(lambda: worker.hostname in worker_rows(url), 20, "Flower never listed the worker")
+    client = client_for("counted")
+    _, request_id = client.put(json.dumps({}), {"taskType": "query"})
+    client.result(request_id, timeout=10)
+    wait_until(lambda: worker_rows(url)[worker.hostname].get("task-succeeded") == 1, 10, "Flower never counted it")
+
+    # when the worker is stopped (a warm shutdown, as the scaler stops an idle worker)
+    assert worker.stop() == 0
+
+    # then Flower shows it offline, its count (and so the succeeded total) kept
+    wait_until(lambda: not worker_alive(url, worker.hostname), 10, "Flower never saw the worker go")
+    rows = worker_rows(url)
+    assert rows.get(worker.hostname, {}).get("task-succeeded") == 1, f"Flower dropped the stopped worker: {rows}"
+    assert sum(int(row.get("task-succeeded") or 0) for row in rows.values()) == 1

@@ -112,13 +112,14 @@ class Fleet:
         self.seen_workers = 0  # the most workers (not stale) any snapshot showed
         self.putters: list[subprocess.Popen[bytes]] = []
 
-    def start_scaler(self, host: str, capacity: int, *extra: str) -> None:
+    def start_scaler(self, host: str, capacity: int, *extra: str, env: Mapping[str, str] | None = None) -> None:
         """`scalablejob scaler --max-local capacity` in `host`'s namespace, under the hostname `host`, restarted
-        when it fails as the systemd unit restarts it."""
+        when it fails as the systemd unit restarts it; `env` adds to the fleet's environment for this host."""
         argv = [*CLI, "scaler", str(self.config_path), "--broker", self.broker_url, "--max-local", str(capacity),
                 "--log-dir", str(self.folder / f"{host}-workers"), *extra]  # fmt: skip
         supervised = ["sh", "-c", RESTART_ON_FAILURE, "supervise", *argv]
-        self.rig.spawn(host, supervised, self.folder / f"scaler-{host}.log", env=self.env, hostname=host, cwd=REPO)
+        log = self.folder / f"scaler-{host}.log"
+        self.rig.spawn(host, supervised, log, env={**self.env, **(env or {})}, hostname=host, cwd=REPO)
         self.capacities[host] = capacity
 
     def status(self) -> Snapshot | None:

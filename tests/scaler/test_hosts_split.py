@@ -86,7 +86,7 @@ def test_a_host_that_stops_beating_is_declared_dead_and_its_share_goes_to_the_ot
     # when h2 goes silent (its scaler and workers lost), the leader declares it dead after the bound
     first.tick(T0 + 5)
     assert spawned(first) == 3
-    first.tick(T0 + 12)
+    first.tick(T0 + 16)  # its last change was seen at T0 + 5: the bound counts on the leader's clock from then
 
     assert spawned(first) == 6
     membership = first.parts.membership
@@ -102,9 +102,10 @@ def test_a_host_declared_dead_rejoins_as_a_new_member() -> None:
     second.tick(T0 + 1)
     assert second.parts.membership is not None
     old = second.parts.membership.member
-    first.tick(T0 + 12)  # h2 silent past the bound: dropped
+    first.tick(T0 + 12)  # the leader sees h2's last change (its pass at T0 + 1) now
+    first.tick(T0 + 23)  # h2 silent past the bound, as the leader saw it: dropped
 
-    second.tick(T0 + 13)  # h2 is back
+    second.tick(T0 + 24)  # h2 is back
 
     assert second.parts.membership.member != old
     assert first.parts.membership is not None

@@ -149,6 +149,7 @@ def test_a_frozen_worker_is_killed_replaced_and_its_tasks_go_back_once_it_is_dea
     scaler.start(T0)
     (frozen,) = launcher_of(scaler).names
     publish(client, frozen, WorkerState.BUSY, {"task-1": "tag-1"}, heartbeat=T0)
+    scaler.tick(T0)  # its last record, seen at T0: silence counts on the scaler's clock from then
     scaler.tick(T0 + 29)
     assert launcher_of(scaler).killed == []
 

@@ -30,4 +30,4 @@ def test_observe_reads_every_queue_and_every_worker() -> None:
     assert dict(observation.queued) == {"svc.command": 3, "svc.query": 1}
     assert observation.total_queued == 4
     assert observation.workers == workers
-    assert observation.running(NOW) == 2  # a worker not heard from lately is gone: its tasks are not running
+    assert observation.running({"fresh@h"}) == 2  # a worker not seen changing lately is gone: its tasks are not running

@@ -140,4 +140,38 @@ def test_a_request_whose_message_was_lost_is_sent_again_from_its_kept_body(recov
     assert "echo lost" in json.dumps(body) and tags["color"] == "red"
     state = client.state(request_id)
     assert (state.status, state.retries) == (RequestStatus.QUEUED, 1)
+    assert state.message == "backed by no message and no live worker for over 10 s"
     assert recovery.reconcile(set(), now + 3 * recovery.unbacked_after_s) == []  # backed again: not twice
+
+
+def test_an_orphaned_request_is_sent_again_at_once_saying_why_it_was_orphaned(
+    recovery, client, redis_client, redis_url
+):
+    # given a request taken by a worker on a host that was declared dead
+    _, request_id = client.put(b"echo 1", {"taskType": "command"})
+    take_and_die(redis_url)
+
+    # when the reconciler is told so
+    assert recovery.reconcile(set(), time.time(), {request_id: "its host h2 was declared dead"}) == [request_id]
+
+    # then it is back on its queue at once, and its state says why
+    assert where_it_is(redis_client) == (1, 0, 0)
+    assert client.state(request_id).message == "its host h2 was declared dead"
+
+
+def test_an_orphan_is_sent_again_once_though_its_lost_worker_still_lists_it(recovery, client, redis_client, redis_url):
+    # given an orphan sent again, and taken by a new worker that has not said so yet
+    _, request_id = client.put(b"echo 1", {"taskType": "command"})
+    take_and_die(redis_url)
+    orphaned = {request_id: "its host h2 was declared dead"}
+    now = time.time()
+    assert recovery.reconcile(set(), now, orphaned) == [request_id]
+    take_and_die(redis_url)
+
+    # when the dead host's record still lists it on the next passes
+    assert recovery.reconcile(set(), now + 3, orphaned) == []
+    assert recovery.reconcile(set(), now + 6, orphaned) == []
+
+    # then its new delivery is left to its new worker: one retry, not one per pass
+    assert where_it_is(redis_client) == (0, 1, 1)
+    assert client.state(request_id).retries == 1

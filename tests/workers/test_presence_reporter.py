@@ -58,10 +58,12 @@ def test_a_worker_publishes_its_life_from_starting_to_gone(client: fakeredis.Fak
 
     worker.starting("svc-a@host")
     assert read_presence(client, "svc")["svc-a@host"] == Presence(
-        "svc-a@host", os.getpid(), socket.gethostname(), WorkerState.STARTING, "GPU-fake-0001", {}, clock.now
+        "svc-a@host", os.getpid(), socket.gethostname(), WorkerState.STARTING, "GPU-fake-0001", {}, clock.now, seq=1
     )
     worker.ready()
-    assert read_presence(client, "svc")["svc-a@host"].state is WorkerState.IDLE
+    idle = read_presence(client, "svc")["svc-a@host"]
+    assert idle.state is WorkerState.IDLE
+    assert idle.seq == 2 and idle.heartbeat == clock.now  # a new sequence number at every write: readers see it change
     worker.received("task-1", "tag-1")
     clock.advance(1)
     worker.received("task-2", "tag-2")

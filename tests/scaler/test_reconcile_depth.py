@@ -1,0 +1,100 @@
+"""The reconciler at depth, on a real redis-server holding 100 000 queued requests (issue 22, goal 4).
+
+Redis serves one command at a time: a command of ours that runs for 127 ms (one LRANGE of the whole queue) holds
+every worker's BRPOP and every put behind it. Redis's SLOWLOG, at 5 ms, names any command that ran longer. And the
+scaler's pass must not wait for a reconcile: a burst that lands while one runs gets its worker at once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from scalablejob import JobClient
+from scalablejob.celery_app import make_app
+from scalablejob.queues import queue_depth
+from scalablejob.routing import TaskType, queue_for
+from scalablejob.scaler.loop import Fleet, Parts, Scaler
+from scalablejob.scaler.metrics import RedisMetrics
+from scalablejob.scaler.policy import Policy
+from scalablejob.scaler.reconciler import BackgroundRecovery
+from scalablejob.scaler.records import ScalerStore
+from scalablejob.scaler.recovery import Recovery
+from scalablejob.scaler.testing import FAKE_HOST, FakeLauncher
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from backlog import fill
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(120)]
+
+SERVICE = "deep"
+DEPTH = 100_000
+SLOW_US = 5000  # the goal: no command of ours over 5 ms
+PASS_BOUND_S = 0.5  # a pass with no reconcile in it takes a few ms; today's reconciling pass took 2.7 s
+
+
+@pytest.fixture
+def deep(redis_url: str, redis_client: redis.Redis) -> list[str]:
+    with JobClient(SERVICE, redis_url) as client:
+        return fill(redis_client, client, DEPTH)
+
+
+def slow_commands(client: redis.Redis) -> list[tuple[int, str]]:
+    return [(entry["duration"], entry["command"][:60].decode(errors="replace")) for entry in client.slowlog_get(100)]
+
+
+def test_a_reconcile_at_depth_runs_no_command_over_5_ms_and_finds_every_request_backed(
+    deep: list[str], redis_url: str, redis_client: redis.Redis
+) -> None:
+    # given 100 000 queued requests, and Redis logging every command over 5 ms
+    recovery = Recovery(make_app(SERVICE, redis_url), redis_client, SERVICE)
+    redis_client.config_set("slowlog-log-slower-than", SLOW_US)
+    redis_client.slowlog_reset()
+
+    # when the reconciler checks them twice, a bound apart
+    now = time.time()
+    first = recovery.reconcile(set(), now)
+    second = recovery.reconcile(set(), now + recovery.unbacked_after_s)
+
+    # then no command ran over 5 ms, and every request was found in its queue: nothing re-sent
+    assert slow_commands(redis_client) == []
+    assert (first, second) == ([], [])
+
+
+def test_the_scaler_pass_is_not_held_by_a_reconcile_at_depth(
+    deep: list[str], redis_url: str, redis_client: redis.Redis
+) -> None:
+    # given a scaler over a queue 100 000 deep, its reconciles on their own thread and Redis client
+    app = make_app(SERVICE, redis_url)
+    background = Recovery(app, redis.Redis.from_url(redis_url), SERVICE)
+    recovery = BackgroundRecovery(Recovery(app, redis_client, SERVICE), background)
+    launcher = FakeLauncher()
+    parts = Parts(
+        RedisMetrics(redis_client, SERVICE), launcher, recovery, ScalerStore(redis_client, SERVICE, FAKE_HOST)
+    )
+    scaler = Scaler(Fleet(SERVICE, FAKE_HOST), Policy(min=0, max=4, avg_waiting_length=2), parts)
+    scaler.start(time.monotonic())
+
+    # when it passes every 50 ms while the first reconcile, handed over on the first pass, reads the backlog
+    took: list[float] = []
+    busy_passes = 0
+    try:
+        while len(took) < 10 or not recovery.reconciler.wait_idle(0):
+            began = time.perf_counter()
+            scaler.tick(time.monotonic())
+            took.append(time.perf_counter() - began)
+            busy_passes += not recovery.reconciler.wait_idle(0)
+            assert len(took) < 600, "the reconcile never ended"
+            time.sleep(0.05)
+    finally:
+        recovery.stop()
+
+    # then the burst got its workers on the first pass, no pass waited for the reconcile, and it found nothing lost
+    assert len(launcher.spawned) == 4 and took[0] < PASS_BOUND_S, took[:3]
+    assert max(took) < PASS_BOUND_S, sorted(took)[-3:]
+    assert busy_passes >= 3  # the reconcile did overlap passes: a deep backlog takes a while to read
+    assert queue_depth(redis_client, queue_for(SERVICE, TaskType.COMMAND)) == DEPTH  # nothing was sent twice

@@ -1,0 +1,101 @@
+"""A worker whose scaler is gone takes no new task: it warm-stops itself (issue 22, DESIGN "Delivery guarantees").
+
+A scaler that dies (kill -9) while its workers live leaves nobody to stop them, and the leader gives its host's
+share to the other hosts: the workers must go. Each worker started by a scaler watches its scaler's lease (one
+per service and host, scaler.records): while no live scaler holds it (the key is gone, its TTL running on the
+Redis server's clock, or its holder's process, on this very host, has ended) for `grace_s` of the worker's own
+monotonic clock, the scaler is gone; a restarted scaler that takes the lease meanwhile adopts the worker instead.
+The worker then stops as at scale-down (SIGTERM: Celery's warm shutdown finishes the running task, takes no new
+one, and the presence record says `stopping`). A Redis error only skips a check: a broker outage stops nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+import redis
+
+from scalablejob import keys
+from scalablejob.freshness import held_since
+from scalablejob.processes import WORKER_NAME_ENV
+from scalablejob.redis_url import connect
+
+logger = logging.getLogger(__name__)
+
+SCALER_GONE_AFTER_S = 5.0  # a scaler restarted within this (systemd: RestartSec=2) finds its workers still there
+CHECK_EVERY_S = 1.0
+CREATE_TIME_TOLERANCE_S = 0.05  # as scaler.records compares psutil's start times
+
+
+def holder_alive(raw: bytes | str | None) -> bool:
+    """Whether the lease value names a process of this host that still runs ({"pid", "create_time"})."""
+    if raw is None:
+        return False
+    try:
+        holder = json.loads(raw)
+        process = psutil.Process(int(holder["pid"]))
+        same = abs(process.create_time() - float(holder["create_time"])) < CREATE_TIME_TOLERANCE_S
+        return same and process.status() != psutil.STATUS_ZOMBIE
+    except (ValueError, KeyError, TypeError, psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+class ScalerWatch:
+    """Calls `on_gone` once when the lease of this worker's scaler has had no live holder for `grace_s`."""
+
+    def __init__(
+        self, client: redis.Redis, service: str, host: str, on_gone: Callable[[], None], *,
+        grace_s: float = SCALER_GONE_AFTER_S, alive: Callable[[bytes | None], bool] = holder_alive,
+    ) -> None:  # fmt: skip
+        self._client = client
+        self._key = keys.scaler_lease(service, host)
+        self._on_gone = on_gone
+        self._grace_s = grace_s
+        self._alive = alive
+        self._since: float | None = None  # since when no live scaler held the lease, on every check
+        self.fired = False
+
+    def check(self, now: float) -> bool:
+        """One look at the lease (`now`: this worker's monotonic clock); True once the scaler is judged gone."""
+        if self.fired:
+            return True
+        try:
+            raw: bytes | None = self._client.get(self._key)  # type: ignore[assignment]
+        except redis.RedisError:
+            return False  # no look this time: silence of Redis is not the scaler's
+        self._since = held_since(self._since, not self._alive(raw), now)
+        if self._since is None or now - self._since < self._grace_s:
+            return False
+        logger.warning(
+            "the scaler of this worker (lease %s) has been gone for %.0f s: taking no new task and stopping (warm "
+            "shutdown); the other hosts take over its share", self._key, now - self._since,
+        )  # fmt: skip
+        self.fired = True
+        self._on_gone()
+        return True
+
+    def run(self, every_s: float = CHECK_EVERY_S) -> None:
+        while not self.check(time.monotonic()):
+            time.sleep(every_s)
+
+
+def warm_stop_self() -> None:
+    """What the scaler's scale-down sends: Celery's warm shutdown, handled on the main thread."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def install_scaler_watch(service: str, broker_url: str) -> ScalerWatch | None:
+    """Watch the scaler that started this worker (named in its environment); None for a worker started by hand."""
+    name = os.environ.get(WORKER_NAME_ENV, "")
+    if "@" not in name:
+        return None
+    watch = ScalerWatch(connect(broker_url), service, name.rsplit("@", 1)[1], warm_stop_self)
+    threading.Thread(target=watch.run, name="scaler-watch", daemon=True).start()
+    return watch
