@@ -29,6 +29,7 @@ from scalablejob.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_HANDLERS = REPO / "tests" / "support" / "sj_test_handlers.py"
+MULTIHOST = REPO / "tests" / "multihost"
 WORKER_READY_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 15.0
 CLI = (sys.executable, "-m", "scalablejob")
@@ -89,12 +90,27 @@ def work_tree_changes(before: WorkTreeSnapshot | None, after: WorkTreeSnapshot |
 _WORK_TREE_BEFORE = pytest.StashKey[WorkTreeSnapshot | None]()
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_WORK_TREE_BEFORE] = work_tree_snapshot(REPO)
+    if not _is_xdist_worker(session.config):  # the controller checks the whole run, before and after its workers
+        session.config.stash[_WORK_TREE_BEFORE] = work_tree_snapshot(REPO)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The multi-host tests run one after another in one xdist worker (`--dist loadgroup`): each builds three hosts
+    and times their faults, which two rigs at once on a small machine would slow past their bounds."""
+    for item in items:
+        if MULTIHOST in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("multihost"))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the run if it changed the checkout: tests write into tmp_path, never into the repository."""
+    if _is_xdist_worker(session.config):
+        return
     changes = work_tree_changes(session.config.stash.get(_WORK_TREE_BEFORE, None), work_tree_snapshot(REPO))
     if not changes:
         return

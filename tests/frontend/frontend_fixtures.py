@@ -7,6 +7,7 @@ Python, against the live front end.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -93,6 +94,13 @@ def eas_python(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFac
     (.pytest_cache/d/eas-venv; without the cache plugin, a temporary folder for this session)."""
     cache = getattr(pytestconfig, "cache", None)
     folder = Path(cache.mkdir("eas-venv")) if cache is not None else tmp_path_factory.mktemp("eas-venv")
+    with (folder.parent / "eas-venv.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist's workers share the cache: one builds, the others wait
+        return _sdk_venv(folder)
+
+
+def _sdk_venv(folder: Path) -> Path:
+    """The SDK's virtualenv in `folder`, reused if it is ready, made again otherwise."""
     python = _venv_python(folder)
     ready = folder / EAS_VENV_READY
     if ready.is_file() and json.loads(ready.read_text()).get("sdk") == EAS_SDK and _sdk_imports(python):
