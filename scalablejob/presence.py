@@ -70,13 +70,19 @@ class Presence:
     @property
     def scaler_host(self) -> str:
         """The host of the scaler that started it: the part of its node name after `@` (else its hostname)."""
-        return self.name.rsplit("@", 1)[1] if "@" in self.name else self.host
+        return scaler_host_of(self.name) or self.host
 
     def is_fresh(self, reference: float) -> bool:
         """For a one-shot reader only (`status`), which cannot watch the record change:
         whether the heartbeat is within the bound of `reference`, best a wall time of the worker's own host (its
         scaler's record); a scaler never judges this way."""
         return reference - self.heartbeat < STALE_AFTER_S
+
+
+def scaler_host_of(node_name: str) -> str | None:
+    """The host of the scaler that started a worker: the part of its node name `<service>-<hex>@<host>` after `@`
+    (None for a name without one, a worker started by hand)."""
+    return node_name.rsplit("@", 1)[1] if "@" in node_name else None
 
 
 def decode_presence(raw: Mapping[bytes, bytes]) -> dict[str, Presence]:

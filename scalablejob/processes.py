@@ -1,9 +1,11 @@
-"""Small process-group helpers shared by everything that starts children: jobs, model servers, the stack."""
+"""Small process helpers shared by everything that starts children (jobs, model servers, the stack) or must tell
+whether a recorded process still runs (a scaler's lease and workers)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -13,7 +15,34 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
+import psutil
+
 WORKER_NAME_ENV = "SCALABLEJOB_WORKER_NAME"  # set by the scaler that started a worker: its node name, `...@<host>`
+CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack
+
+
+def is_same_process(pid: int, create_time: float) -> bool:
+    """Whether `pid` still is the process that started at `create_time` (and is not a zombie): with the start time,
+    a reused pid is never mistaken for the process it once named."""
+    try:
+        process = psutil.Process(pid)
+        same = abs(process.create_time() - create_time) < CREATE_TIME_TOLERANCE_S
+        return same and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def holder_alive(raw: bytes | str | None) -> bool:
+    """Whether a lease's value (JSON {"pid", "create_time"}, as a scaler writes its lease) names a process of this
+    host that still runs."""
+    if raw is None:
+        return False
+    try:
+        holder = json.loads(raw)
+        return is_same_process(int(holder["pid"]), float(holder["create_time"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
 
 # Ask for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG; the request survives exec), make sure the parent did
 # not die before that (exit 129), then become the program (exit 127 if it cannot, as a shell does). Standard library

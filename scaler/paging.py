@@ -14,8 +14,10 @@ the list would keep them short (see the reconciler's notes in README).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import redis
 
@@ -27,6 +29,7 @@ FIRST_PAGE = 100
 LEAST_PAGE = 20  # fewer would not help: each LRANGE page first walks the list to its offset (below)
 MOST_PAGE = 500  # a page of 500 queued messages of 1 KiB takes Redis about 0.4 ms, plus the walk
 Clock = Callable[[], float]
+C = TypeVar("C", int, str)  # where a page starts: a list's offset, a stream's last id read
 
 
 def next_page(size: int, took_s: float, target_s: float = TARGET_S) -> int:
@@ -41,30 +44,36 @@ def next_page(size: int, took_s: float, target_s: float = TARGET_S) -> int:
 def queued_ids(client: redis.Redis, lists: Iterable[str], clock: Clock = time.perf_counter) -> set[str]:
     """Request ids with a message in any of `lists` (Redis lists of queues). Read from the head, where kombu pushes:
     a push meanwhile makes a page read one message twice, a pop from the tail skips nothing still there."""
-    found: set[str] = set()
-    for key in lists:
-        start, size = 0, FIRST_PAGE
-        while True:
-            began = clock()
-            read, ids = queued_task_ids(client, key, start, size)
-            found.update(ids)
-            if read < size:
-                break
-            start += read
-            size = next_page(size, clock() - began)
-    return found
+    return set().union(*(_read_paged(functools.partial(_list_page, client, key), 0, clock) for key in lists))
 
 
 def open_ids(store: RequestStore, clock: Clock = time.perf_counter) -> set[str]:
     """Ids of the service's open requests (queued or running), from every front end's input stream."""
+    streams = store.input_streams()
+    return set().union(*(_read_paged(functools.partial(_stream_page, store, stream), "", clock) for stream in streams))
+
+
+def _read_paged(read: Callable[[C, int], tuple[C | None, list[str]]], start: C, clock: Clock) -> set[str]:
+    """Every id `read` gives, page after page from `start` until it returns no next position, each page sized by
+    how long the last one took (next_page)."""
     found: set[str] = set()
-    for stream in store.input_streams():
-        after, size = "", FIRST_PAGE
-        while True:
-            began = clock()
-            after, ids = store.open_ids_page(stream, after, size)
-            found.update(ids)
-            if not after:
-                break
-            size = next_page(size, clock() - began)
+    position: C | None = start
+    size = FIRST_PAGE
+    while position is not None:
+        began = clock()
+        position, ids = read(position, size)
+        found.update(ids)
+        size = next_page(size, clock() - began)
     return found
+
+
+def _list_page(client: redis.Redis, key: str, start: int, size: int) -> tuple[int | None, list[str]]:
+    """A page of a list at offset `start`, and the next page's offset (None: the list ended within this page)."""
+    read, ids = queued_task_ids(client, key, start, size)
+    return (start + read if read == size else None), ids
+
+
+def _stream_page(store: RequestStore, stream: str, after: str, size: int) -> tuple[str | None, list[str]]:
+    """A page of an input stream after stream id `after`, and the last id read (None: the stream ended)."""
+    last, ids = store.open_ids_page(stream, after, size)
+    return (last or None), ids

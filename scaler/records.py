@@ -21,11 +21,11 @@ from scalablejob import keys
 from scalablejob.errors import ScalerError
 from scalablejob.lua import lua_script
 from scalablejob.presence import Presence, forget_presence, presence_of
+from scalablejob.processes import holder_alive
 
 logger = logging.getLogger(__name__)
 
 LEASE_TTL_S = 10.0
-CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,6 @@ class ProcessRecord:
             str(data["name"]), int(data["pid"]), float(data["create_time"]), str(data["host"]),
             tuple(str(uuid) for uuid in data.get("gpus", ())), float(data.get("started_at", 0.0)),
         )  # fmt: skip
-
-
-def is_same_process(pid: int, create_time: float) -> bool:
-    """Whether `pid` still is the process that started at `create_time` (and is not a zombie)."""
-    try:
-        process = psutil.Process(pid)
-        same = abs(process.create_time() - create_time) < CREATE_TIME_TOLERANCE_S
-        return same and process.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
 
 
 def this_process() -> tuple[int, float]:
@@ -112,15 +102,10 @@ class ScalerStore:
         if self._take(keys=[self._lease_key], args=[self._me, self._lease_ms, ""]):
             return
         holder: Any = self._client.get(self._lease_key)
-        try:
-            other = json.loads(holder or "{}")
-            alive = is_same_process(int(other["pid"]), float(other["create_time"]))
-        except (ValueError, KeyError, TypeError):
-            alive = False
-        if alive:
+        if holder_alive(holder):
             raise ScalerError(
-                f"another scaler (pid {other['pid']}) already runs service {self._service} on {self.host}: "
-                "expected one scaler per service and host; stop it first"
+                f"another scaler (pid {json.loads(holder)['pid']}) already runs service {self._service} on "
+                f"{self.host}: expected one scaler per service and host; stop it first"
             )
         if not self._take(keys=[self._lease_key], args=[self._me, self._lease_ms, holder or ""]):
             raise ScalerError(

@@ -11,7 +11,6 @@ one, and the presence record says `stopping`). A Redis error only skips a check:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,32 +18,18 @@ import threading
 import time
 from collections.abc import Callable
 
-import psutil
 import redis
 
 from scalablejob import keys
 from scalablejob.freshness import held_since
-from scalablejob.processes import WORKER_NAME_ENV
+from scalablejob.presence import scaler_host_of
+from scalablejob.processes import WORKER_NAME_ENV, holder_alive
 from scalablejob.redis_url import connect
 
 logger = logging.getLogger(__name__)
 
 SCALER_GONE_AFTER_S = 5.0  # a scaler restarted within this (systemd: RestartSec=2) finds its workers still there
 CHECK_EVERY_S = 1.0
-CREATE_TIME_TOLERANCE_S = 0.05  # as scaler.records compares psutil's start times
-
-
-def holder_alive(raw: bytes | str | None) -> bool:
-    """Whether the lease value names a process of this host that still runs ({"pid", "create_time"})."""
-    if raw is None:
-        return False
-    try:
-        holder = json.loads(raw)
-        process = psutil.Process(int(holder["pid"]))
-        same = abs(process.create_time() - float(holder["create_time"])) < CREATE_TIME_TOLERANCE_S
-        return same and process.status() != psutil.STATUS_ZOMBIE
-    except (ValueError, KeyError, TypeError, psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
 
 
 class ScalerWatch:
@@ -93,9 +78,9 @@ def warm_stop_self() -> None:
 
 def install_scaler_watch(service: str, broker_url: str) -> ScalerWatch | None:
     """Watch the scaler that started this worker (named in its environment); None for a worker started by hand."""
-    name = os.environ.get(WORKER_NAME_ENV, "")
-    if "@" not in name:
+    host = scaler_host_of(os.environ.get(WORKER_NAME_ENV, ""))
+    if host is None:
         return None
-    watch = ScalerWatch(connect(broker_url), service, name.rsplit("@", 1)[1], warm_stop_self)
+    watch = ScalerWatch(connect(broker_url), service, host, warm_stop_self)
     threading.Thread(target=watch.run, name="scaler-watch", daemon=True).start()
     return watch

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from netns_rig import CLIENT, HOSTS, REPO, NetnsError, NetnsRig
 
 from conftest import wait_until
+from scalablejob.presence import scaler_host_of
 
 T = TypeVar("T")
 CLI = (sys.executable, "-m", "scalablejob")
@@ -45,7 +46,7 @@ def fleet_config(name: str, max_replicas: int = MAX_REPLICAS) -> dict[str, Any]:
 
 def host_of(worker: str | None) -> str | None:
     """The host of a worker node name `<service>-<hex>@<host>`."""
-    return worker.rsplit("@", 1)[1] if worker and "@" in worker else None
+    return scaler_host_of(worker) if worker else None
 
 
 def start_command(folder: Path, token: str, seconds: float) -> str:

@@ -13,7 +13,8 @@ import pytest
 
 from scalablejob import keys
 from scalablejob.errors import ScalerError
-from scalablejob.scaler.records import LeaseLost, ProcessRecord, ScalerStore, is_same_process
+from scalablejob.processes import is_same_process
+from scalablejob.scaler.records import LeaseLost, ProcessRecord, ScalerStore
 
 
 def test_a_record_survives_the_round_trip() -> None:

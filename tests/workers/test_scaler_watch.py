@@ -11,7 +11,8 @@ import fakeredis
 import psutil
 
 from scalablejob import keys
-from scalablejob.workers.scaler_watch import ScalerWatch, holder_alive
+from scalablejob.processes import holder_alive
+from scalablejob.workers.scaler_watch import ScalerWatch
 
 LEASE = keys.scaler_lease("svc", "h1")
 
