@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -39,7 +39,6 @@ from scalablejob.sink import (
 # by default), then Redis forgets them: this is the expiry while no part has recorded the service's limits
 FINISHED_STATE_TTL_S = Limit.SINK_MAX_AGE_S.default
 CANCEL_ASKED = -2  # what finish(..., unless_cancelled=True) answers when the request's cancel was asked meanwhile
-OPEN_IDS_PAGE = 500  # input queue entries read per call
 
 
 class Field:
@@ -257,17 +256,6 @@ class RequestStore:
             _attempt_arg(attempt), "1" if unless_cancelled else "", message.tag if message else "", *_pairs(fields),
         ]  # fmt: skip
         return int(self._finish(keys=entry_keys, args=args))
-
-    def open_request_ids(self, page: int = OPEN_IDS_PAGE) -> Iterator[str]:
-        """Ids of every request not yet finished, from the input streams of all the service's front ends, read a page
-        per script call so Redis is never held for long."""
-        for stream in self.input_streams():
-            after = ""
-            while True:
-                after, ids = self.open_ids_page(stream, after, page)
-                yield from ids
-                if not after:
-                    break
 
     def input_streams(self) -> list[str]:
         """The input streams of the service's front ends, where its open requests are listed."""
