@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "chaos"))
 
 from chaos_rig import Burst, ChaosRig, query_body, settled
 
-from scalablejob.scaler.harness import poll
+from scalablejob.local.scaler_process import poll
 
 RUNS = 3
 DEADLINE_S = 60.0

@@ -47,10 +47,11 @@ from plain_celery import PlainCelery, answering
 from scale_up import all_started, baseline_run, finished
 
 from scalablejob import JobClient, RequestState
-from scalablejob.celery_app import make_app, service_queues
-from scalablejob.queues import priority_lists
-from scalablejob.redis_server import RedisServer
-from scalablejob.scaler.harness import RUN_MARKER_ENV, ScalerProcess, kill_marked, poll
+from scalablejob.api.celery_app import make_app
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.local.scaler_process import RUN_MARKER_ENV, ScalerProcess, kill_marked, poll
+from scalablejob.model.routing import service_queues
+from scalablejob.store.queues import priority_lists
 
 RUNS = 3
 LONG_S, SHORT_S, IDLE_WORKERS = 4.0, 0.1, 4

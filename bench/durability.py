@@ -22,8 +22,8 @@ from pathlib import Path
 import redis
 
 from scalablejob import JobClient
-from scalablejob.broker import BROKER_ENV
-from scalablejob.redis_server import RedisServer
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.store.broker import BROKER_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 3

@@ -20,8 +20,8 @@ import redis
 from redis import asyncio as aioredis
 
 from scalablejob.frontend.tag_scan import MAX_STEPS, TagScan
-from scalablejob.redis_server import RedisServer
-from scalablejob.sink import encode_tags
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.store.sink import encode_tags
 
 RUNS = 3
 ENTRIES = 300_000

@@ -29,9 +29,9 @@ from urllib.parse import urlencode, urlsplit
 import redis
 
 from scalablejob import JobClient
-from scalablejob.celery_app import service_queues
-from scalablejob.queues import priority_lists
-from scalablejob.redis_server import RedisServer
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.model.routing import service_queues
+from scalablejob.store.queues import priority_lists
 
 RUNS = 5
 PUTS = 1000

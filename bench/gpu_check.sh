@@ -22,9 +22,9 @@ exec timeout 300 "$PYTHON" - <<'PY'
 import json, os, sys
 
 from scalablejob import JobClient
-from scalablejob.errors import GpuError
-from scalablejob.gpus import NvmlInventory, fake_gpus
-from scalablejob.scaler.harness import poll, scaler_rig
+from scalablejob.model.errors import GpuError
+from scalablejob.host.gpus import NvmlInventory, fake_gpus
+from scalablejob.local.scaler_process import poll, scaler_rig
 
 FAKE = int(os.environ.get("GPU_CHECK_FAKE") or 0)
 PROBE = r"""

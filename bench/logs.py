@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from scalablejob import JobClient
-from scalablejob.redis_server import RedisServer
+from scalablejob.local.redis_server import RedisServer
 
 RUNS = 5
 LINES = 200

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from scalablejob.scaler.harness import RUN_MARKER_ENV
+from scalablejob.local.scaler_process import RUN_MARKER_ENV
 
 BASELINE_APP = '''
 """A plain Celery app: tasks that record when (and in which process) they run; settings from the environment."""

@@ -35,10 +35,9 @@ import itertools
 from backlog import fill
 
 from scalablejob import JobClient
-from scalablejob.celery_app import make_app
-from scalablejob.queues import message_task_id, priority_lists
-from scalablejob.redis_server import RedisServer
-from scalablejob.routing import TaskType, queue_for
+from scalablejob.api.celery_app import make_app
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.model.routing import TaskType, queue_for
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
 from scalablejob.scaler.metrics import RedisMetrics
 from scalablejob.scaler.policy import Policy
@@ -46,7 +45,8 @@ from scalablejob.scaler.reconciler import BackgroundRecovery
 from scalablejob.scaler.records import ScalerStore
 from scalablejob.scaler.recovery import NO_ORPHANS, Recoverer, Recovery
 from scalablejob.scaler.testing import FAKE_HOST, FakeLauncher
-from scalablejob.state import RequestStore
+from scalablejob.store.queues import message_task_id, priority_lists
+from scalablejob.store.state import RequestStore
 
 SERVICE = "deep"
 INTERVAL_S = 0.25  # the scaler's default pass interval

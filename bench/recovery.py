@@ -22,8 +22,8 @@ import redis
 from plain_celery import PlainCelery
 
 from scalablejob import JobClient, RequestState, RequestStatus
-from scalablejob.presence import read_presence
-from scalablejob.scaler.harness import ScalerProcess, poll, scaler_rig
+from scalablejob.local.scaler_process import ScalerProcess, poll, scaler_rig
+from scalablejob.store.presence import read_presence
 
 RUNS = 5
 TASK_S = 3.0

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import redis
 
-from scalablejob import keys
-from scalablejob.config import QueueConfig
-from scalablejob.limits import record_limits
-from scalablejob.redis_server import RedisServer
-from scalablejob.sink import EntryType, Sink, entry_tags
-from scalablejob.state import RequestStatus, RequestStore
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.model import keys
+from scalablejob.model.config import QueueConfig
+from scalablejob.store.limits import record_limits
+from scalablejob.store.sink import EntryType, Sink, entry_tags
+from scalablejob.store.state import RequestStatus, RequestStore
 
 REQUESTS = 100_000
 SAMPLE_EVERY = 10_000

@@ -28,7 +28,7 @@ from pathlib import Path
 from plain_celery import PlainCelery
 
 from scalablejob import JobClient, RequestState
-from scalablejob.scaler.harness import RUN_MARKER_ENV, ScalerProcess, poll, scaler_rig
+from scalablejob.local.scaler_process import RUN_MARKER_ENV, ScalerProcess, poll, scaler_rig
 
 RUNS = 5
 BURST = 4

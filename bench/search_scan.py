@@ -22,8 +22,8 @@ from filtered_reads import longest_ping_during  # bench/ is this script's folder
 from redis import asyncio as aioredis
 
 from scalablejob.frontend.positions import STEP, Positions
-from scalablejob.redis_server import RedisServer
-from scalablejob.sink import encode_tags
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.store.sink import encode_tags
 
 RUNS = 3
 ENTRIES = 300_000

@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 from scalablejob import JobClient
-from scalablejob.broker import BROKER_ENV, EmbeddedBroker
-from scalablejob.redaction import masked_url
+from scalablejob.local.embedded_broker import EmbeddedBroker
+from scalablejob.model.redaction import masked_url
+from scalablejob.store.broker import BROKER_ENV
 
 EXAMPLES = Path(__file__).resolve().parent
 RESULT_TIMEOUT_S = 60

@@ -27,20 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from scalablejob.client import JobClient
-from scalablejob.config import DEFAULT_MAX_BODY_BYTES, HttpLimits
-from scalablejob.errors import (
-    AuthError,
-    BrokerError,
-    ParameterError,
-    PayloadTooLarge,
-    QueueFull,
-    QueueNotFound,
-    QueueServiceError,
-    RequestError,
-    TaskTypeError,
-    WatcherConflict,
-)
+from scalablejob.api.client import JobClient
 from scalablejob.frontend.auth import HEADER as AUTH_HEADER
 from scalablejob.frontend.auth import NO_QUEUE, TaskTypeForbidden, check_token
 from scalablejob.frontend.binding import SINK_SUFFIX, FrontEnd
@@ -59,7 +46,20 @@ from scalablejob.frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.frontend.status import Inspector, WorkerCensus
 from scalablejob.frontend.watch import READ_BLOCK_MS, WatcherKey, WatchRegistry, WatchSession, group_name
-from scalablejob.redis_url import connect_async
+from scalablejob.model.config import DEFAULT_MAX_BODY_BYTES, HttpLimits
+from scalablejob.model.errors import (
+    AuthError,
+    BrokerError,
+    ParameterError,
+    PayloadTooLarge,
+    QueueFull,
+    QueueNotFound,
+    QueueServiceError,
+    RequestError,
+    TaskTypeError,
+    WatcherConflict,
+)
+from scalablejob.store.redis_url import connect_async
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from scalablejob.errors import AuthError, QueueServiceError
+from scalablejob.model.errors import AuthError, QueueServiceError
 
 TOKEN_BYTES = 24  # 32 URL-safe characters
 KEY_BYTES = 32

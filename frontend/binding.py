@@ -24,11 +24,11 @@ from typing import Any
 
 import redis
 
-from scalablejob import keys
-from scalablejob.config import NAME_PATTERN, ServiceConfig
-from scalablejob.errors import BindingError
 from scalablejob.frontend.auth import KEY_FIELD, TokenCheck, is_digest, new_key, new_token, token_digest
-from scalablejob.limits import record_limits
+from scalablejob.model import keys
+from scalablejob.model.config import NAME_PATTERN, ServiceConfig
+from scalablejob.model.errors import BindingError
+from scalablejob.store.limits import record_limits
 
 SINK_SUFFIX = "sink"
 _NAME_RE = re.compile(NAME_PATTERN[1:-1])

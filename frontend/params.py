@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from scalablejob.errors import ParameterError
+from scalablejob.model.errors import ParameterError
 
 MAX_GET_LENGTH = 1000
 MAX_WINDOW = 10_000

@@ -14,8 +14,8 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from scalablejob.lua import lua_script
-from scalablejob.sink import as_text, index_of, stream_id
+from scalablejob.store.lua import lua_script
+from scalablejob.store.sink import as_text, index_of, stream_id
 
 STEP = 500  # entries or messages looked at per script call: about half a millisecond of Redis time (bench)
 MAX_POSITION_CALLS = 10_000  # a queue pushed to faster than it can be walked: give up (None) rather than loop on

@@ -1,7 +1,7 @@
 """The two queues of a front end, on Redis: what put, get, commit, delete, truncate and attributes do to them.
 
 Both are Redis Streams whose entry ids are ``<index>-0`` and whose entries carry `data` and `tags` (JSON):
-- the output queue (sink) is the one the workers append results and logs to (scalablejob.sink);
+- the output queue (sink) is the one the workers append results and logs to (scalablejob.store.sink);
 - the input queue mirrors the front end's requests: a put does what `JobClient.put` does (routing by task or
   taskType, priority, request state, the Celery message), on redis.asyncio and in one script call, which also adds
   the request to this stream under the index it was given; the worker
@@ -21,18 +21,18 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from scalablejob import keys
-from scalablejob.client import REQUEST_ID_TAG, JobClient, Route, checked_request_id, new_request, normalize_tags
-from scalablejob.errors import BrokerError, RequestError
+from scalablejob.api.client import REQUEST_ID_TAG, JobClient, Route, checked_request_id, new_request, normalize_tags
 from scalablejob.frontend.auth import check_scope
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.params import GetParams
 from scalablejob.frontend.tag_scan import TagScan, matches
-from scalablejob.redis_url import wait_for_replicas_async
-from scalablejob.routing import resolve_task
-from scalablejob.sink import SinkEntry, append_script, as_text, decode_entry, index_of, stream_id
-from scalablejob.state import FrontEndRequests, RequestState
-from scalablejob.task_registry import AsyncRegistryCache
+from scalablejob.model import keys
+from scalablejob.model.errors import BrokerError, RequestError
+from scalablejob.model.routing import resolve_task
+from scalablejob.store.redis_url import wait_for_replicas_async
+from scalablejob.store.sink import SinkEntry, append_script, as_text, decode_entry, index_of, stream_id
+from scalablejob.store.state import FrontEndRequests, RequestState
+from scalablejob.store.task_registry import AsyncRegistryCache
 
 SCAN_CHUNK = 256
 REMOVE_CHUNK = 1000

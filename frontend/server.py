@@ -11,9 +11,9 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
-from scalablejob.config import HttpLimits
-from scalablejob.errors import BindingError
-from scalablejob.frontend.http_guard import guarded_protocol
+from scalablejob.model.config import HttpLimits
+from scalablejob.model.errors import BindingError
+from scalablejob.upstream.uvicorn_internals import guarded_protocol
 
 GRACEFUL_SHUTDOWN_S = 3  # open watchers are closed after this on stop
 START_TIMEOUT_S = 15.0

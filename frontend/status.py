@@ -9,23 +9,23 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from scalablejob import keys
-from scalablejob.errors import QueueNotFound
-from scalablejob.freshness import ChangeTracker
 from scalablejob.frontend.positions import Positions
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
-from scalablejob.limits import Limit
-from scalablejob.presence import STALE_AFTER_S, decode_presence
-from scalablejob.queues import priority_lists
-from scalablejob.routing import TaskType, queue_for
-from scalablejob.sink import as_text, stream_id
-from scalablejob.state import RequestState, RequestStatus
+from scalablejob.model import keys
+from scalablejob.model.errors import QueueNotFound
+from scalablejob.model.freshness import ChangeTracker
+from scalablejob.model.routing import TaskType, queue_for
+from scalablejob.store.limits import Limit
+from scalablejob.store.presence import STALE_AFTER_S, decode_presence
+from scalablejob.store.queues import priority_lists
+from scalablejob.store.sink import as_text, stream_id
+from scalablejob.store.state import RequestState, RequestStatus
 
 
 class WorkerCensus:
     """How many live workers serve the service: the fields of the hash the workers publish their presence in
-    (scalablejob.presence), read in one round trip rather than asked of the workers by broadcast. A worker is live
-    while this front end sees its record change (scalablejob.freshness, on this process's monotonic clock): its
+    (scalablejob.store.presence), read in one round trip rather than asked of the workers by broadcast. A worker is live
+    while this front end sees its record change (scalablejob.model.freshness, on this process's monotonic clock): its
     heartbeat is another host's wall time, never compared with ours."""
 
     def __init__(self, redis: aioredis.Redis, service: str, clock: Callable[[], float] = time.monotonic) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 from redis import asyncio as aioredis
 
-from scalablejob.lua import lua_script
-from scalablejob.sink import SinkEntry, as_text, decode_entry, index_of
+from scalablejob.store.lua import lua_script
+from scalablejob.store.sink import SinkEntry, as_text, decode_entry, index_of
 
 MAX_STEPS = 500  # items looked at per script call: under a millisecond of Redis time (bench/filtered_reads.py)
 

@@ -32,8 +32,8 @@ from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import DataFrame, encode_frame
 from scalablejob.frontend.queues import Queue, entries_of
 from scalablejob.frontend.tag_scan import TagScan, filter_key
-from scalablejob.lua import lua_script
-from scalablejob.sink import SinkEntry, as_text, stream_id
+from scalablejob.store.lua import lua_script
+from scalablejob.store.sink import SinkEntry, as_text, stream_id
 
 READ_BLOCK_MS = 1000
 COMMIT_POLL_S = 0.5  # a commit made through another process is seen within this; our own ones wake at once

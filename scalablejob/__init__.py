@@ -10,8 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scalablejob.client import JobClient
-    from scalablejob.errors import (
+    from scalablejob.api.client import JobClient
+    from scalablejob.api.job import Job, QueryContext
+    from scalablejob.model.errors import (
         BrokerError,
         CommandFailed,
         ConfigError,
@@ -23,9 +24,8 @@ if TYPE_CHECKING:
         TaskTypeError,
         UserCodeError,
     )
-    from scalablejob.job import Job, QueryContext
-    from scalablejob.sink import SinkEntry
-    from scalablejob.state import RequestState, RequestStatus
+    from scalablejob.store.sink import SinkEntry
+    from scalablejob.store.state import RequestState, RequestStatus
 
 __all__ = [
     "BrokerError",
@@ -46,11 +46,11 @@ __all__ = [
     "UserCodeError",
 ]
 _HOME_OF = {  # each public name and the module it comes from
-    "JobClient": "client", "Job": "job", "QueryContext": "job", "SinkEntry": "sink", "RequestState": "state",
-    "RequestStatus": "state",
+    "JobClient": "api.client", "Job": "api.job", "QueryContext": "api.job", "SinkEntry": "store.sink",
+    "RequestState": "store.state", "RequestStatus": "store.state",
     **dict.fromkeys(
         ("BrokerError", "CommandFailed", "ConfigError", "HandlerError", "ModelServerError", "RequestError",
-         "ResultTimeout", "ScalableJobError", "TaskTypeError", "UserCodeError"), "errors",
+         "ResultTimeout", "ScalableJobError", "TaskTypeError", "UserCodeError"), "model.errors",
     ),
 }  # fmt: skip
 

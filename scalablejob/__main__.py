@@ -1,3 +1,3 @@
-from scalablejob.cli import main
+from scalablejob.cli.main import main
 
 main()

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from scalablejob import keys
+from scalablejob.model import keys
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from scalablejob.presence import WorkerState
 from scalablejob.scaler.policy import Decision
+from scalablejob.store.presence import WorkerState
 
 
 class Exporter:

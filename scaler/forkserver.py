@@ -36,14 +36,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scalablejob.processes import dying_with_parent
+from scalablejob.host.processes import dying_with_parent
 
 logger = logging.getLogger(__name__)
 
 PREWARM_ENV = "SCALABLEJOB_PREWARM"  # "0": the scaler starts every worker cold (default: from a fork server)
 FORK_SERVER_ENV = "SCALABLEJOB_FORK_SERVER"  # in the server's environment, so in what psutil shows of its children
-WORKER_WARM = "scalablejob.workers.cli:prewarm"
-WORKER_RUN = "scalablejob.workers.cli:worker"
+WORKER_WARM = "scalablejob.cli.worker:prewarm"
+WORKER_RUN = "scalablejob.cli.worker:worker"
 REPLY_TIMEOUT_S = 10.0
 
 

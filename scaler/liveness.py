@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from scalablejob.presence import Presence
+from scalablejob.store.presence import Presence
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Each pass reads queue depths and worker presence, reaps workers that ended (putt
 held), decides the replicas with the pure policy, and spawns or warm-stops workers to match. Every decision that
 changes something is logged with its inputs at INFO (every pass at DEBUG) and published to Redis and Prometheus.
 The loop's clock (`now`) is this host's monotonic clock; wall time (`Parts.wall`) only goes into displayed values.
-Liveness is what this scaler sees change (scalablejob.freshness): no clock is compared with another host's.
+Liveness is what this scaler sees change (scalablejob.model.freshness): no clock is compared with another host's.
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import redis
-from kombu.exceptions import OperationalError
 
-from scalablejob.freshness import ChangeTracker
-from scalablejob.gpus import Gpu, assign_gpus
-from scalablejob.presence import STALE_AFTER_S as PRESENCE_STALE_AFTER_S
-from scalablejob.presence import WorkerState
+from scalablejob.host.gpus import Gpu, assign_gpus
+from scalablejob.model.freshness import ChangeTracker
 from scalablejob.scaler.backoff import Backoff
 from scalablejob.scaler.exporter import Exporter
 from scalablejob.scaler.hosts import HostLoad, describe, split, total_capacity, totals
@@ -39,6 +36,9 @@ from scalablejob.scaler.reconcile import STALE_AFTER_S
 from scalablejob.scaler.records import ProcessRecord, ScalerStore
 from scalablejob.scaler.recovery import Recoverer
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
+from scalablejob.store.presence import STALE_AFTER_S as PRESENCE_STALE_AFTER_S
+from scalablejob.store.presence import WorkerState
+from scalablejob.transport.errors import BrokerOperationalError as OperationalError
 
 logger = logging.getLogger(__name__)
 

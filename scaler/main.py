@@ -9,10 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalablejob.broker import BROKER_ENV
-from scalablejob.celery_app import make_app, service_queues
-from scalablejob.config import ServiceConfig
-from scalablejob.gpus import (
+from scalablejob.api.celery_app import make_app
+from scalablejob.host.gpus import (
     CUDA_VISIBLE_DEVICES,
     Gpu,
     NvmlInventory,
@@ -22,7 +20,8 @@ from scalablejob.gpus import (
     visible_gpus,
     worker_capacity,
 )
-from scalablejob.redis_url import connect
+from scalablejob.model.config import ServiceConfig
+from scalablejob.model.routing import service_queues
 from scalablejob.scaler.events import TaskSentListener
 from scalablejob.scaler.exporter import Exporter
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
@@ -35,6 +34,8 @@ from scalablejob.scaler.reconciler import BackgroundRecovery
 from scalablejob.scaler.records import ScalerStore
 from scalablejob.scaler.recovery import Recovery
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
+from scalablejob.store.broker import BROKER_ENV
+from scalablejob.store.redis_url import connect
 
 logger = logging.getLogger(__name__)
 

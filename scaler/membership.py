@@ -21,10 +21,10 @@ from typing import Any
 
 import redis
 
-from scalablejob import keys
-from scalablejob.freshness import ChangeTracker
-from scalablejob.host_records import HOST_STALE_AFTER_S, HostRecord, SharePlan, current_plan, read_hosts
-from scalablejob.lua import lua_script
+from scalablejob.model import keys
+from scalablejob.model.freshness import ChangeTracker
+from scalablejob.store.host_records import HOST_STALE_AFTER_S, HostRecord, SharePlan, current_plan, read_hosts
+from scalablejob.store.lua import lua_script
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Protocol
 
 import redis
 
-from scalablejob.celery_app import service_queues
-from scalablejob.presence import Presence, read_presence
-from scalablejob.queues import queue_depth
+from scalablejob.model.routing import service_queues
+from scalablejob.store.presence import Presence, read_presence
+from scalablejob.store.queues import queue_depth
 
 
 @dataclass(frozen=True)

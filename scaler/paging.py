@@ -21,8 +21,8 @@ from typing import TypeVar
 
 import redis
 
-from scalablejob.queues import queued_task_ids
-from scalablejob.state import RequestStore
+from scalablejob.store.queues import queued_task_ids
+from scalablejob.store.state import RequestStore
 
 TARGET_S = 0.004  # how long one page may take, seen from here (with the transfer): Redis's own share is under it
 FIRST_PAGE = 100

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scalablejob.presence import WorkerState
+from scalablejob.store.presence import WorkerState
 
 _STOP_ORDER = (WorkerState.IDLE, WorkerState.STARTING)
 

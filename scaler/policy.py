@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scalablejob.config import AutoscalerConfig
+from scalablejob.model.config import AutoscalerConfig
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import IO, Protocol
 
 import psutil
 
-from scalablejob.gpus import CUDA_VISIBLE_DEVICES, Gpu, cuda_visible_devices
-from scalablejob.processes import WORKER_NAME_ENV, is_same_process
+from scalablejob.host.gpus import CUDA_VISIBLE_DEVICES, Gpu, cuda_visible_devices
+from scalablejob.host.processes import WORKER_NAME_ENV, is_same_process
 from scalablejob.scaler.forkserver import FORK_SERVER_ENV, ForkServer
 from scalablejob.scaler.records import ProcessRecord
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import redis
-from kombu.exceptions import OperationalError
 
 from scalablejob.scaler.recovery import NO_ORPHANS, Recoverer
+from scalablejob.transport.errors import BrokerOperationalError as OperationalError
 
 logger = logging.getLogger(__name__)
 

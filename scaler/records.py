@@ -17,11 +17,11 @@ from typing import Any
 import psutil
 import redis
 
-from scalablejob import keys
-from scalablejob.errors import ScalerError
-from scalablejob.lua import lua_script
-from scalablejob.presence import Presence, forget_presence, presence_of
-from scalablejob.processes import holder_alive
+from scalablejob.host.processes import holder_alive
+from scalablejob.model import keys
+from scalablejob.model.errors import ScalerError
+from scalablejob.store.lua import lua_script
+from scalablejob.store.presence import Presence, forget_presence, presence_of
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -26,14 +25,13 @@ from typing import Any, Protocol
 import redis
 from celery import Celery
 
-from scalablejob.celery_app import service_queues
-from scalablejob.client import request_message, send_message
-from scalablejob.queues import priority_lists
-from scalablejob.routing import TaskType
+from scalablejob.api.client import request_message, send_message
+from scalablejob.model.routing import TaskType, service_queues
 from scalablejob.scaler import paging
 from scalablejob.scaler.reconcile import UNBACKED_AFTER_S, Backing, Unacked, reconcile, stale_acks
-from scalablejob.sink import as_text
-from scalablejob.state import RequestStore
+from scalablejob.store.queues import priority_lists
+from scalablejob.store.sink import as_text
+from scalablejob.store.state import RequestStore
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +121,7 @@ class Recovery:
                 return False
             if not self._requests.requeued(task_id, reason):
                 return False
-            client.transaction(lambda pipe: _move_back(channel, pipe, tag), channel.unacked_key)
+            client.transaction(lambda pipe: channel.requeue_unacked(pipe, tag), channel.unacked_key)
         logger.warning("task %s is back on its queue: %s", task_id, reason)
         return True
 
@@ -183,19 +181,3 @@ class Recovery:
             return str(message["headers"]["id"])
         except (ValueError, KeyError, TypeError):
             return None
-
-
-def _move_back(channel: Any, pipe: Any, tag: str) -> None:
-    """Inside a WATCH on `unacked`: take the entry out and push its message, under a new delivery tag, at the head
-    of its queue (kombu's restore_by_tag, which would keep the old tag)."""
-    raw = pipe.hget(channel.unacked_key, tag)
-    pipe.multi()
-    pipe.zrem(channel.unacked_index_key, tag).hdel(channel.unacked_key, tag)
-    if not raw:
-        return
-    payload, exchange, routing_key = json.loads(raw)
-    payload["properties"]["delivery_tag"] = str(uuid.uuid4())
-    payload["headers"]["redelivered"] = True
-    priority = channel._get_message_priority(payload, reverse=False)
-    for queue in channel._lookup(exchange, routing_key):
-        pipe.rpush(channel._q_for_pri(queue, priority), json.dumps(payload))  # rpush: consumed next

@@ -23,9 +23,9 @@ import pytest
 import redis
 
 from scalablejob import JobClient
-from scalablejob.broker import running_embedded
-from scalablejob.celery_app import make_app
-from scalablejob.redis_server import RedisServer, free_port
+from scalablejob.api.celery_app import make_app
+from scalablejob.local.redis_server import RedisServer, free_port
+from scalablejob.store.broker import running_embedded
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_HANDLERS = REPO / "tests" / "support" / "sj_test_handlers.py"

@@ -12,9 +12,9 @@ from celery import concurrency
 from celery.apps.worker import Worker
 from click.core import ParameterSource
 
-from scalablejob.celery_app import service_queues
-from scalablejob.config import ServiceConfig
-from scalablejob.errors import ScalableJobError
+from scalablejob.model.config import ServiceConfig
+from scalablejob.model.errors import ScalableJobError
+from scalablejob.model.routing import service_queues
 from scalablejob.workers.service import PreparedService, default_hostname, prepare_service
 from scalablejob.workers.worker_options import (
     THREADS_POOL,

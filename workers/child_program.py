@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scalablejob.task_result import ERROR_MODULE_TAG, ERROR_TYPE_TAG, encoding_tags
+from scalablejob.model.task_result import ERROR_MODULE_TAG, ERROR_TYPE_TAG, encoding_tags
 from scalablejob.workers.command import CommandOutcome
 from scalablejob.workers.runtime import ProgramResult
 from scalablejob.workers.task_child import BODY_ENV, CONTEXT_ENV, RESULT_ENV, read_record

@@ -14,10 +14,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from scalablejob.client import REQUEST_ID_TAG
-from scalablejob.errors import RequestError
-from scalablejob.processes import signal_group
-from scalablejob.redaction import without_secrets
+from scalablejob.api.client import REQUEST_ID_TAG
+from scalablejob.host.processes import signal_group
+from scalablejob.model.errors import RequestError
+from scalablejob.model.redaction import without_secrets
 from scalablejob.workers.lines import NOTICE_STREAM, Ending, Line, LineSplitter
 
 TAIL_LINES = 50  # the result entry keeps the last lines of output, capped in bytes too

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import redis
 
-from scalablejob.outage import OUTAGE_BUDGET_S, BrokerUnavailable, is_outage, pauses, through_outage
-from scalablejob.sink import EntryType, Sink, entry_tags
-from scalablejob.state import CANCEL_ASKED, RequestStatus, RequestStore, UnackedMessage
+from scalablejob.store.outage import OUTAGE_BUDGET_S, BrokerUnavailable, is_outage, pauses, through_outage
+from scalablejob.store.sink import EntryType, Sink, entry_tags
+from scalablejob.store.state import CANCEL_ASKED, RequestStatus, RequestStore, UnackedMessage
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
-from celery.utils.sysinfo import load_average
-from celery.worker.state import SOFTWARE_INFO, active_requests, total_count
+
+from scalablejob.upstream.celery_internals import event_flush, hold_task_events, offline_fields
 
 EVENT_BATCH_S = 0.1  # the most an event waits: Flower shows a task at most this much later
 EVENT_BUFFER_LIMIT = 1000  # events held before a batch is sent whatever its age
@@ -80,9 +80,8 @@ class EventBatchStep(bootsteps.StartStopStep):
             return
         heart = getattr(parent, "heart", None)
         self._heartbeat_s = heart.interval if heart is not None else None
-        dispatcher.buffer_limit = EVENT_BUFFER_LIMIT
-        self._batches = EventBatches(parent.hub, parent._flush_events)
-        dispatcher.on_send_buffered = self._batches.buffered
+        self._batches = EventBatches(parent.hub, event_flush(parent))
+        hold_task_events(parent, EVENT_BUFFER_LIMIT, self._batches.buffered)
 
     def stop(self, parent: Any) -> None:
         """The consumer stops (a warm shutdown, or a lost connection): the tasks that ended go out before Celery's
@@ -98,11 +97,3 @@ class EventBatchStep(bootsteps.StartStopStep):
         dispatcher = parent.event_dispatcher
         if dispatcher is not None and self._heartbeat_s is not None:
             dispatcher.send("worker-offline", retry=False, **offline_fields(self._heartbeat_s))
-
-
-def offline_fields(heartbeat_s: float) -> dict[str, Any]:
-    """The fields of Celery's own worker-offline event (celery.worker.heartbeat), so Flower's worker row stays whole."""
-    return {
-        "freq": heartbeat_s, "active": len(active_requests), "processed": sum(total_count.values()),
-        "loadavg": load_average(), **SOFTWARE_INFO,
-    }  # fmt: skip

@@ -2,9 +2,9 @@
 
 Celery's prefetch settings are not enough on the Redis transport (celery #1933, #4537): a busy worker
 still reserves one more message. `SlotGate` counts tasks in flight per type (command: 1 slot,
-query: `rpc.worker_threads` slots), and `GateStep` makes the consumer's BRPOP listen only to the
-queues whose type has a free slot. A message is counted the moment it is received, in the consumer
-thread, before the next BRPOP is issued, so no second message can slip in.
+query: `rpc.worker_threads` slots), and `GateStep` attaches it to the consumer's channel, whose BRPOP then listens
+only to the queues whose type has a free slot (transport.kombu_redis). A message is counted the moment it is
+received, in the consumer thread, before the next BRPOP is issued, so no second message can slip in.
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import bootsteps
-from celery.worker import state as worker_state
 
-from scalablejob.routing import TaskType
+from scalablejob.model.routing import TaskType
+from scalablejob.transport.kombu_redis import ChannelMixin
+from scalablejob.upstream.celery_internals import nothing_reserved
 from scalablejob.workers.held import track_held_tasks
-from scalablejob.workers.unacked import one_client, outlive_the_channel, record_in_one_call
-from scalablejob.workers.wake import BrpopWaker, brpop_client_id
-
-GATED_BRPOP_TIMEOUT_S = 0.1
+from scalablejob.workers.wake import BrpopWaker
 
 
 class SlotGate:
@@ -68,53 +66,11 @@ class SlotGate:
         with self._lock:
             self._in_flight.clear()
 
-
-class _GatedCycle:
-    """A view of kombu's queue cycle that hides the queues without a free slot."""
-
-    def __init__(self, cycle: Any, gate: SlotGate) -> None:
-        self._cycle = cycle
-        self._gate = gate
-
-    def consume(self, n: int) -> list[str]:
-        return [queue for queue in self._cycle.consume(n) if self._gate.has_room(queue)]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cycle, name)
-
-
-def gate_channel(channel: Any, gate: SlotGate, waker: BrpopWaker | None = None) -> None:
-    """Make a kombu Redis channel BRPOP only on queues with room (wraps `Channel._brpop_start`); with a waker, a
-    BRPOP that leaves a queue out can be ended as soon as that queue's slot frees (workers/wake.py)."""
-    if getattr(channel, "_scalablejob_gated", False):
-        return
-    original_start, original_read = channel._brpop_start, channel._brpop_read
-
-    def gated_brpop_start(timeout: float | None = None) -> None:
-        if len(worker_state.reserved_requests) == 0:
-            gate.reset()  # self-heal: nothing is reserved, so nothing can be in flight
-        hidden = gate.any_full()
-        if hidden:  # a fallback: the waker ends this BRPOP as soon as a hidden queue reopens
-            timeout = GATED_BRPOP_TIMEOUT_S
-        client_id = brpop_client_id(channel) if hidden and waker is not None else None
-        cycle = channel._queue_cycle
-        channel._queue_cycle = _GatedCycle(cycle, gate)
-        try:
-            original_start(timeout)
-        finally:
-            channel._queue_cycle = cycle
-        if client_id is not None and waker is not None and channel._in_poll:
-            waker.sent(client_id)
-
-    def woken_brpop_read(**options: Any) -> Any:
-        try:
-            return original_read(**options)
-        finally:
-            if waker is not None:
-                waker.returned()
-
-    channel._brpop_start, channel._brpop_read = gated_brpop_start, woken_brpop_read
-    channel._scalablejob_gated = True
+    def before_brpop(self) -> bool:
+        """Asked by the channel before each BRPOP: True while some queue is left out of it."""
+        if nothing_reserved():
+            self.reset()  # self-heal: nothing is reserved, so nothing can be in flight
+        return self.any_full()
 
 
 class GateStep(bootsteps.StartStopStep):
@@ -128,12 +84,13 @@ class GateStep(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         channel = parent.task_consumer.channel
-        if parent.connection.transport.driver_type != "redis":
-            raise RuntimeError("scalablejob workers need the Redis transport for idle-first dispatch")
-        gate_channel(channel, self.gate, getattr(parent.app, "scalablejob_waker", None))
-        outlive_the_channel(channel, str(parent.app.conf.broker_url), getattr(parent.app, "scalablejob_acks", None))
-        one_client(channel)
-        record_in_one_call(channel)
+        if not isinstance(channel, ChannelMixin):
+            raise RuntimeError(
+                f"scalablejob workers need scalablejob's Redis transport for idle-first dispatch, got "
+                f"{type(channel).__module__}.{type(channel).__qualname__} (is the broker a redis:// URL?)"
+            )
+        channel.gate_dispatch(self.gate, getattr(parent.app, "scalablejob_waker", None))
+        channel.keep_unacked(str(parent.app.conf.broker_url), getattr(parent.app, "scalablejob_acks", None))
 
 
 def install_gate(app: Any, gate: SlotGate, broker_url: str | None = None) -> None:

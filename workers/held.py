@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import signals
 
-from scalablejob.routing import TaskType, task_type_of
+from scalablejob.model.routing import TaskType, task_type_of
 
 TASK_TYPE_ATTRIBUTE = "scalablejob_task_type"  # set on each of our Celery tasks, named ones included
 

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 import redis
 
-from scalablejob import keys
-from scalablejob.config import ScalableJobConfig
-from scalablejob.errors import RequestError
+from scalablejob.model import keys
+from scalablejob.model.config import ScalableJobConfig
+from scalablejob.model.errors import RequestError
 from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
 from scalablejob.workers.lines import Line
 

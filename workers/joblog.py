@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from scalablejob.sink import EntryType
+from scalablejob.store.sink import EntryType
 from scalablejob.workers.delivery import Delivery
 from scalablejob.workers.lines import NOTICE_STREAM, Ending, FrameThrottle, Line, LogBudget, parse_progress
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 from celery import signals
 
-from scalablejob.broker import BROKER_ENV
-from scalablejob.celery_app import make_app
-from scalablejob.config import ServiceConfig
-from scalablejob.user_code import load_job
+from scalablejob.api.celery_app import make_app
+from scalablejob.api.user_code import load_job
+from scalablejob.model.config import ServiceConfig
+from scalablejob.store.broker import BROKER_ENV
 from scalablejob.workers.service import default_hostname
 
 

@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 
-from scalablejob.errors import HandlerError, ModelServerError
-from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
-from scalablejob.redaction import without_secrets
+from scalablejob.host.processes import dying_with_parent, stop_group, wait_for_listener
+from scalablejob.model.errors import HandlerError, ModelServerError
+from scalablejob.model.redaction import without_secrets
 from scalablejob.workers.command import with_worker_python
 
 logger = logging.getLogger(__name__)

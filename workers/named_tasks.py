@@ -8,10 +8,10 @@ from typing import Any
 
 from celery import Celery
 
-from scalablejob.errors import CommandFailed, HandlerError, RequestError
-from scalablejob.job import Job, JobTask
-from scalablejob.routing import TaskInfo, TaskType
-from scalablejob.user_code import module_spec
+from scalablejob.api.job import Job, JobTask
+from scalablejob.api.user_code import module_spec
+from scalablejob.model.errors import CommandFailed, HandlerError, RequestError
+from scalablejob.model.routing import TaskInfo, TaskType
 from scalablejob.workers.child_program import child_program
 from scalablejob.workers.held import TASK_TYPE_ATTRIBUTE
 from scalablejob.workers.runtime import WorkerRuntime

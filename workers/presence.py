@@ -1,6 +1,6 @@
 """Worker presence, the write side: each worker publishes its state, pid, GPUs and the tasks it holds.
 
-The record and its readers are core (scalablejob.presence); this is the reporter. A task is recorded when it is
+The record and its readers are core (scalablejob.store.presence); this is the reporter. A task is recorded when it is
 received (its message is then in kombu's `unacked` hash) and dropped after it ran. The worker writes only its own
 field, from one thread: it rewrites the field at each heartbeat with a new sequence number, so that readers tell a
 live worker from a stale field by seeing it change (on their own clock: the heartbeat's wall time is shown, never
@@ -25,10 +25,10 @@ from typing import Any
 import redis
 from celery import signals
 
-from scalablejob import keys
-from scalablejob.gpus import CUDA_VISIBLE_DEVICES
-from scalablejob.presence import HEARTBEAT_S, Presence, WorkerState
-from scalablejob.redis_url import connect
+from scalablejob.host.gpus import CUDA_VISIBLE_DEVICES
+from scalablejob.model import keys
+from scalablejob.store.presence import HEARTBEAT_S, Presence, WorkerState
+from scalablejob.store.redis_url import connect
 from scalablejob.workers.held import track_held_tasks
 
 logger = logging.getLogger(__name__)

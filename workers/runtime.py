@@ -11,19 +11,19 @@ from typing import Any, Protocol
 
 import redis
 
-from scalablejob.cancel import WHILE_RUNNING, end_cancelled
-from scalablejob.config import ScalableJobConfig
-from scalablejob.errors import HandlerError, ModelServerError, RequestError
-from scalablejob.job import QueryContext
-from scalablejob.outage import BrokerUnavailable, through_outage
-from scalablejob.routing import TaskType
-from scalablejob.sink import EntryType, Sink, entry_tags
-from scalablejob.state import RequestStatus, RequestStore
-from scalablejob.task_result import encode_value, encoding_tags, error_tags, error_text
+from scalablejob.api.job import QueryContext
+from scalablejob.model.config import ScalableJobConfig
+from scalablejob.model.errors import HandlerError, ModelServerError, RequestError
+from scalablejob.model.routing import TaskType
+from scalablejob.model.task_result import encode_value, encoding_tags, error_tags, error_text
+from scalablejob.store.cancel import WHILE_RUNNING, end_cancelled
+from scalablejob.store.outage import BrokerUnavailable, through_outage
+from scalablejob.store.sink import EntryType, Sink, entry_tags
+from scalablejob.store.state import RequestStatus, RequestStore
+from scalablejob.transport.acks import FinishAcks
 from scalablejob.workers.command import CommandOutcome, command_env, parse_argv, run_command
 from scalablejob.workers.delivery import SUPERSEDED, Delivery
 from scalablejob.workers.joblog import JobLog
-from scalablejob.workers.unacked import FinishAcks
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from collections.abc import Callable
 
 import redis
 
-from scalablejob import keys
-from scalablejob.freshness import held_since
-from scalablejob.presence import scaler_host_of
-from scalablejob.processes import WORKER_NAME_ENV, holder_alive
-from scalablejob.redis_url import connect
+from scalablejob.host.processes import WORKER_NAME_ENV, holder_alive
+from scalablejob.model import keys
+from scalablejob.model.freshness import held_since
+from scalablejob.store.presence import scaler_host_of
+from scalablejob.store.redis_url import connect
 
 logger = logging.getLogger(__name__)
 

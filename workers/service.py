@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import signals
-from celery.worker import state as worker_state
 
-from scalablejob.config import ServiceConfig
-from scalablejob.errors import HandlerError, UserCodeError
-from scalablejob.job import Job
-from scalablejob.limits import record_limits
-from scalablejob.redis_url import connect
-from scalablejob.routing import TaskType, queue_for
-from scalablejob.task_registry import record_tasks
+from scalablejob.api.job import Job
+from scalablejob.model.config import ServiceConfig
+from scalablejob.model.errors import HandlerError, UserCodeError
+from scalablejob.model.routing import TaskType, queue_for
+from scalablejob.store.limits import record_limits
+from scalablejob.store.redis_url import connect
+from scalablejob.store.task_registry import record_tasks
+from scalablejob.transport.acks import FinishAcks
+from scalablejob.upstream.celery_internals import stop_worker
 from scalablejob.workers.event_batches import EventBatchStep
 from scalablejob.workers.gate import SlotGate, install_gate
 from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command
@@ -29,7 +30,6 @@ from scalablejob.workers.presence import install_presence
 from scalablejob.workers.runtime import QueryRunner, WorkerRuntime
 from scalablejob.workers.scaler_watch import install_scaler_watch
 from scalablejob.workers.tasks import fail_unknown_tasks, register_tasks
-from scalablejob.workers.unacked import FinishAcks
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def stop_worker_on_model_server_death(exit_code: int) -> None:
         "model server exited with code %s: this worker stops taking tasks and exits %s; "
         "its queries go back on the queue", exit_code, EXIT_MODEL_SERVER_DIED,
     )  # fmt: skip
-    worker_state.should_stop = EXIT_MODEL_SERVER_DIED
+    stop_worker(EXIT_MODEL_SERVER_DIED)
 
 
 def query_runner(config: ServiceConfig, job: Job | None) -> tuple[QueryRunner | None, ModelServer | None]:

@@ -50,10 +50,10 @@ def run(spec: str, name: str, environ: Mapping[str, str]) -> int:
     context = json.loads(environ[CONTEXT_ENV])
     sys.path[:0] = [entry for entry in context.get("sys_path", []) if entry not in sys.path]
     result_path = Path(environ[RESULT_ENV])
-    from scalablejob.job import QueryContext
+    from scalablejob.api.job import QueryContext
+    from scalablejob.api.user_code import load_task
+    from scalablejob.model.task_result import encode_value
     from scalablejob.progress import report_progress
-    from scalablejob.task_result import encode_value
-    from scalablejob.user_code import load_task
 
     try:
         task = load_task(spec, name)

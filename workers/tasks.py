@@ -13,10 +13,10 @@ import redis
 from celery import Celery, signals
 from celery.exceptions import Ignore, Reject
 
-from scalablejob.errors import CommandFailed, HandlerError, ModelServerError, RequestError
-from scalablejob.routing import TaskType, task_name_for
-from scalablejob.state import RequestStatus
-from scalablejob.task_result import command_failure
+from scalablejob.model.errors import CommandFailed, HandlerError, ModelServerError, RequestError
+from scalablejob.model.routing import TaskType, task_name_for
+from scalablejob.model.task_result import command_failure
+from scalablejob.store.state import RequestStatus
 from scalablejob.workers.delivery import SUPERSEDED
 from scalablejob.workers.held import TASK_TYPE_ATTRIBUTE
 from scalablejob.workers.runtime import Ended, WorkerRuntime

@@ -1,11 +1,11 @@
 """A freed slot takes the next task at once: the consumer's pending BRPOP is woken when a hidden queue reopens.
 
-The idle-first gate (workers/gate.py) leaves a queue out of the consumer's BRPOP while its type has no free slot.
-When a task ends, its slot frees, but the BRPOP already sent listens only to the other queues: it would take the
-freed queue's next message only once it times out. So the BRPOP's connection is known by its Redis client id, and
-the task's thread ends that wait with `CLIENT UNBLOCK id TIMEOUT`: Redis answers the BRPOP as a timeout at once,
-and kombu sends the next BRPOP, which includes the reopened queue. The short BRPOP timeout stays as a fallback for
-the rare race where the unblock reaches Redis before the BRPOP it meant to end.
+The idle-first gate (workers/gate.py, on the transport's channel) leaves a queue out of the consumer's BRPOP while
+its type has no free slot. When a task ends, its slot frees, but the BRPOP already sent listens only to the other
+queues: it would take the freed queue's next message only once it times out. So the BRPOP's connection is known by
+its Redis client id, and the task's thread ends that wait with `CLIENT UNBLOCK id TIMEOUT`: Redis answers the BRPOP
+as a timeout at once, and kombu sends the next BRPOP, which includes the reopened queue. The short BRPOP timeout
+stays as a fallback for the rare race where the unblock reaches Redis before the BRPOP it meant to end.
 """
 
 from __future__ import annotations
@@ -13,28 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import redis
 
-from scalablejob.redis_url import connect
+from scalablejob.store.redis_url import connect
 
 logger = logging.getLogger(__name__)
 
 UNBLOCK_TRIES = 5  # an unblock that found no blocked BRPOP is tried again, while that BRPOP is still pending
 UNBLOCK_RETRY_S = 0.002
-
-
-def brpop_client_id(channel: Any) -> int:
-    """The Redis client id of the connection a kombu channel BRPOPs on (asked once per socket, while it is idle)."""
-    connection = channel.client.connection
-    cached = getattr(connection, "_scalablejob_client_id", None)
-    if cached is not None and cached[0] is connection._sock:
-        return int(cached[1])
-    connection.send_command("CLIENT", "ID")
-    client_id = int(connection.read_response())
-    connection._scalablejob_client_id = (connection._sock, client_id)
-    return client_id
 
 
 class BrpopWaker:

@@ -38,12 +38,12 @@ import psutil
 import redis
 
 from scalablejob import JobClient, RequestStatus
-from scalablejob.presence import Presence, WorkerState, read_presence
-from scalablejob.redis_server import RedisServer
-from scalablejob.scaler.harness import RUN_MARKER_ENV, ScalerProcess, kill_marked
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.local.scaler_process import RUN_MARKER_ENV, ScalerProcess, kill_marked
 from scalablejob.scaler.pool import WORKER_NAME_ENV
-from scalablejob.sink import Sink
-from scalablejob.state import RequestStore
+from scalablejob.store.presence import Presence, WorkerState, read_presence
+from scalablejob.store.sink import Sink
+from scalablejob.store.state import RequestStore
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = REPO / "tests" / "support" / "sj_test_handlers.py"  # {"sleep": s} queries

@@ -8,7 +8,7 @@ import time
 import pytest
 from chaos_rig import Burst, query_body
 
-from scalablejob.scaler.harness import is_gone
+from scalablejob.local.scaler_process import is_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(180)]
 pytest_plugins = ["chaos_fixtures"]

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import redis
 
-from scalablejob.config import ServiceConfig, parse_config
 from scalablejob.frontend.app import FrontEndService, create_app
 from scalablejob.frontend.binding import FrontEnd, bind
 from scalablejob.frontend.server import ServerThread
+from scalablejob.model.config import ServiceConfig, parse_config
 
 EAS_SDK = "eas-prediction==0.36"  # the SDK version the protocol was written against
 EAS_VENV_READY = "ready.json"

@@ -6,8 +6,8 @@ import hmac
 
 import pytest
 
-from scalablejob.errors import AuthError
 from scalablejob.frontend import auth
+from scalablejob.model.errors import AuthError
 
 KEY = auth.new_key()
 CHECK = auth.TokenCheck(KEY, auth.token_digest(KEY, "s3cret"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from scalablejob import keys
-from scalablejob.config import parse_config
-from scalablejob.errors import BindingError
 from scalablejob.frontend.auth import KEY_FIELD, is_digest, token_digest
 from scalablejob.frontend.binding import bind, plan
+from scalablejob.model import keys
+from scalablejob.model.config import parse_config
+from scalablejob.model.errors import BindingError
 
 STANDALONE = parse_config({"metadata": {"name": "svc", "type": "ScalableJob"}})
 INTEGRATED = parse_config({"metadata": {"name": "svc", "type": "ScalableJobService"}, "front_end": {"token": "cfg"}})

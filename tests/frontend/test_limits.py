@@ -8,10 +8,11 @@ import pytest
 import redis
 
 from conftest import service_config
-from scalablejob import JobClient, keys
-from scalablejob.errors import QueueFull
-from scalablejob.queues import priority_lists
-from scalablejob.routing import TaskType, queue_for
+from scalablejob import JobClient
+from scalablejob.model import keys
+from scalablejob.model.errors import QueueFull
+from scalablejob.model.routing import TaskType, queue_for
+from scalablejob.store.queues import priority_lists
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

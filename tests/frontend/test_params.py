@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.errors import ParameterError
 from scalablejob.frontend.params import (
     MAX_GET_LENGTH,
     WAIT_MARGIN_S,
@@ -18,6 +17,7 @@ from scalablejob.frontend.params import (
     single_values,
     tags_of,
 )
+from scalablejob.model.errors import ParameterError
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from conftest import REPO, service_config
-from scalablejob import keys
+from scalablejob.model import keys
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -17,9 +17,9 @@ import redis
 from redis import asyncio as aioredis
 
 from conftest import service_config
-from scalablejob import keys
 from scalablejob.frontend.positions import Positions
-from scalablejob.sink import encode_tags
+from scalablejob.model import keys
+from scalablejob.store.sink import encode_tags
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

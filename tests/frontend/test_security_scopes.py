@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 from conftest import service_config
-from scalablejob import keys
-from scalablejob.queues import priority_lists
-from scalablejob.routing import TaskInfo, TaskType, queue_for
-from scalablejob.task_registry import record_tasks
+from scalablejob.model import keys
+from scalablejob.model.routing import TaskInfo, TaskType, queue_for
+from scalablejob.store.queues import priority_lists
+from scalablejob.store.task_registry import record_tasks
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from conftest import service_config
-from scalablejob import keys
 from scalablejob.frontend.auth import KEY_FIELD, is_digest
+from scalablejob.model import keys
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -10,14 +10,14 @@ import pytest
 import redis
 
 from conftest import service_config
-from scalablejob.config import parse_config
 from scalablejob.frontend.app import FrontEndService
 from scalablejob.frontend.binding import bind
 from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import decode_frame
 from scalablejob.frontend.queues import Queue
 from scalablejob.frontend.watch import WatchRegistry, WatchSession, group_name
-from scalablejob.sink import index_of
+from scalablejob.model.config import parse_config
+from scalablejob.store.sink import index_of
 
 SERVICE = "session"
 ITEMS = 10

@@ -7,9 +7,9 @@ import asyncio
 
 import fakeredis
 
-from scalablejob import keys
 from scalablejob.frontend.status import WorkerCensus
-from scalablejob.presence import STALE_AFTER_S, Presence, WorkerState
+from scalablejob.model import keys
+from scalablejob.store.presence import STALE_AFTER_S, Presence, WorkerState
 
 SERVICE = "svc"
 AN_HOUR_S = 3600.0

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import python_command, service_config, wait_until
 from scalablejob import RequestStatus
-from scalablejob.redis_server import RedisServer
+from scalablejob.local.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -18,10 +18,10 @@ from celery import states
 from celery.exceptions import TaskRevokedError
 
 from conftest import python_command, service_config, wait_until
-from scalablejob.flower_auth import flower_env
-from scalablejob.processes import wait_for_listener
-from scalablejob.redis_server import free_port
-from scalablejob.up import flower_argv
+from scalablejob.host.processes import wait_for_listener
+from scalablejob.local.flower import flower_env
+from scalablejob.local.redis_server import free_port
+from scalablejob.local.up import flower_argv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 pytest_plugins = ["celery_fixtures"]

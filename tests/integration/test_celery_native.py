@@ -14,13 +14,14 @@ from celery import states
 from celery.exceptions import TaskRevokedError
 
 from conftest import python_command, service_config, wait_until
-from scalablejob import RequestError, RequestStatus, keys
-from scalablejob.config import parse_config
+from scalablejob import RequestError, RequestStatus
 from scalablejob.frontend.app import FrontEndService, create_app
 from scalablejob.frontend.binding import bind
 from scalablejob.frontend.server import ServerThread
-from scalablejob.queues import queue_depth
-from scalablejob.routing import TaskType, queue_for
+from scalablejob.model import keys
+from scalablejob.model.config import parse_config
+from scalablejob.model.routing import TaskType, queue_for
+from scalablejob.store.queues import queue_depth
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 pytest_plugins = ["celery_fixtures"]

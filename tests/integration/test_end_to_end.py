@@ -8,11 +8,11 @@ import json
 import pytest
 
 from conftest import max_overlap, python_command, service_config
-from scalablejob import JobClient, RequestError, RequestStatus, TaskTypeError, keys
-from scalablejob.celery_app import service_queues
-from scalablejob.queues import priority_lists, queue_depth
-from scalablejob.routing import TaskType, queue_for
-from scalablejob.sink import Sink
+from scalablejob import JobClient, RequestError, RequestStatus, TaskTypeError
+from scalablejob.model import keys
+from scalablejob.model.routing import TaskType, queue_for, service_queues
+from scalablejob.store.queues import priority_lists, queue_depth
+from scalablejob.store.sink import Sink
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

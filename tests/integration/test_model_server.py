@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO, service_config, wait_until
 from scalablejob import RequestStatus
-from scalablejob.queues import queue_depth
-from scalablejob.redis_server import free_port
+from scalablejob.local.redis_server import free_port
+from scalablejob.store.queues import queue_depth
 from scalablejob.workers.service import EXIT_MODEL_SERVER_DIED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from conftest import REPO, wait_until
-from scalablejob.broker import running_embedded
-from scalablejob.celery_app import make_app
-from scalablejob.redis_server import free_port
+from scalablejob.api.celery_app import make_app
+from scalablejob.local.redis_server import free_port
+from scalablejob.store.broker import running_embedded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

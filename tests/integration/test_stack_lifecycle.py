@@ -23,9 +23,10 @@ import pytest
 import redis
 
 from conftest import CLI, READY_LINE, UpProcess, wait_until
-from scalablejob.broker import BROKER_ENV, BROKER_RECORD, DATA_DIR_ENV, EmbeddedBroker, running_embedded
-from scalablejob.redis_server import RedisServer, free_port
-from scalablejob.stack_record import STACK_RECORD
+from scalablejob.local.embedded_broker import EmbeddedBroker
+from scalablejob.local.redis_server import RedisServer, free_port
+from scalablejob.local.stack_record import STACK_RECORD
+from scalablejob.store.broker import BROKER_ENV, BROKER_RECORD, DATA_DIR_ENV, running_embedded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -11,11 +11,11 @@ import pytest
 
 from conftest import REPO, python_command, service_config, wait_until
 from scalablejob import RequestStatus
-from scalablejob.cancel import CancelOutcome, cancel_request
-from scalablejob.keys import init_failures
-from scalablejob.logs import request_entries
-from scalablejob.queues import queue_depth
-from scalablejob.scaler.harness import is_gone
+from scalablejob.local.scaler_process import is_gone
+from scalablejob.model.keys import init_failures
+from scalablejob.store.cancel import CancelOutcome, cancel_request
+from scalablejob.store.logs import request_entries
+from scalablejob.store.queues import queue_depth
 from scalablejob.workers.command import PIPES_CLOSED_NOTICE
 from scalablejob.workers.init_command import EXIT_INIT_FAILED
 from scalablejob.workers.lines import NOTICE_STREAM

@@ -21,10 +21,10 @@ import redis
 
 from conftest import REPO, UpProcess, copy_checkout, python_command, wait_until
 from scalablejob import JobClient, RequestStatus
-from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV, with_folder_password
-from scalablejob.flower_auth import flower_login
-from scalablejob.presence import read_presence
-from scalablejob.redis_server import free_port
+from scalablejob.local.flower import flower_login
+from scalablejob.local.redis_server import free_port
+from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV, with_folder_password
+from scalablejob.store.presence import read_presence
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from netns_rig import CLIENT, HOSTS, REPO, NetnsError, NetnsRig
 
 from conftest import wait_until
-from scalablejob.presence import scaler_host_of
+from scalablejob.store.presence import scaler_host_of
 
 T = TypeVar("T")
 CLI = (sys.executable, "-m", "scalablejob")

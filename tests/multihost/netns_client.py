@@ -12,7 +12,7 @@ Ops:
   "others": {sentinel: how many other Sentinels it knows}}` (a Sentinel that does not answer is left out).
 
 A sentinel:// URL is kombu's sentinel transport form: `sentinel://H:P;sentinel://H:P/DB?master=NAME[&replicas=N]`
-(scalablejob.redis_url: `replicas=N` makes a put acknowledged only once N replicas have it).
+(scalablejob.store.redis_url: `replicas=N` makes a put acknowledged only once N replicas have it).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import redis
 from redis.sentinel import Sentinel
 
 from scalablejob import JobClient
-from scalablejob.redis_url import connect as broker_client
-from scalablejob.redis_url import parse_broker_url
-from scalablejob.state import RequestStore
+from scalablejob.store.redis_url import connect as broker_client
+from scalablejob.store.redis_url import parse_broker_url
+from scalablejob.store.state import RequestStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))  # the chaos suite's count of final entries
 from chaos_rig import final_counts

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from scalablejob.redis_server import redis_server_binary
+from scalablejob.local.redis_server import redis_server_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).resolve().with_name("netns_client.py")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from scalablejob.celery_app import VISIBILITY_TIMEOUT_S, make_app, service_queues
-from scalablejob.routing import TaskType, queue_for, task_name_for
+from scalablejob.api.celery_app import VISIBILITY_TIMEOUT_S, make_app
+from scalablejob.model.routing import TaskType, queue_for, service_queues, task_name_for
 
 BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1: any connection attempt would fail
 

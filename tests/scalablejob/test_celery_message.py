@@ -10,9 +10,9 @@ import pytest
 import redis
 from kombu import Connection
 
-from scalablejob.celery_app import make_app
-from scalablejob.celery_message import task_message
-from scalablejob.queues import NORMAL_PRIORITY, URGENT_PRIORITY, priority_list, priority_lists
+from scalablejob.api.celery_app import make_app
+from scalablejob.store.queues import NORMAL_PRIORITY, URGENT_PRIORITY, priority_list, priority_lists
+from scalablejob.transport.message import task_message
 
 ARGS = (b'{"x": 1}', {"taskType": "query", "requestId": "r1"})
 KWARGS = {"frontend": "svc"}

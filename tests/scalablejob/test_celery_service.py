@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from scalablejob.celery_app import ServiceCelery
-from scalablejob.celery_service import broker_default, request_body, request_tags
-from scalablejob.errors import BrokerError, RequestError, UserCodeError
-from scalablejob.job import Job
+from scalablejob.api.celery_app import ServiceCelery
+from scalablejob.api.celery_service import broker_default, request_body, request_tags
+from scalablejob.api.job import Job
+from scalablejob.model.errors import BrokerError, RequestError, UserCodeError
 
 
 def echo(body: bytes) -> bytes:

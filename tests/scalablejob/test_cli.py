@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from conftest import REPO, service_config, wait_until
 from scalablejob import JobClient
-from scalablejob.broker import BROKER_RECORD, running_embedded
-from scalablejob.cli import main
+from scalablejob.cli.main import main
+from scalablejob.store.broker import BROKER_RECORD, running_embedded
 
 
 def test_worker_with_an_invalid_config_names_the_field_and_exits_1(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from scalablejob.cli_status import decisions_table, queues_table, scaler_table, workers_table
-from scalablejob.presence import Presence, WorkerState
-from scalablejob.status import ServiceStatus
+from scalablejob.cli.status import decisions_table, queues_table, scaler_table, workers_table
+from scalablejob.store.presence import Presence, WorkerState
+from scalablejob.store.status import ServiceStatus
 
 NOW = 1_000_000.0
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scalablejob.config import (
+from scalablejob.model.config import (
     DEFAULT_AVG_WAITING_LENGTH,
     DEFAULT_GPU,
     DEFAULT_INPUT_MAX_LENGTH,
@@ -37,8 +37,8 @@ from scalablejob.config import (
     parse_config,
     parse_config_text,
 )
-from scalablejob.errors import ConfigError, TaskTypeError
-from scalablejob.routing import TaskType
+from scalablejob.model.errors import ConfigError, TaskTypeError
+from scalablejob.model.routing import TaskType
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 META = {"name": "demo", "type": "ScalableJob"}

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO
-from scalablejob.cli import main
-from scalablejob.config_check import all_config_errors, path_steps
+from scalablejob.cli.main import main
+from scalablejob.model.config_check import all_config_errors, path_steps
 
 
 @pytest.mark.parametrize(

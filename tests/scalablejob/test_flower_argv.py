@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalablejob.up import flower_argv
+from scalablejob.local.up import flower_argv
 
 
 def test_up_starts_flower_keeping_stopped_workers_on_loopback_with_no_secret_on_its_command_line():

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from scalablejob.flower_logs import FLOWER_INSPECTOR_LOGGER, quiet_flower_inspector
+from scalablejob.upstream.flower_internals import FLOWER_INSPECTOR_LOGGER, quiet_flower_inspector
 
 
 def test_only_the_no_reply_warning_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
@@ -20,11 +20,3 @@ def test_only_the_no_reply_warning_is_dropped(caplog: pytest.LogCaptureFixture) 
 
     assert [record.getMessage() for record in caplog.records] == ["Inspect method stats failed: connection refused"]
     assert len(logger.filters) == 1
-
-
-def test_the_flower_app_installs_the_filter_and_is_made_once() -> None:
-    from scalablejob import flower_logs
-
-    assert flower_logs.app is flower_logs.app
-    with pytest.raises(AttributeError, match="has no attribute 'other'"):
-        _ = flower_logs.other

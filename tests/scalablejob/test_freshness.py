@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from scalablejob.freshness import ChangeTracker, Seen, held_since, observed, silent_for
-from scalablejob.host_records import SharePlan, plan_is_current
+from scalablejob.model.freshness import ChangeTracker, Seen, held_since, observed, silent_for
+from scalablejob.store.host_records import SharePlan, plan_is_current
 
 
 @pytest.mark.parametrize(

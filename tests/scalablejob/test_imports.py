@@ -37,7 +37,7 @@ def test_importing_the_package_or_progress_loads_neither_celery_nor_kombu_nor_re
 def test_every_public_name_loads_on_first_use_in_a_fresh_interpreter() -> None:
     names = ", ".join(scalablejob.__all__)
     loaded = modules_loaded_by(f"scalablejob; from scalablejob import {names}")
-    assert {"scalablejob.client", "scalablejob.job", "scalablejob.errors", "celery"} <= set(loaded)
+    assert {"scalablejob.api.client", "scalablejob.api.job", "scalablejob.model.errors", "celery"} <= set(loaded)
     assert heavy(modules_loaded_by("scalablejob; scalablejob.ConfigError")) == []  # an error class costs no Celery
 
 

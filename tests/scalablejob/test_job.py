@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from scalablejob.errors import ConfigError, TaskTypeError, UserCodeError
-from scalablejob.job import Job, QueryContext
-from scalablejob.routing import TaskType
+from scalablejob.api.job import Job, QueryContext
+from scalablejob.model.errors import ConfigError, TaskTypeError, UserCodeError
+from scalablejob.model.routing import TaskType
 
 
 class Reports:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from scalablejob import keys
-from scalablejob.presence import Presence, WorkerState, forget_presence, presence_of, read_presence
+from scalablejob.model import keys
+from scalablejob.store.presence import Presence, WorkerState, forget_presence, presence_of, read_presence
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from conftest import wait_until
-from scalablejob.processes import dying_with_parent, stop_group, wait_for_listener
-from scalablejob.redis_server import free_port
+from scalablejob.host.processes import dying_with_parent, stop_group, wait_for_listener
+from scalablejob.local.redis_server import free_port
 
 LISTEN = (
     "import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\ntime.sleep(60)"
@@ -53,7 +53,7 @@ def test_a_child_started_dying_with_parent_ends_when_its_parent_is_killed(tmp_pa
     pid_file = tmp_path / "child.pid"
     parent_code = f"""
 import subprocess, sys, threading, time
-from scalablejob.processes import dying_with_parent
+from scalablejob.host.processes import dying_with_parent
 threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
 child = subprocess.Popen(dying_with_parent([sys.executable, "-c", "import time; time.sleep(60)"]),
                          start_new_session=True)

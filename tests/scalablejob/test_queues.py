@@ -6,8 +6,8 @@ import fakeredis
 import pytest
 from kombu import Connection
 
-from scalablejob.celery_app import make_app
-from scalablejob.queues import (
+from scalablejob.api.celery_app import make_app
+from scalablejob.store.queues import (
     NORMAL_PRIORITY,
     PRIORITY_STEPS,
     URGENT_PRIORITY,

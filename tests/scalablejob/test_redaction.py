@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.redaction import masked_url, url_password, with_password
+from scalablejob.model.redaction import masked_url, url_password, with_password
 
 
 @pytest.mark.parametrize(

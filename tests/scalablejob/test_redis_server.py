@@ -15,22 +15,12 @@ import pytest
 import redis
 
 from conftest import wait_until
-from scalablejob.broker import (
-    BROKER_RECORD,
-    EmbeddedBroker,
-    checked_broker_url,
-    existing_broker,
-    resolve_broker,
-    running_embedded,
-)
-from scalablejob.errors import BrokerError
-from scalablejob.redaction import masked_url, url_password
-from scalablejob.redis_server import (
-    RedisServer,
-    loading_notice,
-    probe_client,
-    redis_server_binary,
-)
+from scalablejob.local.embedded_broker import EmbeddedBroker, resolve_broker
+from scalablejob.local.redis_server import RedisServer, redis_server_binary
+from scalablejob.model.errors import BrokerError
+from scalablejob.model.redaction import masked_url, url_password
+from scalablejob.store.broker import BROKER_RECORD, checked_broker_url, existing_broker, running_embedded
+from scalablejob.store.probe import loading_notice, probe_client
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +118,7 @@ def test_the_embedded_server_compacts_its_append_only_file_by_itself(tmp_path):
 def test_the_server_dies_with_the_process_that_started_it_even_on_kill_9(tmp_path):
     # given a process that started a server and holds it
     code = (
-        "import sys, time; from scalablejob.redis_server import RedisServer\n"
+        "import sys, time; from scalablejob.local.redis_server import RedisServer\n"
         f"server = RedisServer({str(tmp_path)!r}, persistent=False); server.start(); print(server.pid, flush=True)\n"
         "time.sleep(600)\n"
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.errors import BrokerError
-from scalablejob.redis_url import kombu_connection_options, parse_broker_url
+from scalablejob.model.errors import BrokerError
+from scalablejob.store.redis_url import kombu_connection_options, parse_broker_url
 
 SENTINELS = "sentinel://198.51.100.20:26379;sentinel://198.51.100.21:26380;sentinel://198.51.100.22/2"
 

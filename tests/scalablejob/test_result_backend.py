@@ -8,10 +8,10 @@ import pytest
 from celery import states
 from celery.exceptions import TaskRevokedError
 
-from scalablejob.errors import CommandFailed, HandlerError
-from scalablejob.result_backend import celery_state, task_meta
-from scalablejob.sink import SinkEntry
-from scalablejob.state import RequestState, RequestStatus
+from scalablejob.api.result_backend import celery_state, task_meta
+from scalablejob.model.errors import CommandFailed, HandlerError
+from scalablejob.store.sink import SinkEntry
+from scalablejob.store.state import RequestState, RequestStatus
 
 
 def request(status: RequestStatus, task_type: str = "query", **fields: Any) -> RequestState:

@@ -12,11 +12,11 @@ import redis
 from redis import asyncio as aioredis
 
 from conftest import wait_until
-from scalablejob import keys
-from scalablejob.config import QueueConfig
-from scalablejob.limits import Limit, record_limits
-from scalablejob.sink import CHECKPOINTS_PER_MAX_AGE, EntryType, Sink, entry_tags
-from scalablejob.state import FINISHED_STATE_TTL_S, FrontEndRequests, RequestState, RequestStatus, RequestStore
+from scalablejob.model import keys
+from scalablejob.model.config import QueueConfig
+from scalablejob.store.limits import Limit, record_limits
+from scalablejob.store.sink import CHECKPOINTS_PER_MAX_AGE, EntryType, Sink, entry_tags
+from scalablejob.store.state import FINISHED_STATE_TTL_S, FrontEndRequests, RequestState, RequestStatus, RequestStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.errors import RequestError, TaskTypeError
-from scalablejob.routing import (
+from scalablejob.model.errors import RequestError, TaskTypeError
+from scalablejob.model.routing import (
     ALLOWED_TASK_TYPES,
     TaskInfo,
     TaskType,

@@ -7,7 +7,7 @@ import stat
 import threading
 from pathlib import Path
 
-from scalablejob.secret_files import ensure_secret, private_folder, read_secret, write_private
+from scalablejob.host.secret_files import ensure_secret, private_folder, read_secret, write_private
 
 
 def mode(path: Path) -> int:

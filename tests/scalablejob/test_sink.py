@@ -5,8 +5,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from scalablejob import keys
-from scalablejob.sink import EntryType, Sink, SinkEntry, decode_entry, encode_tags, entry_tags
+from scalablejob.model import keys
+from scalablejob.store.sink import EntryType, Sink, SinkEntry, decode_entry, encode_tags, entry_tags
 
 WAIT_MS = 20  # how long a wait that should find nothing blocks
 

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from conftest import wait_until
-from scalablejob import stack_keeper
-from scalablejob.stack_keeper import Order, Watched, parse_order, read_orders, stop_in_order
+from scalablejob.local import stack_keeper
+from scalablejob.local.stack_keeper import Order, Watched, parse_order, read_orders, stop_in_order
 
 
 @pytest.mark.parametrize(

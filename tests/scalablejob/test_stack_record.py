@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scalablejob.stack_record import (
+from scalablejob.local.stack_record import (
     STACK_RECORD,
     StackAlreadyRunning,
     StackLock,
@@ -57,7 +57,7 @@ def test_the_holder_is_found_and_a_second_one_is_refused_with_its_name(tmp_path)
 def test_a_record_whose_process_died_is_not_a_running_stack(tmp_path):
     # given a record written by a process that held the lock and then died without cleaning up
     code = (
-        "import os, sys; from pathlib import Path; from scalablejob.stack_record import StackLock, StackRecord\n"
+        "import os, sys; from pathlib import Path; from scalablejob.local.stack_record import StackLock, StackRecord\n"
         "StackLock(Path(sys.argv[1])).acquire(StackRecord(os.getpid())); os._exit(0)\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)

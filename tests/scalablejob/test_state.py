@@ -9,14 +9,14 @@ from typing import Any, TypeVar
 import fakeredis
 import pytest
 
-from scalablejob import keys
-from scalablejob.celery_app import make_app
-from scalablejob.client import new_request
-from scalablejob.errors import RequestError
-from scalablejob.routing import TaskType
+from scalablejob.api.celery_app import make_app
+from scalablejob.api.client import new_request
+from scalablejob.model import keys
+from scalablejob.model.errors import RequestError
+from scalablejob.model.routing import TaskType
 from scalablejob.scaler.paging import open_ids
-from scalablejob.sink import EntryType, Sink, SinkEntry, encode_tags, entry_tags
-from scalablejob.state import (
+from scalablejob.store.sink import EntryType, Sink, SinkEntry, encode_tags, entry_tags
+from scalablejob.store.state import (
     CANCEL_ASKED,
     FINISHED_STATE_TTL_S,
     FrontEndRequests,

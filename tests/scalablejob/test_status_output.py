@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import service_config
-from scalablejob import keys
-from scalablejob.cli import main
-from scalablejob.presence import Presence, WorkerState
+from scalablejob.cli.main import main
+from scalablejob.model import keys
+from scalablejob.store.presence import Presence, WorkerState
 
 LONG_WORKER = "svc-" + "w" * 40 + "@a-rather-long-host-name.example.internal"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.cli_requests import failure_summary, wait_exit_code
-from scalablejob.sink import SinkEntry
-from scalablejob.state import RequestStatus
+from scalablejob.cli.requests import failure_summary, wait_exit_code
+from scalablejob.store.sink import SinkEntry
+from scalablejob.store.state import RequestStatus
 
 
 def result(**tags: str) -> SinkEntry:

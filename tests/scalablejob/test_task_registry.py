@@ -7,9 +7,9 @@ import asyncio
 import fakeredis
 import pytest
 
-from scalablejob import keys
-from scalablejob.routing import TaskInfo, TaskType
-from scalablejob.task_registry import AsyncRegistryCache, RegistryCache, decode_registry, read_tasks, record_tasks
+from scalablejob.model import keys
+from scalablejob.model.routing import TaskInfo, TaskType
+from scalablejob.store.task_registry import AsyncRegistryCache, RegistryCache, decode_registry, read_tasks, record_tasks
 
 SERVICE = "svc"
 TASKS = {"shout": TaskInfo(TaskType.QUERY, default=True), "train": TaskInfo(TaskType.COMMAND)}

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from scalablejob.errors import ConfigError, HandlerError
-from scalablejob.task_result import (
+from scalablejob.model.errors import ConfigError, HandlerError
+from scalablejob.model.task_result import (
     command_failure,
     decode_value,
     encode_value,
@@ -66,7 +66,7 @@ class LocalError(Exception):
     ("type_name", "module", "expected_type"),
     [
         ("ValueError", "builtins", ValueError),
-        ("HandlerError", "scalablejob.errors", HandlerError),
+        ("HandlerError", "scalablejob.model.errors", HandlerError),
         ("LocalError", __name__, LocalError),
     ],
 )
@@ -78,7 +78,7 @@ def test_a_known_exception_comes_back_as_itself(type_name: str, module: str, exp
 
 @pytest.mark.parametrize(
     ("type_name", "module"),
-    [("DivergedError", "never_imported_module"), ("ConfigError", "scalablejob.errors"), ("print", "builtins")],
+    [("DivergedError", "never_imported_module"), ("ConfigError", "scalablejob.model.errors"), ("print", "builtins")],
     ids=["unknown-module", "needs-more-arguments", "not-an-exception"],
 )
 def test_an_exception_that_cannot_be_made_here_comes_back_as_a_class_of_the_same_name(

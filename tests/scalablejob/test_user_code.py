@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from scalablejob.errors import UserCodeError
-from scalablejob.job import Job
-from scalablejob.user_code import load_job, load_task, module_spec
+from scalablejob.api.job import Job
+from scalablejob.api.user_code import load_job, load_task, module_spec
+from scalablejob.model.errors import UserCodeError
 
 SERVICE = "svc"
 WriteModule = Callable[[str], str]

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import wait_until
-from scalablejob import JobClient, keys
-from scalablejob.celery_app import make_app
+from scalablejob import JobClient
+from scalablejob.api.celery_app import make_app
+from scalablejob.model import keys
 from scalablejob.scaler.events import TaskSentListener, is_for
 
 QUEUES = {"svc.command", "svc.query"}

@@ -24,11 +24,11 @@ from test_scaler_processes import start_scaler as scaler_starter  # noqa: F401 -
 
 from conftest import python_command, wait_until
 from scalablejob import RequestStatus
-from scalablejob.gpus import fake_gpus
-from scalablejob.presence import read_presence
+from scalablejob.host.gpus import fake_gpus
+from scalablejob.local.scaler_process import ScalerProcess, is_gone
 from scalablejob.scaler.forkserver import FORK_SERVER_ENV, PREWARM_ENV, ForkServer, unsafe_to_fork
-from scalablejob.scaler.harness import ScalerProcess, is_gone
 from scalablejob.scaler.pool import Exited, ProcessLauncher, WorkerSpec
+from scalablejob.store.presence import read_presence
 
 pytestmark = pytest.mark.timeout(90)
 

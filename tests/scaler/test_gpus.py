@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.errors import GpuError
-from scalablejob.gpus import (
+from scalablejob.host.gpus import (
     Gpu,
     NvmlInventory,
     StaticInventory,
@@ -16,6 +15,7 @@ from scalablejob.gpus import (
     visible_gpus,
     worker_capacity,
 )
+from scalablejob.model.errors import GpuError
 
 FOUR = fake_gpus(4)
 

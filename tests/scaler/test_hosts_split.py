@@ -5,7 +5,7 @@ from __future__ import annotations
 import fakeredis
 from test_loop import SERVICE, T0, enqueue
 
-from scalablejob.gpus import fake_gpus
+from scalablejob.host.gpus import fake_gpus
 from scalablejob.scaler.hosts import HostLoad, split
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
 from scalablejob.scaler.membership import Membership

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scalablejob.presence import Presence, WorkerState
 from scalablejob.scaler.liveness import holders, strays
+from scalablejob.store.presence import Presence, WorkerState
 
 WORKERS = {
     "svc-1@h1": Presence("svc-1@h1", 1, "h1", WorkerState.BUSY, "", {"a": "ta"}),

@@ -9,18 +9,18 @@ import fakeredis
 import pytest
 import redis
 
-from scalablejob import keys
-from scalablejob.errors import ScalerError
-from scalablejob.gpus import fake_gpus
-from scalablejob.presence import Presence, WorkerState
-from scalablejob.queues import priority_lists
-from scalablejob.routing import TaskType, queue_for
+from scalablejob.host.gpus import fake_gpus
+from scalablejob.model import keys
+from scalablejob.model.errors import ScalerError
+from scalablejob.model.routing import TaskType, queue_for
 from scalablejob.scaler.exporter import Exporter
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
 from scalablejob.scaler.metrics import RedisMetrics
 from scalablejob.scaler.policy import Policy
 from scalablejob.scaler.records import ProcessRecord, ScalerStore
 from scalablejob.scaler.testing import FAKE_HOST, FakeLauncher, FakeRecovery
+from scalablejob.store.presence import Presence, WorkerState
+from scalablejob.store.queues import priority_lists
 
 SERVICE = "svc"
 T0 = 1000.0

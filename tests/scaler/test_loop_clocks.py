@@ -8,10 +8,10 @@ import fakeredis
 from test_hosts_split import host_scaler, spawned
 from test_loop import SERVICE, T0, enqueue, launcher_of, publish, recovery_of
 
-from scalablejob import keys
-from scalablejob.presence import Presence, WorkerState
+from scalablejob.model import keys
 from scalablejob.scaler.loop import Scaler
 from scalablejob.scaler.membership import Membership
+from scalablejob.store.presence import Presence, WorkerState
 
 SKEW_S = 60.0
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import fakeredis
 
-from scalablejob import keys
-from scalablejob.presence import STALE_AFTER_S, Presence, WorkerState
-from scalablejob.queues import priority_lists
+from scalablejob.model import keys
 from scalablejob.scaler.metrics import RedisMetrics
+from scalablejob.store.presence import STALE_AFTER_S, Presence, WorkerState
+from scalablejob.store.queues import priority_lists
 
 NOW = 1000.0
 

@@ -8,12 +8,12 @@ import json
 import fakeredis
 import pytest
 
-from scalablejob.celery_app import make_app
-from scalablejob.celery_message import task_message
-from scalablejob.queues import message_task_id
+from scalablejob.api.celery_app import make_app
 from scalablejob.scaler import paging
 from scalablejob.scaler.paging import LEAST_PAGE, MOST_PAGE, TARGET_S, next_page
-from scalablejob.state import RequestStore
+from scalablejob.store.queues import message_task_id
+from scalablejob.store.state import RequestStore
+from scalablejob.transport.message import task_message
 
 SERVICE = "svc"
 QUEUE = "svc.command"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.presence import WorkerState
 from scalablejob.scaler.plan import Plan, WorkerView, plan
+from scalablejob.store.presence import WorkerState
 
 IDLE, BUSY, STARTING, STOPPING = WorkerState.IDLE, WorkerState.BUSY, WorkerState.STARTING, WorkerState.STOPPING
 

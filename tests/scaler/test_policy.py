@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.config import AutoscalerConfig
+from scalablejob.model.config import AutoscalerConfig
 from scalablejob.scaler.policy import History, Policy, Snapshot, decide
 
 # (time, queued, running, busy, expected desired)

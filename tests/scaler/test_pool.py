@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from conftest import wait_until
-from scalablejob.gpus import fake_gpus
-from scalablejob.scaler.harness import is_gone
+from scalablejob.host.gpus import fake_gpus
+from scalablejob.local.scaler_process import is_gone
 from scalablejob.scaler.pool import WORKER_NAME_ENV, Exited, ProcessLauncher, WorkerSpec
 
 pytestmark = pytest.mark.timeout(60)

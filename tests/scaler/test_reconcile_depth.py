@@ -15,9 +15,8 @@ import pytest
 import redis
 
 from scalablejob import JobClient
-from scalablejob.celery_app import make_app
-from scalablejob.queues import queue_depth
-from scalablejob.routing import TaskType, queue_for
+from scalablejob.api.celery_app import make_app
+from scalablejob.model.routing import TaskType, queue_for
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
 from scalablejob.scaler.metrics import RedisMetrics
 from scalablejob.scaler.policy import Policy
@@ -25,6 +24,7 @@ from scalablejob.scaler.reconciler import BackgroundRecovery
 from scalablejob.scaler.records import ScalerStore
 from scalablejob.scaler.recovery import Recovery
 from scalablejob.scaler.testing import FAKE_HOST, FakeLauncher
+from scalablejob.store.queues import queue_depth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from backlog import fill

@@ -11,9 +11,9 @@ import fakeredis
 import psutil
 import pytest
 
-from scalablejob import keys
-from scalablejob.errors import ScalerError
-from scalablejob.processes import is_same_process
+from scalablejob.host.processes import is_same_process
+from scalablejob.model import keys
+from scalablejob.model.errors import ScalerError
 from scalablejob.scaler.records import LeaseLost, ProcessRecord, ScalerStore
 
 

@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from scalablejob import JobClient, RequestStatus
-from scalablejob.celery_app import make_app
-from scalablejob.queues import priority_lists, queue_depth
+from scalablejob.api.celery_app import make_app
 from scalablejob.scaler.recovery import Recovery
-from scalablejob.sink import Sink
-from scalablejob.state import RequestStore
+from scalablejob.store.queues import priority_lists, queue_depth
+from scalablejob.store.sink import Sink
+from scalablejob.store.state import RequestStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -29,7 +29,7 @@ def take_and_die(broker_url: str) -> str:
     """A consumer that receives one message and is killed before it acknowledges it; returns its delivery tag."""
     code = textwrap.dedent(f"""
         import os, signal
-        from scalablejob.celery_app import make_app
+        from scalablejob.api.celery_app import make_app
         with make_app({SERVICE!r}, {broker_url!r}).connection_for_write() as connection:
             message = connection.default_channel.basic_get({QUEUE!r}, no_ack=False)
             print(message.delivery_tag, flush=True)

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import service_config
-from scalablejob.cli import main
-from scalablejob.errors import GpuError
-from scalablejob.gpus import NvmlInventory
+from scalablejob.cli.main import main
+from scalablejob.host.gpus import NvmlInventory
+from scalablejob.model.errors import GpuError
 
 UNREACHABLE = "redis://127.0.0.1:1/0"  # never contacted: the GPU and --app checks come first
 

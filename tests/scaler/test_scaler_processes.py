@@ -22,8 +22,8 @@ import redis
 
 from conftest import python_command, service_config, wait_until
 from scalablejob import JobClient, RequestStatus
-from scalablejob.presence import read_presence
-from scalablejob.scaler.harness import ScalerProcess, is_gone, kill_marked
+from scalablejob.local.scaler_process import ScalerProcess, is_gone, kill_marked
+from scalablejob.store.presence import read_presence
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from scalablejob.flower_auth import flower_login
+from scalablejob.local.flower import flower_login
 
 
 def status_of(url: str, authorization: str | None = None) -> int:

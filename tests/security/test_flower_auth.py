@@ -15,10 +15,10 @@ import pytest
 from security_support import basic, flower_authorization, mode, status_of
 
 from conftest import REPO, UpProcess, wait_until
-from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV
-from scalablejob.errors import ScalableJobError
-from scalablejob.flower_auth import LOGIN_FILE, NO_AUTH_ENV, flower_env, flower_login
-from scalablejob.redis_server import free_port
+from scalablejob.local.flower import LOGIN_FILE, NO_AUTH_ENV, flower_env, flower_login
+from scalablejob.local.redis_server import free_port
+from scalablejob.model.errors import ScalableJobError
+from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV
 
 PROTECTED = ("/", "/workers", "/tasks", "/metrics", "/api/tasks")
 
@@ -114,7 +114,7 @@ def test_up_with_flower_no_auth_opens_flower_explicitly(start_up, tmp_path):
 def test_the_procfiles_flower_uses_the_data_folders_login(tmp_path, redis_url):
     # given Flower started as the Procfile starts it: no login in its environment, the broker in SCALABLEJOB_BROKER
     port, data = free_port(), tmp_path / "data"
-    argv = [sys.executable, "-m", "celery", "-A", "scalablejob.flower_auth", "flower", f"--port={port}",
+    argv = [sys.executable, "-m", "celery", "-A", "scalablejob.local.flower", "flower", f"--port={port}",
             "--address=127.0.0.1"]  # fmt: skip
     log = tmp_path / "flower.log"
     with log.open("wb") as out:

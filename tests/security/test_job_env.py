@@ -13,9 +13,9 @@ import pytest
 
 from conftest import REPO, WorkerProcess, launch_worker, service_config
 from scalablejob import JobClient
-from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV
-from scalablejob.redaction import DENIED_NAMES, is_secret_name, url_password, without_secrets
-from scalablejob.redis_server import RedisServer
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.model.redaction import DENIED_NAMES, is_secret_name, url_password, without_secrets
+from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV
 from scalablejob.workers.command import command_env
 
 PASSWORD = "the-broker-password-42"

@@ -15,9 +15,10 @@ from security_support import mode, raw_reply
 
 from conftest import REPO, launch_worker, service_config
 from scalablejob import JobClient
-from scalablejob.broker import BROKER_ENV, BROKER_RECORD, DATA_DIR_ENV, EmbeddedBroker, existing_broker
-from scalablejob.redaction import url_password, with_password
-from scalablejob.redis_server import RedisServer
+from scalablejob.local.embedded_broker import EmbeddedBroker
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.model.redaction import url_password, with_password
+from scalablejob.store.broker import BROKER_ENV, BROKER_RECORD, DATA_DIR_ENV, existing_broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 CLI = [sys.executable, "-m", "scalablejob"]

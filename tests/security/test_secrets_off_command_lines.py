@@ -18,13 +18,13 @@ import redis
 
 from conftest import REPO, TEST_HANDLERS, UpProcess, python_command, wait_until
 from scalablejob import JobClient, RequestStatus
-from scalablejob.broker import BROKER_ENV, DATA_DIR_ENV, PASSWORD_FILE
-from scalablejob.cli_options import APPENDFSYNC_ENV
-from scalablejob.config import load_config
-from scalablejob.flower_auth import flower_login
-from scalablejob.redaction import url_password
-from scalablejob.redis_server import RedisServer
-from scalablejob.up import frontend_token
+from scalablejob.cli.options import APPENDFSYNC_ENV
+from scalablejob.local.flower import flower_login
+from scalablejob.local.redis_server import RedisServer
+from scalablejob.local.up import frontend_token
+from scalablejob.model.config import load_config
+from scalablejob.model.redaction import url_password
+from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV, PASSWORD_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 PARTS = ("redis-server", "scalablejob frontend", "scalablejob scaler", "scalablejob worker", "flower", "stack_keeper")

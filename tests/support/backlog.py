@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import redis
 
-from scalablejob import JobClient, keys
-from scalablejob.queues import priority_lists
-from scalablejob.routing import TaskType, queue_for
+from scalablejob import JobClient
+from scalablejob.model import keys
+from scalablejob.model.routing import TaskType, queue_for
+from scalablejob.store.queues import priority_lists
 
 CLONES_PER_CALL = 10_000  # each call holds Redis for a few hundred ms: this is setup, not the measured path
 

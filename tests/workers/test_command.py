@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scalablejob.errors import RequestError
+from scalablejob.model.errors import RequestError
 from scalablejob.workers.command import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,

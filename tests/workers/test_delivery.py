@@ -8,8 +8,8 @@ import fakeredis
 import pytest
 
 from conftest import wait_until
-from scalablejob.sink import EntryType, Sink, entry_tags
-from scalablejob.state import RequestStatus, RequestStore
+from scalablejob.store.sink import EntryType, Sink, entry_tags
+from scalablejob.store.state import RequestStatus, RequestStore
 from scalablejob.workers.delivery import SUPERSEDED, Delivery
 
 

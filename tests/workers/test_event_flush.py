@@ -15,7 +15,7 @@ from celery.events import EventReceiver
 from celery.events.state import State
 
 from conftest import WorkerProcess, service_config, wait_until
-from scalablejob.celery_app import make_app
+from scalablejob.api.celery_app import make_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

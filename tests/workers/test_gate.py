@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from celery.worker import state as worker_state
 
-from scalablejob.routing import TaskType
+from scalablejob.model.routing import TaskType
 from scalablejob.workers.gate import GATED_BRPOP_TIMEOUT_S, SlotGate, _GatedCycle, gate_channel
 
 COMMAND_QUEUE = "svc.command"

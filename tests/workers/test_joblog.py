@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from scalablejob.cli_requests import _print_entry
-from scalablejob.sink import EntryType, SinkEntry, entry_tags
+from scalablejob.cli.requests import _print_entry
+from scalablejob.store.sink import EntryType, SinkEntry, entry_tags
 from scalablejob.workers.joblog import JobLog, truncation_notice
 from scalablejob.workers.lines import Ending, Line
 

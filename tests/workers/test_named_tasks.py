@@ -9,11 +9,11 @@ import fakeredis
 import pytest
 from celery import Celery, states
 
-from scalablejob.config import ScalableJobConfig
-from scalablejob.job import Job, QueryContext
-from scalablejob.routing import TaskInfo, TaskType
-from scalablejob.sink import Sink
-from scalablejob.state import RequestStatus, RequestStore
+from scalablejob.api.job import Job, QueryContext
+from scalablejob.model.config import ScalableJobConfig
+from scalablejob.model.routing import TaskInfo, TaskType
+from scalablejob.store.sink import Sink
+from scalablejob.store.state import RequestStatus, RequestStore
 from scalablejob.workers.held import request_task_type
 from scalablejob.workers.named_tasks import register_named_tasks
 from scalablejob.workers.runtime import WorkerRuntime

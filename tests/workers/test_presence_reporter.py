@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from conftest import wait_until
-from scalablejob.presence import Presence, WorkerState, read_presence
+from scalablejob.store.presence import Presence, WorkerState, read_presence
 from scalablejob.workers.presence import PresenceReporter
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from scalablejob.errors import HandlerError
+from scalablejob.model.errors import HandlerError
 from scalablejob.workers.runtime import response_body
 
 

@@ -10,12 +10,12 @@ import fakeredis
 import pytest
 from celery import Celery
 
-from scalablejob import keys
-from scalablejob.config import ScalableJobConfig
-from scalablejob.job import QueryContext
-from scalablejob.routing import TaskType, task_name_for
-from scalablejob.sink import Sink
-from scalablejob.state import RequestState, RequestStatus, RequestStore
+from scalablejob.api.job import QueryContext
+from scalablejob.model import keys
+from scalablejob.model.config import ScalableJobConfig
+from scalablejob.model.routing import TaskType, task_name_for
+from scalablejob.store.sink import Sink
+from scalablejob.store.state import RequestState, RequestStatus, RequestStore
 from scalablejob.workers.runtime import WorkerRuntime
 from scalablejob.workers.tasks import register_tasks
 

@@ -10,8 +10,8 @@ import subprocess
 import fakeredis
 import psutil
 
-from scalablejob import keys
-from scalablejob.processes import holder_alive
+from scalablejob.host.processes import holder_alive
+from scalablejob.model import keys
 from scalablejob.workers.scaler_watch import ScalerWatch
 
 LEASE = keys.scaler_lease("svc", "h1")

@@ -12,7 +12,7 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
-from scalablejob.state import UnackedMessage
+from scalablejob.store.state import UnackedMessage
 from scalablejob.workers.presence import PresenceReporter
 from scalablejob.workers.unacked import FinishAcks, one_client, outlive_the_channel, record_in_one_call
 

@@ -87,7 +87,7 @@ def test_pool_name_reads_names_and_classes() -> None:
 
 
 def test_an_app_without_a_service_config_cannot_run_a_worker(capsys: pytest.CaptureFixture[str]) -> None:
-    from scalablejob.celery_app import make_app
+    from scalablejob.api.celery_app import make_app
     from scalablejob.workers.celery_worker import service_config_of
 
     with pytest.raises(SystemExit) as exited:

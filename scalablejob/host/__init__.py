@@ -1,0 +1,1 @@
+"""This machine: processes and their identity, GPUs, private files for secrets."""

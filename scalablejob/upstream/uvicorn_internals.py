@@ -1,0 +1,133 @@
+"""uvicorn's internals the front end relies on: what one connection may hold, enforced where uvicorn reads the
+bytes (its h11 protocol, subclassed).
+
+uvicorn alone leaves three holes: a request head is buffered without a time limit (slowloris: a few bytes now and
+then keep a connection and its buffer forever, and a fresh connection that sends nothing is never closed); its
+size limit is h11's, answered 400, while httptools has none at all; and a websocket upgrade is parsed a second time
+by the websockets library, whose own limit (8,192 bytes a line) fails the handshake without an answer, so the
+socket hangs open. Here, on top of uvicorn's h11 protocol:
+- the head (request line and headers) must arrive within `header_timeout_s` of the request's first byte (of the
+  connection's start, for its first request), else 408 and closed;
+- a head over `max_header_bytes` is answered 431 and closed, as soon as the buffer passes the limit;
+- a websocket upgrade whose head the websockets library would refuse (a line too long, too many headers) is
+  answered 431 here instead of hanging;
+- beyond `max_connections` open connections (HTTP and websocket), a new one is answered 503 and closed at once.
+Idle keep-alive connections are closed by uvicorn after `keep_alive_s`; body pace and size are the app's
+(frontend/app.py). uvicorn's own `limit_concurrency` answers 503 only once a request head is complete, which a
+client that holds connections never sends, so the cap stays here; its `h11_max_incomplete_event_size` is set
+(frontend/server.py) but answers 400 only after buffering, so the 431 stays too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
+
+from scalablejob.model.config import HttpLimits
+from scalablejob.upstream.check import require
+
+require("uvicorn", H11Protocol, ("data_received", "_unset_keepalive_if_required", "handle_events",
+                                 "handle_websocket_upgrade", "connection_made", "connection_lost"))  # fmt: skip
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # the end of a head, as h11 finds it
+
+
+def refusal(status: int, text: str) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, written straight to the socket."""
+    body = text.encode("utf-8")
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def head_size(buffered: bytes, limit: int) -> int:
+    """The size of the request head at the start of `buffered`, counted no further than `limit` + 1 bytes (a head
+    not yet complete counts all that came): more than `limit` means too large."""
+    if len(buffered) <= limit:
+        return len(buffered)
+    end = _BLANK_LINE.search(buffered, 0, limit + 2)
+    return limit + 1 if end is None else end.end()
+
+
+def websocket_head_fits(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the websockets library will parse this upgrade's head (it reads the head again, line by line)."""
+    if len(method) + len(target) + 12 > MAX_LINE_LENGTH or len(headers) > MAX_NUM_HEADERS:
+        return False
+    return all(len(name) + len(value) + 4 <= MAX_LINE_LENGTH for name, value in headers)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a head timeout, a head size limit answered 431, and a connection cap."""
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:  # this one included
+            self._refuse(503, f"too many connections: this front end serves at most {self.limits.max_connections} "
+                              "at once (security.http.max_connections); retry later")  # fmt: skip
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        waiting_for_head = self.conn.their_state is h11.IDLE
+        if waiting_for_head and self._head_timer is None:
+            self._arm_head_timer()  # the first bytes of a next request on a kept-alive connection
+        self._unset_keepalive_if_required()
+        self.conn.receive_data(data)
+        limit = self.limits.max_header_bytes
+        if waiting_for_head and head_size(self.conn.trailing_data[0], limit) > limit:
+            self._refuse(431, f"request head over this front end's limit of {limit} bytes "
+                              "(security.http.max_header_bytes)")  # fmt: skip
+            return
+        self.handle_events()
+        if self.conn.their_state is not h11.IDLE:  # the head is complete (or the connection upgraded)
+            self._disarm_head_timer()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        if not websocket_head_fits(event.method, event.target, self.headers):
+            self._refuse(431, f"websocket upgrade refused: a header line is over {MAX_LINE_LENGTH} bytes, or there "
+                              f"are more than {MAX_NUM_HEADERS} headers")  # fmt: skip
+            return
+        super().handle_websocket_upgrade(event)
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._refuse(408, f"request head not received within {self.limits.header_timeout_s:g} s "
+                              "(security.http.header_timeout_seconds)")  # fmt: skip
+
+    def _refuse(self, status: int, text: str) -> None:
+        self._disarm_head_timer()
+        self.logger.info("refused a connection with %d: %s", status, text)  # info: an attack must not flood the log
+        self.transport.write(refusal(status, text))
+        self.transport.close()
+
+
+def guarded_protocol(limits: HttpLimits) -> type[GuardedH11Protocol]:
+    """The protocol class uvicorn instantiates per connection, bound to `limits`."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})
