@@ -105,7 +105,7 @@ def passes(scaler: Scaler, until: Callable[[], bool], seconds: float) -> tuple[l
 
 
 def one_run(depth: int, background: bool, seconds: float) -> Figures:
-    with RedisServer(tempfile.mkdtemp(prefix="reconcile-depth-"), persistent=False) as server:
+    with tempfile.TemporaryDirectory(prefix="reconcile-depth-") as data, RedisServer(data, persistent=False) as server:
         client = redis.Redis.from_url(server.url)
         with JobClient(SERVICE, server.url) as job_client:
             ids = fill(client, job_client, max(depth, 2))

@@ -21,6 +21,7 @@ Choices, where the SDK leaves the server's behaviour open:
   watchers are bounded (the config's `security.http`); long walks inside Redis run in bounded script steps.
 
 Modules: protocol (protobuf, pure), params (query parameters, pure), auth, binding, queues (Redis side), tag_scan
-and positions (bounded walks), status (attributes, search), watch (websocket sessions), app (routes), http_guard
-(connection limits), server (uvicorn), cli.
+and positions (bounded walks), status (attributes, search), watch (websocket sessions), app (routes), server
+(uvicorn, with the connection limits of scalablejob.upstream.uvicorn_internals). Its command is in
+scalablejob.cli.frontend.
 """

@@ -1,6 +1,6 @@
 """Serving the front end with uvicorn: on a socket bound first (so `--port 0` can say which port it got), in the
 foreground for the CLI, or in a thread for programs that embed it (tests, an integrated user front end); always
-through the guarded h11 protocol (http_guard), with the service's connection limits."""
+through the guarded h11 protocol (upstream.uvicorn_internals), with the service's connection limits."""
 
 from __future__ import annotations
 

@@ -10,20 +10,18 @@ the loop (or, if nothing comes, the loop still observes every interval).
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
 
 import redis
 
 from scalablejob.model import keys
+from scalablejob.transport.message import published_body, task_sent_pattern
 
 logger = logging.getLogger(__name__)
 
-TASK_SENT_PATTERN = "*celeryev/task.sent"  # kombu prefixes the db ("/0.") since Redis pub/sub spans databases
+TASK_SENT_PATTERN = task_sent_pattern()
 RETRY_S = 1.0
 READ_TIMEOUT_S = 0.25  # how long stop() may wait for the thread
 
@@ -31,11 +29,7 @@ READ_TIMEOUT_S = 0.25  # how long stop() may wait for the thread
 def is_for(message: bytes | str, queues: Collection[str]) -> bool:
     """Whether a published task-sent event names one of `queues`; an event that cannot be read counts as yes."""
     try:
-        envelope: Any = json.loads(message)
-        body = envelope["body"]
-        if envelope.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        return json.loads(body).get("queue") in queues
+        return published_body(message).get("queue") in queues
     except (ValueError, KeyError, TypeError, AttributeError):
         return True
 

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from scalablejob.model.routing import TaskType, queue_for, service_queues, task_name_for
 from scalablejob.store.queues import NORMAL_PRIORITY, PRIORITY_STEPS
 from scalablejob.store.redis_url import kombu_connection_options
-from scalablejob.transport.kombu_redis import transport_for
-from scalablejob.transport.message import service_queue_declarations
+from scalablejob.transport.message import TASK_EVENTS_EXCHANGE, service_queue_declarations
 from scalablejob.upstream.celery_internals import ConnectionHookCelery
 from scalablejob.upstream.flower_internals import quiet_flower_inspector
 
@@ -29,22 +28,21 @@ VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
 SERVICE_WORKER = "scalablejob.workers.celery_worker:ServiceWorker"
 RESULT_BACKEND = "scalablejob.api.result_backend:QueueServiceBackend"
 CONTROL = "scalablejob.api.result_backend:ServiceControl"
+AMQP_CLASS = "scalablejob.transport.kombu_redis:AMQP"
 
 
 class BrokerCelery(ConnectionHookCelery):
-    """A Celery app whose every broker connection (workers, producers, Flower, control, `celery -A` commands) uses
-    scalablejob's Redis transport (transport.kombu_redis) and understands our broker URLs (store.redis_url): a
-    Sentinel URL names its master in the query, where kombu wants the transport option `master_name`."""
+    """A Celery app whose every broker connection (workers, producers, Flower, control, `celery -A` commands) runs on
+    scalablejob's Redis transport (its `amqp` makes them with transport.kombu_redis.Connection) and understands our
+    broker URLs (store.redis_url): a Sentinel URL names its master in the query, where kombu wants the transport option
+    `master_name`."""
+
+    amqp_cls = AMQP_CLASS
 
     def connection_options(self, url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         kombu_url, transport_options = kombu_connection_options(url)
         if transport_options:
             options["transport_options"] = {**(options.get("transport_options") or {}), **transport_options}
-        transport, implied = transport_for(kombu_url)
-        if transport is not None and not (options.get("transport") or self.conf.broker_transport):
-            options["transport"] = transport
-            if "ssl" in implied and not (options.get("ssl") or self.conf.broker_use_ssl):
-                options["ssl"] = implied["ssl"]
         return kombu_url, options
 
 
@@ -90,6 +88,7 @@ def make_app(service: str, broker_url: str | None) -> ServiceCelery:
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "priority_steps": list(PRIORITY_STEPS)},
         task_default_priority=NORMAL_PRIORITY,
         worker_send_task_events=True,  # Flower sees workers and tasks
+        event_exchange=TASK_EVENTS_EXCHANGE,  # the scaler listens for task-sent events there
         task_send_sent_event=True,
     )
     return app

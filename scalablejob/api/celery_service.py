@@ -46,6 +46,7 @@ class JobTask(Protocol):
     @property
     def info(self) -> TaskInfo: ...
 
+
 CELERY_BROKER_ENV = "CELERY_BROKER_URL"  # what `celery --broker URL` sets; Celery reads it before any config
 
 

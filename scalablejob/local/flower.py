@@ -5,7 +5,7 @@ environment (FLOWER_BASIC_AUTH, which Flower reads at start), never on its comma
 on its pages and API but serves `/metrics` to anyone (that handler skips the check), so the Flower that scalablejob
 runs wraps it. `/healthcheck` stays open: it tells nothing but "OK", and probes have no password.
 
-`celery -A scalablejob.local.flower flower` is that Flower on its own (the Procfile's): quiet (see flower_logs),
+`celery -A scalablejob.local.flower flower` is that Flower alone (the Procfile's): quiet (upstream.flower_internals),
 `/metrics` behind the login, the broker from CELERY_BROKER_URL, else as every scalablejob command finds it
 (SCALABLEJOB_BROKER, or the data folder's embedded broker, password from the folder), and the folder's login unless
 its environment gives one (FLOWER_BASIC_AUTH or Flower's OAuth FLOWER_AUTH) or SCALABLEJOB_FLOWER_NO_AUTH=1 turns it

@@ -112,17 +112,18 @@ def wait_for_replicas(client: redis.Redis, url: str) -> None:
     them in time (the caller must not acknowledge)."""
     wanted = parse_broker_url(url).replicas
     if wanted > 0:
-        _check_replicas(int(client.execute_command("WAIT", wanted, REPLICA_WAIT_MS)), wanted)
+        _check_replicas(client.execute_command("WAIT", wanted, REPLICA_WAIT_MS), wanted)
 
 
 async def wait_for_replicas_async(client: aioredis.Redis, url: str) -> None:
-    """The same, on redis.asyncio (the front end)."""
+    """The same, on redis.asyncio (the front end): only the call differs."""
     wanted = parse_broker_url(url).replicas
     if wanted > 0:
-        _check_replicas(int(await client.execute_command("WAIT", wanted, REPLICA_WAIT_MS)), wanted)
+        _check_replicas(await client.execute_command("WAIT", wanted, REPLICA_WAIT_MS), wanted)
 
 
-def _check_replicas(reached: int, wanted: int) -> None:
+def _check_replicas(reply: Any, wanted: int) -> None:
+    reached = int(reply)
     if reached < wanted:
         raise BrokerError(
             f"only {reached} of the {wanted} replicas the broker URL asks for (replicas={wanted}) confirmed the "

@@ -190,9 +190,10 @@ class RequestStore:
 
     def discard(self, request_id: str, index: int, frontend: str | None = None) -> None:
         """Forget a request whose enqueue failed, its input queue entry included, so nothing claims it is queued."""
-        self._redis.delete(self._key(request_id))
-        self._redis.delete(keys.input_index_entry(self.service, index))
-        self._redis.xdel(keys.input_stream(self.service, frontend or self.service), stream_id(index))
+        with self._redis.pipeline(transaction=False) as pipe:
+            for command in _discard_commands(self.service, frontend or self.service, request_id, index):
+                pipe.execute_command(*command)
+            pipe.execute()
 
     def fence(self, request_id: str, attempt: int) -> Fence:
         """What a delivery's writes to the output queue carry, so they are refused once it is stale."""
@@ -278,7 +279,7 @@ class RequestStore:
 
     def get(self, request_id: str) -> RequestState | None:
         raw: Any = self._redis.hgetall(self._key(request_id))
-        return RequestState.from_hash(raw) if raw else None
+        return _state_of(raw)
 
     def outcome(self, request_id: str, sink: Sink) -> tuple[int, RequestState, SinkEntry | None]:
         """In one round trip: `sink`'s last index (read before the state, so a wait from it misses no entry), the
@@ -324,14 +325,15 @@ class FrontEndRequests:
 
     async def discard(self, request_id: str, index: int) -> None:
         """Forget a request whose enqueue failed, as RequestStore.discard does."""
-        state, by_index = keys.request_state(self.service, request_id), keys.input_index_entry(self.service, index)
-        await self._redis.delete(state, by_index)
-        await self._redis.xdel(self._input, stream_id(index))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for command in _discard_commands(self.service, self.frontend, request_id, index):
+                pipe.execute_command(*command)
+            await pipe.execute()
 
     async def get(self, request_id: str) -> RequestState | None:
         """The request's state, if it came through this front end."""
         raw: Any = await self._redis.hgetall(keys.request_state(self.service, request_id))
-        state = RequestState.from_hash(raw) if raw else None
+        state = _state_of(raw)
         if state is None or (state.frontend or self.service) != self.frontend:  # none: the service's own front end
             return None
         return state
@@ -394,6 +396,19 @@ def _create_call(
         keys.task_sent_channel(service),
     ]  # fmt: skip
     return call_keys, args
+
+
+def _discard_commands(service: str, frontend: str, request_id: str, index: int) -> list[tuple[str, ...]]:
+    """What forgets a request whose enqueue failed: its state, its index entry and its input queue item."""
+    return [
+        ("DEL", keys.request_state(service, request_id), keys.input_index_entry(service, index)),
+        ("XDEL", keys.input_stream(service, frontend), stream_id(index)),
+    ]
+
+
+def _state_of(raw: Mapping[bytes, bytes]) -> RequestState | None:
+    """A request's state from its hash, as read by the sync and the async client alike; None when there is none."""
+    return RequestState.from_hash(raw) if raw else None
 
 
 def _unacked_keys(message: UnackedMessage | None) -> list[str]:

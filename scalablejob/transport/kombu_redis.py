@@ -21,6 +21,7 @@ renamed one stops the process with one error naming the kombu version, rather th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -30,8 +31,11 @@ from ssl import CERT_REQUIRED
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import kombu
+from celery.app import amqp as celery_amqp
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
+from kombu.utils.json import dumps as kombu_dumps
 
 from scalablejob.store.lua import lua_script
 from scalablejob.store.queues import PRIORITY_SEPARATOR
@@ -45,10 +49,13 @@ logger = logging.getLogger(__name__)
 GATED_BRPOP_TIMEOUT_S = 0.1  # while a queue is left out: the fallback if a wake-up is missed
 
 require("kombu", kombu_redis.Channel, ("_brpop_start", "_brpop_read", "_create_client", "_get_message_priority",
-                                       "_lookup", "_q_for_pri", "do_restore", "conn_or_acquire"))  # fmt: skip
+                                       "_lookup", "_q_for_pri", "do_restore", "conn_or_acquire",
+                                       "_get_publish_topic", "keyprefix_fanout"))  # fmt: skip
+require("kombu", kombu.Connection, ("switch",))
 require("kombu", kombu_redis.QoS, ("append", "ack", "reject", "unacked_key", "unacked_index_key"))
 require_equal("kombu", "the priority separator of its queue lists", kombu_redis.Channel.sep, PRIORITY_SEPARATOR)
 require_equal("kombu", "the unacked hash", kombu_redis.Channel.unacked_key, UnackedMessage.unacked_key)
+require_equal("kombu", "the fanout topic prefix", kombu_redis.Channel.keyprefix_fanout, "/{db}.")
 require_equal("kombu", "the unacked index", kombu_redis.Channel.unacked_index_key, UnackedMessage.unacked_index_key)
 _INSTANCE_NAMES = ("_queue_cycle", "_in_poll")  # set in kombu's Channel.__init__, checked on the first channel
 
@@ -84,7 +91,8 @@ class QoS(kombu_redis.QoS):
             script = lua_script("unacked_record.lua", "scalablejob.transport")
             self._record = self.channel.client_for_calls().register_script(script)
         delivery = message.delivery_info
-        stored = json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        # kombu's JSON, as its QoS writes: the message as decoded may hold what only kombu's JSON writes (a datetime)
+        stored = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         self._record(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, time.time(), stored])
         virtual.QoS.append(self, message, delivery_tag)  # the channel's bookkeeping, without kombu's MULTI
 
@@ -175,7 +183,9 @@ class ChannelMixin:
             return
         payload, exchange, routing_key = json.loads(raw)
         payload["properties"]["delivery_tag"] = str(uuid.uuid4())
-        payload["headers"]["redelivered"] = True
+        with contextlib.suppress(KeyError):  # marked where kombu's restore marks it: Celery reads the delivery info
+            payload["headers"]["redelivered"] = True
+            payload["properties"]["delivery_info"]["redelivered"] = True
         priority = self._get_message_priority(payload, reverse=False)  # type: ignore[attr-defined]
         for queue in self._lookup(exchange, routing_key):  # type: ignore[attr-defined]
             pipe.rpush(self._q_for_pri(queue, priority), json.dumps(payload))  # type: ignore[attr-defined]
@@ -231,14 +241,47 @@ class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
 
 
-def transport_for(url: str) -> tuple[type[kombu_redis.Transport] | None, dict[str, Any]]:
-    """The transport class for a kombu broker URL (None: not a Redis URL, kombu chooses), and the connection options
-    the URL's scheme implies: `rediss://` means TLS, with certificates verified as redis-py's own clients do."""
-    scheme = urlsplit(url.split(";", 1)[0]).scheme
+TRANSPORT = f"{__name__}:Transport"  # by import path: kombu's connection info (`celery inspect stats`) is JSON
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
+
+
+def transport_for(url: str) -> tuple[str | None, dict[str, Any]]:
+    """The transport for a kombu broker URL, by import path (None: not a Redis URL, kombu chooses), and the connection
+    options the URL's scheme implies: `rediss://` means TLS, with certificates verified as redis-py's own clients
+    do."""
+    scheme = urlsplit(url.split(";", 1)[0]).scheme if "://" in url else ""
     if scheme == "sentinel":
-        return SentinelTransport, {}
+        return SENTINEL_TRANSPORT, {}
     if scheme == "rediss":
-        return Transport, {"ssl": {"ssl_cert_reqs": CERT_REQUIRED}}
+        return TRANSPORT, {"ssl": {"ssl_cert_reqs": CERT_REQUIRED}}
     if scheme == "redis":
-        return Transport, {}
+        return TRANSPORT, {}
     return None, {}
+
+
+class Connection(kombu.Connection):
+    """kombu's Connection on scalablejob's Redis transport for redis://, rediss:// and sentinel:// URLs, also after
+    it fails over to the next URL of a list (kombu's `switch` would take the transport from that URL's scheme)."""
+
+    def __init__(self, hostname: Any = "localhost", *args: Any, **kwargs: Any) -> None:
+        chosen, implied = transport_for(hostname) if isinstance(hostname, str) else (None, {})
+        if chosen is not None and not kwargs.get("transport"):
+            kwargs["transport"] = chosen
+            if "ssl" in implied and not kwargs.get("ssl"):
+                kwargs["ssl"] = implied["ssl"]
+        super().__init__(hostname, *args, **kwargs)
+        require("kombu", self, ("transport_cls",))  # set in kombu's __init__, and reset by its switch
+
+    def switch(self, conn_str: str) -> None:
+        ours = self.transport_cls in (TRANSPORT, SENTINEL_TRANSPORT)
+        super().switch(conn_str)
+        chosen, _ = transport_for(conn_str)
+        if ours and chosen is not None:
+            self.transport_cls = chosen
+
+
+class AMQP(celery_amqp.AMQP):
+    """Celery's AMQP helper, making its connections with the Connection above (the app names it as `amqp`)."""
+
+    Connection = Connection
+    BrokerConnection = Connection

@@ -9,6 +9,7 @@ the same call: one round trip, and a worker receives exactly what `send_task` wo
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,3 +56,22 @@ def service_queue_declarations(service: str, queues: Sequence[str]) -> list[Queu
     its own name."""
     exchange = Exchange(service, type="direct")
     return [Queue(name, exchange, routing_key=name) for name in queues]
+
+
+TASK_EVENTS_EXCHANGE = "celeryev"  # the app's event_exchange (Celery's default, set explicitly by make_app)
+
+
+def task_sent_pattern() -> str:
+    """The Redis pub/sub pattern Celery's task-sent events arrive on: kombu publishes a fanout exchange's message on
+    the topic `<prefix><exchange>/<routing key>`, the prefix naming the database (`/0.`), since pub/sub spans them."""
+    return f"*{TASK_EVENTS_EXCHANGE}/task.sent"
+
+
+def published_body(raw: bytes | str) -> Any:
+    """The decoded body of a message kombu published (its JSON envelope, the body base64-encoded or not); ValueError,
+    KeyError or TypeError when it is not one."""
+    envelope: Any = json.loads(raw)
+    body = envelope["body"]
+    if envelope.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    return json.loads(body)

@@ -157,7 +157,7 @@ def test_two_watchers_adopting_the_same_orphan_at_once_send_its_item_once(redis_
             for name in ("a", "b")
         ]
         # when both adopt the orphan's items at the same moment
-        adopted = await asyncio.gather(*(session._adopt(5) for session in sessions))
+        adopted = await asyncio.gather(*(session._adopt(5) for session in sessions))  # noqa: SLF001 - the test drives the step itself
         # then exactly one of them takes the item
         assert sorted(len(entries) for entries in adopted) == [0, 1]
 

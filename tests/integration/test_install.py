@@ -63,8 +63,10 @@ def test_a_regular_install_holds_only_the_scalablejob_package(regular_install: P
     assert all((package / part / "__init__.py").is_file() for part in PARTS)
     assert not any(path.is_symlink() for path in package.iterdir())  # the linked folders are copied in
     assert (package / "workers" / "gate.py").is_file() and (package / "frontend" / "app.py").is_file()
-    assert (package / "state_finish.lua").is_file()  # the Lua scripts ship beside their modules
-    assert (package / "frontend" / "tag_scan.lua").is_file()
+    # the Lua scripts ship: the store's in its lua/ folder, the others beside their modules
+    assert (package / "store" / "lua" / "state_finish.lua").is_file()
+    assert (package / "transport" / "unacked_record.lua").is_file()
+    assert (package / "frontend" / "tag_scan.lua").is_file() and (package / "scaler" / "lease_take.lua").is_file()
 
 
 def installed_env(site: Path) -> dict[str, str]:

@@ -50,4 +50,4 @@ def test_priorities_map_to_the_lists_kombu_pushes_to(redis_url: str) -> None:
     with Connection(app.conf.broker_url, transport_options=app.conf.broker_transport_options) as connection:
         channel = connection.default_channel
         for priority in range(10):
-            assert priority_list("svc.query", priority) == channel._q_for_pri("svc.query", priority)
+            assert priority_list("svc.query", priority) == channel._q_for_pri("svc.query", priority)  # noqa: SLF001 - kombu's own name of the list, to compare

@@ -23,7 +23,7 @@ def test_priority_lists_match_kombus_names(redis_url):
     with Connection(app.conf.broker_url, transport_options=app.conf.broker_transport_options) as connection:
         channel = connection.default_channel
         assert list(channel.priority_steps) == list(PRIORITY_STEPS)
-        assert priority_lists("svc.query") == [channel._q_for_pri("svc.query", step) for step in PRIORITY_STEPS]
+        assert priority_lists("svc.query") == [channel._q_for_pri("svc.query", step) for step in PRIORITY_STEPS]  # noqa: SLF001 - kombu's own name of the list, to compare
 
 
 def test_urgent_lists_come_first():

@@ -81,7 +81,7 @@ def stand_in(pool_launchers) -> Callable[..., ProcessLauncher]:  # noqa: F811 - 
 
 
 def warm(launcher: ProcessLauncher) -> ForkServer:
-    server = launcher._server
+    server = launcher._server  # noqa: SLF001 - the test drives the step itself
     assert server is not None
     wait_until(lambda: server.ready, 30, "the fork server never got warm")
     return server
@@ -103,11 +103,11 @@ def test_a_forked_worker_has_its_own_session_gpus_and_name_and_looks_like_a_work
     assert seen == {"args": ["service.json", "-n", "w1@h"], "cuda": "GPU-fake-0000,GPU-fake-0001", "name": "w1@h",
                     "sid": record.pid, "pid": record.pid}  # fmt: skip
     process = psutil.Process(record.pid)
-    assert process.ppid() == server._process.pid and process.create_time() == record.create_time
+    assert process.ppid() == server._process.pid and process.create_time() == record.create_time  # noqa: SLF001 - the test drives the step itself
     assert FORK_SERVER_ENV in process.environ()  # what an adopting scaler checks, with the pid and start time
     fresh = ProcessLauncher(WORKER_ARGV, "testhost")
     assert fresh.adopt(record)
-    fresh._adopted.clear()
+    fresh._adopted.clear()  # noqa: SLF001 - the test drives the step itself
 
 
 def test_exits_are_reported_with_their_codes_a_warm_stop_as_0_a_kill_as_minus_9(stand_in, entries) -> None:
@@ -142,7 +142,7 @@ def test_what_a_dead_forked_worker_started_carries_its_name_and_is_killed(stand_
 
 def test_a_warm_up_that_starts_a_thread_falls_back_to_a_cold_start_with_a_warning(stand_in, entries, caplog) -> None:
     launcher = stand_in("threads")
-    server = launcher._server
+    server = launcher._server  # noqa: SLF001 - the test drives the step itself
     assert server is not None
 
     wait_until(lambda: not server.alive, 30, "the unsafe fork server kept running")
@@ -160,7 +160,7 @@ def test_closing_the_fork_server_leaves_its_workers_running_and_they_are_still_w
 
     launcher.close()
 
-    assert is_gone(server._process.pid) and not is_gone(record.pid)
+    assert is_gone(server._process.pid) and not is_gone(record.pid)  # noqa: SLF001 - the test drives the step itself
     assert launcher.reap() == [] and launcher.names == ["orphan@h"]
     launcher.kill("orphan@h")
     assert wait_until(launcher.reap, 10, "the orphan was never reaped") == [Exited("orphan@h", None)]

@@ -86,4 +86,4 @@ def test_of_two_scalers_that_find_the_same_dead_holder_only_one_takes_the_lease(
 
     first.acquire_lease()
     # the second saw the same dead holder before the first took over: its compare-and-set fails
-    assert not second._take(keys=[keys.scaler_lease("svc", "h")], args=["me", 10_000, dead])
+    assert not second._take(keys=[keys.scaler_lease("svc", "h")], args=["me", 10_000, dead])  # noqa: SLF001 - the test drives the step itself

@@ -1,19 +1,23 @@
-"""Idle first: the slot gate counts tasks in flight per type and hides the queues of full types from BRPOP."""
+"""Idle first: the slot gate counts tasks in flight per type and tells the channel, before each BRPOP, which queues
+have room (the channel's side, on real kombu and Redis, is in tests/transport/test_gated_brpop.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from celery.worker import state as worker_state
+from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from scalablejob.model.routing import TaskType
-from scalablejob.workers.gate import GATED_BRPOP_TIMEOUT_S, SlotGate, _GatedCycle, gate_channel
+from scalablejob.transport.acks import FinishAcks
+from scalablejob.transport.kombu_redis import Transport
+from scalablejob.workers.gate import GateStep, SlotGate
 
 COMMAND_QUEUE = "svc.command"
 QUERY_QUEUE = "svc.query"
 FOREIGN_QUEUE = "celery"
-ALL_QUEUES = [COMMAND_QUEUE, QUERY_QUEUE, FOREIGN_QUEUE]
 
 
 def make_gate() -> SlotGate:
@@ -29,42 +33,6 @@ def claimed(*types: TaskType) -> SlotGate:
     for n, task_type in enumerate(types):
         gate.claim(f"r{n}", task_type)
     return gate
-
-
-class FakeCycle:
-    """kombu's round-robin queue cycle, reduced to what the gate uses."""
-
-    def __init__(self, queues: list[str]) -> None:
-        self.queues = queues
-        self.rotated: list[str] = []
-
-    def consume(self, n: int) -> list[str]:
-        return self.queues[:n]
-
-    def rotate(self, last_used: str) -> None:
-        self.rotated.append(last_used)
-
-
-class FakeChannel:
-    """A kombu Redis channel whose `_brpop_start` records the queues it would BRPOP on."""
-
-    def __init__(self, queues: list[str], error: Exception | None = None) -> None:
-        self._queue_cycle = FakeCycle(queues)
-        self.active_queues = list(queues)
-        self.brpops: list[list[str]] = []
-        self.timeouts: list[float | None] = []
-        self.error = error
-        self._in_poll: object = None
-
-    def _brpop_read(self, **options: object) -> bool:
-        self._in_poll = None
-        return True
-
-    def _brpop_start(self, timeout: float | None = None) -> None:
-        self.timeouts.append(timeout)
-        self.brpops.append(self._queue_cycle.consume(len(self.active_queues)))
-        if self.error is not None:
-            raise self.error
 
 
 class _Reserved:
@@ -157,145 +125,91 @@ def test_reset_forgets_every_claim() -> None:
     assert gate.has_room(QUERY_QUEUE)
 
 
-# ---- _GatedCycle ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("claims", "visible"),
-    [
-        ((), ALL_QUEUES),
-        ((TaskType.COMMAND,), [QUERY_QUEUE, FOREIGN_QUEUE]),
-        ((TaskType.QUERY, TaskType.QUERY), [COMMAND_QUEUE, FOREIGN_QUEUE]),
-        ((TaskType.COMMAND, TaskType.QUERY, TaskType.QUERY), [FOREIGN_QUEUE]),
-    ],
-)
-def test_gated_cycle_consume_hides_the_queues_without_room(claims: tuple[TaskType, ...], visible: list[str]) -> None:
-    assert _GatedCycle(FakeCycle(ALL_QUEUES), claimed(*claims)).consume(3) == visible
-
-
-def test_gated_cycle_consume_filters_only_what_the_cycle_gives() -> None:
-    assert _GatedCycle(FakeCycle(ALL_QUEUES), claimed(TaskType.COMMAND)).consume(2) == [QUERY_QUEUE]
-
-
-def test_gated_cycle_passes_other_attributes_to_the_cycle() -> None:
-    cycle = FakeCycle(ALL_QUEUES)
-    gated = _GatedCycle(cycle, make_gate())
-
-    gated.rotate(QUERY_QUEUE)
-
-    assert cycle.rotated == [QUERY_QUEUE]
-    assert gated.queues is cycle.queues
-
-
-# ---- gate_channel --------------------------------------------------------------------------------------------
+# ---- before each BRPOP -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("reserved")
 @pytest.mark.parametrize(
-    ("claims", "visible"),
+    ("claims", "hidden"),
     [
-        ((), ALL_QUEUES),
-        ((TaskType.COMMAND,), [QUERY_QUEUE, FOREIGN_QUEUE]),
-        ((TaskType.COMMAND, TaskType.QUERY), [QUERY_QUEUE, FOREIGN_QUEUE]),
-        ((TaskType.COMMAND, TaskType.QUERY, TaskType.QUERY), [FOREIGN_QUEUE]),
+        ((), False),
+        ((TaskType.QUERY,), False),
+        ((TaskType.COMMAND,), True),
+        ((TaskType.QUERY, TaskType.QUERY), True),
     ],
 )
-def test_gate_channel_brpops_only_on_queues_with_room(claims: tuple[TaskType, ...], visible: list[str]) -> None:
-    channel = FakeChannel(ALL_QUEUES)
-    original_cycle = channel._queue_cycle
-    gate_channel(channel, claimed(*claims))
-
-    channel._brpop_start(2.5)
-
-    assert channel.brpops == [visible]
-    assert channel.timeouts == [2.5 if not claims else GATED_BRPOP_TIMEOUT_S]  # short while a queue is hidden
-    assert channel._queue_cycle is original_cycle
-
-
-@pytest.mark.usefixtures("reserved")
-def test_gate_channel_follows_claims_and_releases_between_brpops() -> None:
-    channel = FakeChannel(ALL_QUEUES)
-    gate = make_gate()
-    gate_channel(channel, gate)
-
-    channel._brpop_start()
-    gate.claim("c1", TaskType.COMMAND)
-    channel._brpop_start()
-    gate.release("c1")
-    channel._brpop_start()
-
-    assert channel.brpops == [ALL_QUEUES, [QUERY_QUEUE, FOREIGN_QUEUE], ALL_QUEUES]
-    assert channel.timeouts == [None, GATED_BRPOP_TIMEOUT_S, None]
-
-
-@pytest.mark.usefixtures("reserved")
-def test_gate_channel_restores_the_cycle_when_the_brpop_raises() -> None:
-    channel = FakeChannel(ALL_QUEUES, error=ConnectionError("redis went away"))
-    original_cycle = channel._queue_cycle
-    gate_channel(channel, claimed(TaskType.COMMAND))
-
-    with pytest.raises(ConnectionError, match="redis went away"):
-        channel._brpop_start()
-
-    assert channel._queue_cycle is original_cycle
-    assert channel.brpops == [[QUERY_QUEUE, FOREIGN_QUEUE]]
-
-
-@pytest.mark.usefixtures("reserved")
-def test_gate_channel_wraps_a_channel_only_once() -> None:
-    channel = FakeChannel(ALL_QUEUES)
-    gate_channel(channel, claimed(TaskType.COMMAND))
-    wrapped = channel._brpop_start
-
-    gate_channel(channel, make_gate())  # e.g. the consumer reconnects and the bootstep runs again
-
-    assert channel._brpop_start is wrapped
-    channel._brpop_start()
-    assert channel.brpops == [[QUERY_QUEUE, FOREIGN_QUEUE]]
+def test_before_brpop_says_whether_some_queue_is_left_out(claims: tuple[TaskType, ...], hidden: bool) -> None:
+    assert claimed(*claims).before_brpop() is hidden
 
 
 @pytest.mark.usefixtures("nothing_reserved")
-def test_gate_channel_resets_the_gate_when_celery_reserves_nothing() -> None:
+def test_before_brpop_heals_the_gate_when_celery_reserves_nothing() -> None:
     # given claims that were never released (a lost task_postrun) while Celery holds no reserved request
-    channel = FakeChannel(ALL_QUEUES)
     gate = claimed(TaskType.COMMAND, TaskType.QUERY, TaskType.QUERY)
-    gate_channel(channel, gate)
 
-    # when the consumer issues its next BRPOP
-    channel._brpop_start()
+    # when the channel asks before its next BRPOP
+    hidden = gate.before_brpop()
 
-    # then the gate heals itself and every queue is listened to again
+    # then the gate forgets them and every queue is listened to again
+    assert hidden is False
     assert (gate.in_flight(TaskType.COMMAND), gate.in_flight(TaskType.QUERY)) == (0, 0)
-    assert channel.brpops == [ALL_QUEUES]
 
 
-def test_gate_channel_keeps_the_claims_while_celery_reserves_a_request(reserved: _Reserved) -> None:
-    channel = FakeChannel(ALL_QUEUES)
+def test_before_brpop_keeps_the_claims_while_celery_reserves_a_request(reserved: _Reserved) -> None:
     gate = claimed(TaskType.COMMAND, TaskType.QUERY)
-    gate_channel(channel, gate)
 
-    channel._brpop_start()
+    assert gate.before_brpop() is True
 
     assert len(worker_state.reserved_requests) == 1
     assert (gate.in_flight(TaskType.COMMAND), gate.in_flight(TaskType.QUERY)) == (1, 1)
-    assert channel.brpops == [[QUERY_QUEUE, FOREIGN_QUEUE]]
 
 
-def test_gate_channel_resets_once_the_last_reserved_request_is_gone() -> None:
-    channel = FakeChannel(ALL_QUEUES)
+def test_before_brpop_heals_once_the_last_reserved_request_is_gone() -> None:
     gate = claimed(TaskType.COMMAND)
-    gate_channel(channel, gate)
     request = _Reserved()
     worker_state.reserved_requests.add(request)
     try:
-        channel._brpop_start()
+        assert gate.before_brpop() is True
     finally:
         worker_state.reserved_requests.discard(request)
 
-    channel._brpop_start()
-
-    assert channel.brpops == [[QUERY_QUEUE, FOREIGN_QUEUE], ALL_QUEUES]
+    assert gate.before_brpop() is False
     assert gate.in_flight(TaskType.COMMAND) == 0
+
+
+def test_the_gate_step_refuses_a_channel_of_another_transport() -> None:
+    # given a consumer whose task channel is kombu's in-memory transport, not scalablejob's Redis one
+    with Connection("memory://") as connection:
+        consumer = SimpleNamespace(task_consumer=SimpleNamespace(channel=connection.default_channel))
+        step = GateStep(consumer, gate=make_gate())
+
+        # then the worker does not start without idle-first dispatch
+        with pytest.raises(RuntimeError, match=r"scalablejob's Redis transport .* got kombu\.transport\.memory"):
+            step.start(consumer)
+
+
+@pytest.mark.integration
+def test_the_gate_step_gates_our_channel_and_keeps_its_unacked_messages(redis_url: str, reserved: _Reserved) -> None:
+    # given a task channel of scalablejob's transport consuming the command queue, where a message waits
+    acks = FinishAcks({}.get)
+    app = SimpleNamespace(conf=SimpleNamespace(broker_url=redis_url), scalablejob_waker=None, scalablejob_acks=acks)
+    with Connection(redis_url, transport=Transport) as connection:
+        channel = connection.channel()
+        queue = Queue(COMMAND_QUEUE, Exchange(COMMAND_QUEUE, type="direct"), routing_key=COMMAND_QUEUE)
+        received: list[object] = []
+        Consumer(channel, [queue], callbacks=[lambda body, message: received.append(body)]).consume()
+        Producer(channel).publish("waiting", exchange=queue.exchange, routing_key=COMMAND_QUEUE, declare=[queue])
+
+        # when the step starts with the command slot taken
+        consumer = SimpleNamespace(task_consumer=SimpleNamespace(channel=channel), app=app)
+        GateStep(consumer, gate=claimed(TaskType.COMMAND)).start(consumer)
+
+        # then the message waits, and acks made after the connection drops will go straight to Redis
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=0.2)
+        assert received == []
+        assert channel.qos.direct_acks is not None
+        assert acks.keys == (channel.qos.unacked_key, channel.qos.unacked_index_key)
 
 
 def test_release_says_when_it_reopens_a_hidden_queue() -> None:
