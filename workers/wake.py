@@ -33,8 +33,14 @@ class BrpopWaker:
         self._lock = threading.Lock()
         self._pending: int | None = None  # client id of a BRPOP sent while some queue was hidden, until it returns
 
+    @property
+    def pending(self) -> int | None:
+        """The client id a wake-up would unblock now, if any."""
+        with self._lock:
+            return self._pending
+
     def sent(self, client_id: int) -> None:
-        """The consumer sent a BRPOP that leaves a queue out."""
+        """The consumer is about to send a BRPOP that may leave a queue out: a freed slot wakes it from now on."""
         with self._lock:
             self._pending = client_id
 

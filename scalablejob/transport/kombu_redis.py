@@ -200,21 +200,25 @@ class ChannelMixin:
         return self._shared_client
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        gate = self._gate
+        gate, watcher = self._gate, self._watcher
         if gate is None:
             return super()._brpop_start(timeout)  # type: ignore[misc,no-any-return]
+        if watcher is not None:
+            # pending before the gate is asked: a slot that frees from now on wakes this BRPOP, even one that frees
+            # before the command reaches Redis (the waker retries its unblock briefly); set later, such a wake-up
+            # would find nothing pending and the freed slot would wait for the fallback timeout
+            watcher.sent(self.brpop_client_id())
         hidden = gate.before_brpop()
         if hidden:
             timeout = GATED_BRPOP_TIMEOUT_S
-        client_id = self.brpop_client_id() if hidden and self._watcher is not None else None
         cycle = self._queue_cycle
         self._queue_cycle = _GatedCycle(cycle, gate)
         try:
             super()._brpop_start(timeout)  # type: ignore[misc]
         finally:
             self._queue_cycle = cycle
-        if client_id is not None and self._watcher is not None and self._in_poll:  # type: ignore[attr-defined]
-            self._watcher.sent(client_id)
+            if watcher is not None and not (hidden and self._in_poll):  # type: ignore[attr-defined]
+                watcher.returned()  # every queue is heard, or no BRPOP went out: nothing to wake
         return None
 
     def _brpop_read(self, **options: Any) -> Any:

@@ -4,6 +4,7 @@ for, with a short timeout while one is left out; the watcher learns which connec
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -193,7 +194,7 @@ def test_the_watcher_learns_the_client_id_of_the_brpop_and_when_it_returned(
     consuming.channel.gate_dispatch(gate, watcher)
     consuming.publish("a", "ungated")
     consuming.next_message()
-    assert watcher.sent_ids == []  # no queue left out: nothing to wake
+    assert watcher.pending is None  # no queue left out: nothing to wake
     returns = watcher.returns
     assert returns >= 1
 
@@ -201,18 +202,17 @@ def test_the_watcher_learns_the_client_id_of_the_brpop_and_when_it_returned(
     gate.closed = {"a"}
     pending_brpop(consuming)
 
-    # then the watcher has the id Redis gave the connection blocked in it
+    # then the watcher holds the id Redis gave the connection blocked in it, and was told so before the BRPOP went
     blocked = wait_until(lambda: brpop_client_ids(redis_client), 2, "no client blocked in a BRPOP")
-    assert watcher.sent_ids == blocked
-    assert watcher.returns == returns
+    assert [watcher.pending] == blocked == watcher.sent_ids[-1:]
 
     # and once its answer is read, the watcher knows it returned
     consuming.publish("b", "gated")
     assert consuming.next_message().payload == "gated"
-    assert watcher.returns == returns + 1
+    assert watcher.returns > returns and watcher.pending is None
     brpop_connection = consuming.channel.client.connection
     brpop_connection.send_command("CLIENT", "ID")
-    assert watcher.sent_ids == [brpop_connection.read_response()]
+    assert set(watcher.sent_ids) == {brpop_connection.read_response()}
     assert connection_client_id(brpop_connection) == watcher.sent_ids[0]
 
 
@@ -258,6 +258,47 @@ def test_a_wake_up_ends_the_pending_brpop_at_once_and_the_reopened_queue_is_serv
     assert message.payload == "waiting"
     assert time.monotonic() - began < BRPOP_TIMEOUT_S / 2
     assert waker.returns >= 1
+
+
+class SlotFreedWhileAsked(Gate):
+    """A gate whose full queue gets a free slot just after the channel asked it, from a task's thread, as happens
+    when a task ends while the consumer is between asking the gate and its BRPOP reaching Redis."""
+
+    def __init__(self, closed: set[str], waker: RecordingWaker) -> None:
+        super().__init__(closed)
+        self._waker = waker
+        self.freed: threading.Thread | None = None
+        self.pending_when_asked: int | None = None
+
+    def before_brpop(self) -> bool:
+        hidden = super().before_brpop()
+        if hidden and self.freed is None:
+            self.pending_when_asked = self._waker.pending
+            self.closed = set()
+            self.freed = threading.Thread(target=self._waker.wake)
+            self.freed.start()
+        return hidden
+
+
+@pytest.mark.usefixtures("long_gated_brpop")
+def test_a_slot_freed_while_the_brpop_is_being_sent_still_wakes_it(consuming: Consuming, redis_url: str) -> None:
+    # given a message waiting on queue a, which has no room, and an idle consumer
+    waker = RecordingWaker(redis_url)
+    gate = SlotFreedWhileAsked({"a"}, waker)
+    consuming.channel.gate_dispatch(gate, waker)
+    consuming.publish("a", "waiting")
+    began = time.monotonic()
+
+    # when a's slot frees right after the gate said it was full, before the BRPOP (which leaves a out) is in Redis
+    message = consuming.next_message(timeout=BRPOP_TIMEOUT_S)
+    assert gate.freed is not None
+    gate.freed.join()
+
+    # then the waker already knew that BRPOP when the gate was asked, so the freed slot woke it, and the next BRPOP
+    # took the message long before the gated one's own timeout
+    assert gate.pending_when_asked == waker.sent_ids[0] == connection_client_id(consuming.channel.client.connection)
+    assert message.payload == "waiting"
+    assert time.monotonic() - began < BRPOP_TIMEOUT_S / 2
 
 
 # ---- the gated view of kombu's queue cycle -----------------------------------------------------------------------
