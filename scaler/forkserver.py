@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 PREWARM_ENV = "SCALABLEJOB_PREWARM"  # "0": the scaler starts every worker cold (default: from a fork server)
 FORK_SERVER_ENV = "SCALABLEJOB_FORK_SERVER"  # in the server's environment, so in what psutil shows of its children
+# The `scalablejob worker` command, which the scaler runs as a process (pool.WORKER_COMMAND): the fork server loads it
+# by name, in its own process, as `python -m scalablejob worker` would; the scaler imports nothing of the CLI.
 WORKER_WARM = "scalablejob.cli.worker:prewarm"
 WORKER_RUN = "scalablejob.cli.worker:worker"
 REPLY_TIMEOUT_S = 10.0

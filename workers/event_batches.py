@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from scalablejob.upstream.celery_internals import event_flush, hold_task_events, offline_fields
+from scalablejob.upstream.celery_worker_internals import event_flush, hold_task_events, offline_fields
 
 EVENT_BATCH_S = 0.1  # the most an event waits: Flower shows a task at most this much later
 EVENT_BUFFER_LIMIT = 1000  # events held before a batch is sent whatever its age

@@ -17,7 +17,7 @@ from celery import bootsteps
 
 from scalablejob.model.routing import TaskType
 from scalablejob.transport.kombu_redis import ChannelMixin
-from scalablejob.upstream.celery_internals import nothing_reserved
+from scalablejob.upstream.celery_worker_internals import nothing_reserved
 from scalablejob.workers.held import track_held_tasks
 from scalablejob.workers.wake import BrpopWaker
 

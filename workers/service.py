@@ -20,7 +20,7 @@ from scalablejob.store.limits import record_limits
 from scalablejob.store.redis_url import connect
 from scalablejob.store.task_registry import record_tasks
 from scalablejob.transport.acks import FinishAcks
-from scalablejob.upstream.celery_internals import stop_worker
+from scalablejob.upstream.celery_worker_internals import stop_worker
 from scalablejob.workers.event_batches import EventBatchStep
 from scalablejob.workers.gate import SlotGate, install_gate
 from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command

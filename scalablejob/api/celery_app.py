@@ -28,12 +28,12 @@ VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
 SERVICE_WORKER = "scalablejob.workers.celery_worker:ServiceWorker"
 RESULT_BACKEND = "scalablejob.api.result_backend:QueueServiceBackend"
 CONTROL = "scalablejob.api.result_backend:ServiceControl"
-AMQP_CLASS = "scalablejob.transport.kombu_redis:AMQP"
+AMQP_CLASS = "scalablejob.transport.connection:AMQP"
 
 
 class BrokerCelery(ConnectionHookCelery):
     """A Celery app whose every broker connection (workers, producers, Flower, control, `celery -A` commands) runs on
-    scalablejob's Redis transport (its `amqp` makes them with transport.kombu_redis.Connection) and understands our
+    scalablejob's Redis transport (its `amqp` makes them with transport.connection.Connection) and understands our
     broker URLs (store.redis_url): a Sentinel URL names its master in the query, where kombu wants the transport option
     `master_name`."""
 

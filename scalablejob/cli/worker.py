@@ -14,7 +14,7 @@ from scalablejob.store.broker import data_dir as data_folder
 
 PREWARMED_MODULES = (
     "scalablejob.workers.main", "scalablejob.workers.celery_worker", "celery.apps.worker", "celery.bin.celery",
-    "kombu.transport.redis",
+    "scalablejob.transport.connection",
 )  # fmt: skip
 
 

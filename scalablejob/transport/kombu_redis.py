@@ -9,7 +9,8 @@ commands, Flower and the scaler's recovery all run the same code. On top of komb
   hundred response callbacks) for each message received and acknowledged, a fifth of a short task's CPU here;
 - records a received message as unacknowledged with one script call (unacked_record.lua) instead of a MULTI of two
   commands: the same keys and format, so kombu's restore and ack work on it unchanged;
-- keeps unacknowledged messages where they are when the connection drops (no restore on close: a training job that
+- on the worker's task channel, keeps unacknowledged messages where they are when the connection drops (no restore
+  on close: a training job that
   rides out a Redis restart would also run again elsewhere, and a restore against a broker that is away can crash
   the worker, kombu #582, #970); acks and rejects made after that go straight to Redis (transport.acks), and those a
   task's finish already made in its final script only update kombu's bookkeeping;
@@ -27,12 +28,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from ssl import CERT_REQUIRED
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-import kombu
-from celery.app import amqp as celery_amqp
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps as kombu_dumps
@@ -49,9 +46,9 @@ logger = logging.getLogger(__name__)
 GATED_BRPOP_TIMEOUT_S = 0.1  # while a queue is left out: the fallback if a wake-up is missed
 
 require("kombu", kombu_redis.Channel, ("_brpop_start", "_brpop_read", "_create_client", "_get_message_priority",
-                                       "_lookup", "_q_for_pri", "do_restore", "conn_or_acquire",
-                                       "_get_publish_topic", "keyprefix_fanout"))  # fmt: skip
-require("kombu", kombu.Connection, ("switch",))
+                                       "_lookup", "_q_for_pri", "do_restore", "conn_or_acquire", "pool",
+                                       "_get_publish_topic", "keyprefix_fanout", "sep", "unacked_key",
+                                       "unacked_index_key"))  # fmt: skip
 require("kombu", kombu_redis.QoS, ("append", "ack", "reject", "unacked_key", "unacked_index_key"))
 require_equal("kombu", "the priority separator of its queue lists", kombu_redis.Channel.sep, PRIORITY_SEPARATOR)
 require_equal("kombu", "the unacked hash", kombu_redis.Channel.unacked_key, UnackedMessage.unacked_key)
@@ -136,7 +133,6 @@ class ChannelMixin:
     """What scalablejob adds to kombu's Redis channel (plain and Sentinel)."""
 
     QoS = QoS
-    do_restore = False  # unacknowledged messages stay in Redis when the channel closes (see the module's docstring)
     _gate: DispatchGate | None = None
     _watcher: BrpopWatcher | None = None
     _shared_client: Any = None
@@ -156,6 +152,7 @@ class ChannelMixin:
     def keep_unacked(self, broker_url: str, finish_acks: FinishAcks | None = None) -> None:
         """Acks and rejects made after the connection dropped go straight to Redis; with `finish_acks`, a message
         whose task's finish acknowledged it only leaves kombu's bookkeeping."""
+        self.do_restore = False  # unacknowledged messages stay in Redis when it closes (see the module's docstring)
         qos: QoS = self.qos  # type: ignore[attr-defined]
         qos.direct_acks = DirectAcks(broker_url, qos.unacked_key, qos.unacked_index_key)
         qos.finish_acks = finish_acks
@@ -195,7 +192,8 @@ class ChannelMixin:
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the client that BRPOPs stays kombu's own
             return super()._create_client(asynchronous=True)  # type: ignore[misc]
-        if self._shared_client is None:
+        pool = self.pool  # type: ignore[attr-defined]
+        if self._shared_client is None or self._shared_client.connection_pool is not pool:  # kombu made a new pool
             self._shared_client = super()._create_client()  # type: ignore[misc]
         return self._shared_client
 
@@ -243,49 +241,3 @@ class Transport(kombu_redis.Transport):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
-
-
-TRANSPORT = f"{__name__}:Transport"  # by import path: kombu's connection info (`celery inspect stats`) is JSON
-SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
-
-
-def transport_for(url: str) -> tuple[str | None, dict[str, Any]]:
-    """The transport for a kombu broker URL, by import path (None: not a Redis URL, kombu chooses), and the connection
-    options the URL's scheme implies: `rediss://` means TLS, with certificates verified as redis-py's own clients
-    do."""
-    scheme = urlsplit(url.split(";", 1)[0]).scheme if "://" in url else ""
-    if scheme == "sentinel":
-        return SENTINEL_TRANSPORT, {}
-    if scheme == "rediss":
-        return TRANSPORT, {"ssl": {"ssl_cert_reqs": CERT_REQUIRED}}
-    if scheme == "redis":
-        return TRANSPORT, {}
-    return None, {}
-
-
-class Connection(kombu.Connection):
-    """kombu's Connection on scalablejob's Redis transport for redis://, rediss:// and sentinel:// URLs, also after
-    it fails over to the next URL of a list (kombu's `switch` would take the transport from that URL's scheme)."""
-
-    def __init__(self, hostname: Any = "localhost", *args: Any, **kwargs: Any) -> None:
-        chosen, implied = transport_for(hostname) if isinstance(hostname, str) else (None, {})
-        if chosen is not None and not kwargs.get("transport"):
-            kwargs["transport"] = chosen
-            if "ssl" in implied and not kwargs.get("ssl"):
-                kwargs["ssl"] = implied["ssl"]
-        super().__init__(hostname, *args, **kwargs)
-        require("kombu", self, ("transport_cls",))  # set in kombu's __init__, and reset by its switch
-
-    def switch(self, conn_str: str) -> None:
-        ours = self.transport_cls in (TRANSPORT, SENTINEL_TRANSPORT)
-        super().switch(conn_str)
-        chosen, _ = transport_for(conn_str)
-        if ours and chosen is not None:
-            self.transport_cls = chosen
-
-
-class AMQP(celery_amqp.AMQP):
-    """Celery's AMQP helper, making its connections with the Connection above (the app names it as `amqp`)."""
-
-    Connection = Connection
-    BrokerConnection = Connection

@@ -1,9 +1,11 @@
-"""A Celery task message, built as kombu's Redis transport stores it in a queue's list, so a put can push it itself.
+"""Messages as kombu's Redis transport writes them, where scalablejob writes or reads them itself: a task message
+ready for a queue's list, the service's queue declarations, and the task-sent events Celery publishes.
 
-`app.send_task` costs three round trips here (the create script, kombu's LPUSH, and the task-sent PUBLISH) and most
-of a put's CPU (kombu's producer, retry wrapper and a new Redis client per publish). A put instead builds the same
-message (Celery's protocol 2, through `app.amqp.as_task_v2`, serialized by kombu) and its create script pushes it in
-the same call: one round trip, and a worker receives exactly what `send_task` would have sent.
+A put pushes its task message itself: `app.send_task` costs three round trips here (the create script, kombu's LPUSH,
+and the task-sent PUBLISH) and most of a put's CPU (kombu's producer, retry wrapper and a new Redis client per
+publish). A put instead builds the same message (Celery's protocol 2, through `app.amqp.as_task_v2`, serialized by
+kombu) and its create script pushes it in the same call: one round trip, and a worker receives exactly what
+`send_task` would have sent.
 """
 
 from __future__ import annotations

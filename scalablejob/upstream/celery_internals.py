@@ -1,22 +1,15 @@
-"""Celery's internals scalablejob relies on, in one place: where the app builds its broker connections, the worker's
-reserved requests and stop flag, and the consumer's task-event buffer. Each name is checked at import."""
+"""Celery's internals the service's app relies on: where it builds its broker connections. Checked at import; the
+worker's (its state and the consumer's task events) are in celery_worker_internals, which only a worker loads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from celery.utils.sysinfo import load_average
-from celery.worker import state as worker_state
-from celery.worker.consumer import Consumer
 
 from scalablejob.upstream.check import require
 
 require("celery", Celery, ("_connection",))
-require("celery", worker_state, ("reserved_requests", "active_requests", "total_count", "SOFTWARE_INFO",
-                                 "should_stop"))  # fmt: skip
-require("celery", Consumer, ("_flush_events",))
 
 
 class ConnectionHookCelery(Celery):
@@ -29,36 +22,3 @@ class ConnectionHookCelery(Celery):
     def _connection(self, url: str, *args: Any, **kwargs: Any) -> Any:
         url, kwargs = self.connection_options(str(url), kwargs)
         return super()._connection(url, *args, **kwargs)
-
-
-def nothing_reserved() -> bool:
-    """True when the worker holds no request at all (received, not yet finished)."""
-    return len(worker_state.reserved_requests) == 0
-
-
-def stop_worker(exit_code: int) -> None:
-    """Ask the worker to stop, as Celery's own signal handlers do; its exit status is `exit_code`."""
-    worker_state.should_stop = exit_code
-
-
-def event_flush(consumer: Any) -> Callable[[], None]:
-    """What sends the task events the consumer's dispatcher holds."""
-    flush: Callable[[], None] = consumer._flush_events
-    return flush
-
-
-def hold_task_events(consumer: Any, buffer_limit: int, buffered: Callable[[], None]) -> None:
-    """Let the consumer's event dispatcher hold up to `buffer_limit` events, calling `buffered` for each one it holds
-    (instead of asking the event loop to flush at once)."""
-    dispatcher = consumer.event_dispatcher
-    require("celery", dispatcher, ("on_send_buffered", "buffer_limit"))
-    dispatcher.buffer_limit = buffer_limit
-    dispatcher.on_send_buffered = buffered
-
-
-def offline_fields(heartbeat_s: float) -> dict[str, Any]:
-    """The fields of Celery's own worker-offline event (celery.worker.heartbeat), so Flower's worker row stays whole."""
-    return {
-        "freq": heartbeat_s, "active": len(worker_state.active_requests),
-        "processed": sum(worker_state.total_count.values()), "loadavg": load_average(), **worker_state.SOFTWARE_INFO,
-    }  # fmt: skip

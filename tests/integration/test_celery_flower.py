@@ -22,6 +22,7 @@ from scalablejob.host.processes import wait_for_listener
 from scalablejob.local.flower import flower_env
 from scalablejob.local.redis_server import free_port
 from scalablejob.local.up import flower_argv
+from scalablejob.model.routing import service_queues
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 pytest_plugins = ["celery_fixtures"]
@@ -73,6 +74,10 @@ def test_flower_starts_quietly_and_shows_revoked_and_failed_tasks_as_they_are(
     assert success["name"] == "shout" and success["uuid"] == answered.id
     # and nothing in its log was a warning about inspecting workers
     assert "Inspect method" not in log_path.read_text()
+    # and its broker page reads the service's queues (Flower picks its Redis client by the broker URL's scheme)
+    lengths = httpx.get(f"{url}/api/queues/length", timeout=10)
+    assert lengths.status_code == 200, lengths.text
+    assert {queue["name"] for queue in lengths.json()["active_queues"]} == set(service_queues("flowered"))
 
 
 @pytest.fixture

@@ -47,3 +47,14 @@ def test_each_channel_has_a_client_of_its_own(connection: Connection) -> None:
     first, second = connection.channel(), connection.channel()
 
     assert first.client_for_calls() is not second.client_for_calls()
+
+
+def test_the_shared_client_follows_the_pool_kombu_makes_again(connection: Connection) -> None:
+    channel = connection.default_channel
+    before = channel.client_for_calls()
+
+    channel._disconnect_pools()  # what kombu does when the channel closes, or after a fork
+
+    after = channel.client_for_calls()
+    assert after is not before and after.connection_pool is channel.pool
+    assert channel.client_for_calls() is after

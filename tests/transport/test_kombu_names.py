@@ -6,9 +6,13 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
+import kombu
 import pytest
+from celery.app import amqp as celery_amqp
+from kombu import connection as kombu_connection
 from kombu.transport import redis as kombu_redis
 
+from scalablejob.transport import connection
 from scalablejob.transport import kombu_redis as ours
 from scalablejob.upstream.check import UpstreamChanged, installed_version, require, require_equal, supported_versions
 
@@ -27,6 +31,11 @@ KOMBUS = [
     (ours.SentinelChannel, kombu_redis.SentinelChannel),
     (ours.Transport, kombu_redis.Transport),
     (ours.SentinelTransport, kombu_redis.SentinelTransport),
+    (connection.OurTransport, kombu.Connection),
+    (connection.Connection, kombu.Connection),
+    (connection.PooledConnection, kombu_connection.PooledConnection),
+    (connection.ConnectionPool, kombu_connection.ConnectionPool),
+    (connection.AMQP, celery_amqp.AMQP),
 ]
 CLASS_BOOKKEEPING = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__annotations__",
                      "__firstlineno__", "__static_attributes__", "__parameters__", "__orig_bases__"}  # fmt: skip
@@ -51,8 +60,7 @@ def test_every_name_we_override_is_one_of_kombus(cls: type, kombus: type) -> Non
 
 def test_the_overrides_are_the_ones_the_import_checks() -> None:
     # each private one is in a `require` of kombu_redis: a new override belongs there, and here
-    assert overrides(ours.ChannelMixin) == {"QoS", "do_restore", "__init__", "_create_client", "_brpop_start",
-                                            "_brpop_read"}  # fmt: skip
+    assert overrides(ours.ChannelMixin) == {"QoS", "__init__", "_create_client", "_brpop_start", "_brpop_read"}
     assert overrides(ours.QoS) == {"append", "ack", "reject"}
     assert overrides(ours.Transport) == overrides(ours.SentinelTransport) == {"Channel"}
 
@@ -101,3 +109,10 @@ def test_an_upstream_change_is_a_scalablejob_error() -> None:
     from scalablejob.model.errors import ScalableJobError
 
     assert issubclass(UpstreamChanged, ScalableJobError)
+
+
+def test_the_connection_overrides_are_the_ones_its_import_checks() -> None:
+    assert overrides(connection.OurTransport) == {"get_transport_cls", "__eqhash__"}
+    assert overrides(connection.Connection) == {"Pool"} and overrides(connection.PooledConnection) == set()
+    assert overrides(connection.ConnectionPool) == {"new"}
+    assert overrides(connection.AMQP) == {"Connection", "BrokerConnection"}

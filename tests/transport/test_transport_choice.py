@@ -1,46 +1,46 @@
-"""Every broker connection of the service's Celery app (workers, producers, `celery -A` commands) runs scalablejob's
-transport: the plain one for redis:// and rediss:// (with TLS and verified certificates), the Sentinel one for a
-Sentinel URL; another broker stays kombu's choice."""
+"""Every broker connection of the service's Celery app (workers, producers, `celery -A` commands, Flower) runs
+scalablejob's transport wherever kombu would run its Redis one (redis://, rediss://, sentinel://), with everything
+else as kombu has it: the transport's name, the URL as printed, TLS settings; another broker stays kombu's choice."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from ssl import CERT_NONE, CERT_REQUIRED
 from typing import Any
 
+import kombu
 import pytest
 from celery import Celery
+from kombu import pools
 from kombu.transport import redis as kombu_redis
 from kombu.utils.imports import symbol_by_name
 
 from scalablejob.api.celery_app import VISIBILITY_TIMEOUT_S, make_app
 from scalablejob.store.queues import PRIORITY_STEPS
 from scalablejob.transport import kombu_redis as ours
-from scalablejob.transport.kombu_redis import QoS, SentinelChannel, SentinelTransport, Transport, transport_for
+from scalablejob.transport.connection import Connection
+from scalablejob.transport.kombu_redis import QoS, SentinelChannel, SentinelTransport, Transport
 
 SENTINEL_URL = "sentinel://127.0.0.1:1;sentinel://127.0.0.1:2/0?master=mymaster"  # nothing is asked of it
 
 
 @pytest.mark.parametrize(
-    ("url", "transport", "options"),
+    ("url", "transport"),
     [
-        ("redis://127.0.0.1:6379/0", Transport, {}),
-        ("redis://:secret@127.0.0.1:6379/3", Transport, {}),
-        ("redis://127.0.0.1:1/0;redis://127.0.0.1:2/0", Transport, {}),
-        ("rediss://127.0.0.1:6380/0", Transport, {"ssl": {"ssl_cert_reqs": CERT_REQUIRED}}),
-        ("sentinel://127.0.0.1:26379;sentinel://127.0.0.1:26380/0", SentinelTransport, {}),
-        ("memory://", None, {}),
-        ("amqp://guest@localhost//", None, {}),
-        ("localhost", None, {}),
+        ("redis://127.0.0.1:6379/0", Transport),
+        ("redis://:secret@127.0.0.1:6379/3", Transport),
+        ("redis://127.0.0.1:1/0;redis://127.0.0.1:2/0", Transport),
+        ("rediss://127.0.0.1:6380/0", Transport),
+        ("sentinel://127.0.0.1:26379;sentinel://127.0.0.1:26380/0", SentinelTransport),
+        ("memory://", symbol_by_name("kombu.transport.memory:Transport")),
     ],
 )
-def test_transport_for_picks_ours_for_each_redis_scheme(
-    url: str, transport: type | None, options: dict[str, Any]
-) -> None:
-    chosen, implied = transport_for(url)
-
-    assert (chosen and symbol_by_name(chosen)) == transport
-    assert implied == options
+def test_kombus_redis_transports_resolve_to_ours_and_keep_kombus_names(url: str, transport: type) -> None:
+    with Connection(url) as connection, kombu.Connection(url) as kombus:
+        assert type(connection.transport) is transport
+        # everything else is kombu's own: the transport's name, the URL as printed, the TLS settings
+        assert connection.transport_cls == kombus.transport_cls
+        assert connection.as_uri() == kombus.as_uri() and connection.ssl == kombus.ssl
+        assert connection.info() == kombus.info()
 
 
 def test_our_classes_are_kombus_redis_classes_with_ours_first() -> None:
@@ -71,26 +71,24 @@ def test_a_sentinel_url_picks_the_sentinel_transport_and_names_the_master(app_fo
         assert connection.ssl is False
 
 
-def test_a_rediss_url_gets_tls_with_verified_certificates(app_for: Any) -> None:
-    with app_for("rediss://127.0.0.1:1/0").connection_for_write() as connection:
-        assert type(connection.transport) is Transport
-        assert connection.ssl == {"ssl_cert_reqs": CERT_REQUIRED}
+@pytest.mark.parametrize(
+    ("url", "broker_class"),
+    [("redis://127.0.0.1:1/0", "Redis"), (SENTINEL_URL, "RedisSentinel")],
+)
+def test_flower_finds_its_broker_page_for_the_apps_broker(app_for: Any, url: str, broker_class: str) -> None:
+    from flower.utils.broker import Broker  # type: ignore[import-untyped]
 
-
-def test_the_apps_own_ssl_settings_win_over_what_the_scheme_implies(app_for: Any) -> None:
-    app = app_for("rediss://127.0.0.1:1/0")
-    app.conf.broker_use_ssl = {"ssl_cert_reqs": CERT_NONE}
-
-    with app.connection_for_write() as connection:
-        assert connection.ssl == {"ssl_cert_reqs": CERT_NONE}
+    with app_for(url).connection() as connection:
+        broker = Broker(connection.as_uri(include_password=True), broker_options=connection.transport_options)
+        assert type(broker).__name__ == broker_class
 
 
 def test_the_apps_own_transport_setting_wins(app_for: Any) -> None:
     app = app_for("redis://127.0.0.1:1/0")
-    app.conf.broker_transport = "redis"
+    app.conf.broker_transport = "memory"
 
     with app.connection_for_write() as connection:
-        assert type(connection.transport) is kombu_redis.Transport
+        assert type(connection.transport) is symbol_by_name("kombu.transport.memory:Transport")
 
 
 @pytest.mark.integration
@@ -110,16 +108,24 @@ def test_every_connection_of_the_app_runs_our_channel(app_for: Any, redis_url: s
 def test_the_apps_producers_run_our_channel(app_for: Any, redis_url: str) -> None:
     app = app_for(redis_url)
 
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer, app.pool.acquire(block=True) as pooled:
         assert type(producer.channel) is ours.Channel
+        assert type(pooled.default_channel) is ours.Channel
 
 
 def test_a_connection_keeps_our_transport_when_it_fails_over_to_the_next_url() -> None:
-    with ours.Connection("rediss://127.0.0.1:1/0;rediss://127.0.0.1:2/0") as connection:
-        assert type(connection.transport) is Transport
+    with Connection(f"{SENTINEL_URL.split('?')[0]}") as connection:
+        assert type(connection.transport) is SentinelTransport
 
         connection.maybe_switch_next()
 
         assert connection.hostname == "127.0.0.1" and connection.port == 2
-        assert type(connection.transport) is Transport
-        assert connection.ssl == {"ssl_cert_reqs": CERT_REQUIRED}
+        assert type(connection.transport) is SentinelTransport
+
+
+def test_kombus_pools_keep_our_connections_apart_from_plain_kombu_ones() -> None:
+    url = "redis://127.0.0.1:1/0"
+    with Connection(url) as ours_, kombu.Connection(url) as kombus, Connection(url) as ours_again:
+        assert pools.connections[ours_] is pools.connections[ours_again]
+        assert pools.connections[ours_] is not pools.connections[kombus]
+        assert type(ours_.clone()) is Connection
