@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,13 @@ def launchers() -> Iterator[list[ProcessLauncher]]:
         launcher.close()  # its fork server, if any
 
 
+@pytest.fixture
+def name() -> str:
+    """A worker name of this test alone: the launcher finds a dead worker's leftovers by name on the whole machine,
+    and the tests run in two processes at once."""
+    return f"svc-{uuid.uuid4().hex[:8]}@testhost"
+
+
 def all_reaped(launcher: ProcessLauncher) -> Callable[[], bool]:
     def check() -> bool:
         launcher.reap()
@@ -67,44 +75,44 @@ def reaped(launcher: ProcessLauncher) -> list[Exited]:
     return wait_until(launcher.reap, 10, "no worker ended")
 
 
-def test_a_worker_is_pinned_by_its_environment_and_named_on_its_command_line(launchers, tmp_path) -> None:
+def test_a_worker_is_pinned_by_its_environment_and_named_on_its_command_line(launchers, tmp_path, name: str) -> None:
     launcher = make(launchers, SLEEPER, log_dir=tmp_path)
-    record = launcher.spawn(WorkerSpec("svc-1@testhost", fake_gpus(3)[1:]))
+    record = launcher.spawn(WorkerSpec(name, fake_gpus(3)[1:]))
 
     process = exec_done(record.pid)
     assert process.environ()["CUDA_VISIBLE_DEVICES"] == "GPU-fake-0001,GPU-fake-0002"
-    assert process.environ()[WORKER_NAME_ENV] == "svc-1@testhost"
-    assert process.cmdline()[-2:] == ["-n", "svc-1@testhost"]
+    assert process.environ()[WORKER_NAME_ENV] == name
+    assert process.cmdline()[-2:] == ["-n", name]
     assert (record.gpus, record.host, record.create_time) == (
         ("GPU-fake-0001", "GPU-fake-0002"), "testhost", process.create_time()
     )  # fmt: skip
     assert os.getsid(record.pid) == record.pid  # its own session: Ctrl-C on the scaler does not reach it
 
-    cpu = launcher.spawn(WorkerSpec("svc-2@testhost"))
+    cpu = launcher.spawn(WorkerSpec(f"cpu-{name}"))
     assert exec_done(cpu.pid).environ()["CUDA_VISIBLE_DEVICES"] == ""
 
 
-def test_a_stop_is_a_sigterm_and_reap_reports_how_it_ended(launchers) -> None:
+def test_a_stop_is_a_sigterm_and_reap_reports_how_it_ended(launchers, name: str) -> None:
     launcher = make(launchers, SLEEPER)
-    launcher.spawn(WorkerSpec("svc-1@testhost"))
-    launcher.stop("svc-1@testhost")
-    assert reaped(launcher) == [Exited("svc-1@testhost", -signal.SIGTERM)]
-    launcher.stop("svc-1@testhost")  # already gone: harmless
+    launcher.spawn(WorkerSpec(name))
+    launcher.stop(name)
+    assert reaped(launcher) == [Exited(name, -signal.SIGTERM)]
+    launcher.stop(name)  # already gone: harmless
 
 
-def test_a_live_worker_of_a_previous_run_is_adopted_a_reused_pid_is_not(launchers) -> None:
-    record = make(launchers, SLEEPER).spawn(WorkerSpec("svc-1@testhost"))
+def test_a_live_worker_of_a_previous_run_is_adopted_a_reused_pid_is_not(launchers, name: str) -> None:
+    record = make(launchers, SLEEPER).spawn(WorkerSpec(name))
     exec_done(record.pid)  # a worker of a previous run has long been running its program
     successor = make(launchers, SLEEPER)
 
     assert not successor.adopt(replace(record, create_time=record.create_time - 100))
     assert not successor.adopt(replace(record, name="svc-other@testhost"))
     assert successor.adopt(record)
-    successor.kill("svc-1@testhost")
-    assert reaped(successor) == [Exited("svc-1@testhost", None)]  # not our child: its code is unknown
+    successor.kill(name)
+    assert reaped(successor) == [Exited(name, None)]  # not our child: its code is unknown
 
 
-def test_what_a_dead_worker_started_in_a_session_of_its_own_is_found_and_killed(launchers, tmp_path) -> None:
+def test_what_a_dead_worker_started_in_a_session_of_its_own_is_found_and_killed(launchers, tmp_path, name: str) -> None:
     pid_file = tmp_path / "grandchild"
     starts_a_command = program(f"""
         import subprocess, sys, time
@@ -113,20 +121,20 @@ def test_what_a_dead_worker_started_in_a_session_of_its_own_is_found_and_killed(
         time.sleep(60)
     """)
     launcher = make(launchers, starts_a_command)
-    record = launcher.spawn(WorkerSpec("svc-1@testhost"))
+    record = launcher.spawn(WorkerSpec(name))
     wait_until(lambda: pid_file.exists() and pid_file.read_text(), 10, "the command never started")
     command = int(pid_file.read_text())
 
     os.kill(record.pid, signal.SIGKILL)
-    assert reaped(launcher) == [Exited("svc-1@testhost", -signal.SIGKILL)]
-    assert launcher.kill_leftovers("svc-1@testhost") == 1
+    assert reaped(launcher) == [Exited(name, -signal.SIGKILL)]
+    assert launcher.kill_leftovers(name) == 1
     wait_until(lambda: is_gone(command), 10, "the command outlived its worker")
 
 
-def test_prewarm_applies_to_scalablejob_worker_only_another_program_starts_cold(launchers) -> None:
+def test_prewarm_applies_to_scalablejob_worker_only_another_program_starts_cold(launchers, name: str) -> None:
     started: list[list[str]] = []
     launchers.append(ProcessLauncher(SLEEPER, "testhost", prewarm=True, fork_server=started.append))  # type: ignore[arg-type]
 
-    record = launchers[-1].spawn(WorkerSpec("svc-1@testhost"))
+    record = launchers[-1].spawn(WorkerSpec(name))
 
     assert started == [] and psutil.Process(record.pid).ppid() == os.getpid()
