@@ -13,7 +13,7 @@ from netns_rig import HOSTS, REDIS_NODES, REDIS_PORT, SUBNET, NetnsRig, ip, name
 from conftest import wait_until
 
 pytest_plugins = ["multihost_fixtures"]
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def reaches_redis(rig: NetnsRig, node: str) -> bool:

@@ -30,7 +30,7 @@ from scalablejob.scaler.forkserver import FORK_SERVER_ENV, PREWARM_ENV, ForkServ
 from scalablejob.scaler.pool import Exited, ProcessLauncher, WorkerSpec
 from scalablejob.store.presence import read_presence
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 WORKER_ARGV = [sys.executable, "-m", "scalablejob", "worker", "service.json"]
 ENTRIES = """
