@@ -146,8 +146,7 @@ class Recovery:
         state = self._requests.get(task_id)
         if state is not None and not state.status.finished:
             return False
-        with channel.conn_or_acquire() as client:
-            client.pipeline().zrem(channel.unacked_index_key, tag).hdel(channel.unacked_key, tag).execute()
+        channel.drop_unacked(tag)
         logger.info("task %s had ended: dropped its stale unacknowledged message", task_id)
         return True
 

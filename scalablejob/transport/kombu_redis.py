@@ -49,7 +49,8 @@ require("kombu", kombu_redis.Channel, ("_brpop_start", "_brpop_read", "_create_c
                                        "_lookup", "_q_for_pri", "do_restore", "conn_or_acquire", "pool",
                                        "_get_publish_topic", "keyprefix_fanout", "sep", "unacked_key",
                                        "unacked_index_key"))  # fmt: skip
-require("kombu", kombu_redis.QoS, ("append", "ack", "reject", "unacked_key", "unacked_index_key"))
+require("kombu", kombu_redis.QoS, ("append", "ack", "reject", "unacked_key", "unacked_index_key",
+                                   "_remove_from_indices"))  # fmt: skip
 require_equal("kombu", "the priority separator of its queue lists", kombu_redis.Channel.sep, PRIORITY_SEPARATOR)
 require_equal("kombu", "the unacked hash", kombu_redis.Channel.unacked_key, UnackedMessage.unacked_key)
 require_equal("kombu", "the fanout topic prefix", kombu_redis.Channel.keyprefix_fanout, "/{db}.")
@@ -175,7 +176,7 @@ class ChannelMixin:
         worker could still acknowledge)."""
         raw = pipe.hget(self.unacked_key, delivery_tag)  # type: ignore[attr-defined]
         pipe.multi()
-        pipe.zrem(self.unacked_index_key, delivery_tag).hdel(self.unacked_key, delivery_tag)  # type: ignore[attr-defined]
+        self.qos._remove_from_indices(delivery_tag, pipe)  # type: ignore[attr-defined]
         if not raw:
             return
         payload, exchange, routing_key = json.loads(raw)
@@ -186,6 +187,10 @@ class ChannelMixin:
         priority = self._get_message_priority(payload, reverse=False)  # type: ignore[attr-defined]
         for queue in self._lookup(exchange, routing_key):  # type: ignore[attr-defined]
             pipe.rpush(self._q_for_pri(queue, priority), json.dumps(payload))  # type: ignore[attr-defined]
+
+    def drop_unacked(self, delivery_tag: str) -> None:
+        """Forget an unacknowledged message whose request has ended, as kombu's ack does in Redis."""
+        self.qos._remove_from_indices(delivery_tag).execute()  # type: ignore[attr-defined]
 
     # ---- kombu's methods, overridden ----------------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ from scalablejob.upstream.check import UpstreamChanged, installed_version, requi
 OWN_NAMES = {
     ours.QoS: {"finish_acks", "direct_acks", "_record", "_acknowledged_by_finish"},
     ours.ChannelMixin: {
-        "gate_dispatch", "keep_unacked", "client_for_calls", "brpop_client_id", "requeue_unacked", "_gate",
+        "gate_dispatch", "keep_unacked", "client_for_calls", "brpop_client_id", "requeue_unacked", "drop_unacked",
+        "_gate",
         "_watcher", "_shared_client",
     },
 }  # fmt: skip
