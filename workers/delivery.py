@@ -1,9 +1,12 @@
 """One delivery of a request on this worker: its attempt number, and its writes, in order, through broker outages.
 
-A job must not stop, or start over, because Redis went away for a minute. Its log lines and progress go into a
-bounded, ordered outbox that a writer thread drains; while the broker is away the outbox fills (the oldest lines
-are kept, later ones counted as dropped once it is full) and the job runs on. The final entry waits for the outbox
-and then for the broker, up to OUTAGE_BUDGET_S.
+A job must not stop, or start over, because Redis went away for a minute, nor take its worker's memory with it
+when it prints faster than Redis takes lines. Its log lines and progress go into a bounded, ordered outbox that a
+writer thread drains. While the broker is there, a full outbox holds the job back: the line waits for room, so
+the job's output pipe fills and the job blocks on its next write, as it would on a slow terminal. While the broker
+is away (or the job is being stopped) the job runs on instead: the oldest lines are kept, later ones counted as
+dropped and said where the gap is. The final entry waits for the outbox and then for the broker, however long it
+is away: a job that has finished is never run again because its result waited.
 
 Every write carries the delivery's attempt. Once another delivery of the request is current (the scaler requeued
 it, or a duplicate message started elsewhere), the writes are refused in the same Lua call (fence.lua): this
@@ -13,6 +16,7 @@ delivery is superseded, writes nothing more, and its job is stopped.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -21,19 +25,28 @@ from dataclasses import dataclass
 
 import redis
 
-from scalablejob.store.outage import OUTAGE_BUDGET_S, BrokerUnavailable, is_outage, pauses, through_outage
+from scalablejob.store.outage import is_outage, pauses, through_outage
 from scalablejob.store.sink import EntryType, Sink, entry_tags
 from scalablejob.store.state import CANCEL_ASKED, RequestStatus, RequestStore, UnackedMessage
 
 logger = logging.getLogger(__name__)
 
-MAX_BUFFERED = 10_000  # writes held while the broker is away; later log lines are dropped (and counted)
+STALLED_WRITE_S = 2.0  # a write taking longer means the broker is away, though it has not said so
+MAX_BUFFERED = 10_000  # writes held; past it a job waits for room, or (broker away) its lines are dropped and counted
 WATCH_S = 0.25  # how often a running delivery looks at its cancel flag and whether it is still current
 DROPPED_STREAM = "scalablejob"
 SUPERSEDED = "superseded"  # the stop reason of a job whose delivery is no longer the current one
 CANCELLED_BEFORE_START = -2  # what starting a request that was cancelled while queued answers (state_start.lua)
 
 Write = Callable[[], bool]  # one write to Redis; False when the fence refused it
+
+
+@dataclass
+class _Gap:
+    """Where the outbox dropped writes, and how many: written as one log line in their place."""
+
+    why: str
+    dropped: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class Delivery:
 
     def __init__(
         self, requests: RequestStore, sink: Sink, request_id: str, task_type: str, attempt: int, *,
-        max_buffered: int = MAX_BUFFERED, watch_s: float = WATCH_S, budget_s: float = OUTAGE_BUDGET_S,
+        max_buffered: int = MAX_BUFFERED, watch_s: float = WATCH_S, stalled_write_s: float = STALLED_WRITE_S,
         message: UnackedMessage | None = None, on_acknowledged: Callable[[UnackedMessage], None] | None = None,
     ) -> None:  # fmt: skip
         self.requests = requests
@@ -74,10 +87,11 @@ class Delivery:
         self._fence = requests.fence(request_id, attempt)
         self._max_buffered = max_buffered
         self._watch_s = watch_s
-        self._budget_s = budget_s
-        self._outbox: deque[Write] = deque()
+        self._stalled_write_s = stalled_write_s
+        self._outbox: deque[Write | _Gap] = deque()
         self._lock = threading.Condition()
-        self._dropped = 0
+        self._broker_away = False  # the writer's last try met an outage: a full outbox drops rather than waits
+        self._writing_since: float | None = None  # when the write in flight started (a frozen Redis never errs)
         self._closed = False
         self._writer: threading.Thread | None = None
         self._first_log_index: int | None = None
@@ -137,7 +151,8 @@ class Delivery:
     ) -> bool:  # fmt: skip
         """Write the final entry after everything queued before it; True if it was written, False if this delivery
         was superseded or the request had ended, or (`unless_cancelled`) a cancel was asked meanwhile: then
-        `cancelled` is set and nothing was written. BrokerUnavailable if the broker stays away past the budget."""
+        `cancelled` is set and nothing was written. While the broker is away it waits, without a deadline: the job has
+        run, and giving it back would run it again."""
         self._drain()
         if self.superseded:
             return False
@@ -148,7 +163,7 @@ class Delivery:
                 unless_cancelled=unless_cancelled, message=self._message,
             )  # fmt: skip
 
-        index = through_outage(final, budget_s=self._budget_s, what=f"the result of {self.request_id}")
+        index = through_outage(final, budget_s=math.inf, what=f"the result of {self.request_id}")
         if index == CANCEL_ASKED:
             self.cancelled = True
             return False
@@ -185,17 +200,34 @@ class Delivery:
         return True
 
     def _queue(self, write: Write) -> None:
+        """Queue a write in order. A full outbox holds the caller until there is room, unless the broker is away or
+        the job is being stopped: then the write is dropped and counted where the gap is."""
+        self._ensure_writer()
         with self._lock:
+            while not self._closed and not self.superseded and len(self._outbox) >= self._max_buffered:
+                if self._broker_away or self._write_stalled():
+                    self._count_dropped("the broker was unreachable")
+                    return
+                if self.cancelled:
+                    self._count_dropped("the job was stopping")
+                    return
+                self._lock.wait(self._watch_s)
             if self._closed or self.superseded:
-                return
-            if len(self._outbox) >= self._max_buffered:
-                self._dropped += 1
-                if self._outbox[-1] is not self._note_dropped:  # one notice where the gap is
-                    self._outbox.append(self._note_dropped)
                 return
             self._outbox.append(write)
             self._lock.notify_all()
-        self._ensure_writer()
+
+    def _write_stalled(self) -> bool:
+        """The write in flight has waited on the broker too long to hold the job back for it (a stopped or stalled
+        Redis answers nothing and raises nothing)."""
+        return self._writing_since is not None and time.monotonic() - self._writing_since > self._stalled_write_s
+
+    def _count_dropped(self, why: str) -> None:
+        last = self._outbox[-1] if self._outbox else None
+        if isinstance(last, _Gap):
+            last.dropped += 1
+        else:
+            self._outbox.append(_Gap(why))  # the one entry past max_buffered: a gap is never followed by another
 
     def _ensure_writer(self) -> None:
         with self._lock:
@@ -212,34 +244,43 @@ class Delivery:
                 if self._closed:
                     return
                 write = self._outbox[0] if self._outbox else None
+                if isinstance(write, _Gap):
+                    write = self._gap_notice(write)
+            self._writing_since = time.monotonic()
             try:
                 if write is not None and not write():
                     self._supersede()
                 elif write is not None:
                     with self._lock:
-                        if self._outbox and self._outbox[0] is write:
+                        self._broker_away = False
+                        if self._outbox:
                             self._outbox.popleft()
                             self._lock.notify_all()
                 if time.monotonic() - self._looked_at >= self._watch_s:
                     self._look()
+                self._writing_since = None
                 next_pause = pauses()
             except redis.RedisError as exc:
                 if not is_outage(exc):
                     logger.exception("a write of request %s failed; it is dropped", self.request_id)
                     with self._lock:
-                        if self._outbox and self._outbox[0] is write:
+                        if self._outbox:
                             self._outbox.popleft()
+                            self._lock.notify_all()
                     continue
                 with self._lock:
+                    self._broker_away = True
+                    self._writing_since = None
+                    self._lock.notify_all()  # a job waiting for room runs on, dropping lines
                     self._lock.wait(next_pause())
 
-    def _note_dropped(self) -> bool:
-        """Say in the log, where the gap is, how many writes the outbox could not hold."""
-        with self._lock:
-            dropped, self._dropped = self._dropped, 0
-        notice = f"{dropped} log line(s) dropped: the broker was unreachable and the worker's buffer was full"
-        tags = entry_tags(self.request_id, self.task_type, EntryType.LOG, stream=DROPPED_STREAM, dropped=dropped)
-        return self._append(notice.encode(), tags)
+    def _gap_notice(self, gap: _Gap) -> Write:
+        """The write of the log line that says, where the gap is, how many writes the outbox could not hold. Taken
+        under the lock at the head of the outbox, so its count no longer grows (only the tail's does)."""
+        buffer = f"the worker's buffer of {self._max_buffered} writes was full"
+        notice = f"{gap.dropped} log line(s) dropped: {buffer} and {gap.why}"
+        tags = entry_tags(self.request_id, self.task_type, EntryType.LOG, stream=DROPPED_STREAM, dropped=gap.dropped)
+        return lambda: self._append(notice.encode(), tags)
 
     def _look(self) -> None:
         """Refresh the cancel flag and whether this delivery is still current; a broker outage leaves both."""
@@ -248,6 +289,10 @@ class Delivery:
             current, cancelled = self.requests.delivery_view(self.request_id)
         except redis.RedisError:
             return
+        if cancelled and not self.cancelled:
+            with self._lock:
+                self.cancelled = True
+                self._lock.notify_all()  # a job waiting for room runs on to see it is stopped
         self.cancelled = cancelled
         if current != self.attempt:
             self._supersede()
@@ -264,12 +309,11 @@ class Delivery:
             self._lock.notify_all()
 
     def _drain(self) -> None:
-        """Wait until the outbox is written (the writer retries through an outage), within the budget."""
+        """Wait until the outbox is written: the writer retries through an outage, however long."""
         with self._lock:
             if self._writer is None:  # nothing was ever queued
                 self._closed = True
                 return
-            if not self._lock.wait_for(lambda: not self._outbox or self.superseded, timeout=self._budget_s):
-                raise BrokerUnavailable(f"the log of {self.request_id}: the broker was unavailable too long")
+            self._lock.wait_for(lambda: not self._outbox or self.superseded)
             self._closed = True
             self._lock.notify_all()

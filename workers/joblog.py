@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from scalablejob.store.sink import EntryType
+from scalablejob.store.sink import LOG_ENTRY_OVERHEAD_BYTES, EntryType
 from scalablejob.workers.delivery import Delivery
 from scalablejob.workers.lines import NOTICE_STREAM, Ending, FrameThrottle, Line, LogBudget, parse_progress
 
@@ -20,7 +20,7 @@ class JobLog:
     ) -> None:  # fmt: skip
         self.delivery = delivery
         self.to_queue = to_queue
-        self.budget = LogBudget(cap_bytes)
+        self.budget = LogBudget(cap_bytes, LOG_ENTRY_OVERHEAD_BYTES)
         self._clock = clock
         self._throttles: dict[str, FrameThrottle] = {}
         self._line_open = False  # the last stored piece was cut: the next one continues its line
@@ -36,7 +36,7 @@ class JobLog:
         if self.budget.take(len(line.text)):
             self._append(line.text, EntryType.LOG, stream=stream, **_ending_tag(line))
             self._line_open = line.ending is Ending.CUT
-        elif self.budget.dropped == len(line.text):  # the first line over the cap: say so, once
+        elif self.budget.dropped_lines == 1:  # the first line over the cap: say so, once
             self._append(truncation_notice(self.budget.cap_bytes, self._line_open), EntryType.LOG,
                          stream=NOTICE_STREAM, truncated="true")  # fmt: skip
 
@@ -48,7 +48,9 @@ class JobLog:
 
     def summary_tags(self) -> dict[str, str]:
         """Tags for the result entry: how much log the cap kept out of the queue."""
-        return {"logBytesDropped": str(self.budget.dropped)} if self.budget.exhausted else {}
+        if not self.budget.exhausted:
+            return {}
+        return {"logBytesDropped": str(self.budget.dropped), "logLinesDropped": str(self.budget.dropped_lines)}
 
     def _admit_frame(self, stream: str, line: Line) -> bool:
         if line.ending is not Ending.CARRIAGE_RETURN:
@@ -62,7 +64,10 @@ class JobLog:
 
 def truncation_notice(cap_bytes: int, line_open: bool) -> bytes:
     """The notice is a line of its own: after a cut piece, whose line a reader continues, it starts a new one."""
-    notice = f"log truncated: output past log_cap_bytes={cap_bytes} is not stored in the queue"
+    notice = (
+        f"log truncated: output past log_cap_bytes={cap_bytes} (each line counted with "
+        f"{LOG_ENTRY_OVERHEAD_BYTES} bytes of overhead) is not stored in the queue"
+    )
     return ("\n" if line_open else "").encode() + notice.encode()
 
 

@@ -16,7 +16,8 @@ from scalablejob.progress import MARKER
 MAX_LINE_BYTES = 16 * 1024
 NOTICE_STREAM = "scalablejob"  # lines the service adds to a job's log (not the job's own output) carry this stream
 _ENDINGS = re.compile(rb"\r\n|\n|\r")
-_PROGRESS = re.compile(re.escape(MARKER.encode()) + rb"\s+([0-9]*\.?[0-9]+)(%?)(?:\s+(.*))?")
+_MARKER = MARKER.encode()
+_PROGRESS = re.compile(re.escape(_MARKER) + rb"\s+([0-9]*\.?[0-9]+)(%?)(?:\s+(.*))?")
 
 
 class Ending(str, Enum):
@@ -44,6 +45,10 @@ class LineSplitter:
         held = b""
         if data.endswith(b"\r"):  # maybe the first half of a \r\n split across chunks: decide next time
             data, held = data[:-1], b"\r"
+        if b"\r" not in data:  # most output: plain lines, split at C speed
+            *complete, rest = data.split(b"\n")
+            if all(len(text) <= self.max_line for text in complete):
+                return [Line(text, Ending.NEWLINE) for text in complete] + self._rest(rest, held)
         lines: list[Line] = []
         start = 0
         for match in _ENDINGS.finditer(data):
@@ -51,10 +56,13 @@ class LineSplitter:
             lines += [Line(piece, Ending.CUT) for piece in cut]
             lines.append(Line(last, Ending.CARRIAGE_RETURN if match.group() == b"\r" else Ending.NEWLINE))
             start = match.end()
-        *cut, rest = self._pieces(data[start:])
-        lines += [Line(piece, Ending.CUT) for piece in cut]
+        return lines + self._rest(data[start:], held)
+
+    def _rest(self, text: bytes, held: bytes) -> list[Line]:
+        """The pieces of `text` (after the last ending) cut at max_line; what is left waits for more output."""
+        *cut, rest = self._pieces(text)
         self._pending = rest + held
-        return lines
+        return [Line(piece, Ending.CUT) for piece in cut]
 
     def _pieces(self, text: bytes) -> list[bytes]:
         """`text` in pieces of at most max_line bytes; always at least one (maybe empty) piece."""
@@ -74,6 +82,8 @@ class LineSplitter:
 
 def parse_progress(text: bytes) -> tuple[float, str] | None:
     """(fraction, message) of a `::progress 0.42 message` or `::progress 42% message` line, else None."""
+    if _MARKER not in text:  # most lines: a substring test, not a regex
+        return None
     match = _PROGRESS.fullmatch(text.strip())
     if match is None:
         return None
@@ -84,24 +94,30 @@ def parse_progress(text: bytes) -> tuple[float, str] | None:
 
 
 class LogBudget:
-    """A per-job cap on the bytes of log written to the output queue, so Redis memory stays bounded."""
+    """A per-job cap on what its log costs the output queue, so Redis memory stays bounded: each line counts its
+    bytes plus `entry_overhead` (what an entry costs beyond its data), so a flood of short lines is capped as
+    surely as a few long ones."""
 
-    def __init__(self, cap_bytes: int) -> None:
+    def __init__(self, cap_bytes: int, entry_overhead: int = 0) -> None:
         self.cap_bytes = cap_bytes
-        self.written = 0
-        self.dropped = 0
+        self.entry_overhead = entry_overhead
+        self.spent = 0  # of the cap, overheads included
+        self.dropped = 0  # bytes of output kept out of the queue
+        self.dropped_lines = 0
 
     def take(self, size: int) -> bool:
-        """True if `size` more bytes fit under the cap; False (and counted as dropped) once it is reached."""
-        if self.dropped or self.written + size > self.cap_bytes:
+        """True if a line of `size` bytes fits under the cap; False (and counted as dropped) once it is reached."""
+        cost = size + self.entry_overhead
+        if self.dropped_lines or self.spent + cost > self.cap_bytes:
             self.dropped += size
+            self.dropped_lines += 1
             return False
-        self.written += size
+        self.spent += cost
         return True
 
     @property
     def exhausted(self) -> bool:
-        return self.dropped > 0
+        return self.dropped_lines > 0
 
 
 class FrameThrottle:

@@ -85,6 +85,7 @@ def make_app(service: str, broker_url: str | None) -> ServiceCelery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlasts any outage: its finished job's result waits for Redis
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "priority_steps": list(PRIORITY_STEPS)},
         task_default_priority=NORMAL_PRIORITY,
         worker_send_task_events=True,  # Flower sees workers and tasks

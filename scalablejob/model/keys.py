@@ -115,8 +115,18 @@ def frontend_sink_index_counter(service: str, frontend: str) -> str:
 def frontend_sink_clock(service: str, frontend: str) -> str:
     """Sorted set of a front end's output queue checkpoints (index scored by the time it was appended), which
     maps an age to an index for trimming the queue to its maximum age (scalablejob.store.sink)."""
-    own = f"{KEY_PREFIX}:{service}:sink" if frontend == service else f"{KEY_PREFIX}:{service}:fe:{frontend}:sink"
-    return f"{own}:clock"
+    return f"{_frontend_sink_prefix(service, frontend)}:clock"
+
+
+def frontend_sink_evicted(service: str, frontend: str) -> str:
+    """How far eviction has looked in a front end's output queue: the stream id of the newest entry it has
+    examined. Past the maximum length the oldest log and progress entries after it go (scalablejob.store.sink)."""
+    return f"{_frontend_sink_prefix(service, frontend)}:evicted"
+
+
+def _frontend_sink_prefix(service: str, frontend: str) -> str:
+    """The prefix of the keys that keep a front end's output queue to its limits."""
+    return f"{KEY_PREFIX}:{service}:sink" if frontend == service else f"{KEY_PREFIX}:{service}:fe:{frontend}:sink"
 
 
 def input_stream(service: str, frontend: str) -> str:

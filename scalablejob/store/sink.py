@@ -4,8 +4,17 @@ Each entry's stream id is ``<index>-0``, where index comes from a counter bumped
 so indexes are monotonic, never reused after a delete, and an entry is found by index with one XRANGE.
 A request's final entry is appended together with the end of its state: `scalablejob.store.state` owns that step.
 
-Retention: every append keeps the queue to the service's limits (scalablejob.store.limits) in the same script. Its
-maximum length is XADD's own `MAXLEN ~`. Its maximum age needs `XTRIM MINID`, which trims by stream id; but ids
+Retention: every append keeps the queue to the service's limits (scalablejob.store.limits) in the same script.
+
+Its maximum length never costs a request its final entry (result or error) before a client has read and deleted
+it, or it has aged out: XADD's own `MAXLEN` would evict the oldest entries whatever they are, so one job flooding
+its log would push out the unread results of every other request. Past the length, the oldest entries that are not
+final go instead (XDEL), found from a mark that only moves forward, so each entry is looked at once. A queue of
+unread results alone may be longer than its maximum length; it then keeps no log lines until results are read or
+age out. A job's own log is capped in the worker too (log_cap_bytes, its entries counted with
+LOG_ENTRY_OVERHEAD_BYTES each).
+
+Its maximum age needs `XTRIM MINID`, which trims by stream id; but ids
 are indexes, not times, so each queue keeps a small clock: a sorted set of checkpoints, an index scored by the
 time it was appended. An append records itself as a checkpoint when the newest one is at least max_age /
 CHECKPOINTS_PER_MAX_AGE old, and then trims every entry up to the newest checkpoint that is max_age old, dropping
@@ -32,6 +41,9 @@ from scalablejob.store.limits import Limit
 from scalablejob.store.lua import lua_script
 
 CHECKPOINTS_PER_MAX_AGE = 100  # the clock's size, and how finely the maximum age is kept (1 % of it)
+# What one log entry costs the queue beyond its data (its id, tags and the stream's own bookkeeping), as a job's log
+# cap counts it: without it, a job printing one-byte lines would write eight million entries under an 8 MB cap.
+LOG_ENTRY_OVERHEAD_BYTES = 128
 
 
 class EntryType(str, Enum):
@@ -139,6 +151,7 @@ class Sink:
         self.counter = keys.frontend_sink_index_counter(service, self.frontend)
         self.limits = keys.queue_limits(service)
         self.clock = keys.frontend_sink_clock(service, self.frontend)
+        self.evicted = keys.frontend_sink_evicted(service, self.frontend)
         # state_finish.lua makes the same append (INCR, XADD, trim) together with the end of a request state
         self._append = client.register_script(append_script())
 
@@ -156,7 +169,7 @@ class Sink:
         """The keys and arguments of sink_append.lua for one entry (`append_script` runs it on redis.asyncio)."""
         at = time.time() if now is None else now
         args: list[bytes | float | int] = [data, encode_tags(tags), at, *retention_defaults()]
-        entry_keys = [self.stream, self.counter, self.limits, self.clock]
+        entry_keys = [self.stream, self.counter, self.limits, self.clock, self.evicted]
         if fence is not None:
             entry_keys.append(fence.state_key)
             args.append(fence.attempt)

@@ -250,7 +250,7 @@ class RequestStore:
         fields.update({name: value for name, value in optional.items() if value is not None})
         entry_keys = [
             sink.stream, sink.counter, self._key(request_id), keys.input_stream(self.service, sink.frontend),
-            keys.queue_limits(self.service), sink.clock, *_unacked_keys(message),
+            keys.queue_limits(self.service), sink.clock, *_unacked_keys(message), sink.evicted,
         ]  # fmt: skip
         args = [
             data, encode_tags(tags), finished_at, *retention_defaults(), keys.input_index_prefix(self.service),

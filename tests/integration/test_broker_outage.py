@@ -3,6 +3,9 @@ back, the result is written once, and the job is not started again (kombu's rest
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +59,38 @@ def test_a_command_running_across_a_redis_restart_finishes_once_with_every_line(
     assert worker.process.poll() is None, worker.log()
     _, after = client.put(b"after", {"taskType": "query"})
     assert client.result(after, timeout=30).data == b"echo:after"
+
+
+def test_a_command_that_ends_while_redis_is_frozen_is_written_once_redis_thaws_and_never_run_again(
+    redis_server, start_worker, client_for, tmp_path
+):
+    # given a worker running a command that counts its runs and prints a few lines
+    runs, ended = tmp_path / "runs", tmp_path / "ended"
+    job = (
+        f"import pathlib, time\nruns = pathlib.Path({str(runs)!r})\n"
+        "runs.write_text((runs.read_text() if runs.exists() else '') + 'run\\n')\n"
+        "print('start', flush=True)\n"
+        "for step in range(1, 5):\n    time.sleep(0.3)\n    print(f'step {step}', flush=True)\n"
+        f"pathlib.Path({str(ended)!r}).touch()\n"
+    )
+    worker = start_worker(service_config("frozen"))
+    client = client_for("frozen")
+    _, request_id = client.put(python_command(job), {"taskType": "command"})
+    wait_until(lambda: any(e.data == b"start" for e in client.read_sink()), 30, "the job's first line")
+
+    # when Redis freezes (SIGSTOP: no error, no answer) and the job ends meanwhile, and Redis stays frozen a while
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    try:
+        wait_until(ended.exists, 30, "the job ending while Redis is frozen")
+        time.sleep(2)  # the outage goes on after the job's end: the result has to wait for it
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+
+    # then its result and every line arrive once Redis thaws, and it ran once
+    entry = client.result(request_id, timeout=60)
+    assert entry.tags["exitCode"] == "0"
+    lines = [e.data for e in client.read_sink(1, 1000) if e.request_id == request_id and e.type == "log"]
+    assert lines == [b"start", *(f"step {n}".encode() for n in range(1, 5))]
+    assert runs.read_text() == "run\n"
+    assert client.state(request_id).attempt == 1
+    assert worker.process.poll() is None, worker.log()

@@ -16,6 +16,7 @@ from scalablejob.model.keys import init_failures
 from scalablejob.store.cancel import CancelOutcome, cancel_request
 from scalablejob.store.logs import request_entries
 from scalablejob.store.queues import queue_depth
+from scalablejob.store.sink import LOG_ENTRY_OVERHEAD_BYTES
 from scalablejob.workers.command import PIPES_CLOSED_NOTICE
 from scalablejob.workers.init_command import EXIT_INIT_FAILED
 from scalablejob.workers.lines import NOTICE_STREAM
@@ -223,8 +224,10 @@ def test_a_job_printing_far_more_than_the_cap_leaves_redis_memory_bounded(start_
     result = client.result(request_id, timeout=60)
 
     logs = [e for e in request_entries(client.sink, client.requests, request_id, follow=False) if e.type == "log"]
-    stored = sum(len(e.data) for e in logs if e.tags["stream"] == "stdout")
-    assert cap - 1024 <= stored <= cap
+    stdout = [e for e in logs if e.tags["stream"] == "stdout"]
+    stored = sum(len(e.data) for e in stdout)
+    cost = stored + len(stdout) * LOG_ENTRY_OVERHEAD_BYTES  # what the cap counts
+    assert cap - (1023 + LOG_ENTRY_OVERHEAD_BYTES) < cost <= cap
     assert logs[-1].tags == {**logs[-1].tags, "stream": "scalablejob", "truncated": "true"}
     assert int(result.tags["logBytesDropped"]) == 20 * 1024 * 1023 - stored  # line text, without newlines
     assert redis_client.info("memory")["used_memory"] - before < 4 * 1024 * 1024

@@ -78,6 +78,60 @@ def test_the_final_entry_of_a_request_trims_the_queue_the_same_way(limited: redi
     assert old not in kept(sink) and kept(sink) == [result]
 
 
+def lengths_limited(client: redis.Redis, max_length: int) -> tuple[Sink, RequestStore]:
+    record_limits(client, SERVICE, QueueConfig(sink_max_length=max_length, sink_max_age_s=MAX_AGE_S))
+    return Sink(client, SERVICE), RequestStore(client, SERVICE)
+
+
+def log_line(sink: Sink, text: str) -> int:
+    return sink.append(text.encode(), entry_tags("flood", "command", EntryType.LOG), now=T0)
+
+
+def test_past_its_maximum_length_the_queue_evicts_the_oldest_log_lines_and_keeps_every_unread_result(
+    redis_client: redis.Redis,
+) -> None:
+    # given unread results among log lines
+    sink, store = lengths_limited(redis_client, 10)
+    early_logs = [log_line(sink, f"early {n}") for n in range(3)]
+    results = []
+    for n in range(5):
+        store.create(f"r{n}", "query", now=T0)
+        results.append(finish(store, sink, f"r{n}", now=T0))
+
+    # when one job floods the queue with lines
+    flood = [log_line(sink, f"line {n}") for n in range(500)]
+
+    # then the queue is at its length exactly, every result is still there, and the newest lines fill the rest
+    assert sink.length() == 10
+    assert kept(sink) == [*results, *flood[-5:]]
+    assert not set(early_logs) & set(kept(sink))
+
+
+def test_a_queue_of_unread_results_alone_keeps_them_all_and_takes_no_more_log_lines(redis_client: redis.Redis) -> None:
+    sink, store = lengths_limited(redis_client, 3)
+    results = []
+    for n in range(5):
+        store.create(f"r{n}", "query", now=T0)
+        results.append(finish(store, sink, f"r{n}", now=T0))
+
+    log_line(sink, "a line nobody has room for")
+
+    assert kept(sink) == results
+
+
+def test_eviction_reaches_a_lowered_length_over_a_few_appends_without_long_calls(redis_client: redis.Redis) -> None:
+    sink, _ = lengths_limited(redis_client, 5000)
+    for n in range(5000):
+        log_line(sink, str(n))
+    record_limits(redis_client, SERVICE, QueueConfig(sink_max_length=10, sink_max_age_s=MAX_AGE_S))
+
+    log_line(sink, "first after")
+    assert 10 < sink.length() <= 5001 - 1000  # one append evicts at most 1000 entries
+    for n in range(5):
+        log_line(sink, f"after {n}")
+    assert sink.length() == 10
+
+
 def test_a_front_ends_queue_keeps_its_own_clock(limited: redis.Redis) -> None:
     own, web = Sink(limited, SERVICE), Sink(limited, SERVICE, frontend="web")
     own.append(b"own", {}, now=T0)

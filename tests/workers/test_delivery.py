@@ -116,3 +116,128 @@ def test_a_cancel_reaches_the_running_job(store: RequestStore, sink: Sink) -> No
 
     wait_until(lambda: delivery.stop_reason() == "cancelled", 5, "the cancel seen by the delivery")
     delivery.close()
+
+
+class SlowSink(Sink):
+    """A sink whose appends wait for `gate`: Redis taking lines slower than a job prints them."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gate = threading.Event()
+
+    def append(self, *args: object, **kwargs: object) -> int:
+        self.gate.wait(10)
+        return super().append(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def slow_sink(server: fakeredis.FakeServer) -> SlowSink:
+    return SlowSink(fakeredis.FakeRedis(server=server), "svc")
+
+
+def test_a_job_printing_faster_than_the_broker_takes_lines_waits_for_room_and_loses_none(
+    store: RequestStore, slow_sink: SlowSink
+) -> None:
+    # given a delivery whose outbox holds two writes, and a broker slower than its job
+    delivery = started(store, slow_sink, max_buffered=2)
+    printed = threading.Event()
+
+    def job() -> None:
+        for n in range(6):
+            delivery.log(f"line {n}".encode(), EntryType.LOG)
+        printed.set()
+
+    # when the job prints more than the outbox holds, then it is held back, not run past its lines
+    threading.Thread(target=job, daemon=True).start()
+    assert not printed.wait(0.3)
+
+    # and once the broker takes them, every line is written, in order, and none dropped
+    slow_sink.gate.set()
+    assert printed.wait(10)
+    assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
+    assert [entry.data for entry in slow_sink.read()] == [*(f"line {n}".encode() for n in range(6)), b"tail"]
+
+
+def test_a_flood_while_the_broker_is_away_keeps_the_outbox_bounded_with_one_notice_for_the_gap(
+    server: fakeredis.FakeServer, store: RequestStore, sink: Sink
+) -> None:
+    delivery = started(store, sink, max_buffered=3)
+    server.connected = False
+    for n in range(1000):
+        delivery.log(f"line {n}".encode(), EntryType.LOG)
+    server.connected = True
+
+    assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
+
+    entries = sink.read()
+    assert [entry.data for entry in entries[:3]] == [b"line 0", b"line 1", b"line 2"]
+    assert entries[3].tags["dropped"] == "997" and b"the broker was unreachable" in entries[3].data
+    assert [entry.data for entry in entries[4:]] == [b"tail"]
+
+
+def test_a_cancel_lets_a_job_waiting_for_room_run_on_to_be_stopped(store: RequestStore, slow_sink: SlowSink) -> None:
+    # given a job held back by a full outbox
+    delivery = started(store, slow_sink, max_buffered=2)
+    printed = threading.Event()
+
+    def job() -> None:
+        for n in range(100):
+            delivery.log(f"line {n}".encode(), EntryType.LOG)
+        printed.set()
+
+    threading.Thread(target=job, daemon=True).start()
+    assert not printed.wait(0.2)
+
+    # when it is cancelled, then it runs on (its runner can see the cancel and stop it), dropping what does not fit
+    store.request_cancel("r1")
+    slow_sink.gate.set()
+    assert printed.wait(10)
+    wait_until(lambda: delivery.stop_reason() == "cancelled", 5, "the cancel seen by the delivery")
+    delivery.finish(RequestStatus.CANCELLED, b"cancelled", result_tags())
+    gaps = [entry for entry in slow_sink.read(count=200) if "dropped" in entry.tags]
+    assert len(gaps) == 1 and b"the job was stopping" in gaps[0].data
+
+
+def test_a_finished_jobs_result_waits_for_the_broker_and_is_written_once_it_is_back(
+    server: fakeredis.FakeServer, store: RequestStore, sink: Sink
+) -> None:
+    # given a finished job whose broker is away
+    delivery = started(store, sink)
+    delivery.log(b"last line", EntryType.LOG)
+    server.connected = False
+    outcome: list[object] = []
+    writer = threading.Thread(
+        target=lambda: outcome.append(delivery.finish(RequestStatus.DONE, b"tail", result_tags())), daemon=True
+    )
+    writer.start()
+
+    # when it stays away, then the result waits (before, it waited up to a budget and then gave the job back)
+    writer.join(1.0)
+    assert writer.is_alive() and not outcome
+
+    # then the result is written once it is back, and the job is not given back to run again
+    server.connected = True
+    writer.join(10)
+    assert outcome == [True]
+    assert [entry.data for entry in sink.read()] == [b"last line", b"tail"]
+
+
+def test_a_broker_that_stalls_without_an_error_does_not_hold_the_job_back(
+    store: RequestStore, slow_sink: SlowSink
+) -> None:
+    # given a broker that takes a write and answers nothing (a stopped redis-server raises no error)
+    delivery = started(store, slow_sink, max_buffered=2, stalled_write_s=0.3)
+    printed = threading.Event()
+
+    def job() -> None:
+        for n in range(50):
+            delivery.log(f"line {n}".encode(), EntryType.LOG)
+        printed.set()
+
+    # when the job prints past the outbox, then it runs on once the write has stalled, its later lines dropped
+    threading.Thread(target=job, daemon=True).start()
+    assert printed.wait(5)
+    slow_sink.gate.set()
+    assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
+    gaps = [entry for entry in slow_sink.read(count=100) if "dropped" in entry.tags]
+    assert len(gaps) == 1 and b"the broker was unreachable" in gaps[0].data

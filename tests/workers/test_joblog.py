@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from scalablejob.cli.requests import _print_entry
-from scalablejob.store.sink import EntryType, SinkEntry, entry_tags
+from scalablejob.store.sink import LOG_ENTRY_OVERHEAD_BYTES, EntryType, SinkEntry, entry_tags
 from scalablejob.workers.joblog import JobLog, truncation_notice
-from scalablejob.workers.lines import Ending, Line
+from scalablejob.workers.lines import Ending, Line, LogBudget
 
-CAP = 10
+CAP = LOG_ENTRY_OVERHEAD_BYTES + 10  # one short line fits, two do not
 
 
 class FakeDelivery:
@@ -59,3 +59,21 @@ def test_after_a_complete_line_the_notice_needs_no_extra_line_break(capsys: pyte
 
     assert printed(sink.entries, capsys).splitlines() == ["epoch 1", truncation_notice(CAP, line_open=False).decode()]
     assert sink.entries[-1].tags["truncated"] == "true"
+
+
+def test_the_cap_counts_each_lines_overhead_so_a_flood_of_short_lines_is_capped_by_entries() -> None:
+    budget = LogBudget(cap_bytes=1000, entry_overhead=99)
+
+    taken = sum(budget.take(1) for _ in range(1_000_000))
+
+    assert taken == 10  # not a million one-byte lines under a 1000-byte cap
+    assert (budget.dropped, budget.dropped_lines) == (1_000_000 - 10, 1_000_000 - 10)
+
+
+def test_the_result_says_how_many_bytes_and_lines_the_cap_kept_out() -> None:
+    sink = FakeDelivery()
+    log = job_log(sink)
+    for text in (b"epoch 1", b"epoch 2", b"epoch 3"):
+        log.line("stdout", Line(text, Ending.NEWLINE))
+
+    assert log.summary_tags() == {"logBytesDropped": "14", "logLinesDropped": "2"}

@@ -14,3 +14,38 @@ local function trim_to_max_age(stream, clock, index, now, max_age, checkpoints)
     redis.call('ZREMRANGEBYSCORE', clock, '-inf', old[2])
   end
 end
+
+-- Whether the fields of an output queue entry are a request's final entry: its tags (compact JSON) say type
+-- result or error.
+local function is_final_entry(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'tags' then
+      local tags = fields[i + 1]
+      return string.find(tags, '"type":"result"', 1, true) ~= nil or string.find(tags, '"type":"error"', 1, true) ~= nil
+    end
+  end
+  return false
+end
+
+-- Keep an output queue to its maximum length without evicting a request's final entry (its result or error, which
+-- a client may not have read yet): past the length, the oldest other entries (log, progress, entries posted to the
+-- queue) go. `evicted` holds the stream id of the newest entry looked at so far; the search goes on after it, so
+-- each entry is looked at once however many final entries it passes, and one call evicts at most 1 000 (a lowered
+-- limit is reached over a few appends). Once only final entries remain before the newest, the newest other
+-- entries go as they come: a queue full of unread results takes no more log lines.
+local function trim_to_max_length(stream, evicted, max_length)
+  local excess = redis.call('XLEN', stream) - max_length
+  if excess <= 0 then return end
+  local after = redis.call('GET', evicted)
+  local from = after and ('(' .. after) or '-'
+  local looked = nil
+  for _, item in ipairs(redis.call('XRANGE', stream, from, '+', 'COUNT', math.min(excess, 1000) + 100)) do
+    if not is_final_entry(item[2]) then
+      redis.call('XDEL', stream, item[1])
+      excess = excess - 1
+    end
+    looked = item[1]
+    if excess <= 0 then break end
+  end
+  if looked then redis.call('SET', evicted, looked) end
+end

@@ -1,6 +1,6 @@
 -- Append a request's final entry and end its state in one step.
 -- KEYS: output queue stream, its counter, state hash, the front end's input stream, the service's queue limits,
--- the output queue's clock, kombu's unacked hash and its index.
+-- the output queue's clock, kombu's unacked hash and its index, the output queue's eviction mark.
 -- ARGV: data, tags, now, the output queue's default maximum length and maximum age, checkpoints per maximum age,
 -- the prefix of the input index keys, the writing delivery's attempt ('' for none), '1' to write nothing if a
 -- cancel was asked meanwhile ('' otherwise), the delivery tag of the request's message ('' for none), field,
@@ -13,8 +13,8 @@
 -- The entry's index is stored in the hash as result_index, so a reader never sees a result whose request state is
 -- not final yet. A hash that no longer exists (expired, discarded) is left alone rather than recreated half-empty.
 -- The request (by the index in its hash) leaves the input stream in the same step: never both finished and waiting.
--- The output queue is kept to its maximum length and age as sink_append.lua keeps it (trim_to_max_age comes from
--- sink_retention.lua, before this script); the state and its input index key expire after the same maximum age, so
+-- The output queue is kept to its maximum length and age as sink_append.lua keeps it (trim_to_max_length and
+-- trim_to_max_age come from sink_retention.lua, before this script); the state and its input index key expire after the same maximum age, so
 -- a request is forgotten with its result. (The index key is named from the hash, not passed: standalone Redis.)
 local exists = redis.call('EXISTS', KEYS[3]) == 1
 if exists then
@@ -26,7 +26,8 @@ if ARGV[9] == '1' and exists and redis.call('HGET', KEYS[3], 'cancel_requested')
 local index = redis.call('INCR', KEYS[2])
 local limits = redis.call('HMGET', KEYS[5], 'sink_max_length', 'sink_max_age_s')
 local max_age = tonumber(limits[2] or ARGV[5])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', limits[1] or ARGV[4], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
+redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
+trim_to_max_length(KEYS[1], KEYS[9], tonumber(limits[1] or ARGV[4]))
 trim_to_max_age(KEYS[1], KEYS[6], index, tonumber(ARGV[3]), max_age, tonumber(ARGV[6]))
 if exists then
   redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 11))
