@@ -10,6 +10,8 @@ import time
 
 import httpx
 import pytest
+import raw_http
+from raw_http import read_until_closed, request_head
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -35,26 +37,7 @@ def limited_config(**http: object) -> dict:
 
 
 def open_socket(served) -> socket.socket:
-    host, port = served.endpoint.rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=10)
-
-
-def read_until_closed(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and how long that took."""
-    started, received = time.monotonic(), b""
-    sock.settimeout(timeout_s)
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            return received, time.monotonic() - started
-        received += chunk
-
-
-def request_head(path: str, *lines: str) -> bytes:
-    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: x", *lines, "", ""]).encode()
+    return raw_http.open_socket(served.endpoint)
 
 
 @pytest.fixture
