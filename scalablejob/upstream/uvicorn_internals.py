@@ -1,17 +1,20 @@
 """uvicorn's internals the front end relies on: what one connection may hold, enforced where uvicorn reads the
 bytes (its h11 protocol, subclassed).
 
-uvicorn alone leaves three holes: a request head is buffered without a time limit (slowloris: a few bytes now and
+uvicorn alone leaves four holes: a request head is buffered without a time limit (slowloris: a few bytes now and
 then keep a connection and its buffer forever, and a fresh connection that sends nothing is never closed); its
-size limit is h11's, answered 400, while httptools has none at all; and a websocket upgrade is parsed a second time
+size limit is h11's, answered 400, while httptools has none at all; a websocket upgrade is parsed a second time
 by the websockets library, whose own limit (8,192 bytes a line) fails the handshake without an answer, so the
-socket hangs open. Here, on top of uvicorn's h11 protocol:
+socket hangs open; and bad bytes after an answer make it answer again, which h11 refuses with an exception that
+the event loop logs with its traceback. Here, on top of uvicorn's h11 protocol:
 - the head (request line and headers) must arrive within `header_timeout_s` of the request's first byte (of the
   connection's start, for its first request), else 408 and closed;
 - a head over `max_header_bytes` is answered 431 and closed, as soon as the buffer passes the limit;
 - a websocket upgrade whose head the websockets library would refuse (a line too long, too many headers) is
   answered 431 here instead of hanging;
-- beyond `max_connections` open connections (HTTP and websocket), a new one is answered 503 and closed at once.
+- beyond `max_connections` open connections (HTTP and websocket), a new one is answered 503 and closed at once;
+- an invalid request (or invalid body bytes) after an answer was sent closes the connection, without a second
+  answer and without a traceback.
 Idle keep-alive connections are closed by uvicorn after `keep_alive_s`; body pace and size are the app's
 (frontend/app.py). uvicorn's own `limit_concurrency` answers 503 only once a request head is complete, which a
 client that holds connections never sends, so the cap stays here; its `h11_max_incomplete_event_size` is set
@@ -22,18 +25,31 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from http import HTTPStatus
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
 
 from scalablejob.model.config import HttpLimits
 from scalablejob.upstream.check import require
 
 require("uvicorn", H11Protocol, ("data_received", "_unset_keepalive_if_required", "handle_events",
-                                 "handle_websocket_upgrade", "connection_made", "connection_lost"))  # fmt: skip
+                                 "handle_websocket_upgrade", "connection_made", "connection_lost",
+                                 "send_400_response"))  # fmt: skip
+
+
+def _fields_set_by(init: Callable[..., None]) -> SimpleNamespace:
+    """The attribute names a constructor's code names, to check instance fields as `require` checks methods."""
+    return SimpleNamespace(**dict.fromkeys(init.__code__.co_names))
+
+
+require("uvicorn", _fields_set_by(H11Protocol.__init__), ("conn", "cycle", "client", "connections"))
+require("uvicorn", _fields_set_by(RequestResponseCycle.__init__),
+        ("disconnected", "message_event", "response_started", "response_complete"))  # fmt: skip
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")  # the end of a head, as h11 finds it
 
@@ -65,7 +81,8 @@ def websocket_head_fits(method: bytes, target: bytes, headers: list[tuple[bytes,
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a head timeout, a head size limit answered 431, and a connection cap."""
+    """uvicorn's h11 protocol with a head timeout, a head size limit answered 431, a connection cap, and a quiet
+    close for bad bytes after an answer."""
 
     limits: ClassVar[HttpLimits] = HttpLimits()
 
@@ -107,6 +124,16 @@ class GuardedH11Protocol(H11Protocol):
             return
         super().handle_websocket_upgrade(event)
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes h11 cannot parse (it logged them in one line), unless an answer to this request
+        went out already: then only a close, where uvicorn's second answer would raise in h11."""
+        self._disarm_head_timer()
+        self._end_cycle()
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            super().send_400_response(msg)
+        else:
+            self.transport.close()
+
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
 
@@ -123,9 +150,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def _refuse(self, status: int, text: str) -> None:
         self._disarm_head_timer()
+        self._end_cycle()
         self.logger.info("refused a connection with %d: %s", status, text)  # info: an attack must not flood the log
         self.transport.write(refusal(status, text))
         self.transport.close()
+
+    def _end_cycle(self) -> None:
+        """Tell a request still being served that its client is gone, as uvicorn does on a lost connection, so the
+        app answers nothing more on a socket closed under it."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
 
 
 def guarded_protocol(limits: HttpLimits) -> type[GuardedH11Protocol]:
