@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -121,24 +122,32 @@ class FrontEndProcess:
 
 @pytest.fixture
 def start_frontend(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., FrontEndProcess]]:
-    """Run `scalablejob frontend CONFIG --port 0 --broker URL [ARGS]`; every process is stopped after the test."""
+    """Run `scalablejob frontend CONFIG --port 0 --broker URL [ARGS]` (with a soft limit of `open_files` open files,
+    if given); every process is stopped after the test."""
     processes: list[FrontEndProcess] = []
 
-    def start(config: dict, *args: str, env: dict[str, str] | None = None) -> FrontEndProcess:
+    def start(
+        config: dict, *args: str, env: dict[str, str] | None = None, open_files: int | None = None
+    ) -> FrontEndProcess:
         config_path = tmp_path / "service.json"
         config_path.write_text(json.dumps(config))
         log_path = tmp_path / f"frontend-{len(processes)}.log"
         argv = [sys.executable, "-m", "scalablejob", "frontend", str(config_path), "--port", "0", "--broker", redis_url]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*argv, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-            )
+                [*argv, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
+            )  # fmt: skip
         processes.append(FrontEndProcess(process, log_path))
         return processes[-1]
 
     yield start
     for frontend in processes:
         frontend.stop()
+
+
+def _limit_open_files(soft: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 def _known_token(front_end: FrontEnd, given: str | None, config: ServiceConfig) -> str:

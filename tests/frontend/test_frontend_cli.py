@@ -3,10 +3,13 @@ hash) across restarts, a token given through the environment."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from conftest import service_config
+from scalablejob.frontend.server import OPEN_FILES_HEADROOM
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -58,3 +61,18 @@ def test_an_integrated_service_refuses_a_front_end_of_another_name(start_fronten
     frontend = start_frontend(service_config("cli", type="ScalableJobService"), "--name", "other")
     assert frontend.process.wait(EXIT_TIMEOUT_S) == 1
     assert "service cli is a ScalableJobService: it takes work from its own front end only" in frontend.log()
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft limit on open files of process `pid`, as Linux shows it."""
+    line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if line.startswith("Max open"))
+    return int(line.split()[3])
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads the limit from Linux' /proc")
+def test_the_front_end_raises_its_open_files_limit_to_fit_its_connection_cap(start_frontend):
+    # given a front end started with a soft limit of 256 open files, below its cap of 1000 connections
+    frontend = start_frontend(service_config("cli"), open_files=256)
+    frontend.started()
+    # then it may open enough files for them all, and more (its hard limit here allows it)
+    assert open_files_limit(frontend.process.pid) >= 1000 + OPEN_FILES_HEADROOM
