@@ -2,7 +2,8 @@
 
 The handlers only parse, authenticate, dispatch and answer: queue operations live in queues.py,
 attributes and search in status.py, watching in watch.py. A client error is a 4xx with a short text
-that says what was wrong; any Redis error (unreachable, or refusing: OOM, MISCONF, READONLY) is a 503 (the SDK
+that says what was wrong (a client gone before its body was in is no error: nothing to answer, nothing logged above
+debug); any Redis error (unreachable, or refusing: OOM, MISCONF, READONLY) is a 503 (the SDK
 retries it); anything else is a 500. A 5xx says only that the server failed (the detail, which may hold Redis' own
 text or the broker's address, goes to the log), and the process goes on. A queue not served here and a wrong token
 get the same 401, so that no one learns which queue names exist; HEAD reads like GET but never deletes.
@@ -22,7 +23,7 @@ from typing import Any
 import redis.exceptions
 from redis import asyncio as aioredis
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -221,6 +222,9 @@ async def http_endpoint(request: Request) -> Response:
         queue = service.authorized(queue_path(request.path_params), request.headers)
         query = single_values(request.query_params.multi_items())
         return await _HANDLERS["GET" if request.method == "HEAD" else request.method](service, queue, query, request)
+    except ClientDisconnect:  # hung up, or closed by the protocol (a deadline, bad body bytes), which said why
+        logger.debug("%s %s: the client went away before its body was in", request.method, request.url.path)
+        return Response(status_code=400)  # never sent: the connection is gone
     except Exception as exc:
         return error_response(exc, f"{request.method} {request.url.path}")
 

@@ -4,6 +4,7 @@ through the guarded h11 protocol (upstream.uvicorn_internals), with the service'
 
 from __future__ import annotations
 
+import resource
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ GRACEFUL_SHUTDOWN_S = 3  # open watchers are closed after this on stop
 START_TIMEOUT_S = 15.0
 WS_MAX_MESSAGE_BYTES = 64 * 1024  # a watcher's client sends nothing we read: a small cap, not uvicorn's 16 MiB
 HEAD_SLACK_BYTES = 4096  # h11's own limit sits above ours, so that ours answers (431) first
+OPEN_FILES_HEADROOM = 64  # files beyond client connections: the listening socket, Redis connections, logs, imports
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -34,6 +36,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def allow_open_files(connections: int) -> str | None:
+    """Raise this process's soft limit on open files so that `connections` client connections fit: many systems
+    start a process with 1,024, about the default connection cap, past which accept() fails instead of the cap
+    answering. A warning to show when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + OPEN_FILES_HEADROOM
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None
+    allowed = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
+    if allowed >= wanted:
+        return None
+    return (f"warning: this process may open at most {allowed} files (its hard limit, ulimit -Hn), too few for "
+            f"security.http.max_connections ({connections}) and {OPEN_FILES_HEADROOM} more: beyond that, new "
+            "connections fail without an answer; raise the hard limit, or lower max_connections")  # fmt: skip
 
 
 def base_url(sock: socket.socket) -> str:

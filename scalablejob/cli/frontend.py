@@ -70,7 +70,7 @@ def _serve(
     broker: str | None, data_dir: str | None,
 ) -> None:  # fmt: skip
     from scalablejob.frontend.app import FrontEndService, create_app  # the server's imports wait until the command runs
-    from scalablejob.frontend.server import bind_socket, make_server
+    from scalablejob.frontend.server import allow_open_files, bind_socket, make_server
     from scalablejob.local.embedded_broker import resolve_broker
     from scalablejob.model.config import load_config
     from scalablejob.store.broker import data_dir as data_folder
@@ -84,6 +84,9 @@ def _serve(
             front_ends, url, default_task_type=config.scalable_job.default_task_type,
             max_body_bytes=max_body_bytes or config.queue.max_payload_bytes, limits=config.security.http,
         )  # fmt: skip
+        files_warning = allow_open_files(config.security.http.max_connections)
+        if files_warning:
+            click.echo(files_warning, err=True)
         _announce(config.name, sock, front_ends)
         # uvicorn shuts down cleanly on SIGINT or SIGTERM, then raises the signal again: exit 0 for either
         signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -48,8 +48,11 @@ DEFAULT_MAX_HEADER_BYTES = 8 * 1024  # request line and headers; over it: 431 (n
 MAX_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0  # from a request's first byte (or the connection's start) to its last header
 DEFAULT_BODY_TIMEOUT_S = 30.0  # the longest wait for the next piece of a request body
+DEFAULT_REQUEST_TIMEOUT_S = 30.0  # from a request's first byte (or the connection's start) to its body's last byte
+DEFAULT_MIN_REQUEST_RATE = 64 * 1024  # bytes a second: each this many received give a request one more second
 DEFAULT_KEEP_ALIVE_S = 5  # an idle connection between two requests is closed after this
-DEFAULT_MAX_CONNECTIONS = 1000  # open connections (HTTP and websocket) at once; beyond: 503 and closed
+DEFAULT_MAX_CONNECTIONS = 1000  # open connections (HTTP and websocket) at once: the last resort, for all clients
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 100  # HTTP connections of one client address; idle ones are reclaimed first
 DEFAULT_MAX_WATCHERS_PER_TOKEN = 64  # websocket watchers of one front end (one token) at once; beyond: 429
 
 TYPE_STANDALONE = "ScalableJob"
@@ -150,8 +153,9 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """What one client connection may hold of the front end: header size and time, body pace, idle time, and how
-    many connections and watchers there may be at once."""
+    """What one client connection may hold of the front end: header size and time, body pace, a whole request's
+    time, idle time, and how many connections (of one client address, and of all) and watchers there may be at
+    once."""
 
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
@@ -159,6 +163,14 @@ class HttpLimits:
     keep_alive_s: int = DEFAULT_KEEP_ALIVE_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_watchers_per_token: int = DEFAULT_MAX_WATCHERS_PER_TOKEN
+    max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    min_request_rate: int = DEFAULT_MIN_REQUEST_RATE  # bytes a second; 0: the request timeout is not extended
+
+    @property
+    def connections_per_client(self) -> int:
+        """The per-client cap in force: never above the cap for all clients."""
+        return min(self.max_connections_per_client, self.max_connections)
 
 
 @dataclass(frozen=True)
@@ -412,6 +424,9 @@ def _parse_security(obj: JsonObject, metadata: Metadata) -> SecurityConfig:
         keep_alive_s=http.integer("keep_alive_seconds", DEFAULT_KEEP_ALIVE_S, ge=1),
         max_connections=http.integer("max_connections", DEFAULT_MAX_CONNECTIONS, ge=1),
         max_watchers_per_token=http.integer("max_watchers_per_token", DEFAULT_MAX_WATCHERS_PER_TOKEN, ge=1),
+        max_connections_per_client=http.integer("max_connections_per_client", DEFAULT_MAX_CONNECTIONS_PER_CLIENT, ge=1),
+        request_timeout_s=http.number("request_timeout_seconds", DEFAULT_REQUEST_TIMEOUT_S, gt=0),
+        min_request_rate=http.integer("min_request_rate_bytes_per_second", DEFAULT_MIN_REQUEST_RATE, ge=0),
     )
     http.done()
     obj.done()

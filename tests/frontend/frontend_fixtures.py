@@ -1,4 +1,5 @@
-"""Fixtures for the front end: a live front end on a free loopback port, and the real eas-prediction SDK.
+"""Fixtures for the front end: a live front end on a free loopback port (in a thread, or as a `scalablejob frontend`
+process), and the real eas-prediction SDK.
 
 The SDK pins an old protobuf, so it lives in a virtualenv of its own, made once and kept in pytest's cache
 folder (.pytest_cache); tests drive it through small scripts (tests/frontend/sdk_runner.py) run by that venv's
@@ -10,6 +11,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import resource
+import signal
 import subprocess
 import sys
 import venv
@@ -21,6 +25,7 @@ from typing import Any
 import pytest
 import redis
 
+from conftest import REPO, wait_until
 from scalablejob.frontend.app import FrontEndService, create_app
 from scalablejob.frontend.binding import FrontEnd, bind
 from scalablejob.frontend.server import ServerThread
@@ -32,6 +37,10 @@ SDK_RUNNER = Path(__file__).with_name("sdk_runner.py")
 SDK_RESULT_MARK = "SDK-RESULT "
 SDK_TIMEOUT_S = 120.0
 TOKEN = "test-token"
+FRONTEND_START_TIMEOUT_S = 30.0
+FRONTEND_STOP_TIMEOUT_S = 15.0
+_LISTENING = re.compile(r"listening on (http://\S+)")
+_TOKEN = re.compile(r"^  /api/predict/(\S+) and \S+  token (not shown|\S+) \(([^:;]+)[:;][^)]*\)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,69 @@ def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
     yield start
     for thread in threads:
         thread.stop()
+
+
+@dataclass
+class FrontEndProcess:
+    """A `scalablejob frontend` process, its stdout and stderr in one log file."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def started(self) -> tuple[str, dict[str, tuple[str, str]]]:
+        """(base URL, name -> (token, where it came from)), once the process printed them."""
+        url = wait_until(
+            lambda: self._listening(), FRONTEND_START_TIMEOUT_S, "the front end never said where it listens"
+        )
+        return url, {name: (token, source) for name, token, source in _TOKEN.findall(self.log())}
+
+    def _listening(self) -> str | None:
+        if self.process.poll() is not None:
+            pytest.fail(f"the front end exited {self.process.returncode}:\n{self.log()}")
+        found = _LISTENING.search(self.log())
+        return found.group(1) if found and _TOKEN.search(self.log()) else None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(FRONTEND_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+@pytest.fixture
+def start_frontend(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., FrontEndProcess]]:
+    """Run `scalablejob frontend CONFIG --port 0 --broker URL [ARGS]` (with a soft limit of `open_files` open files,
+    if given); every process is stopped after the test."""
+    processes: list[FrontEndProcess] = []
+
+    def start(
+        config: dict, *args: str, env: dict[str, str] | None = None, open_files: int | None = None
+    ) -> FrontEndProcess:
+        config_path = tmp_path / "service.json"
+        config_path.write_text(json.dumps(config))
+        log_path = tmp_path / f"frontend-{len(processes)}.log"
+        argv = [sys.executable, "-m", "scalablejob", "frontend", str(config_path), "--port", "0", "--broker", redis_url]
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*argv, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
+            )  # fmt: skip
+        processes.append(FrontEndProcess(process, log_path))
+        return processes[-1]
+
+    yield start
+    for frontend in processes:
+        frontend.stop()
+
+
+def _limit_open_files(soft: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 def _known_token(front_end: FrontEnd, given: str | None, config: ServiceConfig) -> str:

@@ -3,78 +3,18 @@ hash) across restarts, a token given through the environment."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, service_config, wait_until
+from conftest import service_config
+from scalablejob.frontend.server import OPEN_FILES_HEADROOM
 
+pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
-_LISTENING = re.compile(r"listening on (http://\S+)")
-_TOKEN = re.compile(r"^  /api/predict/(\S+) and \S+  token (not shown|\S+) \(([^:;]+)[:;][^)]*\)$", re.MULTILINE)
-
-
-@dataclass
-class FrontEndProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def started(self) -> tuple[str, dict[str, tuple[str, str]]]:
-        """(base URL, name -> (token, where it came from)), once the process printed them."""
-        url = wait_until(lambda: self._listening(), START_TIMEOUT_S, "the front end never said where it listens")
-        return url, {name: (token, source) for name, token, source in _TOKEN.findall(self.log())}
-
-    def _listening(self) -> str | None:
-        if self.process.poll() is not None:
-            pytest.fail(f"the front end exited {self.process.returncode}:\n{self.log()}")
-        found = _LISTENING.search(self.log())
-        return found.group(1) if found and _TOKEN.search(self.log()) else None
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                return self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
-
-@pytest.fixture
-def start_frontend(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., FrontEndProcess]]:
-    """Run `scalablejob frontend CONFIG --port 0 --broker URL [ARGS]`; every process is stopped after the test."""
-    processes: list[FrontEndProcess] = []
-
-    def start(config: dict, *args: str, env: dict[str, str] | None = None) -> FrontEndProcess:
-        config_path = tmp_path / "service.json"
-        config_path.write_text(json.dumps(config))
-        log_path = tmp_path / f"frontend-{len(processes)}.log"
-        argv = [sys.executable, "-m", "scalablejob", "frontend", str(config_path), "--port", "0", "--broker", redis_url]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*argv, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-            )
-        processes.append(FrontEndProcess(process, log_path))
-        return processes[-1]
-
-    yield start
-    for frontend in processes:
-        frontend.stop()
+EXIT_TIMEOUT_S = 30.0
 
 
 def answers(url: str, token: str) -> int:
@@ -119,5 +59,20 @@ def test_a_standalone_service_serves_several_named_front_ends_each_with_its_own_
 
 def test_an_integrated_service_refuses_a_front_end_of_another_name(start_frontend):
     frontend = start_frontend(service_config("cli", type="ScalableJobService"), "--name", "other")
-    assert frontend.process.wait(START_TIMEOUT_S) == 1
+    assert frontend.process.wait(EXIT_TIMEOUT_S) == 1
     assert "service cli is a ScalableJobService: it takes work from its own front end only" in frontend.log()
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft limit on open files of process `pid`, as Linux shows it."""
+    line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if line.startswith("Max open"))
+    return int(line.split()[3])
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads the limit from Linux' /proc")
+def test_the_front_end_raises_its_open_files_limit_to_fit_its_connection_cap(start_frontend):
+    # given a front end started with a soft limit of 256 open files, below its cap of 1000 connections
+    frontend = start_frontend(service_config("cli"), open_files=256)
+    frontend.started()
+    # then it may open enough files for them all, and more (its hard limit here allows it)
+    assert open_files_limit(frontend.process.pid) >= 1000 + OPEN_FILES_HEADROOM

@@ -1,6 +1,7 @@
 """What a connection may hold of the front end, over real sockets: head size (431) and time (slowloris), body size
-(chunked too) and pace, idle connections, connection and watcher caps; HEAD never deletes; a Redis that refuses
-writes is a 503 that tells nothing of Redis; and random bad requests never get a 5xx."""
+(chunked too) and pace, idle connections, the watcher cap (the connection caps: test_connection_caps.py; a whole
+request's time: test_request_deadline.py); HEAD never deletes; a Redis that refuses writes is a 503 that tells
+nothing of Redis; and random bad requests never get a 5xx."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 
 import httpx
 import pytest
+import raw_http
+from raw_http import read_until_closed, request_head
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -23,7 +26,6 @@ SERVICE = "guarded"
 HEAD_LIMIT = 2048
 HEAD_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
-MAX_CONNECTIONS = 4
 SLACK_S = 2.0  # how much later than its timeout a connection may be closed
 
 
@@ -35,26 +37,7 @@ def limited_config(**http: object) -> dict:
 
 
 def open_socket(served) -> socket.socket:
-    host, port = served.endpoint.rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=10)
-
-
-def read_until_closed(sock: socket.socket, timeout_s: float = 10) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and how long that took."""
-    started, received = time.monotonic(), b""
-    sock.settimeout(timeout_s)
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            return received, time.monotonic() - started
-        received += chunk
-
-
-def request_head(path: str, *lines: str) -> bytes:
-    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: x", *lines, "", ""]).encode()
+    return raw_http.open_socket(served.endpoint)
 
 
 @pytest.fixture
@@ -131,19 +114,6 @@ def test_a_chunked_body_over_the_limit_gets_413_and_enqueues_nothing(served, red
         answer, _ = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 413 ") and b"limit of 1000 bytes" in answer
     assert not redis_client.exists(keys.input_index_counter(SERVICE))
-
-
-def test_connections_beyond_the_cap_get_503_at_once(serve):
-    served = serve(limited_config(max_connections=MAX_CONNECTIONS, header_timeout_seconds=30))
-    held = [open_socket(served) for _ in range(MAX_CONNECTIONS)]
-    try:
-        time.sleep(0.2)  # the server has accepted them (nothing to poll: they are idle by design)
-        with open_socket(served) as extra:
-            answer, took = read_until_closed(extra)
-        assert answer.startswith(b"HTTP/1.1 503 ") and b"security.http.max_connections" in answer and took < 5
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def test_watchers_beyond_the_cap_of_a_token_get_429(served):

@@ -590,11 +590,24 @@ BAD_CONFIGS = [
         "expected a number > 0, got 0",
     ),
     (
+        "request-timeout-zero",
+        config_with(security={"http": {"request_timeout_seconds": 0}}),
+        "$.security.http.request_timeout_seconds",
+        "expected a number > 0, got 0",
+    ),
+    (
+        "per-client-cap-zero",
+        config_with(security={"http": {"max_connections_per_client": 0}}),
+        "$.security.http.max_connections_per_client",
+        "expected an integer >= 1, got 0",
+    ),
+    (
         "unknown-http-limit",
         config_with(security={"http": {"max_conections": 5}}),
         "$.security.http.max_conections",
         "unknown key 'max_conections' (allowed: max_header_bytes, header_timeout_seconds, body_timeout_seconds, "
-        "keep_alive_seconds, max_connections, max_watchers_per_token)",
+        "keep_alive_seconds, max_connections, max_watchers_per_token, max_connections_per_client, "
+        "request_timeout_seconds, min_request_rate_bytes_per_second)",
     ),
 ]
 
@@ -676,6 +689,13 @@ def test_http_limits_have_defaults_and_take_the_configs_values() -> None:
     config = parse_config({"metadata": {"name": "svc", "type": "ScalableJob"}})
     assert config.security.http == HttpLimits()
     limits = {"max_header_bytes": 4096, "header_timeout_seconds": 2.5, "body_timeout_seconds": 7,
-              "keep_alive_seconds": 3, "max_connections": 10, "max_watchers_per_token": 2}  # fmt: skip
+              "keep_alive_seconds": 3, "max_connections": 10, "max_watchers_per_token": 2,
+              "max_connections_per_client": 4, "request_timeout_seconds": 12.5,
+              "min_request_rate_bytes_per_second": 0}  # fmt: skip
     config = parse_config({"metadata": {"name": "svc", "type": "ScalableJob"}, "security": {"http": limits}})
-    assert config.security.http == HttpLimits(4096, 2.5, 7, 3, 10, 2)
+    assert config.security.http == HttpLimits(4096, 2.5, 7, 3, 10, 2, 4, 12.5, 0)
+
+
+def test_the_per_client_connection_cap_never_exceeds_the_cap_for_all() -> None:
+    assert HttpLimits(max_connections=10, max_connections_per_client=50).connections_per_client == 10
+    assert HttpLimits(max_connections=10, max_connections_per_client=4).connections_per_client == 4
