@@ -23,7 +23,7 @@ from typing import IO, Protocol
 import psutil
 
 from scalablejob.host.gpus import CUDA_VISIBLE_DEVICES, Gpu, cuda_visible_devices
-from scalablejob.host.processes import WORKER_NAME_ENV, is_same_process
+from scalablejob.host.processes import WORKER_NAME_ENV, is_same_process, kill_processes_with_env
 from scalablejob.scaler.forkserver import FORK_SERVER_ENV, ForkServer
 from scalablejob.scaler.records import ProcessRecord
 
@@ -157,13 +157,7 @@ class ProcessLauncher:
 
     def kill_leftovers(self, name: str) -> int:
         """SIGKILL every process still carrying a dead worker's name (its command tasks); returns how many."""
-        killed = 0
-        for process in psutil.process_iter(["environ"]):
-            if (process.info.get("environ") or {}).get(WORKER_NAME_ENV) == name:
-                with contextlib.suppress(psutil.Error):
-                    process.kill()
-                    killed += 1
-        return killed
+        return kill_processes_with_env(WORKER_NAME_ENV, name)
 
     def _signal(self, name: str, signum: int) -> None:
         pid = self._pid(name)

@@ -19,6 +19,7 @@ import psutil
 
 WORKER_NAME_ENV = "SCALABLEJOB_WORKER_NAME"  # set by the scaler that started a worker: its node name, `...@<host>`
 CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack
+KILL_ROUNDS = 10  # looks for processes to kill by their environment: a round after each kill, for what they forked
 
 
 def is_same_process(pid: int, create_time: float) -> bool:
@@ -72,6 +73,57 @@ def dying_with_parent(argv: Sequence[str], env: Mapping[str, str] | None = None)
     if shutil.which(argv[0], path=path) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
     return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv]
+
+
+def kill_processes_with_env(name: str, value: str, *, rounds: int = KILL_ROUNDS) -> int:
+    """SIGKILL every process of this host whose environment (as it was at its exec) has `name=value`, and look again
+    for what they forked meanwhile, up to `rounds` times; returns how many were killed. Whatever a process starts
+    inherits its environment, whatever session it moves to, unless a program drops it or runs as another user.
+    It reads /proc itself: psutil takes ten times longer, and this runs at the end of every job."""
+    marker = f"\0{name}={value}\0".encode()
+    killed: set[int] = set()
+    for _ in range(rounds):
+        found = [pid for pid in _pids() if pid != os.getpid() and _has_env(pid, marker)]
+        if not found:
+            break
+        killed.update(pid for pid in found if _kill_marked(pid, marker))
+    return len(killed)
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+
+
+def _has_env(pid: int, marker: bytes) -> bool:
+    """Whether `marker` (NUL, NAME=value, NUL) is in the process's environment; a zombie's has none."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return marker in b"\0" + environ.read()
+    except OSError:  # gone, or another user's
+        return False
+
+
+def _kill_marked(pid: int, marker: bytes) -> bool:
+    """SIGKILL `pid` if it still has `marker`, through a pidfd where there is one: the pid cannot name another
+    process between the check and the signal."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except OSError:  # no pidfd here (Linux before 5.3): a pid reused within microseconds is a risk we take
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            return True
+        return False
+    try:
+        if not _has_env(pid, marker):
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def signal_group(pgid: int, signum: int) -> None:

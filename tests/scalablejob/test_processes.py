@@ -1,8 +1,11 @@
-"""wait_for_listener: true once a child listens, false as soon as it exits, false when time runs out."""
+"""Process helpers: wait_for_listener (true once a child listens, false as soon as it exits, false when time runs
+out), dying_with_parent, and kill_processes_with_env."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,8 +14,9 @@ import psutil
 import pytest
 
 from conftest import wait_until
-from scalablejob.host.processes import dying_with_parent, stop_group, wait_for_listener
+from scalablejob.host.processes import dying_with_parent, kill_processes_with_env, stop_group, wait_for_listener
 from scalablejob.local.redis_server import free_port
+from scalablejob.local.scaler_process import is_gone
 
 LISTEN = (
     "import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\ntime.sleep(60)"
@@ -84,3 +88,30 @@ def test_a_program_that_is_not_on_the_path_is_an_error_before_anything_starts():
     with pytest.raises(FileNotFoundError, match="no-such-program-here"):
         dying_with_parent(["no-such-program-here", "--flag"], {"PATH": "/nonexistent"})
     assert dying_with_parent(["ls"], {"PATH": "/usr/bin:/bin"})[-1] == "ls"
+
+
+def test_kill_processes_with_env_kills_the_marked_ones_wherever_they_went(tmp_path):
+    # given a marked process whose daemon (its own session, its parent gone) writes its pid, and an unmarked one
+    marker = {"SCALABLEJOB_TEST_MARK": f"mark-{time.monotonic_ns()}"}
+    pid_file = tmp_path / "daemon.pid"
+    daemon = f"setsid sh -c 'sleep 60 & echo $! > {pid_file}'; exec sleep 60"
+    marked = subprocess.Popen(["sh", "-c", daemon], env={**os.environ, **marker}, start_new_session=True)
+    unmarked = subprocess.Popen(
+        ["sleep", "60"], env={**os.environ, "SCALABLEJOB_TEST_MARK": "other"}, start_new_session=True
+    )
+    try:
+        grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "no daemon"))
+
+        # when the marked ones are killed
+        killed = kill_processes_with_env(*marker.popitem())
+
+        # then both of them are gone, and the other one still runs
+        assert killed >= 2  # the daemon's parent shell too, if it had not exited yet
+        assert marked.wait(10) == -signal.SIGKILL
+        wait_until(lambda: is_gone(grandchild), 10, "the marked daemon outlived the kill")
+        assert unmarked.poll() is None
+    finally:
+        for process in (marked, unmarked):
+            stop_group(process, 0)
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
