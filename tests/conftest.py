@@ -25,6 +25,7 @@ import redis
 from scalablejob import JobClient
 from scalablejob.api.celery_app import make_app
 from scalablejob.local.redis_server import RedisServer, free_port
+from scalablejob.local.scaler_process import is_gone
 from scalablejob.store.broker import running_embedded
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,3 +305,15 @@ def client_for(redis_url: str) -> Iterator[Callable[[str], JobClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def leftover_pids() -> Iterator[list[int]]:
+    """Pids of processes a test's jobs started, such as daemons: SIGKILLed after the test if they still run (where
+    the code under test failed to end them), so that no test leaves a process behind."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if not is_gone(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from scalablejob.api.client import REQUEST_ID_TAG
 from scalablejob.host.processes import signal_group
 from scalablejob.model.errors import RequestError
+from scalablejob.model.exits import OomKills, oom_notice
 from scalablejob.model.redaction import without_secrets
+from scalablejob.workers.job_processes import JobProcesses
 from scalablejob.workers.lines import NOTICE_STREAM, Ending, Line, LineSplitter
 
 TAIL_LINES = 50  # the result entry keeps the last lines of output, capped in bytes too
@@ -48,6 +50,7 @@ class CommandOutcome:
     output_tail: bytes
     duration_s: float
     stopped: str | None = None  # "cancelled" or "timeout" when the runner stopped it
+    oom: OomKills | None = None  # the kernel's OOM kills while it ran (None: not told here)
 
 
 PYTHON_NAMES = ("python", "python3")
@@ -125,27 +128,35 @@ def run_command(
     should_stop: StopCheck | None = None,
     timeout_s: float | None = None,
     grace_s: float = STOP_GRACE_S,
+    job: JobProcesses | None = None,
 ) -> CommandOutcome:
-    """Run argv in its own process group, streaming its output lines; nothing of it outlives the call."""
+    """Run argv in its own session (and cgroup, where one can be made), streaming its output lines; nothing of it
+    outlives the call (job_processes.py). `job` is for tests that choose how its processes are found."""
     started = time.monotonic()
+    job = JobProcesses() if job is None else job
     try:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, cwd=cwd, env=None if env is None else dict(env),
+            start_new_session=True, cwd=cwd, env={**(os.environ if env is None else env), **job.env},
         )  # fmt: skip
     except OSError as exc:  # not found, permission denied, exec format error, ...
+        job.close()
         exit_code, message = spawn_error(argv, cwd, exc)
         if on_line is not None:  # the job's log says why, as a shell would on stderr, not only its exit code
             on_line("stderr", Line(message.encode(), Ending.NEWLINE))
         return CommandOutcome(exit_code, f"{message}\n".encode(), time.monotonic() - started)
+    job.started(process.pid)
     try:
         pump = _OutputPump(process, on_line)
         stopped = pump.run(should_stop, None if timeout_s is None else started + timeout_s, grace_s)
     finally:
-        signal_group(process.pid, signal.SIGKILL)  # nothing of this job may outlive it, even if a callback raised
-    returncode = process.wait()
+        job.kill()  # nothing of this job may outlive it, even if a callback raised
+        returncode = process.wait()
+        oom = job.close()
+    if on_line is not None and (notice := oom_notice(oom)) is not None:
+        on_line(NOTICE_STREAM, Line(notice.encode(), Ending.NEWLINE))
     exit_code = returncode if returncode >= 0 else 128 - returncode
-    return CommandOutcome(exit_code, pump.tail(), time.monotonic() - started, stopped)
+    return CommandOutcome(exit_code, pump.tail(), time.monotonic() - started, stopped, oom)
 
 
 def spawn_error(argv: list[str], cwd: str | None, exc: OSError) -> tuple[int, str]:
@@ -217,8 +228,7 @@ class _OutputPump:
         try:
             stopped = self._pump(should_stop, deadline, grace_s)
         finally:
-            signal_group(self.process.pid, signal.SIGKILL)  # nothing of this job may outlive it
-            self._release()
+            self._release()  # the caller kills what is left of the job
         for stream, splitter in self.splitters.items():
             self._emit(stream, splitter.flush())
         return stopped
@@ -248,7 +258,7 @@ class _OutputPump:
             if exited_at is None and self.leader.exited():
                 exited_at = now
             if exited_at is not None and (not self._pipes_open() or now - exited_at > DRAIN_S):
-                break  # descendants that still hold the pipes go with the group below
+                break  # descendants that still hold the pipes are killed with the rest of the job
             if exited_at is None and not self._pipes_open():
                 pipes_closed_at = pipes_closed_at or now
                 if now - pipes_closed_at >= PIPES_CLOSED_NOTICE_S:

@@ -14,6 +14,7 @@ import redis
 from scalablejob.api.job import QueryContext
 from scalablejob.model.config import ScalableJobConfig
 from scalablejob.model.errors import HandlerError, ModelServerError, RequestError
+from scalablejob.model.exits import exit_error, oom_tags
 from scalablejob.model.routing import TaskType
 from scalablejob.model.task_result import encode_value, encoding_tags, error_tags, error_text
 from scalablejob.store.cancel import WHILE_RUNNING, end_cancelled
@@ -153,7 +154,7 @@ class WorkerRuntime:
             data = reported.data if reported.data is not None and status is RequestStatus.DONE else outcome.output_tail
             tags_out = entry_tags(
                 request_id, TaskType.COMMAND.value, EntryType.RESULT, exitCode=outcome.exit_code,
-                durationSeconds=f"{outcome.duration_s:.3f}",
+                durationSeconds=f"{outcome.duration_s:.3f}", **oom_tags(outcome.oom),
                 **({"stopped": outcome.stopped} if outcome.stopped else {}), **log.summary_tags(), **reported.tags,
             )  # fmt: skip
             if not delivery.finish(status, data, tags_out, exit_code=outcome.exit_code, error=error):
@@ -166,7 +167,7 @@ class WorkerRuntime:
         if outcome.stopped == "timeout":
             return RequestStatus.FAILED, f"timed out after {self.settings.task_timeout_s:g} s"
         if outcome.exit_code != 0:
-            return RequestStatus.FAILED, f"command exited with code {outcome.exit_code}"
+            return RequestStatus.FAILED, exit_error(outcome.exit_code, outcome.oom)
         return RequestStatus.DONE, None
 
     def _job_log(self, delivery: Delivery, task_type: TaskType) -> JobLog:
