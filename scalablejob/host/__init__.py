@@ -1,1 +1,1 @@
-"""This machine: processes and their identity, GPUs, private files for secrets."""
+"""This machine: processes and their identity, jobs' cgroups, GPUs, private files for secrets."""
