@@ -29,7 +29,8 @@ POLL_S = 0.05  # how often the runner looks at cancel requests, deadlines and qu
 STOP_CHECK_S = 0.25  # how often it asks whether the job was cancelled
 PARTIAL_FLUSH_S = 0.5  # a line without an ending is shown after the program has been quiet this long
 DRAIN_S = 0.5  # after the command exits, how long its descendants may keep its pipes open
-PIPES_CLOSED_NOTICE_S = 0.2  # pipes closed this long before the leader exits: it redirected its output, say so
+PIPES_CLOSED_NOTICE_S = 1.0  # pipes closed this long before the leader exits: it redirected its output, say so
+# (coreutils close theirs just before they exit; on a loaded machine that last step took over 0.2 s)
 STOP_GRACE_S = 10.0
 ENV_TAG_PREFIX = "env."
 REQUEST_ID_ENV = "SCALABLEJOB_REQUEST_ID"  # each job knows its request, e.g. to keep its own checkpoint folder
