@@ -202,7 +202,7 @@ class SinkQueue(Queue):
         """Append an item as given; it gets a requestId tag if it has none."""
         clean = normalize_tags(tags)
         clean[REQUEST_ID_TAG] = checked_request_id(clean)
-        index = await self._append(*self._sink.append_call(data, clean))
+        index = await self._append(*self._sink.append_call([(data, clean)]))
         return int(index), clean[REQUEST_ID_TAG]
 
 

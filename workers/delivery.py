@@ -41,12 +41,27 @@ CANCELLED_BEFORE_START = -2  # what starting a request that was cancelled while 
 Write = Callable[[], bool]  # one write to Redis; False when the fence refused it
 
 
+@dataclass(frozen=True)
+class _Line:
+    """A log or progress entry of the output queue, waiting in the outbox: lines in a row go in one call."""
+
+    data: bytes
+    tags: Mapping[str, str]
+
+
 @dataclass
 class _Gap:
-    """Where the outbox dropped writes, and how many: written as one log line in their place."""
+    """Where the outbox dropped writes, and how many: written as one log line in their place. Once the writer has
+    taken it, its count is final and a later drop opens another gap."""
 
     why: str
     dropped: int = 1
+    taken: bool = False
+
+
+Queued = Write | _Line | _Gap
+LINES_PER_WRITE = 256  # log entries in a row that the writer appends in one call
+BYTES_PER_WRITE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -88,7 +103,7 @@ class Delivery:
         self._max_buffered = max_buffered
         self._watch_s = watch_s
         self._stalled_write_s = stalled_write_s
-        self._outbox: deque[Write | _Gap] = deque()
+        self._outbox: deque[Queued] = deque()
         self._lock = threading.Condition()
         self._broker_away = False  # the writer's last try met an outage: a full outbox drops rather than waits
         self._writing_since: float | None = None  # when the write in flight started (a frozen Redis never errs)
@@ -126,8 +141,7 @@ class Delivery:
 
     def log(self, data: bytes, entry_type: EntryType, **tags: str) -> None:
         """A `log` or `progress` entry of the output queue; its first one is remembered as where the log starts."""
-        entry = entry_tags(self.request_id, self.task_type, entry_type, **tags)
-        self._queue(lambda: self._append(data, entry))
+        self._queue(_Line(data, entry_tags(self.request_id, self.task_type, entry_type, **tags)))
 
     def progress(self, fraction: float, message: str) -> None:
         """The request state's progress (the sink's progress entry, if any, comes through `log`)."""
@@ -190,8 +204,8 @@ class Delivery:
 
     # ---- the writer ---------------------------------------------------------------------------------------
 
-    def _append(self, data: bytes, tags: Mapping[str, str]) -> bool:
-        index = self.sink.append(data, tags, fence=self._fence)
+    def _append(self, lines: list[_Line]) -> bool:
+        index = self.sink.append_many([(line.data, line.tags) for line in lines], fence=self._fence)
         if index == 0:
             return False
         if self._first_log_index is None:
@@ -199,7 +213,7 @@ class Delivery:
             return self.requests.set_log_index(self.request_id, index, self.attempt)
         return True
 
-    def _queue(self, write: Write) -> None:
+    def _queue(self, write: Write | _Line) -> None:
         """Queue a write in order. A full outbox holds the caller until there is room, unless the broker is away or
         the job is being stopped: then the write is dropped and counted where the gap is."""
         self._ensure_writer()
@@ -224,7 +238,7 @@ class Delivery:
 
     def _count_dropped(self, why: str) -> None:
         last = self._outbox[-1] if self._outbox else None
-        if isinstance(last, _Gap):
+        if isinstance(last, _Gap) and not last.taken:
             last.dropped += 1
         else:
             self._outbox.append(_Gap(why))  # the one entry past max_buffered: a gap is never followed by another
@@ -243,9 +257,7 @@ class Delivery:
                     self._lock.wait(self._watch_s)
                 if self._closed:
                     return
-                write = self._outbox[0] if self._outbox else None
-                if isinstance(write, _Gap):
-                    write = self._gap_notice(write)
+                write, taken = self._next_write()
             self._writing_since = time.monotonic()
             try:
                 if write is not None and not write():
@@ -253,9 +265,7 @@ class Delivery:
                 elif write is not None:
                     with self._lock:
                         self._broker_away = False
-                        if self._outbox:
-                            self._outbox.popleft()
-                            self._lock.notify_all()
+                        self._pop(taken)
                 if time.monotonic() - self._looked_at >= self._watch_s:
                     self._look()
                 self._writing_since = None
@@ -264,9 +274,7 @@ class Delivery:
                 if not is_outage(exc):
                     logger.exception("a write of request %s failed; it is dropped", self.request_id)
                     with self._lock:
-                        if self._outbox:
-                            self._outbox.popleft()
-                            self._lock.notify_all()
+                        self._pop(taken)
                     continue
                 with self._lock:
                     self._broker_away = True
@@ -274,13 +282,36 @@ class Delivery:
                     self._lock.notify_all()  # a job waiting for room runs on, dropping lines
                     self._lock.wait(next_pause())
 
-    def _gap_notice(self, gap: _Gap) -> Write:
-        """The write of the log line that says, where the gap is, how many writes the outbox could not hold. Taken
-        under the lock at the head of the outbox, so its count no longer grows (only the tail's does)."""
+    def _next_write(self) -> tuple[Write | None, int]:
+        """(the next write, how many queued items it covers): a progress update alone, or the log lines in a row at
+        the head of the outbox in one call. Called under the lock."""
+        head = self._outbox[0] if self._outbox else None
+        if head is None or callable(head):
+            return head, 1
+        lines: list[_Line] = []
+        size = 0
+        for item in self._outbox:
+            if callable(item) or len(lines) == LINES_PER_WRITE or size > BYTES_PER_WRITE:
+                break
+            line = self._gap_notice(item) if isinstance(item, _Gap) else item
+            lines.append(line)
+            size += len(line.data)
+        return (lambda: self._append(lines)), len(lines)
+
+    def _pop(self, taken: int) -> None:
+        """Take the written (or dropped) items off the outbox's head; called under the lock."""
+        for _ in range(min(taken, len(self._outbox))):
+            self._outbox.popleft()
+        self._lock.notify_all()
+
+    def _gap_notice(self, gap: _Gap) -> _Line:
+        """The log line that says, where the gap is, how many writes the outbox could not hold. Its count is final
+        from here: a drop after this opens a gap of its own."""
+        gap.taken = True
         buffer = f"the worker's buffer of {self._max_buffered} writes was full"
         notice = f"{gap.dropped} log line(s) dropped: {buffer} and {gap.why}"
         tags = entry_tags(self.request_id, self.task_type, EntryType.LOG, stream=DROPPED_STREAM, dropped=gap.dropped)
-        return lambda: self._append(notice.encode(), tags)
+        return _Line(notice.encode(), tags)
 
     def _look(self) -> None:
         """Refresh the cancel flag and whether this delivery is still current; a broker outage leaves both."""

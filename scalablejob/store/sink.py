@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -161,18 +161,28 @@ class Sink:
         """Append one entry at `now` (default: the time) and return its index; 0 when `fence` names a delivery
         that is no longer current (nothing written). A request's final entry goes through `RequestStore.finish`
         instead, which ends the request's state in the same step."""
-        return int(self._append(*self.append_call(data, tags, now, fence)))
+        return self.append_many([(data, tags)], now=now, fence=fence)
+
+    def append_many(
+        self, entries: Sequence[tuple[bytes, Mapping[str, str]]], *, now: float | None = None,
+        fence: Fence | None = None,
+    ) -> int:  # fmt: skip
+        """Append (data, tags) entries, in order, in one call, and return the first one's index (the others follow
+        it); 0 when `fence` names a delivery that is no longer current (nothing written)."""
+        return int(self._append(*self.append_call(entries, now, fence)))
 
     def append_call(
-        self, data: bytes, tags: Mapping[str, str], now: float | None = None, fence: Fence | None = None
-    ) -> tuple[list[str], list[bytes | float | int]]:
-        """The keys and arguments of sink_append.lua for one entry (`append_script` runs it on redis.asyncio)."""
+        self, entries: Sequence[tuple[bytes, Mapping[str, str]]], now: float | None = None, fence: Fence | None = None
+    ) -> tuple[list[str], list[bytes | float | int | str]]:
+        """The keys and arguments of sink_append.lua for these entries (`append_script` runs it on redis.asyncio)."""
         at = time.time() if now is None else now
-        args: list[bytes | float | int] = [data, encode_tags(tags), at, *retention_defaults()]
+        attempt: int | str = fence.attempt if fence is not None else ""
+        args: list[bytes | float | int | str] = [at, *retention_defaults(), attempt]
+        for data, tags in entries:
+            args += [data, encode_tags(tags)]
         entry_keys = [self.stream, self.counter, self.limits, self.clock, self.evicted]
         if fence is not None:
             entry_keys.append(fence.state_key)
-            args.append(fence.attempt)
         return entry_keys, args
 
     def read(self, start_index: int = 1, count: int = 100) -> list[SinkEntry]:

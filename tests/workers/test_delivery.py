@@ -125,9 +125,9 @@ class SlowSink(Sink):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.gate = threading.Event()
 
-    def append(self, *args: object, **kwargs: object) -> int:
+    def append_many(self, *args: object, **kwargs: object) -> int:
         self.gate.wait(10)
-        return super().append(*args, **kwargs)  # type: ignore[arg-type]
+        return super().append_many(*args, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -241,3 +241,21 @@ def test_a_broker_that_stalls_without_an_error_does_not_hold_the_job_back(
     assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
     gaps = [entry for entry in slow_sink.read(count=100) if "dropped" in entry.tags]
     assert len(gaps) == 1 and b"the broker was unreachable" in gaps[0].data
+
+
+def test_lines_queued_in_a_row_are_appended_in_one_call_in_order(store: RequestStore, slow_sink: SlowSink) -> None:
+    # given a job that printed many lines while the broker was busy with its first
+    delivery = started(store, slow_sink, max_buffered=1000)
+    calls: list[int] = []
+    append_many = slow_sink.append_many
+    slow_sink.append_many = lambda entries, **kw: calls.append(len(entries)) or append_many(entries, **kw)  # type: ignore[method-assign]
+    for n in range(600):
+        delivery.log(f"line {n}".encode(), EntryType.LOG)
+
+    # when the broker takes them, then they go in a few calls of many lines, in order, none lost
+    slow_sink.gate.set()
+    assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
+    assert [entry.data for entry in slow_sink.read(count=700)] == [*(f"line {n}".encode() for n in range(600)), b"tail"]
+    assert sum(calls) == 600 and len(calls) <= 4
+    state = store.get("r1")
+    assert state is not None and state.log_index == 1
