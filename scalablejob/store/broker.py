@@ -82,8 +82,8 @@ def _address(url: str) -> tuple[str, int | None, str]:
 
 def running_embedded(folder: Path) -> str | None:
     """The URL of an embedded broker already serving `folder`, if one answers. One that is loading its data, or too
-    busy to answer in time, or refusing our password, counts: a second server on the same folder would corrupt its
-    file."""
+    busy to answer in time, or refusing our password or even a PING (MISCONF: its disk is full), counts: a second
+    server on the same folder would corrupt its file."""
     url = embedded_url(folder)
     if url is None:
         return None
@@ -91,7 +91,7 @@ def running_embedded(folder: Path) -> str | None:
     try:
         client.ping()
         return url
-    except (redis.BusyLoadingError, redis.TimeoutError, redis.AuthenticationError):
+    except (redis.BusyLoadingError, redis.TimeoutError, redis.AuthenticationError, redis.ResponseError):
         return url
     except redis.RedisError:
         return None
