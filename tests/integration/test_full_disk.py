@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from full_disk import SmallDisk, kill_redis_servers_in, refuse_writes, small_disk
+from full_disk import SmallDisk, kill_redis_servers_in, redis_servers_in, refuse_writes, small_disk
 
-from conftest import CLI, REPO, WorkerProcess, launch_worker, python_command, service_config, wait_until
+from conftest import CLI, REPO, UpProcess, WorkerProcess, launch_worker, python_command, service_config, wait_until
 from scalablejob import JobClient, RequestStatus
-from scalablejob.local.redis_server import RedisServer
+from scalablejob.local.embedded_broker import EmbeddedBroker
+from scalablejob.local.redis_server import RedisServer, free_port
 from scalablejob.model.errors import BrokerRefused
 from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV
 from scalablejob.store.outage import is_outage
+from scalablejob.store.presence import read_presence
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -131,3 +135,122 @@ def test_workers_wait_out_a_full_disk_and_finish_their_work_once_it_is_freed(dis
         finally:
             for worker in workers:
                 worker.stop()
+
+
+# --- up and down ---------------------------------------------------------------------------------------------------
+
+
+def up_argv(config: Path, data: Path) -> list[str]:
+    ports = ("--port", str(free_port()), "--flower-port", str(free_port()), "--metrics-port", str(free_port()))
+    return [*CLI, "up", str(config), "--data-dir", str(data), *ports]
+
+
+@pytest.mark.parametrize("free_pages", [0, 1], ids=["no-room-for-its-own-record", "no-room-for-redis-record"])
+def test_up_on_a_full_disk_refuses_in_one_line_and_leaves_no_redis_running(disk, tmp_path, free_pages):
+    # given a data folder that an earlier stack used (its password, its Redis file), on a disk now full
+    data = disk.path / "data"
+    earlier = EmbeddedBroker(data)
+    earlier.start()
+    earlier.stop()
+    disk.fill(free_pages)
+
+    # when up starts on it
+    up = subprocess.run(up_argv(write_config(tmp_path), data), cwd=tmp_path, env=clean_env(), capture_output=True,
+                        text=True, timeout=60)  # fmt: skip
+
+    # then it says in one line that the disk is full, and leaves no Redis running
+    assert up.returncode == 1
+    line = one_error_line(up)
+    assert "No space left on device" in line and str(data) in line
+    assert redis_servers_in(data / "redis") == []
+
+
+def test_up_stops_on_a_full_disk_within_a_bound_and_loses_nothing_acknowledged(disk, tmp_path):
+    # given a stack with a worker, on a disk that fills while requests are put (for a service nobody serves, so they
+    # stay queued), until Redis refuses them
+    data = disk.path / "data"
+    up = UpProcess(write_config(tmp_path), data, cwd=tmp_path, env=clean_env())
+    try:
+        where = up.wait_ready()
+        raw = redis.Redis.from_url(where["broker"])
+        wait_until(lambda: read_presence(raw, SERVICE), 60, "the worker never started")
+        acknowledged: list[str] = []
+        with JobClient("elsewhere", where["broker"]) as jobs:
+            disk.fill(leave_pages=16)
+            with pytest.raises(BrokerRefused):
+                for _ in range(1000):
+                    acknowledged.append(jobs.put(b"b" * 8192, {"taskType": "query"})[1])
+
+        # when up is asked to stop
+        asked = time.monotonic()
+        up.process.send_signal(signal.SIGINT)
+
+        # then it stops within the bound, and says what it left running and what to do, if anything
+        status = up.process.wait(STOP_BOUND_S)
+        output = "\n".join(up.lines)
+        assert "Traceback" not in output
+        assert status == 0 or (status == 1 and "stopped, except Redis" in up.lines[-1]), output[-3000:]
+        print(f"up stopped {time.monotonic() - asked:.1f} s after SIGINT, exit status {status}")
+
+        # and once the disk has room, down stops whatever is left, and every acknowledged request is there
+        disk.free()
+        down = run_cli("down", "--data-dir", str(data))
+        assert down.returncode == 0, down.stderr
+        assert redis_servers_in(data / "redis") == []
+        broker = EmbeddedBroker(data)
+        with JobClient("elsewhere", broker.start()) as jobs:
+            missing = [request_id for request_id in acknowledged if jobs.state(request_id) is None]
+        broker.stop()
+        assert acknowledged and missing == []
+    finally:
+        if up.process.poll() is None:
+            up.kill()
+
+
+def test_down_stops_a_redis_of_the_folder_that_no_record_names(tmp_path):
+    # given a redis-server working in a data folder that records no broker (as a crash before its record leaves it)
+    data = tmp_path / "data"
+    server = RedisServer(data / "redis", persistent=True)
+    server.start()
+    try:
+        redis.Redis.from_url(server.url).set("kept", "yes")
+
+        # when down runs on that folder
+        down = run_cli("down", "--data-dir", str(data))
+
+        # then it finds and stops that Redis, which keeps its data
+        assert down.returncode == 0, down.stderr
+        assert f"stopped a redis-server of {data} that no record named (pid {server.pid})" in down.stdout
+        wait_until(lambda: server.exit_status is not None, 15, "the unrecorded redis-server still runs")
+    finally:
+        server.stop()
+    with RedisServer(data / "redis", persistent=True) as restarted:
+        assert redis.Redis.from_url(restarted.url).get("kept") == b"yes"
+
+
+def test_a_redis_holding_writes_not_on_disk_is_left_running_until_down_can_stop_it_without_loss(disk):
+    # given the embedded Redis of a folder that acknowledged a write it could not append to its file (disk full)
+    data = disk.path / "data"
+    broker = EmbeddedBroker(data)
+    raw = redis.Redis.from_url(broker.start())
+    disk.fill()
+    raw.set("acknowledged", b"a" * (1 << 16))
+    wait_until(lambda: raw.info("persistence")["aof_last_write_status"] == "err", 10, "the write did not fail")
+
+    # when its `up` stops it, and `down` tries, while the disk is full
+    left = broker.stop(unsaved_wait_s=1)
+    down = run_cli("down", "--data-dir", str(data))
+
+    # then neither stops it, and `down` says why in one line
+    assert left is not None and "left running" in left and "not on disk yet" in left
+    assert down.returncode == 1
+    assert "stopping it now would lose them" in one_error_line(down)
+    assert broker.server.exit_status is None
+
+    # when the disk has room again, then `down` stops it, and the write is in its file
+    disk.free()
+    down = run_cli("down", "--data-dir", str(data))
+    assert down.returncode == 0, down.stderr
+    assert f"stopped the redis-server left running in {data}" in down.stdout
+    with RedisServer(data / "redis", persistent=True, password=broker.server.password) as restarted:
+        assert redis.Redis.from_url(restarted.url).get("acknowledged") == b"a" * (1 << 16)
