@@ -9,9 +9,9 @@ Nothing keeps the stack from stopping: SIGINT, SIGTERM and SIGHUP (a closed term
 output that cannot be written (the reader of a pipe died, the terminal closed) is dropped instead of raising; and
 if this process dies without stopping them (kill -9), the kernel sends every part SIGTERM, and a keeper process
 (stack_keeper) waits for them and stops Redis last. The data folder records which `up` runs there, so a second one
-refuses to start and `scalablejob down` can stop it. A Redis that holds acknowledged writes it could not put on a
-full disk is left running at the stop, recorded, rather than lose them; and a data folder that cannot be written is
-one line, with nothing left running.
+refuses to start and `scalablejob down` can stop it. A Redis that exits while the stack runs is started again
+(broker_restarts); one that holds acknowledged writes it could not put on a full disk is left running at the stop,
+recorded, rather than lose them; and a data folder that cannot be written is one line, with nothing left running.
 
 No part gets a secret on its command line (which every local user can read): the broker URL goes to the front end and
 the scaler in SCALABLEJOB_BROKER (the scaler hands it on to its workers the same way), to Flower in CELERY_BROKER_URL
@@ -38,6 +38,7 @@ from typing import TextIO
 
 from scalablejob.host.processes import dying_with_parent, stop_group, wait_for_listener
 from scalablejob.host.secret_files import ensure_secret, private_folder
+from scalablejob.local.broker_restarts import BrokerRestarts
 from scalablejob.local.embedded_broker import EmbeddedBroker, resolve_broker
 from scalablejob.local.flower import FlowerLogin, flower_env, flower_login
 from scalablejob.local.redis_server import DEFAULT_APPENDFSYNC
@@ -390,9 +391,17 @@ def _stop(stack: Stack, signals: StopSignals) -> bool:
 
 
 def _watch(stack: Stack, signals: StopSignals) -> int:
-    """Wait for a stop signal; restart the user's front-end script if it dies, give up if another part does."""
+    """Wait for a stop signal; restart the user's front-end script and the embedded Redis if they die, give up if
+    another part does."""
     last_restart = 0.0
+    broker = BrokerRestarts(stack.embedded, stack.out.line) if stack.embedded is not None else None
     while not signals.count:
+        if broker is not None and broker.due:
+            try:
+                with signals.interrupting():  # a restart waits while Redis loads its file: a stop signal ends it
+                    broker.check()
+            except StartInterrupted:
+                return 0
         part = stack.first_exited()
         if part is not None and part.name == "script" and time.monotonic() - last_restart > SCRIPT_RESTART_S:
             stack.out.line(f"front-end script exited {part.exit_status}: restarting it")
