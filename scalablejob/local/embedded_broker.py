@@ -7,6 +7,7 @@ stopped while it holds writes it could not append to its file: it is left runnin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -66,9 +67,10 @@ class EmbeddedBroker:
             write_private(self.folder / BROKER_RECORD, json.dumps({"url": self.server.address, "pid": self.server.pid}))
         except OSError as exc:
             self.server.stop()  # unrecorded, nothing could find it to stop it
+            full = f": free space on the disk of {self.folder}, then start again" if exc.errno == errno.ENOSPC else ""
             raise BrokerError(
                 f"could not record the embedded broker in {self.folder / BROKER_RECORD} ({exc.strerror}), so it was "
-                "stopped again"
+                f"stopped again{full}"
             ) from exc
         return url
 

@@ -190,7 +190,8 @@ def test_up_stops_on_a_full_disk_within_a_bound_and_loses_nothing_acknowledged(d
         output = "\n".join(up.lines)
         assert "Traceback" not in output
         assert status == 0 or (status == 1 and "stopped, except Redis" in up.lines[-1]), output[-3000:]
-        print(f"up stopped {time.monotonic() - asked:.1f} s after SIGINT, exit status {status}")
+        print(f"{len(acknowledged)} puts acknowledged; up stopped {time.monotonic() - asked:.1f} s after SIGINT, exit "
+              f"status {status}")  # fmt: skip
 
         # and once the disk has room, down stops whatever is left, and every acknowledged request is there
         disk.free()
