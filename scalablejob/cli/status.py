@@ -128,6 +128,8 @@ def status(
         snapshot = read_status(client, name)
         if service_config is None and not snapshot.known:
             raise ScalableJobError(unknown_service_message(name, known_services(client)))
+    except redis.AuthenticationError:
+        raise  # a wrong password is said as such (reports_errors)
     except (redis.ConnectionError, redis.TimeoutError) as exc:  # it answered the probe, then stopped answering
         raise ScalableJobError(silent_broker_message(broker, data_dir, exc)) from exc
     finally:
