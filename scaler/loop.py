@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 MIN_PASS_GAP_S = 0.02
 RECONCILE_EVERY_S = 3.0  # how often the delivery invariant is checked (scaler.reconcile)
 RECONCILE_SHARE = 0.05  # ... or less often, so that it reads every open request in at most this share of the time
+LEFTOVER_BOOKKEEPING_S = 10.0  # stopping, no worker left: how long a broker refusing their bookkeeping is waited for
 _TRANSIENT = (redis.RedisError, OperationalError)  # the broker is away: skip this pass, try again next one
 
 
@@ -252,9 +253,11 @@ class Scaler:
             self.parts.launcher.kill(name)
 
     def close(self) -> None:
-        self.parts.store.release()
+        """Let go of this host's lease and membership; a broker that refuses (both expire) is logged, not raised."""
+        _guarded(lambda _now: self.parts.store.release(), 0.0)
         if self.parts.membership is not None:
-            self.parts.membership.leave()
+            membership = self.parts.membership
+            _guarded(lambda _now: membership.leave(), 0.0)
 
     def run(
         self, wakeup: Wakeup, clock: Callable[[], float] = time.monotonic, interval_s: float = DEFAULT_INTERVAL_S
@@ -269,13 +272,30 @@ class Scaler:
                 time.sleep(max(0.0, started + MIN_PASS_GAP_S - clock()))  # a storm of wake-ups is not a busy loop
             logger.info("stopping: warm shutdown of %d worker(s); stop again to kill them", len(self.workers))
             self.drain()
-            while self.workers or self._ended:
-                if wakeup.stop_requests > 1:
-                    self.kill_all()
-                _guarded(self.reap, clock())
-                wakeup.wait(interval_s)
+            self._wait_drained(wakeup, clock, interval_s)
         finally:
             self.close()
+
+    def _wait_drained(self, wakeup: Wakeup, clock: Callable[[], float], interval_s: float) -> None:
+        """Until every worker has ended and been handled. Once none runs, a broker that refuses their bookkeeping (a
+        full disk) is waited for LEFTOVER_BOOKKEEPING_S only: what it would requeue, the next scaler's checks send
+        again, and a stop must not wait on the disk."""
+        left_since: float | None = None  # since when no worker runs and only their bookkeeping is left
+        while self.workers or self._ended:
+            if wakeup.stop_requests > 1:
+                self.kill_all()
+            _guarded(self.reap, clock())
+            if self.workers:
+                left_since = None
+            elif left_since is None:
+                left_since = clock()
+            elif self._ended and clock() - left_since >= LEFTOVER_BOOKKEEPING_S:
+                logger.warning(
+                    "stopping without the bookkeeping of %d ended worker(s): the broker refused it for %g s; the "
+                    "checks of the next scaler send their tasks again", len(self._ended), LEFTOVER_BOOKKEEPING_S,
+                )  # fmt: skip
+                return
+            wakeup.wait(interval_s)
 
     # ---- steps of a pass -----------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ model server. `ServiceWorker` runs these steps for `scalablejob worker` and `cel
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from scalablejob.model.config import ServiceConfig
 from scalablejob.model.errors import HandlerError, UserCodeError
 from scalablejob.model.routing import TaskType, queue_for
 from scalablejob.store.limits import record_limits
+from scalablejob.store.outage import through_outage
 from scalablejob.store.redis_url import connect
 from scalablejob.store.task_registry import record_tasks
 from scalablejob.transport.acks import FinishAcks
@@ -157,8 +159,11 @@ def prepare_service(
     register_tasks(app, runtime, on_model_server_error=lambda: _stop_if_dead(server))
     named = register_named_tasks(app, runtime, job)
     fail_unknown_tasks(runtime, known=sorted(named))
-    record_tasks(client, config.name, named)  # every put checks a task name against them
-    record_limits(client, config.name, config.queue)  # the limits its writes to the queues keep to
+    # a worker started while the broker refuses writes (a full disk: MISCONF) or is away waits for it, as a running one
+    # does, instead of ending with a traceback that the scaler would answer with another worker
+    what = "recording the service's tasks and limits"
+    through_outage(lambda: record_tasks(client, config.name, named), budget_s=math.inf, what=what)  # puts check them
+    through_outage(lambda: record_limits(client, config.name, config.queue), budget_s=math.inf, what=what)
     if not run_init_command(config.scalable_job, container_env, client, config.name, hostname):
         raise SystemExit(EXIT_INIT_FAILED)
     if server is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -12,10 +13,11 @@ from celery import Celery
 
 from scalablejob.api.celery_app import make_app
 from scalablejob.model import keys
-from scalablejob.model.errors import BrokerError, RequestError, ResultTimeout
+from scalablejob.model.errors import BrokerError, BrokerRefused, RequestError, ResultTimeout
 from scalablejob.model.routing import TASK_TYPE_TAG, TaskRegistry, TaskType, queue_for, resolve_task, task_name_for
 from scalablejob.store.cancel import CancelOutcome, cancel_request
 from scalablejob.store.logs import request_entries
+from scalablejob.store.outage import describe_refusal
 from scalablejob.store.queues import NORMAL_PRIORITY, URGENT_PRIORITY, QueueMessage
 from scalablejob.store.redis_url import connect, wait_for_replicas
 from scalablejob.store.sink import Sink, SinkEntry
@@ -85,6 +87,19 @@ def new_request(
     return NewRequest(request_id, task_type, task_name, body, clean, message)
 
 
+@contextlib.contextmanager
+def refusals_named(what: str) -> Iterator[None]:
+    """Turn the broker's refusal of a write (MISCONF, OOM, READONLY...: raw Redis, or wrapped by a Lua script) into
+    a BrokerRefused that says what could not be done and why; any other error passes unchanged."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        why = describe_refusal(str(exc))
+        if why is None:
+            raise
+        raise BrokerRefused(f"{what}: {why}; nothing was written, try again once that is fixed") from exc
+
+
 def send_message(client: redis.Redis, service: str, message: QueueMessage) -> None:
     """Queue a message outside a put (the reconciler's re-send), and tell the scaler as a put does."""
     with client.pipeline(transaction=True) as pipe:
@@ -121,7 +136,8 @@ class JobClient:
         (`.delay()`), known even before a worker of the service has registered them."""
         clean = normalize_tags(tags)
         request = new_request(self.app, self.service, self.frontend, data, clean, self._route(clean, tasks or {}))
-        index = self.requests.create_new(request, self.frontend)
+        with refusals_named(f"could not enqueue request {request.request_id} on {self.service}"):
+            index = self.requests.create_new(request, self.frontend)
         try:
             wait_for_replicas(self._redis, self.broker)  # with ?replicas=N: acknowledged only once replicated
         except Exception as exc:
@@ -157,7 +173,8 @@ class JobClient:
 
     def cancel(self, request_id: str) -> CancelOutcome:
         """Cancel a queued request (it leaves its queue) or a running one (its worker stops it)."""
-        return cancel_request(self._redis, self.service, request_id)
+        with refusals_named(f"could not cancel request {request_id} of {self.service}"):
+            return cancel_request(self._redis, self.service, request_id)
 
     def logs(self, request_id: str, *, follow: bool = False) -> Iterator[SinkEntry]:
         """A request's log, progress and final entries; with `follow`, as they come until it ends."""

@@ -2,12 +2,16 @@
 
 It asks `up` to stop as Ctrl-C would (SIGTERM: workers finish their tasks), hurries it after --timeout (its second
 signal: tasks go back on the queue), and kills it as a last resort (its children die with it). Then it stops an
-embedded redis-server still serving the folder, through the pid that the folder recorded for it.
+embedded redis-server still serving the folder, through the pid that the folder recorded for it, unless that server
+holds writes it could not put in its file (a full disk): those would be lost, so it says so and leaves it. Last, a
+redis-server working in the folder that no record names (left by a crash between its start and its record) is
+stopped too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -19,6 +23,8 @@ import psutil
 import redis
 
 from scalablejob.cli.options import data_dir_option, reports_errors
+from scalablejob.local.embedded_broker import REDIS_FOLDER, UNSAVED_WAIT_S
+from scalablejob.local.redis_server import servers_in, unsaved_writes
 from scalablejob.local.stack_record import StackRecord, forget_stale_record, running_stack
 from scalablejob.model.errors import BrokerError, ScalableJobError
 from scalablejob.model.redaction import masked_url
@@ -47,7 +53,8 @@ def down(data_dir: str | None, drain_s: float) -> None:
     folder = data_folder(data_dir)
     stopped_stack = stop_stack(folder, drain_s, click.echo)
     stopped_broker = stop_leftover_broker(folder, click.echo)
-    if not (stopped_stack or stopped_broker):
+    stopped_unrecorded = stop_unrecorded_brokers(folder, click.echo)
+    if not (stopped_stack or stopped_broker or stopped_unrecorded):
         click.echo(f"nothing runs in {folder}")
 
 
@@ -87,12 +94,41 @@ def stop_leftover_broker(folder: Path, say: Say) -> bool:
             f"{masked_url(url)} answers as pid {answering}, not as the redis-server (pid {recorded}) that "
             f"{folder / BROKER_RECORD} names: not stopping it"
         )
+    unsaved = unsaved_writes(url, folder / REDIS_FOLDER, UNSAVED_WAIT_S)
+    if unsaved is not None:
+        raise BrokerError(
+            f"the redis-server of {folder} (pid {answering}) still runs: {unsaved}; stopping it now would lose them. "
+            "Free space there, then run `scalablejob down` again"
+        )
     _signal(answering, signal.SIGTERM)  # Redis flushes its append-only file, then exits
     if not _wait(lambda: running_embedded(folder) is None, BROKER_STOP_S):
         raise BrokerError(f"the redis-server of {folder} (pid {answering}) did not stop within {BROKER_STOP_S:g} s")
     (folder / BROKER_RECORD).unlink(missing_ok=True)
     say(f"stopped the redis-server left running in {folder} (pid {answering})")
     return True
+
+
+def stop_unrecorded_brokers(folder: Path, say: Say) -> bool:
+    """Stop each redis-server working in `folder`'s Redis folder that no record names (the recorded one is stopped
+    above, or it runs on purpose); True if there was one. None is touched while an `up` holds the folder."""
+    if running_stack(folder) is not None or running_embedded(folder) is not None:
+        return False
+    servers = servers_in(folder / REDIS_FOLDER)
+    for server in servers:
+        _signal(server.pid, signal.SIGTERM)  # Redis flushes its append-only file, then exits
+        if not _wait(functools.partial(_ended, server), BROKER_STOP_S):
+            raise BrokerError(f"the redis-server of {folder} that no record names (pid {server.pid}) did not stop "
+                              f"within {BROKER_STOP_S:g} s")  # fmt: skip
+        say(f"stopped a redis-server of {folder} that no record named (pid {server.pid})")
+    return bool(servers)
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Gone, or a zombie that only waits for its parent to collect it."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _server_pid(url: str) -> int | None:

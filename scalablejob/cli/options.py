@@ -14,10 +14,12 @@ import click
 from redis import Redis
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as BrokerUnreachable
+from redis.exceptions import TimeoutError as BrokerSilent
 
+from scalablejob.local.broker_advice import silent_broker_advice
 from scalablejob.local.redis_server import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 from scalablejob.model.config import ServiceConfig
-from scalablejob.model.errors import ScalableJobError
+from scalablejob.model.errors import BrokerNotRunning, ScalableJobError
 from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV, existing_broker
 from scalablejob.store.broker import data_dir as data_folder
 from scalablejob.store.redis_url import connect
@@ -43,9 +45,22 @@ data_dir_option = click.option(
 )  # fmt: skip
 
 
-def connect_broker(broker: str | None, data_dir: str | None) -> Redis:
-    """A client of the broker a command names, or of the embedded one that runs; never starts one."""
-    return connect(existing_broker(broker, data_folder(data_dir)))
+def broker_url(broker: str | None, data_dir: str | None) -> str:
+    """The URL of the broker a command names, or of the embedded one that runs; never starts one. When the embedded
+    one does not answer while an `up` runs in the folder, the error says so (not "start `scalablejob up`")."""
+    folder = data_folder(data_dir)
+    try:
+        return existing_broker(broker, folder)
+    except BrokerNotRunning as exc:
+        advice = silent_broker_advice(folder, "nothing answers on its port")
+        if advice is None:
+            raise
+        raise BrokerNotRunning(advice) from exc
+
+
+def connect_broker(broker: str | None, data_dir: str | None, **options: Any) -> Redis:
+    """A client of `broker_url`'s broker (`options` as redis.Redis takes them)."""
+    return connect(broker_url(broker, data_dir), **options)
 
 
 def service_of(config: ServiceConfig | None, service: str | None) -> str:
@@ -72,5 +87,7 @@ def reports_errors(command: F) -> F:
             ) from exc
         except BrokerUnreachable as exc:
             raise click.ClickException(f"cannot reach the broker: {exc}") from exc
+        except BrokerSilent as exc:
+            raise click.ClickException(f"the broker did not answer in time: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]

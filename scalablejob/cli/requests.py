@@ -9,12 +9,10 @@ import click
 import redis
 
 from scalablejob.api.client import JobClient
-from scalablejob.cli.options import broker_option, connect_broker, data_dir_option, reports_errors
+from scalablejob.cli.options import broker_option, broker_url, connect_broker, data_dir_option, reports_errors
 from scalablejob.model import keys
 from scalablejob.model.config import load_config
 from scalablejob.model.errors import RequestError
-from scalablejob.store.broker import data_dir as data_folder
-from scalablejob.store.broker import existing_broker
 from scalablejob.store.cancel import cancel_request
 from scalablejob.store.logs import request_entries
 from scalablejob.store.sink import EntryType, Sink, SinkEntry
@@ -148,7 +146,7 @@ def submit(
     tags = parse_tags(tag_pairs) | ({"taskType": task_type} if task_type else {})
     default_type = config.scalable_job.default_task_type if config else None
     body = _request_body(data, file)
-    with JobClient(name, existing_broker(broker, data_folder(data_dir)), default_task_type=default_type) as client:
+    with JobClient(name, broker_url(broker, data_dir), default_task_type=default_type) as client:
         submitted = [client.put(body, tags) for _ in range(repeat)]
         for index, request_id in submitted:
             click.echo(request_id)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import click
+import redis
 from rich.console import Console
 from rich.table import Table
 
 from scalablejob.cli.options import broker_option, connect_broker, data_dir_option, reports_errors, service_of
+from scalablejob.local.broker_advice import silent_broker_advice
 from scalablejob.model.config import ServiceConfig, load_config
 from scalablejob.model.errors import ScalableJobError
+from scalablejob.store.broker import BROKER_ENV
+from scalablejob.store.broker import data_dir as data_folder
 from scalablejob.store.status import (
     ServiceStatus,
     host_documents,
@@ -22,6 +27,7 @@ from scalablejob.store.status import (
     worker_stale,
 )
 
+READ_TIMEOUT_S = 5.0  # a broker that takes longer (stopped with SIGSTOP, hung) is said to be silent, in one line
 NON_TERMINAL_WIDTH = 10_000  # a pipe or file has no width: rich would assume 80 and cut headers to "ty…"
 
 
@@ -117,11 +123,15 @@ def status(
     """
     service_config = load_config(config) if config else None
     name = service_of(service_config, service)
-    client = connect_broker(broker, data_dir)
+    client = connect_broker(broker, data_dir, socket_timeout=READ_TIMEOUT_S, socket_connect_timeout=READ_TIMEOUT_S)
     try:
         snapshot = read_status(client, name)
         if service_config is None and not snapshot.known:
             raise ScalableJobError(unknown_service_message(name, known_services(client)))
+    except redis.AuthenticationError:
+        raise  # a wrong password is said as such (reports_errors)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:  # it answered the probe, then stopped answering
+        raise ScalableJobError(silent_broker_message(broker, data_dir, exc)) from exc
     finally:
         client.close()
     if as_json:
@@ -134,6 +144,13 @@ def status(
         tables.insert(2, hosts_table(snapshot))
     for table in tables:
         console.print(table)
+
+
+def silent_broker_message(broker: str | None, data_dir: str | None, exc: redis.RedisError) -> str:
+    """One line for a broker that stopped answering: with what a running `up` of the data folder can do about it."""
+    detail = f"{type(exc).__name__}: {exc}"
+    embedded = not (broker or os.environ.get(BROKER_ENV))
+    return (embedded and silent_broker_advice(data_folder(data_dir), detail)) or f"the broker did not answer: {detail}"
 
 
 def unknown_service_message(name: str, known: list[str]) -> str:

@@ -1,7 +1,13 @@
-"""The embedded broker: the private redis-server of a data folder, started when no broker is given."""
+"""The embedded broker: the private redis-server of a data folder, started when no broker is given.
+
+Its record (broker.json: address and pid) is what `scalablejob down` and every command find it by, so a server is
+never left running unrecorded: one whose record cannot be written (a full disk) is stopped at once. Nor is one
+stopped while it holds writes it could not append to its file: it is left running, recorded, to finish them.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -20,6 +26,9 @@ from scalablejob.store.broker import (
     wait_for_broker,
 )
 
+REDIS_FOLDER = "redis"  # the server's own folder in the data folder: its append-only file and log
+UNSAVED_WAIT_S = 5.0  # a server that could not write its file retries every second: give it a few before leaving it
+
 
 class EmbeddedBroker:
     """Starts the private redis-server of a data folder, with the folder's password, and records its address there
@@ -29,7 +38,9 @@ class EmbeddedBroker:
         self, folder: Path, port: int | None = None, guard: Guard | None = None, appendfsync: str = DEFAULT_APPENDFSYNC
     ) -> None:
         self.folder = folder
-        self.server = RedisServer(folder / "redis", port=port, persistent=True, guard=guard, appendfsync=appendfsync)
+        self.server = RedisServer(
+            folder / REDIS_FOLDER, port=port, persistent=True, guard=guard, appendfsync=appendfsync
+        )
         self.password_created = False
 
     @property
@@ -46,13 +57,32 @@ class EmbeddedBroker:
             )
         private_folder(self.folder)
         self.server.password, self.password_created = ensure_secret(self.password_file)
+        return self.restart()
+
+    def restart(self) -> str:
+        """Start the server (again: same port, data and password) and record it; BrokerError if it cannot start or
+        be recorded, and then it does not run."""
         url = self.server.start()
-        write_private(self.folder / BROKER_RECORD, json.dumps({"url": self.server.address, "pid": self.server.pid}))
+        try:
+            write_private(self.folder / BROKER_RECORD, json.dumps({"url": self.server.address, "pid": self.server.pid}))
+        except OSError as exc:
+            self.server.stop()  # unrecorded, nothing could find it to stop it
+            full = f": free space on the disk of {self.folder}, then start again" if exc.errno == errno.ENOSPC else ""
+            raise BrokerError(
+                f"could not record the embedded broker in {self.folder / BROKER_RECORD} ({exc.strerror}), so it was "
+                f"stopped again{full}"
+            ) from exc
         return url
 
-    def stop(self) -> None:
+    def stop(self, unsaved_wait_s: float = UNSAVED_WAIT_S) -> str | None:
+        """Stop the server, unless it holds writes it could not put in its file: then it is left running and recorded,
+        and the reason is returned (free space, then `scalablejob down` stops it without loss)."""
+        unsaved = self.server.unsaved_writes(unsaved_wait_s)
+        if unsaved is not None:
+            return f"the embedded redis-server (pid {self.server.pid}) was left running: {unsaved}"
         (self.folder / BROKER_RECORD).unlink(missing_ok=True)
         self.server.stop()
+        return None
 
 
 def resolve_broker(

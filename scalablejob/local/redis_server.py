@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import redis
 
 from scalablejob.host.processes import dying_with_parent
@@ -102,6 +103,16 @@ class RedisServer:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
+    @property
+    def exit_status(self) -> int | None:
+        """None while the server this object started runs (or before it started); its exit status once it ended."""
+        return None if self._process is None else self._process.poll()
+
+    def unsaved_writes(self, wait_s: float = 0.0) -> str | None:
+        """Why the server holds writes that are not in its file, after waiting up to `wait_s` for it to write them
+        (see unsaved_writes); None once it has."""
+        return unsaved_writes(self.url, self.data_dir, wait_s)
+
     def command(self) -> list[str]:
         """The command line: everything but the password, which `config_text` gives on stdin ("-")."""
         appendonly = "yes" if self.persistent else "no"
@@ -181,6 +192,44 @@ class RedisServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def unsaved_writes(url: str, data_dir: Path, wait_s: float = 0.0) -> str | None:
+    """Why the server at `url` holds writes it answered OK to but could not append to its file (its disk is full),
+    after waiting up to `wait_s` for it to write them; None once it has, or if it does not answer (nothing to tell).
+    Stopping it meanwhile would lose them: Redis exits on SIGTERM without retrying the write, while a running one
+    retries it every second until the disk has room."""
+    deadline = time.monotonic() + wait_s
+    while _holds_unsaved(url):
+        if time.monotonic() >= deadline:
+            free = shutil.disk_usage(data_dir).free
+            return (f"it holds writes it acknowledged that are not on disk yet: its append-only file in {data_dir} "
+                    f"cannot be written ({free} bytes free on that disk; see {data_dir}/redis.log)")  # fmt: skip
+        time.sleep(0.2)
+    return None
+
+
+def _holds_unsaved(url: str) -> bool:
+    client = probe_client(url)
+    try:
+        persistence = client.info("persistence")
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+    return persistence.get("aof_last_write_status", "ok") != "ok" or bool(persistence.get("aof_buffer_length"))
+
+
+def servers_in(data_dir: Path) -> list[psutil.Process]:
+    """The redis-server processes whose data folder is `data_dir` (Redis works in its --dir; its command line shows
+    only its address), of this user: how `scalablejob down` finds one that no record names."""
+    found = []
+    folder = str(Path(data_dir).resolve())
+    for process in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["name"] == "redis-server" and process.cwd() == folder:
+                found.append(process)
+    return found
 
 
 def _answers_as(client: redis.Redis, pid: int) -> bool:

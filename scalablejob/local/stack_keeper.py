@@ -18,15 +18,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import psutil
 
+from scalablejob.local.embedded_broker import REDIS_FOLDER, UNSAVED_WAIT_S
+from scalablejob.local.redis_server import unsaved_writes
 from scalablejob.local.stack_record import STACK_RECORD
-from scalablejob.store.broker import BROKER_RECORD
+from scalablejob.store.broker import BROKER_RECORD, embedded_url
 
 WARM_STOP_S = 30.0  # the parts got SIGTERM from the kernel: a warm stop, workers finish their tasks
 HURRIED_STOP_S = 30.0  # after the scaler's second SIGTERM, which puts running tasks back on the queue
@@ -112,8 +114,9 @@ def _signal(process: psutil.Process, signum: int, *, group: bool = False) -> Non
             process.send_signal(signum)
 
 
-def stop_in_order(watched: Watched) -> None:
-    """The parts first (they already got SIGTERM from the kernel), hurried, then killed; Redis last."""
+def stop_in_order(watched: Watched, redis_may_stop: Callable[[], bool] = lambda: True) -> bool:
+    """The parts first (they already got SIGTERM from the kernel), hurried, then killed; Redis last, unless
+    `redis_may_stop` says no (it holds writes it could not put in its file): False if it was left running."""
     parts = [process for _, process in watched.parts]
     if alive := _wait_gone(parts, WARM_STOP_S):
         for name, process in watched.parts:
@@ -124,9 +127,18 @@ def stop_in_order(watched: Watched) -> None:
         _signal(process, signal.SIGKILL, group=True)
     _wait_gone(alive, KILLED_STOP_S)
     if watched.redis is not None and _running([watched.redis]):
+        if not redis_may_stop():
+            return False
         _signal(watched.redis, signal.SIGTERM)  # Redis flushes its append-only file, then exits
         if _wait_gone([watched.redis], REDIS_STOP_S):
             _signal(watched.redis, signal.SIGKILL)
+    return True
+
+
+def nothing_unsaved(folder: Path) -> bool:
+    """Whether the embedded Redis of `folder` may be stopped: it holds no acknowledged write that is not on disk."""
+    url = embedded_url(folder)
+    return url is None or unsaved_writes(url, folder / REDIS_FOLDER, UNSAVED_WAIT_S) is None
 
 
 def forget_records(folder: Path, lock_fd: int, redis_pid: int | None) -> None:
@@ -147,8 +159,8 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, signal.SIG_IGN)  # a terminal's signals are `up`'s to act on; the keeper acts on EOF
     watched = read_orders(sys.stdin)
     if not watched.done:
-        stop_in_order(watched)
-        forget_records(folder, lock_fd, watched.redis.pid if watched.redis else None)
+        stopped = stop_in_order(watched, lambda: nothing_unsaved(folder))
+        forget_records(folder, lock_fd, watched.redis.pid if watched.redis and stopped else None)
     return 0
 
 

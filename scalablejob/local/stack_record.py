@@ -71,8 +71,16 @@ class StackLock:
         fd = _locked(self.path, fcntl.LOCK_EX)
         if fd is None:
             raise StackAlreadyRunning(self.folder, running_stack(self.folder) or StackRecord(0))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.to_json().encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record.to_json().encode(), 0)
+        except OSError as exc:  # a full disk: nothing starts unrecorded, so nothing starts
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise ScalableJobError(
+                f"scalablejob up could not record itself in {self.path} ({exc.strerror}): free space on the disk of "
+                f"{self.folder}, then start again"
+            ) from exc
         self._fd = fd
 
     def fileno(self) -> int:

@@ -9,7 +9,9 @@ Nothing keeps the stack from stopping: SIGINT, SIGTERM and SIGHUP (a closed term
 output that cannot be written (the reader of a pipe died, the terminal closed) is dropped instead of raising; and
 if this process dies without stopping them (kill -9), the kernel sends every part SIGTERM, and a keeper process
 (stack_keeper) waits for them and stops Redis last. The data folder records which `up` runs there, so a second one
-refuses to start and `scalablejob down` can stop it.
+refuses to start and `scalablejob down` can stop it. A Redis that exits while the stack runs is started again
+(broker_restarts); one that holds acknowledged writes it could not put on a full disk is left running at the stop,
+recorded, rather than lose them; and a data folder that cannot be written is one line, with nothing left running.
 
 No part gets a secret on its command line (which every local user can read): the broker URL goes to the front end and
 the scaler in SCALABLEJOB_BROKER (the scaler hands it on to its workers the same way), to Flower in CELERY_BROKER_URL
@@ -20,6 +22,7 @@ script gets none of them (see redaction.without_secrets).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -35,6 +38,7 @@ from typing import TextIO
 
 from scalablejob.host.processes import dying_with_parent, stop_group, wait_for_listener
 from scalablejob.host.secret_files import ensure_secret, private_folder
+from scalablejob.local.broker_restarts import BrokerRestarts
 from scalablejob.local.embedded_broker import EmbeddedBroker, resolve_broker
 from scalablejob.local.flower import FlowerLogin, flower_env, flower_login
 from scalablejob.local.redis_server import DEFAULT_APPENDFSYNC
@@ -303,8 +307,9 @@ class Stack:
     def started_anything(self) -> bool:
         return bool(self.parts) or self.embedded is not None
 
-    def stop(self, is_urgent: Callable[[], bool] = lambda: False) -> None:
-        """Scaler first (warm: running tasks finish, or go back on the queue when urgent), then the rest, then Redis."""
+    def stop(self, is_urgent: Callable[[], bool] = lambda: False) -> str | None:
+        """Scaler first (warm: running tasks finish, or go back on the queue when urgent), then the rest, then Redis;
+        returns why Redis was left running (it holds writes that it could not put in its file), if it was."""
         try:
             for part in sorted(self.parts, key=lambda p: p.name != "scaler"):
                 if part.process is None:
@@ -313,8 +318,8 @@ class Stack:
                     _stop_scaler(part.process, is_urgent)
                 stop_group(part.process, STOP_GRACE_S)
         finally:
-            if self.embedded is not None:
-                self.embedded.stop()
+            left = self.embedded.stop() if self.embedded is not None else None
+        return left
 
 
 def _stop_scaler(process: subprocess.Popen[bytes], is_urgent: Callable[[], bool]) -> None:
@@ -339,11 +344,22 @@ def run_up(config: ServiceConfig, options: StackOptions, out: TextIO = sys.stdou
         lock.acquire(StackRecord(os.getpid(), options.ports()))
         keeper = Keeper(options.data_dir, lock.fileno())
         stack = Stack(config, options, output, keeper)
+        status = 1
         try:
-            return _start_and_watch(stack, signals)
+            status = _start_and_watch(stack, signals)
+        except OSError as exc:  # the data folder cannot be written (a full disk): one line, not a traceback
+            raise ScalableJobError(f"scalablejob up could not start: {_what_failed(exc, options.data_dir)}") from exc
         finally:
-            _stop(stack, signals)
+            if not _stop(stack, signals):
+                status = 1
             keeper.release()
+        return status
+
+
+def _what_failed(exc: OSError, folder: Path) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    full = f"; free space on the disk of {folder}, then start again" if exc.errno == errno.ENOSPC else ""
+    return f"{exc.strerror or exc}{where}{full}"
 
 
 def _start_and_watch(stack: Stack, signals: StopSignals) -> int:
@@ -358,19 +374,34 @@ def _start_and_watch(stack: Stack, signals: StopSignals) -> int:
     return _watch(stack, signals)
 
 
-def _stop(stack: Stack, signals: StopSignals) -> None:
+def _stop(stack: Stack, signals: StopSignals) -> bool:
+    """Stop the stack; False if its Redis had to be left running (said in one line, with what to do)."""
     if not stack.started_anything:
-        return
+        return True
     stack.out.line("stopping: workers finish their tasks first (Ctrl-C again: stop them now, tasks back on the queue)")
     count_before = signals.count
-    stack.stop(is_urgent=lambda: signals.count > count_before)
-    stack.out.line("stopped")
+    left = stack.stop(is_urgent=lambda: signals.count > count_before)
+    if left is None:
+        stack.out.line("stopped")
+        return True
+    folder = stack.options.data_dir
+    stack.out.line(f"stopped, except Redis: {left}; stopping it now would lose them. Free space there, then "
+                   f"`scalablejob down --data-dir {folder}` stops it once they are written")  # fmt: skip
+    return False
 
 
 def _watch(stack: Stack, signals: StopSignals) -> int:
-    """Wait for a stop signal; restart the user's front-end script if it dies, give up if another part does."""
+    """Wait for a stop signal; restart the user's front-end script and the embedded Redis if they die, give up if
+    another part does."""
     last_restart = 0.0
+    broker = BrokerRestarts(stack.embedded, stack.out.line) if stack.embedded is not None else None
     while not signals.count:
+        if broker is not None and broker.due:
+            try:
+                with signals.interrupting():  # a restart waits while Redis loads its file: a stop signal ends it
+                    broker.check()
+            except StartInterrupted:
+                return 0
         part = stack.first_exited()
         if part is not None and part.name == "script" and time.monotonic() - last_restart > SCRIPT_RESTART_S:
             stack.out.line(f"front-end script exited {part.exit_status}: restarting it")

@@ -32,6 +32,15 @@ class BrokerError(ScalableJobError):
     """The broker (Redis) could not be found, started or reached."""
 
 
+class BrokerNotRunning(BrokerError):
+    """No broker was given and no embedded one answers in the data folder."""
+
+
+class BrokerRefused(BrokerError):
+    """The broker answered but refused a write for now (its disk is full, it is out of memory, it is a read-only
+    replica): nothing was written, and the same call succeeds once the cause is gone."""
+
+
 class UserCodeError(ScalableJobError):
     """The user module given with --app could not be loaded or registers no usable handler."""
 

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import redis
 
 from scalablejob.host.secret_files import read_secret
-from scalablejob.model.errors import BrokerError
+from scalablejob.model.errors import BrokerError, BrokerNotRunning
 from scalablejob.model.redaction import masked_url, url_password, with_password
 from scalablejob.store.probe import probe_client, wait_while_loading
 from scalablejob.store.redis_url import SENTINEL_SCHEME, parse_broker_url
@@ -82,8 +82,8 @@ def _address(url: str) -> tuple[str, int | None, str]:
 
 def running_embedded(folder: Path) -> str | None:
     """The URL of an embedded broker already serving `folder`, if one answers. One that is loading its data, or too
-    busy to answer in time, or refusing our password, counts: a second server on the same folder would corrupt its
-    file."""
+    busy to answer in time, or refusing our password or even a PING (MISCONF: its disk is full), counts: a second
+    server on the same folder would corrupt its file."""
     url = embedded_url(folder)
     if url is None:
         return None
@@ -91,7 +91,7 @@ def running_embedded(folder: Path) -> str | None:
     try:
         client.ping()
         return url
-    except (redis.BusyLoadingError, redis.TimeoutError, redis.AuthenticationError):
+    except (redis.BusyLoadingError, redis.TimeoutError, redis.AuthenticationError, redis.ResponseError):
         return url
     except redis.RedisError:
         return None
@@ -103,7 +103,7 @@ def existing_broker(explicit: str | None, folder: Path) -> str:
     """The broker URL for commands that only talk to a running service: never starts one, waits while it loads."""
     url = explicit or os.environ.get(BROKER_ENV) or running_embedded(folder)
     if not url:
-        raise BrokerError(
+        raise BrokerNotRunning(
             f"no broker: no embedded broker runs in {folder}; start the service with `scalablejob up CONFIG` "
             f"(same --data-dir), or pass --broker URL (or set {BROKER_ENV})"
         )

@@ -1,13 +1,16 @@
 """Broker outages: which Redis errors mean "not now" rather than "wrong", and riding them out with a deadline.
 
 A restart (connection refused, LOADING), a failover (READONLY, MASTERDOWN), a full server (OOM) or a persistence
-error (MISCONF) pass: the same write succeeds once the server is back. Anything else is a bug or bad data and
-must surface at once.
+error (MISCONF: its disk is full) pass: the same write succeeds once the server is back. Anything else is a bug or
+bad data and must surface at once. A refusal met inside a Lua script reaches us wrapped: Redis 6.2 says `Error
+running script (call to f_...): @user_script:18: @user_script: 18: -MISCONF Errors writing to the AOF file: No
+space left on device`, Redis 7 `MISCONF Errors writing ... script: ...`; both are the same refusal.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,6 +25,18 @@ OUTAGE_BUDGET_S = 300.0  # how long a write waits for the broker before its call
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 1.0
 _PASSING_REPLIES = ("OOM", "MISCONF", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN")
+# the error code at the start of a reply, or after a script's "@user_script: 18: " with Redis' "-" left in front
+_PASSING_CODE = re.compile(rf"(?:^|[\s:])-?({'|'.join(_PASSING_REPLIES)})\b")
+_REFUSALS = {
+    "MISCONF": "the broker cannot persist its data",
+    "OOM": "the broker is out of memory (maxmemory)",
+    "READONLY": "the broker is a read-only replica",
+    "MASTERDOWN": "the broker's master is down",
+    "NOREPLICAS": "the broker has too few replicas",
+    "LOADING": "the broker is loading its data",
+    "TRYAGAIN": "the broker asks to try again",
+}
+_DISK_FULL = "No space left on device"
 
 
 class BrokerUnavailable(redis.ConnectionError):
@@ -32,10 +47,24 @@ def is_outage(exc: BaseException) -> bool:
     """True for errors that a later retry of the same command can get past."""
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError)):
         return True
-    if isinstance(exc, redis.ResponseError):
-        text = str(exc)
-        return any(text.startswith(code) or f" {code} " in f" {text} " for code in _PASSING_REPLIES)
-    return False
+    return isinstance(exc, redis.ResponseError) and refusal_code(str(exc)) is not None
+
+
+def refusal_code(text: str) -> str | None:
+    """The code of a passing refusal in a Redis error's text (MISCONF, OOM, ...), wrapped by a script or not."""
+    match = _PASSING_CODE.search(text)
+    return match.group(1) if match else None
+
+
+def describe_refusal(text: str) -> str | None:
+    """One sentence naming why the broker refused (its disk is full, it is out of memory, ...), with Redis' own
+    words from the code on; None when `text` is no passing refusal."""
+    match = _PASSING_CODE.search(text)
+    if match is None:
+        return None
+    code, redis_words = match.group(1), text[match.start(1) :]
+    why = _REFUSALS[code] + (": its disk is full" if code == "MISCONF" and _DISK_FULL in text else "")
+    return f"{why} ({redis_words})"
 
 
 def pauses(first_s: float = FIRST_PAUSE_S, cap_s: float = MAX_PAUSE_S) -> Callable[[], float]:

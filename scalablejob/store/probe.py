@@ -34,6 +34,8 @@ def loading_size(client: redis.Redis) -> int | None:
         return None
     except redis.BusyLoadingError:
         pass
+    except redis.ResponseError:  # any other refusal (MISCONF: Redis refuses even PING while its disk is full)
+        return None  # is an answer from a server that has loaded its data
     try:
         return int(client.info("persistence").get("loading_total_bytes", 0))
     except (redis.ResponseError, redis.TimeoutError):  # INFO not allowed, or too busy: the size is for the notice

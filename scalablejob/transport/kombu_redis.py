@@ -14,7 +14,9 @@ commands, Flower and the scaler's recovery all run the same code. On top of komb
   rides out a Redis restart would also run again elsewhere, and a restore against a broker that is away can crash
   the worker, kombu #582, #970); acks and rejects made after that go straight to Redis (transport.acks), and those a
   task's finish already made in its final script only update kombu's bookkeeping;
-- puts an unacknowledged message back at the head of its queue under a new delivery tag (the scaler's recovery).
+- puts an unacknowledged message back at the head of its queue under a new delivery tag (the scaler's recovery);
+- connects with connections on which the broker's refusal for now (MISCONF on a full disk) is a lost connection
+  (transport.refusals), which the worker waits out as any outage, instead of ending on it.
 
 Every private name of kombu it overrides or calls is checked at import (upstream.check): a kombu release that
 renamed one stops the process with one error naming the kombu version, rather than silently dispatching slower.
@@ -38,6 +40,7 @@ from scalablejob.store.lua import lua_script
 from scalablejob.store.queues import PRIORITY_SEPARATOR
 from scalablejob.store.state import UnackedMessage
 from scalablejob.transport.acks import DirectAcks, FinishAcks
+from scalablejob.transport.refusals import refusals_as_lost
 from scalablejob.upstream.check import require, require_equal
 from scalablejob.upstream.redis_internals import connection_client_id
 
@@ -48,7 +51,7 @@ GATED_BRPOP_TIMEOUT_S = 0.1  # while a queue is left out: the fallback if a wake
 require("kombu", kombu_redis.Channel, ("_brpop_start", "_brpop_read", "_create_client", "_get_message_priority",
                                        "_lookup", "_q_for_pri", "do_restore", "conn_or_acquire", "pool",
                                        "_get_publish_topic", "keyprefix_fanout", "sep", "unacked_key",
-                                       "unacked_index_key"))  # fmt: skip
+                                       "unacked_index_key", "connection_class", "connection_class_ssl"))  # fmt: skip
 require("kombu", kombu_redis.QoS, ("append", "ack", "reject", "unacked_key", "unacked_index_key",
                                    "_remove_from_indices"))  # fmt: skip
 require_equal("kombu", "the priority separator of its queue lists", kombu_redis.Channel.sep, PRIORITY_SEPARATOR)
@@ -233,11 +236,13 @@ class ChannelMixin:
 
 
 class Channel(ChannelMixin, kombu_redis.Channel):
-    pass
+    connection_class = refusals_as_lost(kombu_redis.Channel.connection_class)
+    connection_class_ssl = refusals_as_lost(kombu_redis.Channel.connection_class_ssl)
 
 
 class SentinelChannel(ChannelMixin, kombu_redis.SentinelChannel):
-    pass
+    connection_class = refusals_as_lost(kombu_redis.SentinelChannel.connection_class)
+    connection_class_ssl = refusals_as_lost(kombu_redis.SentinelChannel.connection_class_ssl)
 
 
 class Transport(kombu_redis.Transport):

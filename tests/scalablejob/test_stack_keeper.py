@@ -91,3 +91,13 @@ def test_a_part_that_does_not_stop_is_hurried_then_killed_and_redis_still_stoppe
         stop_in_order(Watched([("scaler", psutil.Process(part.pid))], psutil.Process(redis.pid)))
         assert part.wait(10) == -signal.SIGKILL
         assert redis.wait(10) == 0 and redis_saw.exists()
+
+
+def test_a_redis_holding_writes_not_yet_on_disk_is_left_running(tmp_path):
+    part_ended, redis_saw = tmp_path / "part-ended", tmp_path / "redis-saw"
+    with started([sys.executable, "-c", PART, str(part_ended), "0"],
+                 [sys.executable, "-c", REDIS, str(part_ended), str(redis_saw)]) as (part, redis):  # fmt: skip
+        watched = Watched([("frontend", psutil.Process(part.pid))], psutil.Process(redis.pid))
+        assert stop_in_order(watched, redis_may_stop=lambda: False) is False
+        assert part.wait(10) == 0
+        assert redis.poll() is None and not redis_saw.exists()
