@@ -84,29 +84,40 @@ def running_embedded(folder: Path) -> str | None:
     """The URL of an embedded broker already serving `folder`, if one answers. One that is loading its data, or too
     busy to answer in time, or refusing our password or even a PING (MISCONF: its disk is full), counts: a second
     server on the same folder would corrupt its file."""
+    return _probe_embedded(folder)[0]
+
+
+def _probe_embedded(folder: Path) -> tuple[str | None, bool]:
+    """(running_embedded's URL, whether it answered in time): a silent one need not be asked again."""
     url = embedded_url(folder)
     if url is None:
-        return None
+        return None, False
     client = probe_client(url)
     try:
         client.ping()
-        return url
-    except (redis.BusyLoadingError, redis.TimeoutError, redis.AuthenticationError, redis.ResponseError):
-        return url
+        return url, True
+    except redis.TimeoutError:
+        return url, False
+    except (redis.BusyLoadingError, redis.AuthenticationError, redis.ResponseError):
+        return url, True
     except redis.RedisError:
-        return None
+        return None, False
     finally:
         client.close()
 
 
 def existing_broker(explicit: str | None, folder: Path) -> str:
     """The broker URL for commands that only talk to a running service: never starts one, waits while it loads."""
-    url = explicit or os.environ.get(BROKER_ENV) or running_embedded(folder)
+    url, answered = (explicit or os.environ.get(BROKER_ENV)), True
+    if not url:
+        url, answered = _probe_embedded(folder)
     if not url:
         raise BrokerNotRunning(
             f"no broker: no embedded broker runs in {folder}; start the service with `scalablejob up CONFIG` "
             f"(same --data-dir), or pass --broker URL (or set {BROKER_ENV})"
         )
+    if not answered:  # silent (stopped, hung): asking again would take as long; the command says so itself
+        return with_folder_password(checked_broker_url(url), folder)
     return wait_for_broker(checked_broker_url(url), 0, folder)
 
 
