@@ -76,21 +76,25 @@ def test_a_broker_outage_holds_the_writes_without_blocking_the_job_and_flushes_t
     assert [entry.data for entry in sink.read()] == [b"before", b"during 0", b"during 1", b"during 2", b"tail"]
 
 
-def test_a_full_buffer_drops_later_lines_and_says_how_many_where_the_gap_is(
-    server: fakeredis.FakeServer, store: RequestStore, sink: Sink
+@pytest.mark.parametrize(("buffered", "printed"), [(2, 5), (3, 1000)])
+def test_a_full_buffer_while_the_broker_is_away_keeps_the_first_lines_and_one_notice_for_the_gap(
+    server: fakeredis.FakeServer, store: RequestStore, sink: Sink, buffered: int, printed: int
 ) -> None:
-    delivery = started(store, sink, max_buffered=2)
+    delivery = started(store, sink, max_buffered=buffered)
     server.connected = False
-    for n in range(5):
+    for n in range(printed):
         delivery.log(f"line {n}".encode(), EntryType.LOG)
     server.connected = True
 
     assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
 
     entries = sink.read()
-    assert [entry.data for entry in entries][:2] == [b"line 0", b"line 1"]
-    assert entries[2].tags["dropped"] == "3" and b"3 log line(s) dropped" in entries[2].data
-    assert entries[-1].data == b"tail"
+    assert [entry.data for entry in entries[:buffered]] == [f"line {n}".encode() for n in range(buffered)]
+    notice, *rest = entries[buffered:]
+    dropped = printed - buffered
+    assert notice.tags["dropped"] == str(dropped) and f"{dropped} log line(s) dropped".encode() in notice.data
+    assert b"the broker was unreachable" in notice.data
+    assert [entry.data for entry in rest] == [b"tail"]
 
 
 def test_a_superseded_delivery_stops_writing_and_its_job_is_told_to_stop(store: RequestStore, sink: Sink) -> None:
@@ -130,6 +134,19 @@ class SlowSink(Sink):
         return super().append_many(*args, **kwargs)  # type: ignore[arg-type]
 
 
+def printing(delivery: Delivery, lines: int) -> threading.Event:
+    """A job printing `lines` lines on a thread of its own; the event is set once it has printed them all."""
+    printed = threading.Event()
+
+    def job() -> None:
+        for n in range(lines):
+            delivery.log(f"line {n}".encode(), EntryType.LOG)
+        printed.set()
+
+    threading.Thread(target=job, daemon=True).start()
+    return printed
+
+
 @pytest.fixture
 def slow_sink(server: fakeredis.FakeServer) -> SlowSink:
     return SlowSink(fakeredis.FakeRedis(server=server), "svc")
@@ -140,15 +157,8 @@ def test_a_job_printing_faster_than_the_broker_takes_lines_waits_for_room_and_lo
 ) -> None:
     # given a delivery whose outbox holds two writes, and a broker slower than its job
     delivery = started(store, slow_sink, max_buffered=2)
-    printed = threading.Event()
-
-    def job() -> None:
-        for n in range(6):
-            delivery.log(f"line {n}".encode(), EntryType.LOG)
-        printed.set()
-
     # when the job prints more than the outbox holds, then it is held back, not run past its lines
-    threading.Thread(target=job, daemon=True).start()
+    printed = printing(delivery, 6)
     assert not printed.wait(0.3)
 
     # and once the broker takes them, every line is written, in order, and none dropped
@@ -158,34 +168,10 @@ def test_a_job_printing_faster_than_the_broker_takes_lines_waits_for_room_and_lo
     assert [entry.data for entry in slow_sink.read()] == [*(f"line {n}".encode() for n in range(6)), b"tail"]
 
 
-def test_a_flood_while_the_broker_is_away_keeps_the_outbox_bounded_with_one_notice_for_the_gap(
-    server: fakeredis.FakeServer, store: RequestStore, sink: Sink
-) -> None:
-    delivery = started(store, sink, max_buffered=3)
-    server.connected = False
-    for n in range(1000):
-        delivery.log(f"line {n}".encode(), EntryType.LOG)
-    server.connected = True
-
-    assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
-
-    entries = sink.read()
-    assert [entry.data for entry in entries[:3]] == [b"line 0", b"line 1", b"line 2"]
-    assert entries[3].tags["dropped"] == "997" and b"the broker was unreachable" in entries[3].data
-    assert [entry.data for entry in entries[4:]] == [b"tail"]
-
-
 def test_a_cancel_lets_a_job_waiting_for_room_run_on_to_be_stopped(store: RequestStore, slow_sink: SlowSink) -> None:
     # given a job held back by a full outbox
     delivery = started(store, slow_sink, max_buffered=2)
-    printed = threading.Event()
-
-    def job() -> None:
-        for n in range(100):
-            delivery.log(f"line {n}".encode(), EntryType.LOG)
-        printed.set()
-
-    threading.Thread(target=job, daemon=True).start()
+    printed = printing(delivery, 100)
     assert not printed.wait(0.2)
 
     # when it is cancelled, then it runs on (its runner can see the cancel and stop it), dropping what does not fit
@@ -227,15 +213,8 @@ def test_a_broker_that_stalls_without_an_error_does_not_hold_the_job_back(
 ) -> None:
     # given a broker that takes a write and answers nothing (a stopped redis-server raises no error)
     delivery = started(store, slow_sink, max_buffered=2, stalled_write_s=0.3)
-    printed = threading.Event()
-
-    def job() -> None:
-        for n in range(50):
-            delivery.log(f"line {n}".encode(), EntryType.LOG)
-        printed.set()
-
     # when the job prints past the outbox, then it runs on once the write has stalled, its later lines dropped
-    threading.Thread(target=job, daemon=True).start()
+    printed = printing(delivery, 50)
     assert printed.wait(5)
     slow_sink.gate.set()
     assert delivery.finish(RequestStatus.DONE, b"tail", result_tags())
