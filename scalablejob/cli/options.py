@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as BrokerSilent
 from scalablejob.local.broker_advice import silent_broker_advice
 from scalablejob.local.redis_server import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 from scalablejob.model.config import ServiceConfig
-from scalablejob.model.errors import BrokerNotRunning, ScalableJobError
+from scalablejob.model.errors import BrokerNotAnswering, BrokerNotRunning, ScalableJobError
 from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV, existing_broker
 from scalablejob.store.broker import data_dir as data_folder
 from scalablejob.store.redis_url import connect
@@ -56,6 +56,9 @@ def broker_url(broker: str | None, data_dir: str | None) -> str:
         if advice is None:
             raise
         raise BrokerNotRunning(advice) from exc
+    except BrokerNotAnswering as exc:
+        advice = silent_broker_advice(folder, str(exc))  # None without an `up`: a frozen `scalablejob redis`
+        raise BrokerNotAnswering(advice or f"the embedded broker of {folder} runs but {exc}") from exc
 
 
 def connect_broker(broker: str | None, data_dir: str | None, **options: Any) -> Redis:

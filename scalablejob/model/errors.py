@@ -36,6 +36,11 @@ class BrokerNotRunning(BrokerError):
     """No broker was given and no embedded one answers in the data folder."""
 
 
+class BrokerNotAnswering(BrokerError):
+    """The embedded broker of the data folder runs but did not answer in time (stopped, hung): asking it again would
+    take as long."""
+
+
 class BrokerRefused(BrokerError):
     """The broker answered but refused a write for now (its disk is full, it is out of memory, it is a read-only
     replica): nothing was written, and the same call succeeds once the cause is gone."""

@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import redis
 
 from scalablejob.host.secret_files import read_secret
-from scalablejob.model.errors import BrokerError, BrokerNotRunning
+from scalablejob.model.errors import BrokerError, BrokerNotAnswering, BrokerNotRunning
 from scalablejob.model.redaction import masked_url, url_password, with_password
-from scalablejob.store.probe import probe_client, wait_while_loading
+from scalablejob.store.probe import PROBE_TIMEOUT_S, probe_client, wait_while_loading
 from scalablejob.store.redis_url import SENTINEL_SCHEME, parse_broker_url
 
 BROKER_ENV = "SCALABLEJOB_BROKER"
@@ -116,8 +116,8 @@ def existing_broker(explicit: str | None, folder: Path) -> str:
             f"no broker: no embedded broker runs in {folder}; start the service with `scalablejob up CONFIG` "
             f"(same --data-dir), or pass --broker URL (or set {BROKER_ENV})"
         )
-    if not answered:  # silent (stopped, hung): asking again would take as long; the command says so itself
-        return with_folder_password(checked_broker_url(url), folder)
+    if not answered:
+        raise BrokerNotAnswering(f"it did not answer a PING within {PROBE_TIMEOUT_S:g} s")
     return wait_for_broker(checked_broker_url(url), 0, folder)
 
 
