@@ -31,6 +31,7 @@ from scalablejob.local.stack_record import STACK_RECORD
 from scalablejob.store.broker import BROKER_RECORD, embedded_url
 
 WARM_STOP_S = 30.0  # the parts got SIGTERM from the kernel: a warm stop, workers finish their tasks
+TASKLESS_STOP_S = 5.0  # the parts that hold no task (front end, Flower): a short grace, then SIGKILL
 HURRIED_STOP_S = 30.0  # after the scaler's second SIGTERM, which puts running tasks back on the queue
 KILLED_STOP_S = 10.0
 REDIS_STOP_S = 15.0
@@ -115,8 +116,12 @@ def _signal(process: psutil.Process, signum: int, *, group: bool = False) -> Non
 
 
 def stop_in_order(watched: Watched, redis_may_stop: Callable[[], bool] = lambda: True) -> bool:
-    """The parts first (they already got SIGTERM from the kernel), hurried, then killed; Redis last, unless
+    """The parts first (they already got SIGTERM from the kernel): those without tasks after a short grace, the
+    scaler (whose workers finish their tasks) warm, hurried, then killed; Redis last, unless
     `redis_may_stop` says no (it holds writes it could not put in its file): False if it was left running."""
+    taskless = [process for name, process in watched.parts if name != "scaler"]
+    for process in _wait_gone(taskless, TASKLESS_STOP_S):  # one busy starting up may not act on SIGTERM yet
+        _signal(process, signal.SIGKILL, group=True)
     parts = [process for _, process in watched.parts]
     if alive := _wait_gone(parts, WARM_STOP_S):
         for name, process in watched.parts:

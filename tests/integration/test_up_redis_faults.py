@@ -112,4 +112,4 @@ def test_status_says_in_one_line_that_the_redis_of_a_running_up_does_not_answer(
     assert line.startswith(f"Error: scalablejob up (pid {up.process.pid}, ports ") and f"runs in {up.data_dir}" in line
     assert "its Redis (redis://127.0.0.1:" in line and f"pid {server}) does not answer" in line
     assert f"`scalablejob down --data-dir {up.data_dir}`" in line and "start `scalablejob up`" not in line
-    assert up.interrupt() == 0
+    assert up.interrupt() == 0, "\n".join(up.lines)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -90,6 +91,18 @@ def test_a_part_that_does_not_stop_is_hurried_then_killed_and_redis_still_stoppe
         wait_until(part_ready.exists, 10, "the part never started")
         stop_in_order(Watched([("scaler", psutil.Process(part.pid))], psutil.Process(redis.pid)))
         assert part.wait(10) == -signal.SIGKILL
+        assert redis.wait(10) == 0 and redis_saw.exists()
+
+
+def test_a_part_without_tasks_that_ignores_sigterm_is_killed_after_a_short_grace_not_the_warm_stop(tmp_path):
+    part_ready, redis_saw = tmp_path / "part-ready", tmp_path / "redis-saw"
+    with started([sys.executable, "-c", STUBBORN_PART, str(part_ready)],
+                 [sys.executable, "-c", REDIS, str(tmp_path / "unused"), str(redis_saw)]) as (part, redis):  # fmt: skip
+        wait_until(part_ready.exists, 10, "the part never started")
+        began = time.monotonic()
+        stop_in_order(Watched([("flower", psutil.Process(part.pid))], psutil.Process(redis.pid)))
+        assert part.wait(10) == -signal.SIGKILL
+        assert time.monotonic() - began < stack_keeper.WARM_STOP_S
         assert redis.wait(10) == 0 and redis_saw.exists()
 
 
