@@ -110,6 +110,9 @@ class Delivery:
         self._closed = False
         self._writer: threading.Thread | None = None
         self._first_log_index: int | None = None
+        self._unrecorded_index: int | None = None  # the log's first index, appended but not yet in the state
+        self._failed = False  # the writer met a bug and stopped: nothing more is queued or waited for
+        self._finishing = False  # the final entry waits for the outbox: later writes (another thread's) are dropped
         self._looked_at = 0.0
         self.superseded = False
         self.cancelled = False
@@ -205,20 +208,23 @@ class Delivery:
     # ---- the writer ---------------------------------------------------------------------------------------
 
     def _append(self, lines: list[_Line]) -> bool:
-        index = self.sink.append_many([(line.data, line.tags) for line in lines], fence=self._fence)
-        if index == 0:
-            return False
-        if self._first_log_index is None:
-            self._first_log_index = index
-            return self.requests.set_log_index(self.request_id, index, self.attempt)
-        return True
+        if self._unrecorded_index is None:  # else: appended already, only its index is left to record
+            index = self.sink.append_many([(line.data, line.tags) for line in lines], fence=self._fence)
+            if index == 0:
+                return False
+            if self._first_log_index is not None:
+                return True
+            self._first_log_index = self._unrecorded_index = index
+        recorded = self.requests.set_log_index(self.request_id, self._unrecorded_index, self.attempt)
+        self._unrecorded_index = None
+        return recorded
 
     def _queue(self, write: Write | _Line) -> None:
         """Queue a write in order. A full outbox holds the caller until there is room, unless the broker is away or
         the job is being stopped: then the write is dropped and counted where the gap is."""
         self._ensure_writer()
         with self._lock:
-            while not self._closed and not self.superseded and len(self._outbox) >= self._max_buffered:
+            while not self._stopped() and len(self._outbox) >= self._max_buffered:
                 if self._broker_away or self._write_stalled():
                     self._count_dropped("the broker was unreachable")
                     return
@@ -226,15 +232,20 @@ class Delivery:
                     self._count_dropped("the job was stopping")
                     return
                 self._lock.wait(self._watch_s)
-            if self._closed or self.superseded:
+            if self._stopped() or self._finishing:
                 return
             self._outbox.append(write)
             self._lock.notify_all()
 
+    def _stopped(self) -> bool:
+        """Nothing more is written: closed, superseded, or the writer failed."""
+        return self._closed or self.superseded or self._failed
+
     def _write_stalled(self) -> bool:
         """The write in flight has waited on the broker too long to hold the job back for it (a stopped or stalled
         Redis answers nothing and raises nothing)."""
-        return self._writing_since is not None and time.monotonic() - self._writing_since > self._stalled_write_s
+        since = self._writing_since  # the writer clears it without the lock: read it once
+        return since is not None and time.monotonic() - since > self._stalled_write_s
 
     def _count_dropped(self, why: str) -> None:
         last = self._outbox[-1] if self._outbox else None
@@ -250,6 +261,16 @@ class Delivery:
                 self._writer.start()
 
     def _run(self) -> None:
+        try:
+            self._write_until_closed()
+        except Exception:  # a bug, not the broker: the job must not wait for a writer that is gone
+            logger.exception("the writer of request %s failed; its remaining log is dropped", self.request_id)
+            with self._lock:
+                self._failed = True
+                self._outbox.clear()
+                self._lock.notify_all()
+
+    def _write_until_closed(self) -> None:
         next_pause = pauses()
         while True:
             with self._lock:
@@ -272,7 +293,7 @@ class Delivery:
                 next_pause = pauses()
             except redis.RedisError as exc:
                 if not is_outage(exc):
-                    logger.exception("a write of request %s failed; it is dropped", self.request_id)
+                    logger.exception("a write of request %s failed: %d queued write(s) dropped", self.request_id, taken)
                     with self._lock:
                         self._pop(taken)
                     continue
@@ -345,6 +366,7 @@ class Delivery:
             if self._writer is None:  # nothing was ever queued
                 self._closed = True
                 return
-            self._lock.wait_for(lambda: not self._outbox or self.superseded)
+            self._finishing = True
+            self._lock.wait_for(lambda: not self._outbox or self.superseded or self._failed)
             self._closed = True
             self._lock.notify_all()

@@ -238,3 +238,28 @@ def test_lines_queued_in_a_row_are_appended_in_one_call_in_order(store: RequestS
     assert sum(calls) == 600 and len(calls) <= 4
     state = store.get("r1")
     assert state is not None and state.log_index == 1
+
+
+class BrokenSink(Sink):
+    """A sink whose appends raise what no broker outage raises: a bug on the writer's path."""
+
+    def append_many(self, *args: object, **kwargs: object) -> int:
+        raise RuntimeError("a bug in the writer's path")
+
+
+def test_a_writer_that_fails_holds_neither_the_job_nor_its_result(
+    server: fakeredis.FakeServer, store: RequestStore
+) -> None:
+    # given a delivery whose writer dies of a bug, with a job printing more than the outbox holds
+    sink = BrokenSink(fakeredis.FakeRedis(server=server), "svc")
+    delivery = started(store, sink, max_buffered=2)
+
+    # when the job prints on and ends, then neither its lines nor its result wait for the dead writer
+    assert printing(delivery, 50).wait(5)
+    finished = threading.Event()
+    threading.Thread(
+        target=lambda: delivery.finish(RequestStatus.DONE, b"tail", result_tags()) and finished.set(), daemon=True
+    ).start()
+    assert finished.wait(5)
+    state = store.get("r1")
+    assert state is not None and state.status is RequestStatus.DONE
