@@ -9,7 +9,9 @@ Retention: every append keeps the queue to the service's limits (scalablejob.sto
 Its maximum length never costs a request its final entry (result or error) before a client has read and deleted
 it, or it has aged out: XADD's own `MAXLEN` would evict the oldest entries whatever they are, so one job flooding
 its log would push out the unread results of every other request. Past the length, the oldest entries that are not
-final go instead (XDEL), found from a mark that only moves forward, so each entry is looked at once. A queue of
+final go instead (XDEL), found from a mark that only moves forward, so each entry is looked at once. A final entry
+is one that ended its request (it carries the field `final`, which only RequestStore.finish's script writes), not
+any entry tagged type=result: a client may post those itself. A queue of
 unread results alone may be longer than its maximum length; it then keeps no log lines until results are read or
 age out. A job's own log is capped in the worker too (log_cap_bytes, its entries counted with
 LOG_ENTRY_OVERHEAD_BYTES each).

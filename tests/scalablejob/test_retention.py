@@ -119,6 +119,15 @@ def test_a_queue_of_unread_results_alone_keeps_them_all_and_takes_no_more_log_li
     assert kept(sink) == results
 
 
+def test_an_entry_a_client_tagged_as_a_result_is_not_kept_past_the_length_as_a_final_entry_is(
+    redis_client: redis.Redis,
+) -> None:
+    sink, _ = lengths_limited(redis_client, 3)
+    posted = [sink.append(b"mine", entry_tags(f"p{n}", "query", EntryType.RESULT), now=T0) for n in range(5)]
+
+    assert kept(sink) == posted[-3:]
+
+
 def test_eviction_reaches_a_lowered_length_over_a_few_appends_without_long_calls(redis_client: redis.Redis) -> None:
     sink, _ = lengths_limited(redis_client, 5000)
     for n in range(5000):

@@ -15,14 +15,11 @@ local function trim_to_max_age(stream, clock, index, now, max_age, checkpoints)
   end
 end
 
--- Whether the fields of an output queue entry are a request's final entry: its tags (compact JSON) say type
--- result or error.
+-- Whether the fields of an output queue entry are a request's final entry: state_finish.lua alone writes the field
+-- final (tags are the writer's to choose: a client may post type=result itself).
 local function is_final_entry(fields)
   for i = 1, #fields, 2 do
-    if fields[i] == 'tags' then
-      local tags = fields[i + 1]
-      return string.find(tags, '"type":"result"', 1, true) ~= nil or string.find(tags, '"type":"error"', 1, true) ~= nil
-    end
+    if fields[i] == 'final' then return true end
   end
   return false
 end

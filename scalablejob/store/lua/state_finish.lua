@@ -13,9 +13,11 @@
 -- The entry's index is stored in the hash as result_index, so a reader never sees a result whose request state is
 -- not final yet. A hash that no longer exists (expired, discarded) is left alone rather than recreated half-empty.
 -- The request (by the index in its hash) leaves the input stream in the same step: never both finished and waiting.
+-- The entry carries the field final, which only this script writes: eviction by length passes it over (a client's
+-- own entry tagged type=result is not a request's final entry).
 -- The output queue is kept to its maximum length and age as sink_append.lua keeps it (trim_to_max_length and
--- trim_to_max_age come from sink_retention.lua, before this script); the state and its input index key expire after the same maximum age, so
--- a request is forgotten with its result. (The index key is named from the hash, not passed: standalone Redis.)
+-- trim_to_max_age come from sink_retention.lua, before this script); the state and its input index key expire after
+-- the same maximum age, so a request is forgotten with its result. (The index key is named from the hash, not passed: standalone Redis.)
 local exists = redis.call('EXISTS', KEYS[3]) == 1
 if exists then
   local status = redis.call('HGET', KEYS[3], 'status')
@@ -26,7 +28,7 @@ if ARGV[9] == '1' and exists and redis.call('HGET', KEYS[3], 'cancel_requested')
 local index = redis.call('INCR', KEYS[2])
 local limits = redis.call('HMGET', KEYS[5], 'sink_max_length', 'sink_max_age_s')
 local max_age = tonumber(limits[2] or ARGV[5])
-redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2])
+redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2], 'final', '1')
 trim_to_max_length(KEYS[1], KEYS[9], tonumber(limits[1] or ARGV[4]))
 trim_to_max_age(KEYS[1], KEYS[6], index, tonumber(ARGV[3]), max_age, tonumber(ARGV[6]))
 if exists then
