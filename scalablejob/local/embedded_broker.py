@@ -7,13 +7,16 @@ stopped while it holds writes it could not append to its file: it is left runnin
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 from pathlib import Path
 
+import psutil
+
 from scalablejob.host.secret_files import ensure_secret, private_folder, write_private
-from scalablejob.local.redis_server import DEFAULT_APPENDFSYNC, Guard, RedisServer
+from scalablejob.local.redis_server import DEFAULT_APPENDFSYNC, STOP_TIMEOUT_S, Guard, RedisServer, servers_in
 from scalablejob.model.errors import BrokerError
 from scalablejob.model.redaction import masked_url
 from scalablejob.store.broker import (
@@ -62,7 +65,11 @@ class EmbeddedBroker:
     def restart(self) -> str:
         """Start the server (again: same port, data and password) and record it; BrokerError if it cannot start or
         be recorded, and then it does not run."""
-        url = self.server.start()
+        try:
+            url = self.server.start()
+        except BaseException:
+            self._stop_strays()
+            raise
         try:
             write_private(self.folder / BROKER_RECORD, json.dumps({"url": self.server.address, "pid": self.server.pid}))
         except OSError as exc:
@@ -73,6 +80,15 @@ class EmbeddedBroker:
                 f"stopped again{full}"
             ) from exc
         return url
+
+    def _stop_strays(self) -> None:
+        """Stop any redis-server of this data folder: a stop signal that interrupts a start inside Popen leaves the
+        new server running, unknown to the RedisServer (seen when `up` was stopped while restarting its Redis).
+        The old one has exited, so every server working in this folder is the interrupted start's."""
+        for process in servers_in(self.server.data_dir):
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+                process.wait(STOP_TIMEOUT_S)
 
     def stop(self, unsaved_wait_s: float = UNSAVED_WAIT_S) -> str | None:
         """Stop the server, unless it holds writes it could not put in its file: then it is left running and recorded,

@@ -17,6 +17,7 @@ import redis
 
 from conftest import CLI, UpProcess, python_command, service_config, wait_until
 from scalablejob import JobClient, RequestStatus
+from scalablejob.local.redis_server import servers_in
 from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV, embedded_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -47,6 +48,9 @@ def up(tmp_path: Path) -> Iterator[UpProcess]:
                     process.resume()  # a test that froze something and failed
                 stack.kill()
             stack.process.wait(30)
+        for server in servers_in(stack.data_dir / "redis"):  # whatever the test or up left, even when it failed
+            with contextlib.suppress(psutil.Error):
+                server.kill()
 
 
 def redis_pid(data: Path) -> int:
@@ -113,3 +117,5 @@ def test_status_says_in_one_line_that_the_redis_of_a_running_up_does_not_answer(
     assert "its Redis (redis://127.0.0.1:" in line and f"pid {server}) does not answer" in line
     assert f"`scalablejob down --data-dir {up.data_dir}`" in line and "start `scalablejob up`" not in line
     assert up.interrupt() == 0, "\n".join(up.lines)
+    # and a stop that lands while up starts its Redis again leaves no Redis behind
+    assert servers_in(up.data_dir / "redis") == []
