@@ -341,11 +341,10 @@ class Delivery:
             current, cancelled = self.requests.delivery_view(self.request_id)
         except redis.RedisError:
             return
-        if cancelled and not self.cancelled:
+        if cancelled != self.cancelled:
             with self._lock:
-                self.cancelled = True
+                self.cancelled = cancelled
                 self._lock.notify_all()  # a job waiting for room runs on to see it is stopped
-        self.cancelled = cancelled
         if current != self.attempt:
             self._supersede()
 

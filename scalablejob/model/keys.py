@@ -120,7 +120,7 @@ def frontend_sink_clock(service: str, frontend: str) -> str:
 
 def frontend_sink_evicted(service: str, frontend: str) -> str:
     """How far eviction has looked in a front end's output queue: the stream id of the newest entry it has
-    examined. Past the maximum length the oldest log and progress entries after it go (scalablejob.store.sink)."""
+    examined. Past the maximum length the oldest entries after it that are not final go (scalablejob.store.sink)."""
     return f"{_frontend_sink_prefix(service, frontend)}:evicted"
 
 

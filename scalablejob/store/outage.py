@@ -24,10 +24,7 @@ T = TypeVar("T")
 OUTAGE_BUDGET_S = 300.0  # how long a write waits for the broker before its caller gives the work back
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 1.0
-_PASSING_REPLIES = ("OOM", "MISCONF", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN")
-# the error code at the start of a reply, or after a script's "@user_script: 18: " with Redis' "-" left in front
-_PASSING_CODE = re.compile(rf"(?:^|[\s:])-?({'|'.join(_PASSING_REPLIES)})\b")
-_REFUSALS = {
+_REFUSALS = {  # the refusals that pass, by their error code, and what each says of the broker
     "MISCONF": "the broker cannot persist its data",
     "OOM": "the broker is out of memory (maxmemory)",
     "READONLY": "the broker is a read-only replica",
@@ -36,6 +33,8 @@ _REFUSALS = {
     "LOADING": "the broker is loading its data",
     "TRYAGAIN": "the broker asks to try again",
 }
+# the error code at the start of a reply, or after a script's "@user_script: 18: " with Redis' "-" left in front
+_PASSING_CODE = re.compile(rf"(?:^|[\s:])-?({'|'.join(_REFUSALS)})\b")
 _DISK_FULL = "No space left on device"
 
 

@@ -11,20 +11,18 @@ it, or it has aged out: XADD's own `MAXLEN` would evict the oldest entries whate
 its log would push out the unread results of every other request. Past the length, the oldest entries that are not
 final go instead (XDEL), found from a mark that only moves forward, so each entry is looked at once. A final entry
 is one that ended its request (it carries the field `final`, which only RequestStore.finish's script writes), not
-any entry tagged type=result: a client may post those itself. A queue of
-unread results alone may be longer than its maximum length; it then keeps no log lines until results are read or
-age out. A job's own log is capped in the worker too (log_cap_bytes, its entries counted with
-LOG_ENTRY_OVERHEAD_BYTES each).
+any entry tagged type=result: a client may post those itself. A queue of unread results alone may be longer than
+its maximum length; it then keeps no log lines until results are read or age out. A job's own log is capped in the
+worker too (log_cap_bytes, its entries counted with LOG_ENTRY_OVERHEAD_BYTES each).
 
-Its maximum age needs `XTRIM MINID`, which trims by stream id; but ids
-are indexes, not times, so each queue keeps a small clock: a sorted set of checkpoints, an index scored by the
-time it was appended. An append records itself as a checkpoint when the newest one is at least max_age /
-CHECKPOINTS_PER_MAX_AGE old, and then trims every entry up to the newest checkpoint that is max_age old, dropping
-that checkpoint and the older ones. So the clock holds about CHECKPOINTS_PER_MAX_AGE members, a trim runs at most
-once per step (max_age / CHECKPOINTS_PER_MAX_AGE), no entry younger than max_age is trimmed, and none outlives it
-by more than two steps and the gaps between appends (a queue nobody appends to keeps what it has, but does not
-grow). The time is the writer's, passed in (a 6.2 script reads no clock); clocks that disagree shift the trim by
-as much.
+Its maximum age needs `XTRIM MINID`, which trims by stream id; but ids are indexes, not times, so each queue keeps a
+small clock: a sorted set of checkpoints, an index scored by the time it was appended. An append records itself as a
+checkpoint when the newest one is at least max_age / CHECKPOINTS_PER_MAX_AGE old, and then trims every entry up to
+the newest checkpoint that is max_age old, dropping that checkpoint and the older ones. So the clock holds about
+CHECKPOINTS_PER_MAX_AGE members, a trim runs at most once per step (max_age / CHECKPOINTS_PER_MAX_AGE), no entry
+younger than max_age is trimmed, and none outlives it by more than two steps and the gaps between appends (a queue
+nobody appends to keeps what it has, but does not grow). The time is the writer's, passed in (a 6.2 script reads no
+clock); clocks that disagree shift the trim by as much.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         state = self.conn.their_state
         if state is not h11.IDLE:
-            self._disarm(head=True)
+            self._disarm_head()
         if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
             if self._request_timer is None:
                 self._start_request()  # a pipelined request, from bytes that came with the one before
@@ -239,18 +239,16 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._refuse(408, f"request not received within {allowed:g} s ({_allowance_text(self.limits)})")
 
-    def _disarm(self, *, head: bool) -> None:
-        timer = self._head_timer if head else self._request_timer
-        if timer is not None:
-            timer.cancel()
-        if head:
+    def _disarm_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
             self._head_timer = None
-        else:
-            self._request_timer = None
 
     def _disarm_timers(self) -> None:
-        self._disarm(head=True)
-        self._disarm(head=False)
+        self._disarm_head()
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
 
     # ---- ending ------------------------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@
 -- own entry tagged type=result is not a request's final entry).
 -- The output queue is kept to its maximum length and age as sink_append.lua keeps it (trim_to_max_length and
 -- trim_to_max_age come from sink_retention.lua, before this script); the state and its input index key expire after
--- the same maximum age, so a request is forgotten with its result. (The index key is named from the hash, not passed: standalone Redis.)
+-- the same maximum age, so a request is forgotten with its result. (The index key is named from the hash, not
+-- passed: standalone Redis.)
 local exists = redis.call('EXISTS', KEYS[3]) == 1
 if exists then
   local status = redis.call('HGET', KEYS[3], 'status')
