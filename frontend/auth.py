@@ -78,9 +78,23 @@ class TokenCheck:
 NO_QUEUE = TokenCheck(_ANY_QUEUE_KEY.hex(), DIGEST_PREFIX)  # matches nothing
 
 
-def check_token(presented: str | None, check: TokenCheck, queue: str) -> None:
-    """Raise AuthError (answered 401) unless the header carries the token; the message never echoes it, and is the
-    same for a wrong token and a queue not served here (NO_QUEUE), so that no one learns which queues exist."""
+BEARER_SCHEME = "bearer"
+
+
+def presented_token(header: str | None) -> str | None:
+    """The token in an `Authorization` header: the bare token, as the eas-prediction SDK sends it, or after the
+    `Bearer` scheme (any case, RFC 6750), as curl users and HTTP libraries write it."""
+    if header is None:
+        return None
+    scheme, sep, rest = header.partition(" ")
+    return rest.strip() if sep and scheme.lower() == BEARER_SCHEME else header
+
+
+def check_token(header: str | None, check: TokenCheck, queue: str) -> None:
+    """Raise AuthError (answered 401) unless the header carries the token (bare or after `Bearer`); the message
+    never echoes it, and is the same for a wrong token and a queue not served here (NO_QUEUE), so that no one learns
+    which queues exist."""
+    presented = presented_token(header)
     if presented is None or presented == "":
         raise AuthError(f"missing {HEADER} header: expected the token of queue {queue}")
     if not check.matches(presented):

@@ -26,36 +26,68 @@ service_option = click.option(
 )  # fmt: skip
 
 
-def find_service(client: redis.Redis, request_id: str) -> str:
-    """The service that holds a request, found by its state key."""
-    found: Any = client.scan_iter(match=keys.request_state_pattern(request_id), count=1000)
-    services = sorted({keys.service_of_request_state(key.decode()) for key in found})
-    if len(services) != 1:
-        where = "no service" if not services else f"several services ({', '.join(services)}): pass --service"
-        raise RequestError(f"requestId {request_id!r} found in {where}")
-    return services[0]
+MIN_PREFIX_CHARS = 6  # shorter, and a prefix names many requests; `watch` shows 12
 
 
-def _connect(broker: str | None, data_dir: str | None, service: str | None, request_id: str) -> tuple[Any, str]:
+def find_request(client: redis.Redis, request_id: str, service: str | None) -> tuple[str, str]:
+    """The service and whole id of the request named by `request_id`: its whole id, or the start of it as `watch`
+    shows it, found by its state key; an error unless exactly one request matches."""
+    if service is not None and client.exists(keys.request_state(service, request_id)):
+        return service, request_id
+    found: Any = client.scan_iter(match=keys.request_state_pattern(request_id, prefix=True), count=1000)
+    matches = sorted(keys.request_of_state(key.decode()) for key in found)
+    if service is not None:
+        matches = [match for match in matches if match[0] == service]
+    exact = [match for match in matches if match[1] == request_id]
+    if len(exact) == 1 or (len(matches) == 1 and len(request_id) >= MIN_PREFIX_CHARS):
+        return (exact or matches)[0]
+    if not matches:
+        where = f"is unknown to service {service}" if service else "found in no service"
+        raise RequestError(f"requestId {request_id!r} {where}")
+    if len(exact) > 1:
+        names = ", ".join(sorted({name for name, _ in exact}))
+        raise RequestError(f"requestId {request_id!r} found in several services ({names}): pass --service")
+    if len(request_id) < MIN_PREFIX_CHARS:
+        raise RequestError(f"requestId {request_id!r} is too short: give the whole id, or at least its first "
+                           f"{MIN_PREFIX_CHARS} characters")  # fmt: skip
+    shown = ", ".join(f"{ident} ({name})" for name, ident in matches[:5])
+    raise RequestError(f"requestId {request_id!r} is the start of {len(matches)} requests ({shown}"
+                       f"{', ...' if len(matches) > 5 else ''}): give more of it")  # fmt: skip
+
+
+def _connect(broker: str | None, data_dir: str | None, service: str | None, request_id: str) -> tuple[Any, str, str]:
     client = connect_broker(broker, data_dir)
-    return client, service or find_service(client, request_id)
+    return client, *find_request(client, request_id, service)
 
 
 @click.command()
-@click.argument("request_id")
+@click.argument("request_id", metavar="REQUEST_ID")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the request ends.")
 @service_option
 @broker_option
 @data_dir_option
 @reports_errors
 def logs(request_id: str, follow: bool, service: str | None, broker: str | None, data_dir: str | None) -> None:
-    """Print the output lines of a request (stdout here, stderr to stderr), then how it ended."""
-    client, service = _connect(broker, data_dir, service, request_id)
+    """Print the output lines of a request (stdout here, stderr to stderr), then how it ended.
+
+    REQUEST_ID is the whole id, or its start as `watch` shows it. Exit status once the request has ended, as for
+    `submit --wait`: 0 if it succeeded; else the command's own exit code; else 1 (a failed query, a request
+    cancelled before it ran). While it is still queued or running (without --follow): 0.
+    """
+    client, service, request_id = _connect(broker, data_dir, service, request_id)
     requests = RequestStore(client, service)
     state = requests.require(request_id)
     sink = Sink(client, service, frontend=state.frontend)  # the output queue of the front end it came through
+    final = None
     for entry in request_entries(sink, requests, request_id, follow=follow):
         _print_entry(entry)
+        final = entry if entry.is_final else final
+    ended = requests.get(request_id)
+    if ended is None or not ended.status.finished:
+        return
+    if final is None:  # cancelled while queued: no worker wrote a final entry
+        click.echo(f"[{ended.status.value} before it ran]", err=True)
+    sys.exit(wait_exit_code(final, ended.status))
 
 
 def _print_entry(entry: SinkEntry) -> None:
@@ -82,7 +114,7 @@ _SUMMARY = (("exitCode", "exit code"), ("durationSeconds", "seconds"), ("stopped
 @reports_errors
 def cancel(request_id: str, service: str | None, broker: str | None, data_dir: str | None) -> None:
     """Cancel a request: a queued one leaves its queue; a running command gets SIGTERM, then SIGKILL."""
-    client, service = _connect(broker, data_dir, service, request_id)
+    client, service, request_id = _connect(broker, data_dir, service, request_id)
     outcome = cancel_request(client, service, request_id)
     click.echo(f"request {request_id} of {service}: {outcome.value}")
 
@@ -159,11 +191,12 @@ def submit(
 EXIT_FAILED = 1
 
 
-def wait_exit_code(entry: SinkEntry, status: RequestStatus | None) -> int:
-    """`submit --wait`'s exit status: 0 when done, else the command's own exit code if it has one, else 1."""
+def wait_exit_code(entry: SinkEntry | None, status: RequestStatus | None) -> int:
+    """`submit --wait`'s and `logs`' exit status: 0 when done, else the command's own exit code if its final
+    entry has one, else 1."""
     if status is RequestStatus.DONE:
         return 0
-    code = entry.tags.get("exitCode", "")
+    code = entry.tags.get("exitCode", "") if entry is not None else ""
     return int(code) if code.isdigit() and 0 < int(code) < 256 else EXIT_FAILED
 
 

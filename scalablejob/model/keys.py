@@ -41,10 +41,17 @@ def request_state(service: str, request_id: str) -> str:
     return f"{KEY_PREFIX}:{service}:request:{request_id}"
 
 
-def request_state_pattern(request_id: str) -> str:
-    """A SCAN pattern that finds a request's state key in any service."""
+def request_state_pattern(request_id: str, *, prefix: bool = False) -> str:
+    """A SCAN pattern that finds a request's state key in any service; with `prefix`, of every request whose id
+    starts with `request_id` (the short ids that `watch` shows)."""
     escaped = "".join(f"\\{char}" if char in "*?[]\\" else char for char in request_id)
-    return f"{KEY_PREFIX}:*:request:{escaped}"
+    return f"{KEY_PREFIX}:*:request:{escaped}{'*' if prefix else ''}"
+
+
+def request_of_state(key: str) -> tuple[str, str]:
+    """The service and request id named in a request state key (the inverse of `request_state`)."""
+    _, service, rest = key.split(":", 2)
+    return service, rest.removeprefix("request:")
 
 
 def service_of_request_state(key: str) -> str:

@@ -42,6 +42,17 @@ def test_a_missing_or_wrong_token_is_an_auth_error_that_echoes_neither(presented
     assert "queue svc" in str(error.value)
 
 
+@pytest.mark.parametrize("header", ["s3cret", "Bearer s3cret", "bearer s3cret", "BEARER  s3cret"])
+def test_the_token_is_accepted_bare_or_after_the_bearer_scheme(header):
+    auth.check_token(header, CHECK, "svc")
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic s3cret", "Bearer guess", "Token s3cret"])
+def test_a_bearer_header_without_the_token_is_refused(header):
+    with pytest.raises(AuthError):
+        auth.check_token(header, CHECK, "svc")
+
+
 def test_a_queue_not_served_fails_like_a_wrong_token():
     with pytest.raises(AuthError) as unknown:
         auth.check_token("s3cret", auth.NO_QUEUE, "svc")

@@ -110,6 +110,14 @@ def test_a_missing_or_wrong_token_or_another_front_ends_token_is_refused_with_40
     assert TOKEN not in wrong.text and "guess" not in wrong.text
 
 
+def test_the_token_may_come_after_the_bearer_scheme_as_curl_users_write_it(http):
+    token = http.headers["Authorization"]
+    path = f"/api/predict/{SERVICE}/sink"
+    bearer = http.get(path, headers={"Authorization": f"Bearer {token}"})
+    other = http.get(path, headers={"Authorization": f"Bearer {http.other_token}"})
+    assert (bearer.status_code, other.status_code) == (200, 401)
+
+
 def test_an_unknown_path_is_a_404_naming_the_expected_form(http):
     answer = http.get("/elsewhere")
     assert answer.status_code == 404 and "expected /api/predict/<queue>" in answer.text

@@ -61,7 +61,7 @@ def test_logs_of_a_command_that_was_not_found_say_so(start_worker, redis_url):
 
     run = cli(redis_url, "logs", "-f", request_id)
 
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 127, run.stderr  # how it ended, as `submit --wait` says it
     assert run.stderr == "nosuchprog: command not found\n"
     assert run.stdout.startswith("[result: exit code 127, ")
 
@@ -100,6 +100,33 @@ def test_cancel_from_the_cli_stops_a_training_job_which_saves_a_checkpoint(
     assert client.result(request_id, timeout=30).tags["stopped"] == "cancelled"
     assert client.state(request_id).status is RequestStatus.CANCELLED
     assert b"cancelled at epoch 1: checkpoint" in client.result(request_id, timeout=1).data
+
+
+def test_the_short_id_that_watch_shows_is_taken_by_cancel_and_logs(redis_url, client_for):
+    # given a command queued with no worker to run it, and watch's table of it
+    request_id = cli(redis_url, "submit", "-s", "cli", "--type", "command", "sleep 60").stdout.strip()
+    table = cli(redis_url, "watch", "-s", "cli", "--once").stdout
+    short = request_id[:12]
+    assert short in table and request_id not in table
+
+    # when it is cancelled and its logs are read by that short id
+    cancelled = cli(redis_url, "cancel", short)
+    logs = cli(redis_url, "logs", short)
+
+    # then both found it, and logs exits 1: it was cancelled before it ran
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith(f"request {request_id} of cli: ")
+    assert client_for("cli").state(request_id).status is RequestStatus.CANCELLED
+    assert logs.returncode == 1 and "cancelled before it started" in logs.stdout, logs.stdout + logs.stderr
+
+
+def test_logs_exit_status_says_how_the_request_ended(start_worker, redis_url):
+    start_worker(service_config("cli"))
+    done = cli(redis_url, "submit", "-s", "cli", "--type", "query", "--wait", "--timeout", "30", "hi").stdout.split()[0]
+    failed = cli(redis_url, "submit", "-s", "cli", "--type", "command", "--wait", "--timeout", "30",
+                 python_command("import sys; sys.exit(5)")).stdout.split()[0]  # fmt: skip
+
+    assert [cli(redis_url, "logs", request_id).returncode for request_id in (done, failed)] == [0, 5]
 
 
 @pytest.mark.parametrize(

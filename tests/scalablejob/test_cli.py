@@ -106,3 +106,24 @@ def test_every_command_is_registered_in_the_one_group() -> None:
         "cancel", "config", "down", "frontend", "logs", "redis", "scaler", "status", "submit", "up", "watch", "worker",
     ]  # fmt: skip
     assert sorted(main.commands) == expected
+
+
+def test_find_request_takes_a_unique_start_of_an_id_and_refuses_a_short_or_shared_one():
+    import fakeredis
+
+    from scalablejob.cli.requests import find_request
+    from scalablejob.model import keys
+    from scalablejob.model.errors import RequestError
+
+    client = fakeredis.FakeRedis()
+    for service, request_id in (("a", "0123456789ab" + "0" * 20), ("a", "0123459999ab" + "0" * 20),
+                                ("b", "fedcba987654" + "1" * 20)):  # fmt: skip
+        client.hset(keys.request_state(service, request_id), "status", "queued")
+
+    assert find_request(client, "fedcba98", None) == ("b", "fedcba987654" + "1" * 20)
+    assert find_request(client, "0123456789ab", "a") == ("a", "0123456789ab" + "0" * 20)
+    for prefix, message in (("01234", "is too short"), ("012345", "is the start of 2 requests"),
+                            ("fedcba98", "is unknown to service a"), ("ffffff", "found in no service")):  # fmt: skip
+        service = "a" if prefix == "fedcba98" else None
+        with pytest.raises(RequestError, match=message):
+            find_request(client, prefix, service)
