@@ -1,11 +1,15 @@
 """The demo end to end on the embedded Redis: start Redis and one worker, submit query and command tasks, print results.
 
 Run from the repository root: `python examples/quickstart.py`. Nothing but this package needs to be installed.
+Its data folder (Redis' password and files, every request, the worker's log) is removed at the end; `--keep`
+keeps it, to look at with `scalablejob status --data-dir DIR` or `redis-cli`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,10 +54,24 @@ def submit_and_print(client: JobClient) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--keep", action="store_true", help="keep the data folder (it holds a Redis password)")
+    keep = parser.parse_args().keep
     data_dir = Path(tempfile.mkdtemp(prefix="scalablejob-quickstart-"))
+    try:
+        run_demo(data_dir)
+    finally:
+        if keep:
+            print(f"data kept in {data_dir} (Redis' password, every request, the worker's log): remove it when done")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            print(f"data folder {data_dir} removed (--keep keeps it)")
+
+
+def run_demo(data_dir: Path) -> None:
     broker = EmbeddedBroker(data_dir)
     url = broker.start()
-    print(f"embedded redis-server on {masked_url(url)} (data in {data_dir})")
+    print(f"embedded redis-server on {masked_url(url)} (data in {data_dir}, removed at the end unless --keep)")
     worker = start_worker(url, data_dir / "worker.log")
     print(f"worker started (log: {data_dir / 'worker.log'})")
     try:

@@ -62,12 +62,13 @@ def frontend(
     Clients authenticate with the front end's token in the Authorization header; a token made at start is printed
     once (Redis keeps only its hash). Limits and scopes: the config's `security` section.
     """
-    _serve(config, host, port, token, names, max_body_bytes, broker, data_dir)
+    from_env = click.get_current_context().get_parameter_source("token") is click.core.ParameterSource.ENVIRONMENT
+    _serve(config, host, port, token, names, max_body_bytes, broker, data_dir, f"env {TOKEN_ENV}" if from_env else "")
 
 
 def _serve(
     config_path: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int | None,
-    broker: str | None, data_dir: str | None,
+    broker: str | None, data_dir: str | None, token_origin: str,
 ) -> None:  # fmt: skip
     from scalablejob.frontend.app import FrontEndService, create_app  # the server's imports wait until the command runs
     from scalablejob.frontend.server import allow_open_files, bind_socket, make_server
@@ -87,7 +88,7 @@ def _serve(
         files_warning = allow_open_files(config.security.http.max_connections)
         if files_warning:
             click.echo(files_warning, err=True)
-        _announce(config.name, sock, front_ends)
+        _announce(config.name, sock, front_ends, token_origin)
         # uvicorn shuts down cleanly on SIGINT or SIGTERM, then raises the signal again: exit 0 for either
         signal.signal(signal.SIGTERM, _exit_cleanly)
         with contextlib.suppress(KeyboardInterrupt):
@@ -111,23 +112,30 @@ def _bind(url: str, config: ServiceConfig, names: tuple[str, ...], token: str | 
         client.close()
 
 
-def _announce(service: str, sock: socket.socket, front_ends: tuple[FrontEnd, ...]) -> None:
+def _announce(service: str, sock: socket.socket, front_ends: tuple[FrontEnd, ...], token_origin: str) -> None:
     """Where the front end listens, each front end's task types, and a token made now (the only time it is shown):
     `scalablejob up` and tests read these lines."""
     from scalablejob.frontend.server import base_url
 
     click.echo(f"scalablejob front end of service {service} listening on {base_url(sock)}")
     for fe in front_ends:
-        click.echo(f"  /api/predict/{fe.name} and /api/predict/{fe.sink_name}  {token_line(fe)}")
+        click.echo(f"  /api/predict/{fe.name} and /api/predict/{fe.sink_name}  {token_line(fe, token_origin)}")
     sys.stdout.flush()  # a supervisor reading our output learns the address and tokens before the first request
 
 
-def token_line(fe: FrontEnd) -> str:
-    """`token T (generated, ...)` once, when the token was made now; else where it came from, without it."""
+_TOKEN_ORIGINS = {"--token": "--token", "config": "the config's front_end.token",
+                  "registry": "the registry (the last one used)",
+                  "registry, was plain text": "the registry (the last one used, now kept as a hash)"}  # fmt: skip
+
+
+def token_line(fe: FrontEnd, token_origin: str = "") -> str:
+    """`token T (generated: ...)` once, when the token was made now; else `token from WHERE`, without it: whoever
+    gave it (`up`, a supervisor, the config) says where it is, so no line here contradicts theirs."""
     scope = f"may submit {', '.join(fe.task_types) or 'nothing'}"
     if fe.new_token is not None:
         return f"token {fe.new_token} ({fe.token_source}: shown this once, only its hash is kept; {scope})"
-    return f"token not shown ({fe.token_source}; {scope})"
+    origin = token_origin if fe.token_source == "--token" and token_origin else _TOKEN_ORIGINS[fe.token_source]
+    return f"token from {origin} ({scope})"
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:

@@ -40,7 +40,8 @@ TOKEN = "test-token"
 FRONTEND_START_TIMEOUT_S = 30.0
 FRONTEND_STOP_TIMEOUT_S = 15.0
 _LISTENING = re.compile(r"listening on (http://\S+)")
-_TOKEN = re.compile(r"^  /api/predict/(\S+) and \S+  token (not shown|\S+) \(([^:;]+)[:;][^)]*\)$", re.MULTILINE)
+_TOKEN_SHOWN = re.compile(r"^  /api/predict/(\S+) and \S+  token (\S+) \(generated: ", re.MULTILINE)
+_TOKEN_FROM = re.compile(r"^  /api/predict/(\S+) and \S+  token from (.+) \(may submit [^)]*\)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,15 @@ class FrontEndProcess:
         url = wait_until(
             lambda: self._listening(), FRONTEND_START_TIMEOUT_S, "the front end never said where it listens"
         )
-        return url, {name: (token, source) for name, token, source in _TOKEN.findall(self.log())}
+        log = self.log()
+        shown = {name: (token, "generated") for name, token in _TOKEN_SHOWN.findall(log)}
+        return url, shown | {name: ("not shown", source) for name, source in _TOKEN_FROM.findall(log)}
 
     def _listening(self) -> str | None:
         if self.process.poll() is not None:
             pytest.fail(f"the front end exited {self.process.returncode}:\n{self.log()}")
         found = _LISTENING.search(self.log())
-        return found.group(1) if found and _TOKEN.search(self.log()) else None
+        return found.group(1) if found and (_TOKEN_SHOWN.search(self.log()) or _TOKEN_FROM.search(self.log())) else None
 
     def stop(self) -> int:
         if self.process.poll() is None:

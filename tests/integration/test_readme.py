@@ -37,4 +37,5 @@ def test_readme_first_command_runs_the_demo_on_a_fresh_copy(tmp_path):
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert "HELLO SCALABLE WORLD" in run.stdout and "exit code 2" in run.stdout
-    assert run.stdout.rstrip().endswith("worker and redis-server stopped")
+    assert "worker and redis-server stopped" in run.stdout
+    assert run.stdout.rstrip().endswith("removed (--keep keeps it)")

@@ -96,7 +96,9 @@ def test_up_starts_every_part_and_ctrl_c_leaves_no_process_behind(start_up):
     where = up.wait_ready()
     wait_until(lambda: running_parts(up) >= PARTS, 60, f"not every part started: {running_parts(up)}")
 
-    # then every part answers
+    # then every part answers, and the front end's token line agrees with up's (it says where the token came from)
+    assert any("token from env SCALABLEJOB_FRONTEND_TOKEN" in line for line in up.lines), up.lines
+    assert not any("not shown" in line for line in up.lines)
     assert answers(f"{where['frontend']}?_attrs_=true", where["token"]) == 200
     assert answers(where["flower"], flower_authorization(up.data_dir)) == 200
     assert answers(where["metrics"]) == 200
