@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scalablejob.host.processes import dying_with_parent
+from scalablejob.host.processes import dying_with_parent, forbid_inspection
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +317,7 @@ def main(argv: list[str]) -> int:
     fd, warm, run, *args = argv
     channel = socket.socket(fileno=int(fd))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scaler decides when this ends
+    forbid_inspection()  # it imports the user code and holds the broker's URL, as the workers it forks do
     try:
         entry(warm)(args)
         why = unsafe_to_fork()

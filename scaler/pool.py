@@ -184,14 +184,21 @@ class ProcessLauncher:
         return self._log_dir / f"{name.replace('@', '_')}.log"
 
 
-def _env_of(pid: int) -> dict[str, str]:
+def _env_of(pid: int) -> dict[str, str] | None:
+    """A process's initial environment; None when it may not be read: a worker is non-dumpable, so only root reads
+    it (processes.forbid_inspection)."""
     try:
         return dict(psutil.Process(pid).environ())
+    except psutil.AccessDenied:
+        return None
     except psutil.Error:
         return {}
 
 
-def _is_worker_env(env: Mapping[str, str], name: str) -> bool:
+def _is_worker_env(env: Mapping[str, str] | None, name: str) -> bool:
     """Whether a process's initial environment is that of worker `name`: its own, or, forked without an exec, that of
-    the fork server (the worker's pid and start time, checked before, name it)."""
+    the fork server (the worker's pid and start time, checked before, name it, and are all a scaler that is not root
+    can check of a non-dumpable worker)."""
+    if env is None:
+        return True
     return env.get(WORKER_NAME_ENV) == name or (WORKER_NAME_ENV not in env and FORK_SERVER_ENV in env)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scalablejob.host.job_user import JobUser
 from scalablejob.model.task_result import ERROR_MODULE_TAG, ERROR_TYPE_TAG, encoding_tags
 from scalablejob.workers.command import CommandOutcome
 from scalablejob.workers.runtime import ProgramResult
@@ -54,10 +55,14 @@ def program_result(record: Mapping[str, object] | None, exit_code: int) -> Progr
 
 @contextmanager
 def child_program(
-    spec: str, name: str, request_id: str, body: bytes, tags: Mapping[str, str]
+    spec: str, name: str, request_id: str, body: bytes, tags: Mapping[str, str], owner: JobUser | None = None
 ) -> Iterator[ChildProgram]:
-    """The program of one request of task `name` (in module `spec`); its files go when the block ends."""
+    """The program of one request of task `name` (in module `spec`); its files go when the block ends. With an
+    `owner` (scalable_job.run_as), the child runs as that user: its folder is theirs, to read the body and write the
+    result in."""
     with tempfile.TemporaryDirectory(prefix="scalablejob-task-") as folder:
+        if owner is not None:
+            os.chown(folder, owner.uid, owner.gid)
         body_path, result_path = Path(folder, "body"), Path(folder, "result.json")
         body_path.write_bytes(body)
         context = {

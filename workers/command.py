@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from scalablejob.api.client import REQUEST_ID_TAG
+from scalablejob.host.job_user import JobUser, as_user
 from scalablejob.host.processes import signal_group
 from scalablejob.model.errors import RequestError
 from scalablejob.model.exits import OomKills, oom_notice
@@ -130,15 +131,17 @@ def run_command(
     timeout_s: float | None = None,
     grace_s: float = STOP_GRACE_S,
     job: JobProcesses | None = None,
+    user: JobUser | None = None,
 ) -> CommandOutcome:
-    """Run argv in its own session (and cgroup, where one can be made), streaming its output lines; nothing of it
-    outlives the call (job_processes.py). `job` is for tests that choose how its processes are found."""
+    """Run argv in its own session (and cgroup, where one can be made), as `user` if given, streaming its output
+    lines; nothing of it outlives the call (job_processes.py). `job` is for tests that choose how its processes are
+    found."""
     started = time.monotonic()
     job = JobProcesses() if job is None else job
     try:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, cwd=cwd, env={**(os.environ if env is None else env), **job.env},
+            start_new_session=True, cwd=cwd, **as_user(user, {**(os.environ if env is None else env), **job.env}),
         )  # fmt: skip
     except OSError as exc:  # not found, permission denied, exec format error, ...
         job.close()

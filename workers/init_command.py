@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import redis
 
+from scalablejob.host.job_user import job_user
 from scalablejob.model import keys
 from scalablejob.model.config import ScalableJobConfig
 from scalablejob.model.errors import RequestError
@@ -36,6 +37,7 @@ def run_init_command(
         outcome = run_command(
             argv, cwd=settings.working_dir, env=command_env(os.environ, container_env, {}, ()),
             on_line=_log_line, timeout_s=settings.task_timeout_s, grace_s=settings.cancel_grace_s,
+            user=job_user(settings.run_as),
         )  # fmt: skip
     if outcome.exit_code == 0 and outcome.stopped is None:
         client.hdel(keys.init_failures(service), worker)

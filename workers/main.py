@@ -12,6 +12,7 @@ from celery import signals
 
 from scalablejob.api.celery_app import make_app
 from scalablejob.api.user_code import load_job
+from scalablejob.host.processes import forbid_inspection
 from scalablejob.model.config import ServiceConfig
 from scalablejob.store.broker import BROKER_ENV
 from scalablejob.workers.service import default_hostname
@@ -27,6 +28,7 @@ def run_worker(
     hostname: str | None = None, celery_args: Sequence[str] = (),
 ) -> int:  # fmt: skip
     """Run the worker in the foreground until it is stopped; returns its exit code."""
+    forbid_inspection()  # before the user code of --app is imported: its jobs may not read our environment
     previous_broker = os.environ.get(BROKER_ENV)
     os.environ[BROKER_ENV] = broker_url  # the user code's own `job.celery` (and its training tasks) find it too
     try:

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 
+from scalablejob.host.job_user import JobUser, as_user
 from scalablejob.host.processes import dying_with_parent, stop_group, wait_for_listener
 from scalablejob.model.errors import HandlerError, ModelServerError
 from scalablejob.model.redaction import without_secrets
@@ -28,13 +29,15 @@ class ModelServer:
     """One model server process and the port it answers on."""
 
     def __init__(
-        self, command: str, port: int, *, env: Mapping[str, str] | None = None, host: str = "127.0.0.1"
-    ) -> None:
+        self, command: str, port: int, *, env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
+        user: JobUser | None = None,
+    ) -> None:  # fmt: skip
         self.command = command
         self.port = port
         self.host = host
         self.url = f"http://{host}:{port}/"
         self._env = dict(env or {})
+        self._user = user  # scalable_job.run_as
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
 
@@ -44,9 +47,9 @@ class ModelServer:
         try:
             self._process = subprocess.Popen(
                 dying_with_parent(with_worker_python(shlex.split(self.command)), env),
-                env=env,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                **as_user(self._user, env),
             )
         except OSError as exc:
             raise ModelServerError(f"model server {self.command!r} could not start: {exc}") from exc

@@ -40,7 +40,10 @@ def _register_query(app: Celery, runtime: WorkerRuntime, task: JobTask) -> None:
 
 def _register_training(app: Celery, runtime: WorkerRuntime, task: JobTask, spec: str) -> None:
     def run(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> str:
-        with given_back_on_outage(), child_program(spec, task.name, self.request.id, body, tags) as program:
+        with (
+            given_back_on_outage(),
+            child_program(spec, task.name, self.request.id, body, tags, runtime.job_user) as program,
+        ):
             ended = runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend, program)
         return finish_command(self, ended)
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import redis
 
 from scalablejob.api.job import QueryContext
+from scalablejob.host.job_user import job_user
 from scalablejob.model.config import ScalableJobConfig
 from scalablejob.model.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.model.exits import exit_error, oom_tags
@@ -110,6 +111,7 @@ class WorkerRuntime:
         self.query_runner = query_runner or _no_query_runner(service)
         self.settings = settings or ScalableJobConfig()
         self.container_env = dict(container_env or {})
+        self.job_user = job_user(self.settings.run_as)  # checked at start: an unknown user is a ConfigError now
 
     def sink_for(self, request_id: str, frontend: str | None) -> Sink:
         """The output queue of the front end a request came through, as its task names it. A message sent before
@@ -143,7 +145,7 @@ class WorkerRuntime:
             outcome = run_command(
                 argv, cwd=self.settings.working_dir, env={**env, **(program.env if program else {})},
                 on_line=log.line, should_stop=delivery.stop_reason, timeout_s=self.settings.task_timeout_s,
-                grace_s=self.settings.cancel_grace_s,
+                grace_s=self.settings.cancel_grace_s, user=self.job_user,
             )  # fmt: skip
             if outcome.stopped == SUPERSEDED:
                 return NOT_RUN

@@ -14,6 +14,8 @@ from typing import Any
 from celery import signals
 
 from scalablejob.api.job import Job
+from scalablejob.host.job_user import job_user
+from scalablejob.host.processes import forbid_inspection
 from scalablejob.model.config import ServiceConfig
 from scalablejob.model.errors import HandlerError, UserCodeError
 from scalablejob.model.routing import TaskType, queue_for
@@ -82,7 +84,9 @@ def query_runner(config: ServiceConfig, job: Job | None) -> tuple[QueryRunner | 
                 f"{job!r} has query tasks ({', '.join(queries)}), but this service's queries go to the model server "
                 f"of containers[0]: expected either query tasks in user code or containers[0].command and port"
             )
-        server = ModelServer(container.command or "", container.port or 0, env=container.env)
+        server = ModelServer(
+            container.command or "", container.port or 0, env=container.env, user=job_user(config.scalable_job.run_as)
+        )
         return (lambda body, _ctx: server.forward(body)), server
     default = job.default_task if job is not None else None
     if default is not None:
@@ -140,6 +144,7 @@ def prepare_service(
 ) -> PreparedService:
     """Wire a worker of `config`'s service into `app` and run what precedes its first task. Exits the process
     with EXIT_INIT_FAILED when the init command fails."""
+    forbid_inspection()  # before any user code runs: its jobs may not read this process's environment (the broker)
     runner, server = query_runner(config, job)
     if runner is None:
         warn_without_query_handler(config)

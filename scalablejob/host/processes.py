@@ -4,6 +4,7 @@ whether a recorded process still runs (a scaler's lease and workers)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -20,6 +21,19 @@ import psutil
 WORKER_NAME_ENV = "SCALABLEJOB_WORKER_NAME"  # set by the scaler that started a worker: its node name, `...@<host>`
 CREATE_TIME_TOLERANCE_S = 0.05  # psutil reads the start time in clock ticks: compare with some slack
 KILL_ROUNDS = 10  # looks for processes to kill by their environment: a round after each kill, for what they forked
+PR_SET_DUMPABLE = 4  # prctl(2)
+
+
+def forbid_inspection() -> bool:
+    """Make this process non-dumpable, before it runs user code: processes of its own user (the jobs it starts) may
+    then no longer read its /proc/PID/environ (the broker's password), memory or files, nor ptrace it. A job's exec
+    makes the job itself dumpable again, so jobs stay visible to the worker (their token is found in their
+    environment). Root is not stopped by it (`scalable_job.run_as` is what keeps root's jobs out); nor is user code
+    that runs inside the process, such as query handlers. Returns whether it took effect (Linux only)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def is_same_process(pid: int, create_time: float) -> bool:

@@ -64,6 +64,7 @@ _NAME_RE = re.compile(NAME_PATTERN[1:-1])  # used with fullmatch: "$" would let 
 _DEFAULT_SOURCE = "<config>"
 _MAX_PORT = 65535
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RUN_AS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 _ENV_EXPECTED = 'an object of name -> string, or a list of {"name": ..., "value": ...} objects'
 
 
@@ -118,6 +119,7 @@ class ScalableJobConfig:
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
     task_timeout_s: float | None = DEFAULT_TASK_TIMEOUT_S
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
+    run_as: str | None = None  # "user" or "user:group": jobs run as them (the worker must be root); None: as the worker
 
     def write_log_to_queue(self, task_type: str | TaskType) -> bool:
         """Whether a task's output lines go to the sink: the explicit setting, else the task type's default."""
@@ -360,9 +362,18 @@ def _parse_scalable_job(obj: JsonObject) -> ScalableJobConfig:
         log_cap_bytes=obj.integer("log_cap_bytes", DEFAULT_LOG_CAP_BYTES, ge=1024),
         task_timeout_s=obj.number("task_timeout_seconds", DEFAULT_TASK_TIMEOUT_S, gt=0),
         cancel_grace_s=obj.number("cancel_grace_seconds", DEFAULT_CANCEL_GRACE_S, ge=0),
+        run_as=_run_as(obj),
     )
     obj.done()
     return scalable_job
+
+
+def _run_as(obj: JsonObject) -> str | None:
+    """`run_as`: "user" or "user:group" (names or numbers); whether they exist is checked where the worker runs."""
+    value = obj.string("run_as", None)
+    if value is not None and not _RUN_AS_RE.fullmatch(value):
+        raise ConfigError(obj.at("run_as"), f'expected "user" or "user:group" (names or numbers), got {found(value)}')
+    return value
 
 
 def _env_names(items: list[tuple[str, object]]) -> tuple[str, ...]:

@@ -322,6 +322,18 @@ SERVICE_TYPES = 'one of "ScalableJob", "ScalableJobService"'
 TOP_KEYS = "containers, metadata, front_end, scalable_job, autoscaler, queue, security"
 
 BAD_CONFIGS = [
+    (
+        "run-as-shell",
+        config_with(scalable_job={"run_as": "bob; rm -rf /"}),
+        "$.scalable_job.run_as",
+        'expected "user" or "user:group" (names or numbers), got string "bob; rm -rf /"',
+    ),
+    (
+        "run-as-empty-group",
+        config_with(scalable_job={"run_as": "bob:"}),
+        "$.scalable_job.run_as",
+        'expected "user" or "user:group" (names or numbers), got string "bob:"',
+    ),
     # unknown keys, at every level
     ("unknown-top", config_with(foo=1), "$.foo", f"unknown key 'foo' (allowed: {TOP_KEYS})"),
     (
@@ -347,7 +359,7 @@ BAD_CONFIGS = [
         config_with(scalable_job={"x": 1}),
         "$.scalable_job.x",
         "unknown key 'x' (allowed: enable_write_log_to_queue, init_command, default_task_type, shell, working_dir, "
-        "request_env, log_cap_bytes, task_timeout_seconds, cancel_grace_seconds)",
+        "request_env, log_cap_bytes, task_timeout_seconds, cancel_grace_seconds, run_as)",
     ),
     (
         "unknown-autoscaler",
