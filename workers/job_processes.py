@@ -18,6 +18,7 @@ import uuid
 
 from scalablejob.host.job_cgroup import NAME_PREFIX, CgroupBases, CgroupUnavailable, JobCgroup, host_oom_kills
 from scalablejob.host.processes import kill_processes_with_env, signal_group
+from scalablejob.host.worker_limits import applied, limit_job
 from scalablejob.model.exits import OomKills
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class JobProcesses:
     def started(self, pid: int) -> None:
         """The job's first process runs: move it into the job's cgroup (what it starts from now on stays there)."""
         self._leader = pid
+        limit_job(pid)  # where the worker's memory limit has no cgroup: the job's address space
         if self._cgroup is None:
             return
         try:
@@ -79,7 +81,7 @@ class JobProcesses:
 
     def _oom_kills(self) -> OomKills | None:
         if self._cgroup is not None and (count := self._cgroup.oom_kills()) is not None:
-            return OomKills(count, of_job=True)
+            return OomKills(count, of_job=True, limit_mb=applied().memory_mb)
         after = host_oom_kills()
         if self._host_oom_kills is None or after is None:
             return None

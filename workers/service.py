@@ -16,6 +16,7 @@ from celery import signals
 from scalablejob.api.job import Job
 from scalablejob.host.job_user import job_user
 from scalablejob.host.processes import forbid_inspection
+from scalablejob.host.worker_limits import LimitsReport, apply_worker_limits
 from scalablejob.model.config import ServiceConfig
 from scalablejob.model.errors import HandlerError, UserCodeError
 from scalablejob.model.routing import TaskType, queue_for
@@ -145,6 +146,7 @@ def prepare_service(
     """Wire a worker of `config`'s service into `app` and run what precedes its first task. Exits the process
     with EXIT_INIT_FAILED when the init command fails."""
     forbid_inspection()  # before any user code runs: its jobs may not read this process's environment (the broker)
+    report_limits(apply_worker_limits(config.metadata.cpu, config.metadata.memory))
     runner, server = query_runner(config, job)
     if runner is None:
         warn_without_query_handler(config)
@@ -175,6 +177,18 @@ def prepare_service(
         server.start()
         server.watch(stop_worker_on_model_server_death)
     return PreparedService(server)
+
+
+def report_limits(report: LimitsReport) -> None:
+    """One line per limit, once Celery's logging is set up: how each is enforced, or what is done instead and why."""
+
+    def say(**_: object) -> None:
+        for how in report.enforced:
+            logger.info("limit enforced: %s", how)
+        for why in report.not_enforced:
+            logger.warning("limit not enforced: %s", why)
+
+    signals.celeryd_after_setup.connect(say, weak=False)
 
 
 def _stop_if_dead(server: ModelServer | None) -> None:

@@ -7,11 +7,16 @@ per job is what finds and kills all of them, and its memory counters tell an OOM
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 UNIFIED = ""  # the key of the unified (v2) hierarchy, whose /proc/self/cgroup line is `0::/path`
 MEMORY = "memory"  # the v1 controller whose hierarchy holds the memory counters where v2 does not
+CPU = "cpu"  # the v1 controller of CPU bandwidth (cfs quota), where v2's cpu.max is not to be had
+CFS_PERIOD_US = 100_000  # the kernel's default bandwidth period: a quota of N cores is N times it
+MIN_CFS_QUOTA_US = 1_000  # the smallest quota the kernel takes
+MIB = 1024 * 1024
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space in a path as \040
 
 
@@ -88,6 +93,23 @@ def counter(text: str, name: str) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def cfs_quota_us(cores: float, period_us: int = CFS_PERIOD_US) -> int:
+    """The CPU time per period that `cores` cores get (v1 cpu.cfs_quota_us, the first number of v2's cpu.max)."""
+    return max(MIN_CFS_QUOTA_US, round(cores * period_us))
+
+
+def cpu_max(cores: float, period_us: int = CFS_PERIOD_US) -> str:
+    """v2's cpu.max for `cores` cores: `QUOTA PERIOD`."""
+    return f"{cfs_quota_us(cores, period_us)} {period_us}"
+
+
+def affinity_for(cores: float, available: list[int]) -> set[int]:
+    """The CPUs a process limited to `cores` cores runs on without a cgroup: the first ceil(cores) of those it may
+    use (at least one)."""
+    wanted = max(1, math.ceil(cores))
+    return set(sorted(available)[:wanted])
 
 
 def _unescape(text: str) -> str:

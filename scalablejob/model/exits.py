@@ -20,6 +20,11 @@ class OomKills:
 
     count: int
     of_job: bool
+    limit_mb: int | None = None  # the worker's memory limit (metadata.memory), when one was enforced
+
+    @property
+    def out_of_memory(self) -> str:
+        return "out of memory" if self.limit_mb is None else f"out of memory: limit {self.limit_mb} MB"
 
 
 def exit_error(exit_code: int, oom: OomKills | None = None) -> str:
@@ -28,11 +33,11 @@ def exit_error(exit_code: int, oom: OomKills | None = None) -> str:
     if oom is None or oom.count <= 0 or (not killed and not oom.of_job):
         return f"command exited with code {exit_code}"
     if oom.of_job and killed:
-        return f"command killed by the kernel's OOM killer (out of memory; exit code {exit_code})"
+        return f"command killed by the kernel's OOM killer ({oom.out_of_memory}; exit code {exit_code})"
     if oom.of_job:
         return (
             f"command exited with code {exit_code} after the kernel's OOM killer killed {_processes(oom.count)} of "
-            f"it (out of memory)"
+            f"it ({oom.out_of_memory})"
         )
     return (
         f"command killed by SIGKILL (exit code {exit_code}) while the kernel's OOM killer killed "
@@ -44,7 +49,7 @@ def oom_notice(oom: OomKills | None) -> str | None:
     """The job's log line about the OOM kills of its own processes, if any (a child killed, the job ran on)."""
     if oom is None or not oom.of_job or oom.count <= 0:
         return None
-    return f"the kernel's OOM killer killed {_processes(oom.count)} of this job (out of memory)"
+    return f"the kernel's OOM killer killed {_processes(oom.count)} of this job ({oom.out_of_memory})"
 
 
 def oom_tags(oom: OomKills | None) -> dict[str, str]:
