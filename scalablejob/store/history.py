@@ -98,7 +98,7 @@ class HistoryReader:
 
     def __init__(self, client: aioredis.Redis, service: str) -> None:
         self._client = client
-        self._service = service
+        self.service = service
         self._history = keys.history(service)
         self._failures = keys.recent_failures(service)
 
@@ -125,7 +125,7 @@ class HistoryReader:
         ids = [as_text(raw) for raw in raw_ids]
         async with self._client.pipeline(transaction=False) as pipe:
             for request_id in ids:
-                pipe.hmget(keys.request_state(self._service, request_id), _FAILURE_FIELDS)
+                pipe.hmget(keys.request_state(self.service, request_id), _FAILURE_FIELDS)
             states: Any = await pipe.execute()
         return [failure(request_id, values) for request_id, values in zip(ids, states, strict=True)]
 
