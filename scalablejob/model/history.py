@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class HostWorkers:
-    """One host's workers in a sample: how many its scaler should run, runs (not stopping), and how many are busy."""
+    """One host's workers in a sample: how many its scaler should run, run (not stopping), and are busy."""
 
     desired: int
     running: int
