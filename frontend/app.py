@@ -32,6 +32,9 @@ from scalablejob.api.client import JobClient
 from scalablejob.frontend.auth import HEADER as AUTH_HEADER
 from scalablejob.frontend.auth import NO_QUEUE, TaskTypeForbidden, check_token
 from scalablejob.frontend.binding import SINK_SUFFIX, FrontEnd
+from scalablejob.frontend.dashboard import Dashboard
+from scalablejob.frontend.dashboard import routes as dashboard_routes
+from scalablejob.frontend.dashboard_login import dashboard_login
 from scalablejob.frontend.params import (
     WatchParams,
     parse_bool,
@@ -60,6 +63,7 @@ from scalablejob.model.errors import (
     TaskTypeError,
     WatcherConflict,
 )
+from scalablejob.store.history import HistoryReader
 from scalablejob.store.redis_url import connect_async
 
 logger = logging.getLogger(__name__)
@@ -113,11 +117,13 @@ class FrontEndService:
         self._clients: list[JobClient] = []
         self._redis: aioredis.Redis | None = None
         self.inspector: Inspector | None = None
+        self.dashboard = Dashboard(dashboard_login(self.front_ends))
 
     async def start(self) -> None:
         self._redis = connect_async(self.broker)
         service = self.front_ends[0].service
         self.inspector = Inspector(self._redis, WorkerCensus(self._redis, service), self.max_body_bytes)
+        self.dashboard.reader = HistoryReader(self._redis, service)
         for fe in self.front_ends:
             client = JobClient(fe.service, self.broker, default_task_type=self.default_task_type, frontend=fe.name)
             self._clients.append(client)
@@ -241,7 +247,7 @@ def error_response(exc: Exception, what: str) -> Response:
 
 
 def _unknown_path(path: str) -> Response:
-    message = f"unknown path {path}: expected /api/predict/<queue> or /api/predict/<queue>/{SINK_SUFFIX}"
+    message = f"unknown path {path}: expected /api/predict/<queue>, /api/predict/<queue>/{SINK_SUFFIX} or /dashboard"
     return PlainTextResponse(message, status_code=404)
 
 
@@ -362,6 +368,7 @@ def create_app(service: FrontEndService) -> Starlette:
 
     methods = list(_HANDLERS)
     routes = [
+        *dashboard_routes(),
         Route("/api/predict/{name}", http_endpoint, methods=methods),
         Route("/api/predict/{name}/{suffix}", http_endpoint, methods=methods),
         WebSocketRoute("/api/predict/{name}", watch_endpoint),
@@ -371,4 +378,5 @@ def create_app(service: FrontEndService) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service
+    app.state.dashboard = service.dashboard
     return app

@@ -23,8 +23,10 @@ import redis
 
 from scalablejob.host.gpus import Gpu, assign_gpus
 from scalablejob.model.freshness import ChangeTracker
+from scalablejob.model.history import HostWorkers, ScaleEvent
 from scalablejob.scaler.backoff import Backoff
 from scalablejob.scaler.exporter import Exporter
+from scalablejob.scaler.history import HistoryWriter
 from scalablejob.scaler.hosts import HostLoad, describe, split, total_capacity, totals
 from scalablejob.scaler.liveness import holders, strays
 from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership, SharePlan
@@ -73,6 +75,7 @@ class Parts:
     exporter: Exporter | None = None
     membership: Membership | None = None  # None: this host alone decides for the service
     wall: Callable[[], float] = time.time  # this host's wall time, for displayed values only (never compared)
+    history: HistoryWriter | None = None  # the dashboard's samples, written while this scaler leads
 
 
 @dataclass
@@ -102,6 +105,7 @@ class _Memory:
     next_reconcile: float = -math.inf
     last_logged: tuple[int, int, int] | None = None
     heard_since: float | None = None  # since when the broker has answered every pass (heartbeats are judged after)
+    hosts: dict[str, HostWorkers] | None = None  # each live host's desired / running / busy, as the leader saw them
 
 
 class Scaler:
@@ -200,6 +204,7 @@ class Scaler:
         decision = decide(service, policy, self._memory.history, now)
         self._memory.history = decision.history
         shares = split(max(0, decision.desired - len(stray)), hosts)
+        self._memory.hosts = {h.host: HostWorkers(shares.get(h.host, 0), h.replicas, h.busy) for h in hosts}
         epoch = membership.epoch or 0
         reason = decision.reason + (f"; {len(stray)} worker(s) of hosts without a scaler counted" if stray else "")
         membership.publish(SharePlan(decision.desired, shares, epoch, self.parts.wall(), membership.member, reason))
@@ -413,6 +418,21 @@ class Scaler:
             self.parts.store.record_decision({**inputs, "change": decision.change})
         if self.parts.exporter is not None:
             self.parts.exporter.record(decision, observation.queued, [WorkerState(s) for s in states.values()])
+        self._record_history(decision, observation, changed, now)
+
+    def _record_history(self, decision: Decision, observation: Observation, changed: bool, now: float) -> None:
+        """Hand the pass to the history writer while this scaler leads (it samples once a second at most)."""
+        history = self.parts.history
+        if history is None:
+            return
+        if not self._leads():
+            history.forget()
+            return
+        snap = decision.snapshot
+        hosts = self._memory.hosts or {self.fleet.host: HostWorkers(decision.desired, snap.replicas, snap.busy)}
+        desired = sum(host.desired for host in hosts.values())
+        event = ScaleEvent(decision.change, desired, decision.reason) if changed else None
+        history.record(now, observation.queued, hosts, event)
 
     def _reconcile(self, observation: Observation, now: float) -> None:
         """Re-send what is backed by nothing (scaler.reconcile); tasks of workers seen silent are held by nobody, but

@@ -24,6 +24,7 @@ from scalablejob.model.config import ServiceConfig
 from scalablejob.model.routing import service_queues
 from scalablejob.scaler.events import TaskSentListener
 from scalablejob.scaler.exporter import Exporter
+from scalablejob.scaler.history import HistoryWriter
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
 from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership
 from scalablejob.scaler.metrics import RedisMetrics
@@ -35,6 +36,7 @@ from scalablejob.scaler.records import ScalerStore
 from scalablejob.scaler.recovery import Recovery
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S, Wakeup
 from scalablejob.store.broker import BROKER_ENV
+from scalablejob.store.history import HistoryStore
 from scalablejob.store.redis_url import connect
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions,
         store=ScalerStore(client, config.name, host),
         exporter=exporter,
         membership=Membership(client, config.name, host, capacity, stale_after_s=options.host_stale_after_s),
+        history=HistoryWriter(HistoryStore(client, config.name), config.name),
     )
     fleet = Fleet(
         config.name, host, gpus, config.metadata.gpu, min(initial, capacity), stale_after_s=options.stale_after_s,

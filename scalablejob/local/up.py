@@ -262,6 +262,7 @@ class Stack:
         wait_for_port("127.0.0.1", opts.flower_port, flower)
         wait_for_port("127.0.0.1", opts.metrics_port, scaler)
         addresses = {"broker": masked_url(self.broker_url), "frontend": endpoint, "token": shown_token,
+                     "dashboard": f"{endpoint}/dashboard",
                      "flower": f"http://127.0.0.1:{opts.flower_port}",
                      "flower_login": login.describe() if login else "no login (--flower-no-auth)",
                      "metrics": f"http://127.0.0.1:{opts.metrics_port}/metrics"}  # fmt: skip
@@ -418,6 +419,7 @@ def print_addresses(config: ServiceConfig, addresses: dict[str, str], out: Outpu
     rows = [
         ("broker", addresses["broker"]),
         ("front end", f"{addresses['frontend']}/api/predict/{config.name}   {addresses['token']}"),
+        ("dashboard", f"{addresses['dashboard']}   log in with the front end's token"),
         ("flower", f"{addresses['flower']}   {addresses['flower_login']}"),
         ("metrics", addresses["metrics"]),
         *([("your app", addresses["script"])] if "script" in addresses else []),

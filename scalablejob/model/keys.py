@@ -161,3 +161,25 @@ def task_registry(service: str) -> str:
     """Hash of the service's named tasks (@job.task): name -> JSON type and default, written by workers at start and
     read by every put, so an unknown task name is refused before anything is enqueued."""
     return f"{KEY_PREFIX}:{service}:tasks"
+
+
+def history(service: str) -> str:
+    """Stream of the leading scaler's samples, one per second at most, capped at 30 minutes (scalablejob.model.history):
+    what the dashboard charts. Its ids are the Redis server's clock."""
+    return f"{KEY_PREFIX}:{service}:history"
+
+
+def activity_counts(service: str) -> str:
+    """Hash of counters the request state scripts bump: tasks started, finished and failed since the service began."""
+    return f"{KEY_PREFIX}:{service}:activity:counts"
+
+
+def activity_timings(service: str) -> str:
+    """Capped list of the waits and run times of starts and finishes not yet sampled (state_start.lua and
+    state_finish.lua push, the leading scaler drains it once per sample)."""
+    return f"{KEY_PREFIX}:{service}:activity:timings"
+
+
+def recent_failures(service: str) -> str:
+    """Capped list of the ids of the service's newest failed requests, newest first (state_finish.lua pushes)."""
+    return f"{KEY_PREFIX}:{service}:activity:failures"

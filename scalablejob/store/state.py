@@ -18,6 +18,7 @@ from redis import asyncio as aioredis
 
 from scalablejob.model import keys
 from scalablejob.model.errors import QueueFull, RequestError
+from scalablejob.model.history import FAILURES_CAP, TIMINGS_CAP
 from scalablejob.model.routing import TaskType
 from scalablejob.store.limits import Limit
 from scalablejob.store.lua import lua_script
@@ -206,8 +207,10 @@ class RequestStore:
 
     def mark_running(self, request_id: str, worker: str, now: float | None = None) -> int:
         """Start a delivery of the request on `worker`; returns its attempt number, which fences every earlier one
-        (0: the request is gone; -1: it has ended; -2: it was cancelled while queued: this delivery must not run)."""
-        return int(self._start(keys=[self._key(request_id)], args=[worker, _now(now)]))
+        (0: the request is gone; -1: it has ended; -2: it was cancelled while queued: this delivery must not run).
+        A start is counted, its wait kept, for the dashboard (scalablejob.model.history)."""
+        activity = [keys.activity_counts(self.service), keys.activity_timings(self.service)]
+        return int(self._start(keys=[self._key(request_id), *activity], args=[worker, _now(now), TIMINGS_CAP]))
 
     def requeued(self, request_id: str, reason: str, attempt: int | None = None) -> bool:
         """Back to queued after a worker could not finish it (delivery `attempt`, if the worker itself gives it
@@ -243,7 +246,8 @@ class RequestStore:
         written) when `unless_cancelled` and a cancel was asked meanwhile. The state and its index
         expire when the output queue's maximum age has passed
         (queue.sink.max_age_seconds; FINISHED_STATE_TTL_S until a part records the limits). `message`, the one the
-        request was taken from, is acknowledged with the final entry (not when nothing is written)."""
+        request was taken from, is acknowledged with the final entry (not when nothing is written).
+        The finish is counted, its run time kept and a failure listed, for the dashboard (scalablejob.model.history)."""
         finished_at = _now(now)
         fields: dict[str, str | float | int] = {Field.STATUS: status.value, Field.FINISHED_AT: finished_at}
         optional = {Field.EXIT_CODE: exit_code, Field.ERROR: error}
@@ -251,10 +255,12 @@ class RequestStore:
         entry_keys = [
             sink.stream, sink.counter, self._key(request_id), keys.input_stream(self.service, sink.frontend),
             keys.queue_limits(self.service), sink.clock, *_unacked_keys(message), sink.evicted,
+            keys.activity_counts(self.service), keys.activity_timings(self.service), keys.recent_failures(self.service),
         ]  # fmt: skip
         args = [
             data, encode_tags(tags), finished_at, *retention_defaults(), keys.input_index_prefix(self.service),
-            _attempt_arg(attempt), "1" if unless_cancelled else "", message.tag if message else "", *_pairs(fields),
+            _attempt_arg(attempt), "1" if unless_cancelled else "", message.tag if message else "", TIMINGS_CAP,
+            FAILURES_CAP, *_pairs(fields),
         ]  # fmt: skip
         return int(self._finish(keys=entry_keys, args=args))
 

@@ -67,6 +67,11 @@ def test_a_regular_install_holds_only_the_scalablejob_package(regular_install: P
     assert (package / "store" / "lua" / "state_finish.lua").is_file()
     assert (package / "transport" / "unacked_record.lua").is_file()
     assert (package / "frontend" / "tag_scan.lua").is_file() and (package / "scaler" / "lease_take.lua").is_file()
+    # and the dashboard's static files, uPlot with its license among them
+    static = package / "frontend" / "static"
+    assert {"dashboard.html", "login.html", "dashboard.js", "uPlot.iife.min.js", "uPlot.LICENSE"} <= {
+        path.name for path in static.iterdir()
+    }
 
 
 def installed_env(site: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -102,6 +103,10 @@ def test_up_starts_every_part_and_ctrl_c_leaves_no_process_behind(start_up):
     assert answers(f"{where['frontend']}?_attrs_=true", where["token"]) == 200
     assert answers(where["flower"], flower_authorization(up.data_dir)) == 200
     assert answers(where["metrics"]) == 200
+    # and its lines link the dashboard, which asks for the front end's token
+    dashboard = re.search(r"^  dashboard\s+(\S+)", "\n".join(up.lines), re.M)
+    assert dashboard is not None and dashboard.group(1) == where["frontend"].split("/api/")[0] + "/dashboard"
+    assert (status_of(dashboard.group(1)), answers(dashboard.group(1), where["token"])) == (401, 200)
     with JobClient("stack", where["broker"]) as client:
         _, request_id = client.put(b"hello stack", {"taskType": "query"})
         assert client.result(request_id, timeout=60).data == b"echo:hello stack"

@@ -1,10 +1,11 @@
 -- Append a request's final entry and end its state in one step.
 -- KEYS: output queue stream, its counter, state hash, the front end's input stream, the service's queue limits,
--- the output queue's clock, kombu's unacked hash and its index, the output queue's eviction mark.
+-- the output queue's clock, kombu's unacked hash and its index, the output queue's eviction mark, the service's
+-- activity counters, timings list and newest failures (scalablejob.model.history).
 -- ARGV: data, tags, now, the output queue's default maximum length and maximum age, checkpoints per maximum age,
 -- the prefix of the input index keys, the writing delivery's attempt ('' for none), '1' to write nothing if a
--- cancel was asked meanwhile ('' otherwise), the delivery tag of the request's message ('' for none), field,
--- value, ...
+-- cancel was asked meanwhile ('' otherwise), the delivery tag of the request's message ('' for none), the caps of
+-- the timings list and of the failures list, field, value, ...
 -- With a delivery tag, the message is acknowledged (removed from kombu's unacked hash and index, as kombu's ack
 -- does) in the same step as the final entry is written: the worker's own ack then has nothing left to do in Redis.
 -- Returns the entry's index, or 0 when nothing was written: the request has ended already (one final entry, never
@@ -19,6 +20,8 @@
 -- trim_to_max_age come from sink_retention.lua, before this script); the state and its input index key expire after
 -- the same maximum age, so a request is forgotten with its result. (The index key is named from the hash, not
 -- passed: standalone Redis.)
+-- A finish is counted (a failure too, its id pushed on the newest failures), and its run time (now - started at)
+-- pushed on the timings list, both kept to their caps, for the dashboard.
 local exists = redis.call('EXISTS', KEYS[3]) == 1
 if exists then
   local status = redis.call('HGET', KEYS[3], 'status')
@@ -33,12 +36,25 @@ redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2], 'fi
 trim_to_max_length(KEYS[1], KEYS[9], tonumber(limits[1] or ARGV[4]))
 trim_to_max_age(KEYS[1], KEYS[6], index, tonumber(ARGV[3]), max_age, tonumber(ARGV[6]))
 if exists then
-  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 11))
+  redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 13))
   redis.call('EXPIRE', KEYS[3], max_age)
   local input = redis.call('HGET', KEYS[3], 'index')
   if input then
     redis.call('XDEL', KEYS[4], input .. '-0')
     redis.call('EXPIRE', ARGV[7] .. input, max_age)
+  end
+end
+redis.call('HINCRBY', KEYS[10], 'finished', 1)
+if exists then
+  local ended = redis.call('HMGET', KEYS[3], 'status', 'started_at', 'request_id')
+  if ended[2] then
+    redis.call('LPUSH', KEYS[11], 'r' .. string.format('%.3f', math.max(0, tonumber(ARGV[3]) - tonumber(ended[2]))))
+    redis.call('LTRIM', KEYS[11], 0, tonumber(ARGV[11]) - 1)
+  end
+  if ended[1] == 'failed' then
+    redis.call('HINCRBY', KEYS[10], 'failed', 1)
+    redis.call('LPUSH', KEYS[12], ended[3])
+    redis.call('LTRIM', KEYS[12], 0, tonumber(ARGV[12]) - 1)
   end
 end
 if ARGV[10] ~= '' then
