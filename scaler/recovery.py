@@ -26,6 +26,7 @@ import redis
 from celery import Celery
 
 from scalablejob.api.client import request_message, send_message
+from scalablejob.model.protocol import PROTOCOL_VERSION
 from scalablejob.model.routing import TaskType, service_queues
 from scalablejob.scaler import paging
 from scalablejob.scaler.reconcile import UNBACKED_AFTER_S, Backing, Unacked, reconcile, stale_acks
@@ -63,6 +64,7 @@ class Recovery:
         self.unbacked_after_s = unbacked_after_s
         self._unbacked_since: dict[str, float] = {}
         self._orphans_sent: set[str] = set()  # orphans re-sent while their lost worker is still reported
+        self._newer_said: set[int | None] = set()  # the protocol versions of requests left to a newer scaler, logged
 
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]:
         """Put back the messages a dead worker held (task id -> delivery tag); returns the task ids put back."""
@@ -130,6 +132,8 @@ class Recovery:
         state = self._requests.get(request_id)
         if state is None or state.status.finished:
             return False
+        if not self._writes_version_of(request_id, state.protocol):
+            return False
         entry = self._requests.input_entry(state)
         if entry is None or not self._requests.requeued(request_id, reason):
             return False
@@ -141,6 +145,20 @@ class Recovery:
         send_message(self._client, self._service, message)
         logger.warning("request %s was sent again: %s", request_id, reason)
         return True
+
+    def _writes_version_of(self, request_id: str, protocol: int | None) -> bool:
+        """Whether this scaler's message is right for a request of `protocol`: one put by a newer release is left to a
+        scaler of that release (said once per version), which re-sends it in its own format."""
+        if protocol is not None and protocol <= PROTOCOL_VERSION:
+            return True
+        if protocol not in self._newer_said:
+            self._newer_said.add(protocol)
+            logger.warning(
+                "request %s, put at protocol version %s, is backed by nothing, and this scaler writes version %s: left "
+                "for a scaler of its release (upgrade the scalers before the producers)", request_id, protocol,
+                PROTOCOL_VERSION,
+            )  # fmt: skip
+        return False
 
     def _drop_if_ended(self, channel: Any, task_id: str, tag: str) -> bool:
         state = self._requests.get(task_id)

@@ -4,13 +4,15 @@ Celery's prefetch settings are not enough on the Redis transport (celery #1933, 
 still reserves one more message. `SlotGate` counts tasks in flight per type (command: 1 slot,
 query: `rpc.worker_threads` slots), and `GateStep` attaches it to the consumer's channel, whose BRPOP then listens
 only to the queues whose type has a free slot (transport.kombu_redis). A message is counted the moment it is
-received, in the consumer thread, before the next BRPOP is issued, so no second message can slip in.
+received, in the consumer thread, before the next BRPOP is issued, so no second message can slip in. A type can
+also be held off for a while: the worker put a message of it back (workers/protocol_check.py), for another worker.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import bootsteps
@@ -25,20 +27,35 @@ from scalablejob.workers.wake import BrpopWaker
 class SlotGate:
     """Thread-safe count of in-flight tasks per type against each type's number of slots."""
 
-    def __init__(self, slots: Mapping[TaskType, int], queues: Mapping[str, TaskType]) -> None:
+    def __init__(
+        self, slots: Mapping[TaskType, int], queues: Mapping[str, TaskType],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self._slots = dict(slots)
         self._queues = dict(queues)
         self._in_flight: dict[str, TaskType] = {}
+        self._held_off: dict[TaskType, float] = {}  # until when (clock) a type's queue is left out
+        self._clock = clock
         self._lock = threading.Lock()
 
     def has_room(self, queue: str) -> bool:
-        """True when the queue carries none of our types, or its type has a free slot."""
+        """True when the queue carries none of our types, or its type has a free slot and is not held off."""
         task_type = self._queues.get(queue)
         if task_type is None:
             return True
         with self._lock:
+            until = self._held_off.get(task_type) if self._held_off else None
+            if until is not None:
+                if self._clock() < until:
+                    return False
+                del self._held_off[task_type]  # over: the common path reads no clock
             busy = sum(1 for held in self._in_flight.values() if held is task_type)
         return busy < self._slots.get(task_type, 0)
+
+    def hold_off(self, task_type: TaskType, seconds: float) -> None:
+        """Leave the type's queue out of the fetches for `seconds`, free slots or not."""
+        with self._lock:
+            self._held_off[task_type] = self._clock() + seconds
 
     def claim(self, request_id: str, task_type: TaskType) -> None:
         with self._lock:

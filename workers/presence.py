@@ -85,6 +85,12 @@ class PresenceReporter:
         with self._lock:
             return self._held.get(task_id)
 
+    def put_back(self, count: int, reason: str) -> None:
+        """It has put `count` messages back on their queues so far, the latest for `reason`."""
+        with self._lock:
+            self._presence = replace(self._presence, put_back=count, put_back_reason=reason)
+        self._wake.set()
+
     def stop_requested(self) -> None:
         """Called from the worker's SIGTERM handler: only flag it; the heartbeat thread publishes it."""
         self._stop_requested = True

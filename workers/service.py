@@ -32,6 +32,7 @@ from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command
 from scalablejob.workers.model_server import ModelServer
 from scalablejob.workers.named_tasks import register_named_tasks
 from scalablejob.workers.presence import install_presence
+from scalablejob.workers.protocol_check import UnhandledMessages, quiet_put_backs
 from scalablejob.workers.runtime import QueryRunner, WorkerRuntime
 from scalablejob.workers.scaler_watch import install_scaler_watch
 from scalablejob.workers.tasks import fail_unknown_tasks, register_tasks
@@ -151,7 +152,8 @@ def prepare_service(
     if runner is None:
         warn_without_query_handler(config)
     signals.after_setup_logger.connect(lambda loglevel=logging.INFO, **_: quiet_per_task_lines(loglevel), weak=False)
-    install_gate(app, slot_gate(config), broker_url)
+    gate = slot_gate(config)
+    install_gate(app, gate, broker_url)
     app.steps["consumer"].add(EventBatchStep)  # Flower's events, without a PUBLISH per event
     presence = install_presence(app, config.name, broker_url)  # the scaler reads worker state and held tasks from it
     install_scaler_watch(config.name, broker_url)  # a worker whose scaler is gone leaves (warm shutdown)
@@ -163,8 +165,11 @@ def prepare_service(
         config.name, client, query_runner=runner, settings=config.scalable_job, container_env=container_env,
         acks=acks,
     )  # fmt: skip
-    register_tasks(app, runtime, on_model_server_error=lambda: _stop_if_dead(server))
-    named = register_named_tasks(app, runtime, job)
+    # a message of a newer release goes back on its queue, for a worker of that release (said once, counted)
+    unhandled = UnhandledMessages(presence.put_back, gate.hold_off)
+    quiet_put_backs()
+    register_tasks(app, runtime, lambda: _stop_if_dead(server), unhandled)
+    named = register_named_tasks(app, runtime, job, unhandled)
     fail_unknown_tasks(runtime, known=sorted(named))
     # a worker started while the broker refuses writes (a full disk: MISCONF) or is away waits for it, as a running one
     # does, instead of ending with a traceback that the scaler would answer with another worker

@@ -19,6 +19,7 @@ from scalablejob.model.task_result import command_failure
 from scalablejob.store.state import RequestStatus
 from scalablejob.workers.delivery import SUPERSEDED
 from scalablejob.workers.held import TASK_TYPE_ATTRIBUTE
+from scalablejob.workers.protocol_check import UnhandledMessages, protocol_checked
 from scalablejob.workers.runtime import Ended, WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,11 @@ def finish_query(task: Any, ended: Ended) -> None:
         revoked(task)
 
 
-def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: Callable[[], None]) -> None:
-    """Register the command and query tasks on `app`, bound to `runtime`.
+def register_tasks(
+    app: Celery, runtime: WorkerRuntime, on_model_server_error: Callable[[], None], unhandled: UnhandledMessages
+) -> None:  # fmt: skip
+    """Register the command and query tasks on `app`, bound to `runtime`; a message they cannot run goes back to its
+    queue through `unhandled`.
 
     `frontend`, the request's return address, comes in the message from `JobClient.put`: the worker writes the
     request's entries to that front end's output queue. A message sent before tasks carried it has none: the
@@ -63,6 +67,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: C
         name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError),
         **{TASK_TYPE_ATTRIBUTE: TaskType.COMMAND},
     )  # fmt: skip
+    @protocol_checked(TaskType.COMMAND, unhandled)
     def command(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> str:
         with given_back_on_outage():
             ended = runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend)
@@ -71,6 +76,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, on_model_server_error: C
     @app.task(
         name=task_name_for(TaskType.QUERY), bind=True, throws=(HandlerError,), **{TASK_TYPE_ATTRIBUTE: TaskType.QUERY}
     )
+    @protocol_checked(TaskType.QUERY, unhandled)
     def query(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> None:
         try:
             with given_back_on_outage():

@@ -16,6 +16,7 @@ from scalablejob.cli.options import broker_option, connect_broker, data_dir_opti
 from scalablejob.local.broker_advice import silent_broker_advice
 from scalablejob.model.config import ServiceConfig, load_config
 from scalablejob.model.errors import ScalableJobError
+from scalablejob.model.protocol import shown_version
 from scalablejob.store.broker import BROKER_ENV
 from scalablejob.store.broker import data_dir as data_folder
 from scalablejob.store.status import (
@@ -74,10 +75,11 @@ def workers_table(status: ServiceStatus) -> Table:
         stale = worker_stale(status, worker)
         state = f"{worker.state.value} (stale)" if stale else worker.state.value
         age = _age(worker.heartbeat, status.taken_at)
-        rows.append([worker.name, state, worker.gpus or "cpu", str(worker.pid), str(len(worker.held)), age])
+        protocol = shown_version(worker.protocol) + (f", put back {worker.put_back}" if worker.put_back else "")
+        rows.append([worker.name, state, worker.gpus or "cpu", str(worker.pid), str(len(worker.held)), age, protocol])
     for name, failure in status.init_failures.items():
-        rows.append([name, f"init failed (exit {failure.get('exit_code')})", "", "", "", ""])
-    return _table("workers", ("worker", "state", "GPU", "pid", "tasks", "heartbeat"), rows)
+        rows.append([name, f"init failed (exit {failure.get('exit_code')})", "", "", "", "", ""])
+    return _table("workers", ("worker", "state", "GPU", "pid", "tasks", "heartbeat", "protocol"), rows)
 
 
 def hosts_table(status: ServiceStatus) -> Table:
@@ -85,10 +87,10 @@ def hosts_table(status: ServiceStatus) -> Table:
     rows = [
         [host["host"] + (" (leader)" if host["leader"] else ""), str(host["capacity"]), str(host["share"]),
          str(host["replicas"]), str(host["busy"]), ("" if host["alive"] else "dead, ") + _age(host["heartbeat"],
-         status.taken_at)]
+         status.taken_at), shown_version(host["protocol"])]
         for host in host_documents(status)
     ]  # fmt: skip
-    return _table("hosts", ("host", "capacity", "share", "replicas", "busy", "heartbeat"), rows)
+    return _table("hosts", ("host", "capacity", "share", "replicas", "busy", "heartbeat", "protocol"), rows)
 
 
 _DECISION_FIELDS = ("queued", "running", "replicas", "desired", "reason")

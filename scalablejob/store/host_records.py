@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from scalablejob.model import keys
+from scalablejob.model.protocol import PROTOCOL_VERSION, RECORD_FIELD, version_of
 
 HOST_STALE_AFTER_S = 10.0  # a host whose scaler has not written its record for this long is declared dead
 
@@ -26,6 +27,7 @@ class HostRecord:
     busy: int = 0
     heartbeat: float = 0.0
     seq: int = 0
+    protocol: int | None = PROTOCOL_VERSION  # the version its scaler runs (None: unreadable; none written: 1)
 
     @property
     def token(self) -> tuple[str, int, float]:
@@ -40,6 +42,7 @@ class HostRecord:
         return cls(
             str(data["host"]), str(data["member"]), int(data["capacity"]), int(data.get("replicas", 0)),
             int(data.get("busy", 0)), float(data.get("heartbeat", 0.0)), int(data.get("seq", 0)),
+            version_of(data.get(RECORD_FIELD)),
         )  # fmt: skip
 
 

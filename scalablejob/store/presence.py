@@ -4,6 +4,8 @@ GPUs and the tasks it holds.
 Several components read it: the scaler counts tasks in flight, tells idle workers from busy ones and, when a worker
 dies, learns which messages (kombu delivery tags) it held; the front end counts live workers; `status` shows them.
 Only the worker writes its own field (scalablejob.workers.presence); this module owns the record and its reader.
+The record says the protocol version its worker runs (scalablejob.model.protocol; none: a release before versions)
+and how many messages it put back because it could not run them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import redis
 
 from scalablejob.model import keys
+from scalablejob.model.protocol import PROTOCOL_VERSION, RECORD_FIELD, version_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +51,17 @@ class Presence:
     held: Mapping[str, str] = field(default_factory=dict)
     heartbeat: float = 0.0
     seq: int = 0
+    protocol: int | None = PROTOCOL_VERSION  # the version its worker runs (None: unreadable)
+    put_back: int = 0  # messages it put back on their queue because it cannot run them
+    put_back_reason: str = ""  # the latest one's reason
 
     def encode(self) -> str:
         fields = {"pid": self.pid, "host": self.host, "state": self.state.value, "gpus": self.gpus}
-        return json.dumps({**fields, "held": dict(self.held), "heartbeat": self.heartbeat, "seq": self.seq})
+        unhandled = {"put_back": self.put_back, "put_back_reason": self.put_back_reason} if self.put_back else {}
+        return json.dumps({
+            **fields, "held": dict(self.held), "heartbeat": self.heartbeat, "seq": self.seq,
+            RECORD_FIELD: self.protocol, **unhandled,
+        })  # fmt: skip
 
     @classmethod
     def decode(cls, name: str, raw: str | bytes) -> Presence:
@@ -59,7 +69,8 @@ class Presence:
         return cls(
             name, int(data["pid"]), str(data["host"]), WorkerState(data["state"]), str(data.get("gpus", "")),
             {str(k): str(v) for k, v in data.get("held", {}).items()}, float(data.get("heartbeat", 0.0)),
-            int(data.get("seq", 0)),
+            int(data.get("seq", 0)), version_of(data.get(RECORD_FIELD)), int(data.get("put_back", 0)),
+            str(data.get("put_back_reason", "")),
         )  # fmt: skip
 
     @property

@@ -19,6 +19,7 @@ from redis import asyncio as aioredis
 from scalablejob.model import keys
 from scalablejob.model.errors import QueueFull, RequestError
 from scalablejob.model.history import FAILURES_CAP, TIMINGS_CAP
+from scalablejob.model.protocol import PROTOCOL_VERSION, RECORD_FIELD, version_of
 from scalablejob.model.routing import TaskType
 from scalablejob.store.limits import Limit
 from scalablejob.store.lua import lua_script
@@ -66,6 +67,7 @@ class Field:
     SINK_FROM = "sink_from"
     TASK = "task"  # the Celery task it was sent to when that is a named task (@job.task): a re-send uses it again
     ATTEMPT = "attempt"  # the current delivery: bumped at each start and requeue; older deliveries' writes are refused
+    PROTOCOL = RECORD_FIELD  # the protocol version its put wrote it and its message in (none: version 1)
 
 
 _TEXT_FIELDS = (
@@ -136,6 +138,7 @@ class RequestState:
     sink_from: int = 0  # its front end's last output index when it was put: every entry of it comes after
     attempt: int = 0  # its current delivery (0: none started yet)
     task: str | None = None  # the named task it goes to (None: the generic task of its type)
+    protocol: int | None = PROTOCOL_VERSION  # the version it was put in (None: unreadable)
 
     @classmethod
     def from_hash(cls, raw: Mapping[bytes, bytes]) -> RequestState:
@@ -144,7 +147,8 @@ class RequestState:
         values.update({name: float(text[name]) for name in _FLOAT_FIELDS if name in text})
         values.update({name: int(text[name]) for name in _INTEGER_FIELDS if name in text})
         status = RequestStatus(text[Field.STATUS])
-        return cls(status=status, cancel_requested=text.get(Field.CANCEL_REQUESTED) == "1", **values)
+        protocol = version_of(text.get(Field.PROTOCOL))
+        return cls(status=status, cancel_requested=text.get(Field.CANCEL_REQUESTED) == "1", protocol=protocol, **values)
 
 
 class RequestStore:
@@ -399,7 +403,7 @@ def _create_call(
     args = [
         request_id, task_type, _now(now), frontend or "", data, encode_tags(tags or {}), Limit.INPUT_MAX_LENGTH.default,
         keys.input_index_prefix(service), task_name or "", message.payload if message else "",
-        keys.task_sent_channel(service),
+        keys.task_sent_channel(service), PROTOCOL_VERSION,
     ]  # fmt: skip
     return call_keys, args
 

@@ -114,6 +114,7 @@ def _host_document(record: HostRecord, share: int, leads: bool, alive: bool) -> 
     return {
         "host": record.host, "capacity": record.capacity, "share": share, "replicas": record.replicas,
         "busy": record.busy, "heartbeat": record.heartbeat, "alive": alive, "leader": leads,
+        "protocol": record.protocol,
     }  # fmt: skip
 
 
@@ -121,6 +122,7 @@ def _worker_document(worker: Presence, stale: bool) -> dict[str, Any]:
     return {
         "name": worker.name, "pid": worker.pid, "host": worker.host, "state": worker.state.value,
         "stale": stale, "gpus": worker.gpus, "tasks": sorted(worker.held), "heartbeat": worker.heartbeat,
+        "protocol": worker.protocol, "putBack": worker.put_back, "putBackReason": worker.put_back_reason,
     }  # fmt: skip
 
 

@@ -5,7 +5,8 @@ A put pushes its task message itself: `app.send_task` costs three round trips he
 and the task-sent PUBLISH) and most of a put's CPU (kombu's producer, retry wrapper and a new Redis client per
 publish). A put instead builds the same message (Celery's protocol 2, through `app.amqp.as_task_v2`, serialized by
 kombu) and its create script pushes it in the same call: one round trip, and a worker receives exactly what
-`send_task` would have sent.
+`send_task` would have sent, plus the protocol version's header (scalablejob.model.protocol), which a worker of a
+release before versions ignores.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kombu import Exchange, Queue
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
 
+from scalablejob.model.protocol import MESSAGE_HEADER, PROTOCOL_VERSION
 from scalablejob.store.queues import QueueMessage, priority_list
 
 PERSISTENT = 2  # kombu's delivery_mode for a persistent message, what send_task sets
@@ -28,13 +30,15 @@ PERSISTENT = 2  # kombu's delivery_mode for a persistent message, what send_task
 
 def task_message(
     app: Celery, task_name: str, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any], queue: str,
-    priority: int,
+    priority: int, protocol: int = PROTOCOL_VERSION,
 ) -> QueueMessage:  # fmt: skip
     """The message `app.send_task(task_name, args, kwargs, task_id=task_id, queue=queue, priority=priority)` sends,
-    with the same headers (root id, origin, argument reprs) and the same envelope (base64 body, a delivery tag)."""
+    with the same headers (root id, origin, argument reprs) and the same envelope (base64 body, a delivery tag), and
+    the protocol version it is written in (tests write others)."""
     headers, properties, body, _ = app.amqp.as_task_v2(
         task_id, task_name, args=tuple(args), kwargs=dict(kwargs), root_id=task_id, reply_to=app.thread_oid,
     )  # fmt: skip
+    headers[MESSAGE_HEADER] = protocol
     content_type, content_encoding, data = serialize(body, serializer=app.conf.task_serializer)
     envelope = {
         "body": base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii"),

@@ -1,4 +1,5 @@
-"""A put's own Celery message is the one `app.send_task` would send, on the list kombu would push it to."""
+"""A put's own Celery message is the one `app.send_task` would send, on the list kombu would push it to, with the
+protocol version in a header of its own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import redis
 from kombu import Connection
 
 from scalablejob.api.celery_app import make_app
+from scalablejob.model.protocol import MESSAGE_HEADER, PROTOCOL_VERSION
 from scalablejob.store.queues import NORMAL_PRIORITY, URGENT_PRIORITY, priority_list, priority_lists
 from scalablejob.transport.message import task_message
 
@@ -41,7 +43,9 @@ def test_the_message_is_what_send_task_sends(redis_url: str, redis_client: redis
     finally:
         app.close()
     assert ours.list_key == sent_to
-    assert decoded(ours.payload) == decoded(sent)
+    ours_decoded = decoded(ours.payload)
+    assert ours_decoded["headers"].pop(MESSAGE_HEADER) == PROTOCOL_VERSION
+    assert ours_decoded == decoded(sent)
 
 
 @pytest.mark.integration

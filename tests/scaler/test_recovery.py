@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,8 @@ import redis
 
 from scalablejob import JobClient, RequestStatus
 from scalablejob.api.celery_app import make_app
+from scalablejob.model import keys
+from scalablejob.model.protocol import PROTOCOL_VERSION
 from scalablejob.scaler.recovery import Recovery
 from scalablejob.store.queues import priority_lists, queue_depth
 from scalablejob.store.sink import Sink
@@ -142,6 +145,26 @@ def test_a_request_whose_message_was_lost_is_sent_again_from_its_kept_body(recov
     assert (state.status, state.retries) == (RequestStatus.QUEUED, 1)
     assert state.message == "backed by no message and no live worker for over 10 s"
     assert recovery.reconcile(set(), now + 3 * recovery.unbacked_after_s) == []  # backed again: not twice
+
+
+def test_a_lost_request_of_a_newer_protocol_is_left_to_a_scaler_of_its_release(recovery, client, redis_client, caplog):
+    # given a lost request that a newer release put (its state says its protocol version)
+    _, request_id = client.put(b"echo lost", {"taskType": "command"})
+    assert [redis_client.rpop(key) for key in priority_lists(QUEUE)].count(None) == 1
+    redis_client.hset(keys.request_state(SERVICE, request_id), "protocol", PROTOCOL_VERSION + 1)
+    now = time.time()
+
+    # when the reconciler has seen it backed by nothing for the bound, twice
+    assert recovery.reconcile(set(), now) == []
+    with caplog.at_level(logging.WARNING, logger="scalablejob.scaler.recovery"):
+        assert recovery.reconcile(set(), now + recovery.unbacked_after_s) == []
+        assert recovery.reconcile(set(), now + 2 * recovery.unbacked_after_s) == []
+
+    # then this scaler did not re-send it in its own, older format, and said why once
+    assert queued_messages(redis_client) == []
+    assert client.state(request_id).status is RequestStatus.QUEUED
+    [said] = [record.getMessage() for record in caplog.records if record.name == "scalablejob.scaler.recovery"]
+    assert f"put at protocol version {PROTOCOL_VERSION + 1}" in said
 
 
 def test_an_orphaned_request_is_sent_again_at_once_saying_why_it_was_orphaned(

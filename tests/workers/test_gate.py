@@ -125,6 +125,18 @@ def test_reset_forgets_every_claim() -> None:
     assert gate.has_room(QUERY_QUEUE)
 
 
+def test_a_held_off_type_has_no_room_until_its_time_is_up() -> None:
+    now = [100.0]
+    gate = SlotGate(
+        slots={TaskType.COMMAND: 1, TaskType.QUERY: 2},
+        queues={COMMAND_QUEUE: TaskType.COMMAND, QUERY_QUEUE: TaskType.QUERY}, clock=lambda: now[0],
+    )  # fmt: skip
+    gate.hold_off(TaskType.QUERY, 1.0)
+    assert (gate.has_room(QUERY_QUEUE), gate.has_room(COMMAND_QUEUE), gate.any_full()) == (False, True, True)
+    now[0] = 101.0
+    assert (gate.has_room(QUERY_QUEUE), gate.any_full()) == (True, False)
+
+
 # ---- before each BRPOP -------------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from scalablejob.store.sink import Sink
 from scalablejob.store.state import RequestStatus, RequestStore
 from scalablejob.workers.held import request_task_type
 from scalablejob.workers.named_tasks import register_named_tasks
+from scalablejob.workers.protocol_check import UnhandledMessages
 from scalablejob.workers.runtime import WorkerRuntime
 
 SERVICE = "svc"
@@ -45,7 +46,7 @@ def app(runtime: WorkerRuntime) -> Celery:
     job.task(shout)
     job.task(name="train", task_type="command")(fit)
     app = Celery("test-named", set_as_current=False)
-    assert register_named_tasks(app, runtime, job) == {
+    assert register_named_tasks(app, runtime, job, UnhandledMessages(lambda *_: None, lambda *_: None)) == {
         "shout": TaskInfo(TaskType.QUERY), "train": TaskInfo(TaskType.COMMAND)
     }  # fmt: skip
     return app

@@ -16,6 +16,7 @@ from scalablejob.model.config import ScalableJobConfig
 from scalablejob.model.routing import TaskType, task_name_for
 from scalablejob.store.sink import Sink
 from scalablejob.store.state import RequestState, RequestStatus, RequestStore
+from scalablejob.workers.protocol_check import UnhandledMessages
 from scalablejob.workers.runtime import WorkerRuntime
 from scalablejob.workers.tasks import register_tasks
 
@@ -126,7 +127,7 @@ def test_the_query_task_hands_the_return_address_to_the_runtime(
 ) -> None:
     # one app for both messages: Celery shares a task name's first registration with every later app
     app = Celery("test", set_as_current=False)
-    register_tasks(app, runtime, on_model_server_error=lambda: None)
+    register_tasks(app, runtime, lambda: None, UnhandledMessages(lambda *_: None, lambda *_: None))
     query = app.tasks[task_name_for(TaskType.QUERY)]
     put(client, "r-web", "web")
     put(client, "r-old", SERVICE)

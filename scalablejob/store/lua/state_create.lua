@@ -2,7 +2,8 @@
 -- input index counter, the front end's input stream, the front end's output queue counter, the service's queue
 -- limits. ARGV: request id, task type, queued at, front end ('' for the service's own), data, tags, the input
 -- queue's default maximum length, the prefix of the input index keys, the Celery task name ('' for the generic task
--- of its type), the Celery message ('' for none), the task-sent channel. KEYS[6]: the set of the service's input
+-- of its type), the Celery message ('' for none), the task-sent channel, the protocol version it is written in
+-- (scalablejob.model.protocol; a state without one was written by a release before versions). KEYS[6]: the set of the service's input
 -- streams, which gets this front end's; KEYS[7]: the Redis list of the request's queue and priority.
 -- The Celery message (scalablejob.transport.message) is pushed on that list in the same call, and its queue's name
 -- published on the task-sent channel, so a put is one round trip and the request is queued exactly when recorded.
@@ -17,7 +18,8 @@ local max_length = tonumber(redis.call('HGET', KEYS[5], 'input_max_length') or A
 if redis.call('XLEN', KEYS[3]) >= max_length then return -1 end
 local index = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
-           'status', 'queued', 'queued_at', ARGV[3], 'sink_from', redis.call('GET', KEYS[4]) or 0)
+           'status', 'queued', 'queued_at', ARGV[3], 'sink_from', redis.call('GET', KEYS[4]) or 0,
+           'protocol', ARGV[12])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'frontend', ARGV[4]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'task', ARGV[9]) end
 redis.call('SADD', KEYS[6], KEYS[3])
