@@ -94,17 +94,33 @@ class PodApi:
         return list(found.get("items") or []), str(found.get("metadata", {}).get("resourceVersion", ""))
 
     def watch(self, selector: str, resource_version: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(event type, pod) from `resource_version` on, until the server ends the watch (WATCH_S); a KubernetesError
-        with `gone` set when the version is too old (list again)."""
-        stream = self._kubernetes.watch.Watch().stream(
-            self._core.list_namespaced_pod, self.namespace, label_selector=selector, resource_version=resource_version,
-            timeout_seconds=WATCH_S, _request_timeout=(REQUEST_TIMEOUT_S, WATCH_S + REQUEST_TIMEOUT_S),
-        )  # fmt: skip
+        """(event type, pod) from `resource_version` on, until the server ends the watch (after WATCH_S); a
+        PodApiError with status 410 when the version is too old (list again)."""
         try:
-            for event in stream:
-                yield str(event["type"]), dict(event["raw_object"])
+            response = self._core.list_namespaced_pod(
+                self.namespace, label_selector=selector, resource_version=resource_version, watch=True,
+                timeout_seconds=WATCH_S, _preload_content=False,
+                _request_timeout=(REQUEST_TIMEOUT_S, WATCH_S + REQUEST_TIMEOUT_S),
+            )  # fmt: skip
         except Exception as exc:  # the client raises its ApiException or urllib3's errors
             raise self._error("watch pods", selector, exc) from exc
+        try:
+            for line in self._kubernetes.watch.watch.iter_resp_lines(response):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, found = str(event.get("type")), dict(event.get("object") or {})
+                if kind == "ERROR":
+                    message = f"watch pods {selector}: {found.get('code')}: {found.get('message')}"
+                    raise PodApiError(message, found.get("code"))
+                yield kind, found
+        except PodApiError:
+            raise
+        except Exception as exc:  # the connection broke, or a line is not JSON
+            raise self._error("watch pods", selector, exc) from exc
+        finally:
+            response.close()
+            response.release_conn()
 
     def create(self, pod: Mapping[str, Any]) -> dict[str, Any]:
         name = str(pod["metadata"]["name"])

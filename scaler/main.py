@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+POD_NAME_ENV = "SCALABLEJOB_POD_NAME"  # with --kubernetes: the scaler's own pod (downward API), else its hostname
+
 
 @dataclass(frozen=True)
 class ScalerOptions:
@@ -83,10 +85,10 @@ def worker_argv(options: ScalerOptions) -> list[str]:
 
 def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, gpus: tuple[Gpu, ...]) -> Scaler:
     """The loop with real parts: Redis metrics and records, worker processes (or pods), kombu recovery, Prometheus."""
-    host = socket.gethostname()
+    pods = options.kubernetes
+    host = (pods and os.environ.get(POD_NAME_ENV)) or socket.gethostname()  # a replica's identity: its pod's name
     os.environ[BROKER_ENV] = broker_url  # what the workers inherit (pool.worker_env), never their command line
     client = connect(broker_url)
-    pods = options.kubernetes
     policy = Policy.from_config(config.autoscaler, None if pods else worker_capacity(gpus, config.metadata.gpu))
     capacity = min(policy.upper, options.max_local if options.max_local is not None else policy.upper)
     initial = max(policy.lower, min(config.metadata.instance, capacity))

@@ -84,7 +84,7 @@ def check_template(
             "kubelet keeps its name, so the scaler never sees it die and never puts its tasks back at once",
         )  # fmt: skip
     grace = _grace(spec, source, settings)
-    filled = copy.deepcopy(dict(manifest))
+    filled = _with_strings(copy.deepcopy(dict(manifest)))
     filled["spec"]["restartPolicy"] = RESTART_NEVER
     metadata = _mapping(manifest.get("metadata", {}), source, "metadata")
     namespace = metadata.get("namespace")
@@ -104,6 +104,25 @@ def worker_pod(template: PodTemplate, *, pod_name: str, worker_name: str, servic
     first = pod["spec"]["containers"][0]
     first["env"] = [{"name": WORKER_NAME_ENV, "value": worker_name}, *(first.get("env") or [])]
     return pod
+
+
+def _with_strings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The values YAML reads as numbers where the API wants strings (`nvidia.com/gpu: 1`, `version: 2`, an env
+    `value: 8`) as strings: kubectl sends them as given, but the Python client checks its models strictly."""
+    metadata = manifest.get("metadata") or {}
+    for part in ("labels", "annotations"):
+        if isinstance(metadata.get(part), dict):
+            metadata[part] = {key: str(value) for key, value in metadata[part].items()}
+    spec = manifest.get("spec") or {}
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        resources = container.get("resources") or {}
+        for part in ("limits", "requests"):
+            if isinstance(resources.get(part), dict):
+                resources[part] = {key: str(value) for key, value in resources[part].items()}
+        for item in container.get("env") or []:
+            if "value" in item and not isinstance(item["value"], str):
+                item["value"] = str(item["value"]).lower() if isinstance(item["value"], bool) else str(item["value"])
+    return manifest
 
 
 def labels(service: str) -> dict[str, str]:

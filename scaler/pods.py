@@ -157,8 +157,11 @@ class PodLauncher:
         return ProcessRecord(_worker_of(pod), 0, 0.0, self._host, (), created_at(pod))
 
     def _learn(self, pod: dict[str, Any]) -> None:
-        """Keep the pod's latest JSON (under the lock)."""
+        """Keep the pod's latest JSON (under the lock): a create's answer or a list read before a watch event
+        arrived must not put an older state back."""
         name = str(pod.get("metadata", {}).get("name", ""))
+        if name in self._seen and _older(pod, self._seen[name]):
+            return
         self._seen[name] = pod
         self._known_since.setdefault(name, self._clock())
         state = pod_state(pod)
@@ -236,6 +239,13 @@ class PodLauncher:
             with self._lock:
                 if self._deleting.get(pod) == (grace_s, why):
                     del self._deleting[pod]
+
+
+def _older(pod: dict[str, Any], than: dict[str, Any]) -> bool:
+    """Whether `pod` is an older state than `than`, by resourceVersion; the API calls them opaque, but they are etcd
+    revisions, numbers that grow: when either is not a number, the new one is taken."""
+    new, old = (str(item.get("metadata", {}).get("resourceVersion", "")) for item in (pod, than))
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
 
 
 def _worker_of(pod: dict[str, Any]) -> str:
