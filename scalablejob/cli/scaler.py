@@ -127,6 +127,12 @@ def scaler(
     logging.getLogger("scalablejob.scaler").setLevel(logging.DEBUG if verbose else logging.INFO)
     service = load_config(config)
     pods = pod_options(ctx, kubernetes, worker_pod, kubeconfig, namespace)
+    if pods is not None:  # the library and the template, before anything starts
+        from scalablejob.scaler.kube_api import require_client
+        from scalablejob.scaler.kube_pool import load_template
+
+        require_client()
+        load_template(service, pods.worker_pod)
     gpus = () if pods else service_gpus(service, fake_gpus)  # no driver with gpu > 0: fail before starting anything
     if app_spec and not pods:
         check_user_code(app_spec, service.name)  # in a throwaway process, as the workers will load it

@@ -178,3 +178,26 @@ def test_two_scalers_make_one_decision_and_the_standby_takes_over_without_extra_
         assert "leader of the pool" in rig.report(standby)["reason"]
         assert len(rig.standin.created) == 2
         assert rig.standin.deletions == []
+
+
+def test_a_busy_pod_deleted_by_someone_else_finishes_its_task_warm_and_is_replaced(tmp_path):
+    # given one pod running a 2 s command task (grace period 25 s)
+    with kube_rig(tmp_path, service("kwarm", min=1, max=1)) as rig:
+        rig.start_scaler("scaler-a")
+        (first,) = idle_pods(rig, "scaler-a", 1)
+        client = JobClient("kwarm", rig.broker_url)
+        mark = tmp_path / "runs.txt"
+        _, request_id = client.put(sleeping(2, mark), {"taskType": "command"})
+        wait_until(lambda: mark.exists() and "start" in mark.read_text(), 20, f"the task never started:\n{rig.logs()}")
+
+        # when the pod is deleted as `kubectl delete pod` would (its worker gets SIGTERM)
+        rig.standin.delete("jobs", pod_of(first), None)
+
+        # then the task ends on that pod, run once, the pod goes, and a new pod replaces it
+        wait_until(lambda: client.state(request_id).status is RequestStatus.DONE, 20, f"never done:\n{rig.logs()}")
+        assert pod_of(client.state(request_id).worker) == pod_of(first)
+        assert mark.read_text().splitlines() == ["start", "end"]
+        wait_until(lambda: len(rig.standin.created) == 2 and pod_of(first) not in rig.standin.pods(), 20,
+                   f"the pod was not replaced:\n{rig.logs()}")  # fmt: skip
+        assert rig.standin.deletions[0].grace_s == 25
+        client.close()
