@@ -73,7 +73,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     "--prewarm/--no-prewarm", default=True, envvar=PREWARM_ENV, show_default=True,
     help="Start new workers by forking a warm parent that has imported Celery, the config and --app once (about "
     "0.1 s instead of a cold start); falls back to cold starts, with a warning, when the user module starts threads "
-    f"or CUDA at import (env {PREWARM_ENV}).",
+    f"or CUDA at import (env {PREWARM_ENV}). Ignored with --kubernetes: pods start from their image.",
 )  # fmt: skip
 @click.option(
     "--kubernetes", is_flag=True,

@@ -31,12 +31,37 @@ def idle_pods(rig: KubeRig, scaler: str, count: int) -> dict[str, str]:
     return wait_until(ready, READY_S, f"{count} idle pod(s) never showed up:\n{rig.logs()}")
 
 
+def passes(rig: KubeRig, scaler: str, count: int) -> None:
+    """Until the scaler has made `count` more passes (its report's time changed that often)."""
+    seen: list[str] = []
+
+    def counted() -> bool:
+        at = rig.report(scaler).get("at", "")
+        if not seen or seen[-1] != at:
+            seen.append(at)
+        return len(seen) > count
+
+    wait_until(counted, 20, f"the scaler {scaler} stopped making passes:\n{rig.logs()}", interval=0.01)
+
+
 def sleeping(seconds: float, mark: Path | None = None) -> str:
     """A command task that sleeps; with `mark`, it appends `start` then `end` lines to that file."""
     if mark is None:
         return python_command(f"import time; time.sleep({seconds})")
     write = f"open({str(mark)!r}, 'a').write"
     return python_command(f"import time; {write}('start\\n'); time.sleep({seconds}); {write}('end\\n')")
+
+
+def one_pod_running_a_task(rig: KubeRig, folder: Path) -> tuple[str, JobClient, str, Path]:
+    """A scaler with its one pod running a 2 s command task that marks its start and end in a file: the pod's worker,
+    a client, the request and the file, once the task has started."""
+    rig.start_scaler("scaler-a")
+    (worker,) = idle_pods(rig, "scaler-a", 1)
+    client = JobClient(rig.service, rig.broker_url)
+    mark = folder / "runs.txt"
+    _, request_id = client.put(sleeping(2, mark), {"taskType": "command"})
+    wait_until(lambda: mark.exists() and "start" in mark.read_text(), 20, f"the task never started:\n{rig.logs()}")
+    return worker, client, request_id, mark
 
 
 def spans(client: JobClient, ids: list[str]) -> list[tuple[str, float, float]]:
@@ -86,12 +111,7 @@ def test_a_burst_grows_to_max_pods_and_shrinking_deletes_only_idle_pods(tmp_path
 def test_kill_9_of_a_pods_worker_fails_the_pod_and_a_new_pod_ends_the_task_once(tmp_path):
     # given one pod running a 2 s command task that marks its start and end
     with kube_rig(tmp_path, service("kkill", min=1, max=1)) as rig:
-        rig.start_scaler("scaler-a")
-        (first,) = idle_pods(rig, "scaler-a", 1)
-        client = JobClient("kkill", rig.broker_url)
-        mark = tmp_path / "runs.txt"
-        _, request_id = client.put(sleeping(2, mark), {"taskType": "command"})
-        wait_until(lambda: mark.exists() and "start" in mark.read_text(), 20, f"the task never started:\n{rig.logs()}")
+        first, client, request_id, mark = one_pod_running_a_task(rig, tmp_path)
 
         # when its worker is killed with kill -9
         os.kill(rig.standin.pid_of(pod_of(first)), signal.SIGKILL)
@@ -124,7 +144,7 @@ def test_a_restarted_scaler_adopts_the_pods_and_starts_no_extra_pod(tmp_path):
             return report.get("pid") == str(rig.scalers[1].process.pid) and rig.workers("scaler-a") == pods
 
         wait_until(same_pods, 20, f"the restarted scaler does not report the same pods:\n{rig.logs()}")
-        time.sleep(1.0)  # a few passes: no late extra pod (asserted below), not a synchronisation
+        passes(rig, "scaler-a", 5)  # time for a late extra pod to show up, if one would
         assert len(rig.standin.created) == 2
         assert rig.standin.deletions == []
 
@@ -148,7 +168,7 @@ def test_pods_stuck_pending_count_against_max_and_status_says_why(tmp_path):
         reason = wait_until(pending_said, 20, f"status never said the pods are Pending:\n{rig.logs()}")
         assert "Insufficient nvidia.com/gpu" in reason
         assert sorted(rig.standin.phases().values()) == ["Pending", "Pending", "Running"]
-        time.sleep(1.0)  # a few passes: no fourth pod (asserted below), not a synchronisation
+        passes(rig, "scaler-a", 5)  # time for a fourth pod to show up, if one would
         assert len(rig.standin.created) == 3
         assert rig.report("scaler-a")["replicas"] == "3"
         client.close()
@@ -183,12 +203,7 @@ def test_two_scalers_make_one_decision_and_the_standby_takes_over_without_extra_
 def test_a_busy_pod_deleted_by_someone_else_finishes_its_task_warm_and_is_replaced(tmp_path):
     # given one pod running a 2 s command task (grace period 25 s)
     with kube_rig(tmp_path, service("kwarm", min=1, max=1)) as rig:
-        rig.start_scaler("scaler-a")
-        (first,) = idle_pods(rig, "scaler-a", 1)
-        client = JobClient("kwarm", rig.broker_url)
-        mark = tmp_path / "runs.txt"
-        _, request_id = client.put(sleeping(2, mark), {"taskType": "command"})
-        wait_until(lambda: mark.exists() and "start" in mark.read_text(), 20, f"the task never started:\n{rig.logs()}")
+        first, client, request_id, mark = one_pod_running_a_task(rig, tmp_path)
 
         # when the pod is deleted as `kubectl delete pod` would (its worker gets SIGTERM)
         rig.standin.delete("jobs", pod_of(first), None)

@@ -52,14 +52,16 @@ def reaped(pods: PodLauncher, timeout: float = 20) -> list[Exited]:
     return found
 
 
-def running(standin: StandIn, name: str) -> bool:
-    return standin.phases().get(name) == "Running"
+def running_pod(standin: StandIn, tmp_path: Path, code: str, pod: str) -> PodLauncher:
+    """A launcher whose one pod, `pod`, runs `code`."""
+    pods = launcher(standin, tmp_path, code)
+    pods.spawn(WorkerSpec(f"{pod}@jobs"))
+    wait_until(lambda: standin.phases().get(pod) == "Running", 10, "the pod never ran")
+    return pods
 
 
 def test_stop_deletes_the_pod_with_its_grace_period_and_its_worker_exits_warm(standin, tmp_path) -> None:
-    pods = launcher(standin, tmp_path, WARM)
-    pods.spawn(WorkerSpec("svc-aa@jobs"))
-    wait_until(lambda: running(standin, "svc-aa"), 10, "the pod never ran")
+    pods = running_pod(standin, tmp_path, WARM, "svc-aa")
 
     pods.stop("svc-aa@jobs")
 
@@ -71,9 +73,7 @@ def test_stop_deletes_the_pod_with_its_grace_period_and_its_worker_exits_warm(st
 
 
 def test_kill_deletes_with_no_grace_and_the_worker_ends_with_137(standin, tmp_path) -> None:
-    pods = launcher(standin, tmp_path, STUBBORN)
-    pods.spawn(WorkerSpec("svc-bb@jobs"))
-    wait_until(lambda: running(standin, "svc-bb"), 10, "the pod never ran")
+    pods = running_pod(standin, tmp_path, STUBBORN, "svc-bb")
 
     pods.kill("svc-bb@jobs")
 
