@@ -105,6 +105,7 @@ class _Memory:
     next_reconcile: float = -math.inf
     last_logged: tuple[int, int, int] | None = None
     heard_since: float | None = None  # since when the broker has answered every pass (heartbeats are judged after)
+    pool_adopted: bool = False  # a shared pool: this leader has adopted the pool's workers
 
 
 class Scaler:
@@ -137,6 +138,7 @@ class Scaler:
                 return  # the leader's plan gives this host its share on the first pass
             if self.fleet.shared:
                 self._adopt(now)
+                self._memory.pool_adopted = True
         for _ in range(self.fleet.initial - len(self.workers)):
             if not self._spawn(now):
                 break
@@ -186,10 +188,10 @@ class Scaler:
         so that none is started twice); on losing it, let them go untouched. True while this scaler leads."""
         membership = self.parts.membership
         assert membership is not None, "a shared pool is led through the membership's lease"
-        led = membership.epoch is not None
         if membership.lead():
-            if not led:
+            if not self._memory.pool_adopted:  # taking the lead, or a pass whose adoption the API server refused
                 self._adopt(now)
+                self._memory.pool_adopted = True
             return True
         if self.workers:
             logger.warning("another scaler leads the pool now: leaving its %d worker(s) to it", len(self.workers))
@@ -197,6 +199,7 @@ class Scaler:
         return False
 
     def _let_go_all(self) -> None:
+        self._memory.pool_adopted = False
         for name in self.workers:
             self.parts.launcher.let_go(name)
         self.workers.clear()
@@ -526,3 +529,5 @@ def _guarded(step: Callable[[float], object], now: float) -> None:
         step(now)
     except _TRANSIENT as exc:
         logger.error("broker unavailable, retrying next pass: %s", exc)
+    except KubernetesError as exc:
+        logger.error("Kubernetes API server unavailable, retrying next pass: %s", exc)

@@ -198,8 +198,8 @@ class PodLauncher:
                 if exc.status != GONE:  # 410: the version is too old; a new list gives a new one
                     logger.warning("watching the pods of %s: %s; again in %g s", self._service, exc, RETRY_S)
                     self._stopped.wait(RETRY_S)
-            except KubernetesError as exc:
-                logger.warning("watching the pods of %s: %s; again in %g s", self._service, exc, RETRY_S)
+            except Exception:  # a bug must not end the watch for good: the loop would never see a pod end
+                logger.exception("watching the pods of %s failed; again in %g s", self._service, RETRY_S)
                 self._stopped.wait(RETRY_S)
 
     def _apply(self, kind: str, pod: dict[str, Any]) -> None:

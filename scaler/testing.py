@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from scalablejob.model.errors import KubernetesError
 from scalablejob.scaler.pool import Exited, WorkerSpec
 from scalablejob.scaler.records import ProcessRecord
 from scalablejob.scaler.recovery import NO_ORPHANS
@@ -32,6 +33,7 @@ class FakeLauncher:
     listable: set[str] = field(default_factory=set)  # alive workers that listed() finds (a shared pool's pods)
     let_gone: list[str] = field(default_factory=list)
     note: str = ""  # what remark() says
+    fail_list: int = 0  # listed() raises this many times, as an API server that refuses would
     _exits: list[Exited] = field(default_factory=list)
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(10_000))
 
@@ -65,6 +67,9 @@ class FakeLauncher:
         return 0
 
     def listed(self) -> list[ProcessRecord]:
+        if self.fail_list:
+            self.fail_list -= 1
+            raise KubernetesError("fake: list pods refused")
         return [self.alive[name] for name in self.listable if name in self.alive]
 
     def let_go(self, name: str) -> None:

@@ -7,6 +7,7 @@ import fakeredis
 import pytest
 
 from scalablejob.model import keys
+from scalablejob.model.errors import KubernetesError
 from scalablejob.model.routing import TaskType, queue_for
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
 from scalablejob.scaler.membership import Membership
@@ -132,3 +133,27 @@ def test_a_pod_that_died_while_no_scaler_led_has_its_tasks_put_back_by_the_next_
     # then its task is put back and it is forgotten
     assert scaler.parts.recovery.recovered == [("pod-dead@ns", {"task-1": "tag-1"})]  # type: ignore[attr-defined]
     assert "pod-dead@ns" not in scaler.workers
+
+
+def test_an_adoption_the_api_server_refused_is_made_again_before_any_worker_is_started(
+    client: fakeredis.FakeRedis,
+) -> None:
+    # given a leader with 2 workers, and a standby whose backend lists them but refuses its first list
+    leader = replica(client, "a", initial=2)
+    leader.start(T0)
+    pods = dict(fake(leader).alive)
+    shared = FakeLauncher(host="b", alive=dict(pods), adoptable=set(pods), listable=set(pods), fail_list=1)
+    standby = replica(client, "b", shared)
+    standby.start(T0)
+    enqueue(client, 2)
+    leader.drain()
+    leader.close()
+
+    # when it takes the lead, its first list is refused (the pass is skipped), and it makes another pass
+    with pytest.raises(KubernetesError):
+        standby.tick(T0 + 0.25)
+    standby.tick(T0 + 0.5)
+
+    # then it adopted the 2 workers then, and started none
+    assert set(standby.workers) == set(pods)
+    assert shared.spawned == []
