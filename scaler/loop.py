@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import redis
 
 from scalablejob.host.gpus import Gpu, assign_gpus
+from scalablejob.model.errors import KubernetesError
 from scalablejob.model.freshness import ChangeTracker
 from scalablejob.model.history import HostWorkers, ScaleEvent
 from scalablejob.scaler.backoff import Backoff
@@ -62,6 +63,8 @@ class Fleet:
     initial: int = 0  # workers to start with (metadata.instance, within the policy's bounds)
     stale_after_s: float = STALE_AFTER_S
     host_stale_after_s: float = HOST_STALE_AFTER_S  # another host's worker not seen changing this long holds nothing
+    shared: bool = False  # the workers are shared by the service's scalers (pods): only the leader acts on them
+    worker_names: Callable[[str], str] | None = None  # a new worker's name from a random token (default below)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class _Memory:
     last_logged: tuple[int, int, int] | None = None
     heard_since: float | None = None  # since when the broker has answered every pass (heartbeats are judged after)
     hosts: dict[str, HostWorkers] | None = None  # each live host's desired / running / busy, as the leader saw them
+    pool_adopted: bool = False  # a shared pool: this leader has adopted the pool's workers
 
 
 class Scaler:
@@ -125,24 +129,39 @@ class Scaler:
         return self._memory.backoff
 
     def start(self, now: float) -> None:
-        """Take the lease, adopt (or recover from) the workers of a previous run, then start the initial ones."""
+        """Take the lease, adopt (or recover from) the workers of a previous run, then start the initial ones. A
+        shared pool's workers are adopted by its leader alone (and by a scaler when it takes the lead)."""
         self.parts.store.acquire_lease()
-        for record in self.parts.store.records():
-            if self.parts.launcher.adopt(record):
-                self.workers[record.name] = Managed(record, ready=True)
-                logger.info("adopted worker %s (pid %d) from a previous scaler run", record.name, record.pid)
-            else:  # it died while no scaler watched it
-                self._ended.append(_Ended(Managed(record, ready=True), None))
-        self.reap(now)
+        if not self.fleet.shared:
+            self._adopt(now)
         self._memory.heard_since = now
         membership = self.parts.membership
         if membership is not None:
             membership.beat(len(self.workers), 0, self.parts.wall())
             if not membership.lead():
                 return  # the leader's plan gives this host its share on the first pass
+            if self.fleet.shared:
+                self._adopt(now)
+                self._memory.pool_adopted = True
         for _ in range(self.fleet.initial - len(self.workers)):
             if not self._spawn(now):
                 break
+
+    def _adopt(self, now: float) -> None:
+        """Take over the workers this host's records name and those the backend lists (a shared pool's pods): the
+        live ones are ours again; the tasks of those that died while no scaler watched them go back."""
+        launcher = self.parts.launcher
+        found = {record.name: record for record in self.parts.store.records()}
+        found.update({record.name: record for record in launcher.listed()})
+        for record in found.values():
+            if record.name in self.workers:
+                continue
+            if launcher.adopt(record):
+                self.workers[record.name] = Managed(record, ready=True)
+                logger.info("adopted worker %s (%s) from a previous scaler run", record.name, _where(record))
+            else:  # it died while no scaler watched it
+                self._ended.append(_Ended(Managed(record, ready=True), None))
+        self.reap(now)
 
     def tick(self, now: float) -> Decision:
         """One pass: observe, reap, kill the stale, decide, act, report; now and then, reconcile."""
@@ -154,6 +173,8 @@ class Scaler:
         if self._memory.heard_since is None:
             self._memory.heard_since = now
         self._seen.observe({name: presence.token for name, presence in observation.workers.items()}, now)
+        if self.fleet.shared and not self._lead_the_pool(now):
+            return self._stand_by(observation, now)
         self.reap(now)
         self._kill_stale(observation, now)
         self._note_states(observation)
@@ -164,6 +185,41 @@ class Scaler:
             self._reconcile(observation, now)  # before acting: new workers take the tasks of a lost host first
         acted = self._act(decision, views, now)
         self._report(decision, observation, acted, now)
+        return decision
+
+    def _lead_the_pool(self, now: float) -> bool:
+        """A shared pool: take or keep the lead; on taking it, adopt the pool's workers (before anything is counted,
+        so that none is started twice); on losing it, let them go untouched. True while this scaler leads."""
+        membership = self.parts.membership
+        assert membership is not None, "a shared pool is led through the membership's lease"
+        if membership.lead():
+            if not self._memory.pool_adopted:  # taking the lead, or a pass whose adoption the API server refused
+                self._adopt(now)
+                self._memory.pool_adopted = True
+            return True
+        if self.workers:
+            logger.warning("another scaler leads the pool now: leaving its %d worker(s) to it", len(self.workers))
+            self._let_go_all()
+        return False
+
+    def _let_go_all(self) -> None:
+        self._memory.pool_adopted = False
+        for name in self.workers:
+            self.parts.launcher.let_go(name)
+        self.workers.clear()
+        self._ended.clear()  # their bookkeeping is the leader's now (its checks re-send what nobody holds)
+
+    def _stand_by(self, observation: Observation, now: float) -> Decision:
+        """A scaler that does not lead a shared pool acts on nothing: it keeps its lease and record, and says so."""
+        self.parts.store.renew_lease()
+        membership = self.parts.membership
+        assert membership is not None
+        membership.beat(0, 0, self.parts.wall())
+        plan = membership.plan()
+        leader = f"scaler {plan.leader} (epoch {plan.epoch})" if plan is not None else "another scaler"
+        snapshot = Snapshot(observation.total_queued, 0, 0, 0)
+        decision = Decision(0, 0, f"standby: {leader} leads the pool and acts on its workers", History(), snapshot)
+        self._report(decision, observation, False, now)
         return decision
 
     def _declared_dead_now(self) -> bool:
@@ -186,6 +242,8 @@ class Scaler:
             self._memory.history = decision.history
             return decision
         membership.beat(local.replicas, local.busy, self.parts.wall())
+        if self.fleet.shared:
+            return self._lead_shared(membership, local, now)
         if not membership.lead():
             membership.live_hosts(now, self._heard())  # a follower watches the records too: if it takes over, it
             return self._follow(membership, local)  # knows since when each host has been silent, with no new bound
@@ -211,6 +269,18 @@ class Scaler:
         share = shares.get(self.fleet.host, 0)
         why = f"{reason}; shares of {decision.desired}: {describe(shares)} (leader, epoch {epoch})"
         return Decision(share, decision.target, why, decision.history, local)
+
+    def _lead_shared(self, membership: Membership, local: Snapshot, now: float) -> Decision:
+        """The leader of a shared pool decides for the service on its own workers, which are all of them; the
+        other scalers stand by (share 0)."""
+        decision = decide(local, self.policy, self._memory.history, now)
+        self._memory.history = decision.history
+        epoch = membership.epoch or 0
+        shares = {record.host: 0 for record in membership.live_hosts(now, self._heard())}
+        shares[self.fleet.host] = decision.desired
+        membership.publish(SharePlan(decision.desired, shares, epoch, self.parts.wall(), membership.member,
+                                     decision.reason))  # fmt: skip
+        return replace(decision, reason=f"{decision.reason} (leader of the pool, epoch {epoch})")
 
     def _heard(self) -> float:
         """Since when the broker has answered every pass: silence before that is not the writers'."""
@@ -246,7 +316,13 @@ class Scaler:
             self._ended.pop(0)
 
     def drain(self) -> None:
-        """Warm-stop every worker, busy ones included: the scaler itself is stopping."""
+        """Warm-stop every worker, busy ones included: the scaler itself is stopping. A shared pool's workers are
+        left running to the scaler that leads next (a rolling update must not stop the service's pods)."""
+        if self.fleet.shared:
+            if self.workers:
+                logger.info("leaving %d worker(s) of the shared pool to the next leader", len(self.workers))
+            self._let_go_all()
+            return
         for name, managed in self.workers.items():
             if not managed.stopping:
                 self.parts.launcher.stop(name)
@@ -310,7 +386,7 @@ class Scaler:
         crashed = not managed.stopping or exit_code not in (0, None, -signal.SIGTERM)
         leftovers = self.parts.launcher.kill_leftovers(name) if crashed else 0
         presence = self.parts.store.presence_of(name)
-        reason = f"worker {name} (pid {record.pid}) {_how(exit_code)}"
+        reason = f"worker {name} ({_where(record)}) {_how(exit_code)}"
         requeued = self.parts.recovery.recover(name, presence.held if presence else {}, reason)
         self.parts.store.forget_worker(name)
         if crashed and not managed.ready and not managed.stopping:
@@ -332,8 +408,8 @@ class Scaler:
             silent_s = self._silent(name, now)
             if silent_s >= self.fleet.stale_after_s:
                 logger.warning(
-                    "worker %s (pid %d): its presence has not changed for %.0f s: killing it and its jobs; its tasks "
-                    "go back on the queue once it is dead", name, managed.record.pid, silent_s,
+                    "worker %s (%s): its presence has not changed for %.0f s: killing it and its jobs; its tasks "
+                    "go back on the queue once it is dead", name, _where(managed.record), silent_s,
                 )  # fmt: skip
                 self.parts.launcher.kill(name)  # its jobs go when it is reaped, as for any worker that crashed
                 managed.killed = managed.stopping = True
@@ -386,16 +462,18 @@ class Scaler:
         if gpus is None:
             logger.warning("no free GPU for another worker (%d per worker)", self.fleet.gpu_per_worker)
             return False
-        name = f"{self.fleet.service}-{secrets.token_hex(4)}@{self.fleet.host}"
+        token = secrets.token_hex(4)
+        names = self.fleet.worker_names
+        name = names(token) if names is not None else f"{self.fleet.service}-{token}@{self.fleet.host}"
         try:
             record = self.parts.launcher.spawn(WorkerSpec(name, gpus))
-        except OSError as exc:
+        except (OSError, KubernetesError) as exc:
             logger.error("cannot start worker %s: %s", name, exc)
             self._memory.backoff = self._memory.backoff.failed(now)
             return False
         self.parts.store.save(record)
         self.workers[name] = Managed(record)
-        logger.info("spawned worker %s (pid %d, GPUs %s)", name, record.pid, ",".join(record.gpus) or "none")
+        logger.info("spawned worker %s (%s, GPUs %s)", name, _where(record), ",".join(record.gpus) or "none")
         return True
 
     def _report(self, decision: Decision, observation: Observation, acted: bool, now: float) -> None:
@@ -409,11 +487,13 @@ class Scaler:
         )  # fmt: skip
         self._memory.last_logged = key
         states = {view.name: view.state.value for view in self._views(observation)}
+        remark = self.parts.launcher.remark()
         inputs: dict[str, str | int | float] = {
             "desired": decision.desired, "replicas": snap.replicas, "busy": snap.busy, "queued": snap.queued,
-            "running": snap.running, "target": decision.target, "reason": decision.reason, "at": self.parts.wall(),
+            "running": snap.running, "target": decision.target, "at": self.parts.wall(),
+            "reason": f"{decision.reason}; {remark}" if remark else decision.reason,
         }  # fmt: skip
-        self.parts.store.report({**inputs, "workers": json.dumps(states)})
+        self.parts.store.report({**inputs, "workers": json.dumps(states), "pool": remark})
         if changed:
             self.parts.store.record_decision({**inputs, "change": decision.change})
         if self.parts.exporter is not None:
@@ -450,6 +530,11 @@ class Scaler:
             logger.warning("re-sent %d request(s), each logged with its reason: %s", len(resent), resent)
 
 
+def _where(record: ProcessRecord) -> str:
+    """How a worker is found, for the log: its pid, or for a pod (no pid of this host) its pod."""
+    return f"pid {record.pid}" if record.pid else "a pod"
+
+
 def _how(exit_code: int | None) -> str:
     if exit_code is None:
         return "ended while it was not our child (exit code unknown)"
@@ -464,3 +549,5 @@ def _guarded(step: Callable[[float], object], now: float) -> None:
         step(now)
     except _TRANSIENT as exc:
         logger.error("broker unavailable, retrying next pass: %s", exc)
+    except KubernetesError as exc:
+        logger.error("Kubernetes API server unavailable, retrying next pass: %s", exc)

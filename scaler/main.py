@@ -8,6 +8,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalablejob.api.celery_app import make_app
 from scalablejob.host.gpus import (
@@ -28,8 +29,9 @@ from scalablejob.scaler.history import HistoryWriter
 from scalablejob.scaler.loop import Fleet, Parts, Scaler
 from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership
 from scalablejob.scaler.metrics import RedisMetrics
+from scalablejob.scaler.pods import PodLauncher
 from scalablejob.scaler.policy import Policy
-from scalablejob.scaler.pool import ProcessLauncher
+from scalablejob.scaler.pool import Launcher, ProcessLauncher
 from scalablejob.scaler.reconcile import STALE_AFTER_S, UNBACKED_AFTER_S
 from scalablejob.scaler.reconciler import BackgroundRecovery
 from scalablejob.scaler.records import ScalerStore
@@ -39,7 +41,12 @@ from scalablejob.store.broker import BROKER_ENV
 from scalablejob.store.history import HistoryStore
 from scalablejob.store.redis_url import connect
 
+if TYPE_CHECKING:
+    from scalablejob.scaler.kube_pool import KubernetesOptions
+
 logger = logging.getLogger(__name__)
+
+POD_NAME_ENV = "SCALABLEJOB_POD_NAME"  # with --kubernetes: the scaler's own pod (downward API), else its hostname
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class ScalerOptions:
     max_local: int | None = None  # the most workers this host may run (None: as many as the policy and GPUs allow)
     host_stale_after_s: float = HOST_STALE_AFTER_S
     prewarm: bool = True  # fork new workers from a warm parent (scaler.forkserver) where that is safe
+    kubernetes: KubernetesOptions | None = None  # workers as Pods (scaler.kube_pool), not processes of this host
 
 
 def service_gpus(config: ServiceConfig, fake: int | None) -> tuple[Gpu, ...]:
@@ -78,17 +86,27 @@ def worker_argv(options: ScalerOptions) -> list[str]:
 
 
 def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, gpus: tuple[Gpu, ...]) -> Scaler:
-    """The loop with real parts: Redis metrics and records, worker processes, kombu recovery, Prometheus."""
-    host = socket.gethostname()
+    """The loop with real parts: Redis metrics and records, worker processes (or pods), kombu recovery, Prometheus."""
+    pods = options.kubernetes
+    host = (pods and os.environ.get(POD_NAME_ENV)) or socket.gethostname()  # a replica's identity: its pod's name
     os.environ[BROKER_ENV] = broker_url  # what the workers inherit (pool.worker_env), never their command line
     client = connect(broker_url)
-    policy = Policy.from_config(config.autoscaler, worker_capacity(gpus, config.metadata.gpu))
+    policy = Policy.from_config(config.autoscaler, None if pods else worker_capacity(gpus, config.metadata.gpu))
     capacity = min(policy.upper, options.max_local if options.max_local is not None else policy.upper)
     initial = max(policy.lower, min(config.metadata.instance, capacity))
     exporter = Exporter(config.name) if options.metrics_port is not None else None
+    launcher: Launcher
+    if pods is not None:  # the cluster's GPUs, not this host's: each pod asks for its own (nvidia.com/gpu)
+        from scalablejob.scaler.kube_pool import build_pod_pool, pod_worker_names
+
+        pool = build_pod_pool(config, pods, host)
+        launcher, names, gpu_per_worker = pool.launcher, pod_worker_names(config.name, pool.namespace), 0
+    else:
+        launcher = ProcessLauncher(worker_argv(options), host, log_dir=options.log_dir, prewarm=options.prewarm)
+        names, gpu_per_worker = None, config.metadata.gpu
     parts = Parts(
         metrics=RedisMetrics(client, config.name),
-        launcher=ProcessLauncher(worker_argv(options), host, log_dir=options.log_dir, prewarm=options.prewarm),
+        launcher=launcher,
         recovery=BackgroundRecovery(
             Recovery(make_app(config.name, broker_url), client, config.name, unbacked_after_s=options.unbacked_after_s),
             Recovery(  # its own app and client: reconciles run on a thread beside the pass (scaler.reconciler)
@@ -104,8 +122,8 @@ def build_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions,
         history=HistoryWriter(HistoryStore(client, config.name), config.name),
     )
     fleet = Fleet(
-        config.name, host, gpus, config.metadata.gpu, min(initial, capacity), stale_after_s=options.stale_after_s,
-        host_stale_after_s=options.host_stale_after_s,
+        config.name, host, gpus, gpu_per_worker, min(initial, capacity), stale_after_s=options.stale_after_s,
+        host_stale_after_s=options.host_stale_after_s, shared=pods is not None, worker_names=names,
     )  # fmt: skip
     return Scaler(fleet, policy, parts)
 
@@ -126,10 +144,16 @@ def run_scaler(config: ServiceConfig, broker_url: str, options: ScalerOptions, g
     with Wakeup() as wakeup:
         listener = TaskSentListener(connect(broker_url), config.name, service_queues(config.name), wakeup.poke)
         listener.start()
+        launcher = scaler.parts.launcher
+        if isinstance(launcher, PodLauncher):
+            launcher.on_change = wakeup.poke  # a pod that changes (ends) wakes the loop, as SIGCHLD does
+            launcher.start()
         try:
             scaler.run(wakeup, interval_s=options.interval_s)
         finally:
             listener.stop()
+            if isinstance(launcher, PodLauncher):
+                launcher.close()
             if isinstance(scaler.parts.recovery, BackgroundRecovery):
                 scaler.parts.recovery.stop()
     return 0

@@ -47,7 +47,8 @@ class Exited:
 
 
 class Launcher(Protocol):
-    """What the loop needs from a process backend (real processes here; a fake in scalablejob.scaler.testing)."""
+    """What the loop needs from a worker backend (real processes here, pods in scaler.pods; a fake in
+    scalablejob.scaler.testing)."""
 
     def spawn(self, spec: WorkerSpec) -> ProcessRecord: ...
 
@@ -60,6 +61,18 @@ class Launcher(Protocol):
     def reap(self) -> list[Exited]: ...
 
     def kill_leftovers(self, name: str) -> int: ...
+
+    def listed(self) -> list[ProcessRecord]:
+        """The workers the backend finds by itself (pods by label), to adopt beside the records in Redis."""
+        ...
+
+    def let_go(self, name: str) -> None:
+        """Forget a worker without touching it: another scaler acts on it now (a shared pool)."""
+        ...
+
+    def remark(self) -> str:
+        """What `status` should say of the backend ('' when nothing): pods that wait for a node."""
+        ...
 
 
 def worker_env(base: Mapping[str, str], spec: WorkerSpec) -> dict[str, str]:
@@ -158,6 +171,16 @@ class ProcessLauncher:
     def kill_leftovers(self, name: str) -> int:
         """SIGKILL every process still carrying a dead worker's name (its command tasks); returns how many."""
         return kill_processes_with_env(WORKER_NAME_ENV, name)
+
+    def listed(self) -> list[ProcessRecord]:
+        return []  # processes are found by their records alone
+
+    def let_go(self, name: str) -> None:
+        for held in (self._children, self._forked, self._adopted):
+            held.pop(name, None)
+
+    def remark(self) -> str:
+        return ""
 
     def _signal(self, name: str, signum: int) -> None:
         pid = self._pid(name)

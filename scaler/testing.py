@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from scalablejob.model.errors import KubernetesError
 from scalablejob.scaler.pool import Exited, WorkerSpec
 from scalablejob.scaler.records import ProcessRecord
 from scalablejob.scaler.recovery import NO_ORPHANS
@@ -29,6 +30,10 @@ class FakeLauncher:
     alive: dict[str, ProcessRecord] = field(default_factory=dict)
     adoptable: set[str] = field(default_factory=set)
     fail_spawn: bool = False
+    listable: set[str] = field(default_factory=set)  # alive workers that listed() finds (a shared pool's pods)
+    let_gone: list[str] = field(default_factory=list)
+    note: str = ""  # what remark() says
+    fail_list: int = 0  # listed() raises this many times, as an API server that refuses would
     _exits: list[Exited] = field(default_factory=list)
     _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(10_000))
 
@@ -60,6 +65,19 @@ class FakeLauncher:
 
     def kill_leftovers(self, name: str) -> int:
         return 0
+
+    def listed(self) -> list[ProcessRecord]:
+        if self.fail_list:
+            self.fail_list -= 1
+            raise KubernetesError("fake: list pods refused")
+        return [self.alive[name] for name in self.listable if name in self.alive]
+
+    def let_go(self, name: str) -> None:
+        self.alive.pop(name, None)
+        self.let_gone.append(name)
+
+    def remark(self) -> str:
+        return self.note
 
     def exit(self, name: str, code: int | None) -> None:
         """Make a worker end, as reap() will report it."""

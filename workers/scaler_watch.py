@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -77,9 +78,11 @@ def warm_stop_self() -> None:
 
 
 def install_scaler_watch(service: str, broker_url: str) -> ScalerWatch | None:
-    """Watch the scaler that started this worker (named in its environment); None for a worker started by hand."""
+    """Watch the scaler that started this worker (named in its environment) when it runs on this host; None for a
+    worker started by hand, and for a pod's worker (`POD@NAMESPACE`): its scaler runs in another pod, whose process
+    this worker cannot see, and its pod lives until that scaler (or its next leader) deletes it."""
     host = scaler_host_of(os.environ.get(WORKER_NAME_ENV, ""))
-    if host is None:
+    if host is None or host != socket.gethostname():
         return None
     watch = ScalerWatch(connect(broker_url), service, host, warm_stop_self)
     threading.Thread(target=watch.run, name="scaler-watch", daemon=True).start()

@@ -15,7 +15,7 @@ from celery import signals
 
 from scalablejob.api.job import Job
 from scalablejob.host.job_user import job_user
-from scalablejob.host.processes import forbid_inspection
+from scalablejob.host.processes import WORKER_NAME_ENV, forbid_inspection
 from scalablejob.host.worker_limits import LimitsReport, apply_worker_limits
 from scalablejob.model.config import ServiceConfig
 from scalablejob.model.errors import HandlerError, UserCodeError
@@ -56,8 +56,10 @@ def quiet_per_task_lines(loglevel: int | str) -> None:
 
 
 def default_hostname(service: str) -> str:
-    """A node name unique per process, so several workers on one host stay apart in Flower."""
-    return f"{service}-{os.getpid()}@{socket.gethostname()}"
+    """The name the scaler gave this worker in its environment (a pod's worker has no other way to learn it: the
+    pod's command line is the user's template), else a node name unique per process, so that several workers on one
+    host stay apart in Flower."""
+    return os.environ.get(WORKER_NAME_ENV) or f"{service}-{os.getpid()}@{socket.gethostname()}"
 
 
 def slot_gate(config: ServiceConfig) -> SlotGate:

@@ -8,16 +8,21 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from scalablejob.cli.options import broker_option, data_dir_option, reports_errors
+
+if TYPE_CHECKING:
+    from scalablejob.scaler.kube_pool import KubernetesOptions
 from scalablejob.scaler.forkserver import PREWARM_ENV
 from scalablejob.scaler.membership import HOST_STALE_AFTER_S
 from scalablejob.scaler.reconcile import STALE_AFTER_S, UNBACKED_AFTER_S
 from scalablejob.scaler.wakeup import DEFAULT_INTERVAL_S
 
 FAKE_GPUS_ENV = "SCALABLEJOB_FAKE_GPUS"
+_DEFAULT = click.core.ParameterSource.DEFAULT
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -68,14 +73,35 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     "--prewarm/--no-prewarm", default=True, envvar=PREWARM_ENV, show_default=True,
     help="Start new workers by forking a warm parent that has imported Celery, the config and --app once (about "
     "0.1 s instead of a cold start); falls back to cold starts, with a warning, when the user module starts threads "
-    f"or CUDA at import (env {PREWARM_ENV}).",
+    f"or CUDA at import (env {PREWARM_ENV}). Ignored with --kubernetes: pods start from their image.",
+)  # fmt: skip
+@click.option(
+    "--kubernetes", is_flag=True,
+    help="Run each worker as a Pod made from --worker-pod, through the Kubernetes API (list, watch, create, get, "
+    "delete and patch of pods, nothing else), instead of processes of this host. Replicas of this scaler share the "
+    "pods: the one holding the leader lease acts on them, the others stand by.",
+)  # fmt: skip
+@click.option(
+    "--worker-pod", type=click.Path(exists=True, dir_okay=False), default=None, metavar="FILE",
+    help="With --kubernetes: the worker Pod manifest (YAML or JSON); its first container runs `scalablejob worker "
+    "CONFIG`. The scaler fills in each pod's name, labels and the worker's name.",
+)  # fmt: skip
+@click.option(
+    "--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, metavar="FILE",
+    help="With --kubernetes: the cluster configuration (default: in-cluster, then ~/.kube/config or $KUBECONFIG).",
+)  # fmt: skip
+@click.option(
+    "--namespace", default=None, metavar="NS",
+    help="With --kubernetes: the namespace of the worker pods (default: the template's, else the configuration's).",
 )  # fmt: skip
 @click.option("--verbose", "-v", is_flag=True, help="Log every pass, not only the decisions that change something.")
+@click.pass_context
 @reports_errors
 def scaler(
-    config: str, app_spec: str | None, broker: str | None, data_dir: str | None, interval: float,
-    metrics_port: int | None, metrics_addr: str, log_dir: Path | None, fake_gpus: int | None, stale_after: float,
-    unbacked_after: float, max_local: int | None, host_stale_after: float, prewarm: bool, verbose: bool,
+    ctx: click.Context, config: str, app_spec: str | None, broker: str | None, data_dir: str | None,
+    interval: float, metrics_port: int | None, metrics_addr: str, log_dir: Path | None, fake_gpus: int | None,
+    stale_after: float, unbacked_after: float, max_local: int | None, host_stale_after: float, prewarm: bool,
+    kubernetes: bool, worker_pod: str | None, kubeconfig: str | None, namespace: str | None, verbose: bool,
 ) -> None:  # fmt: skip
     """Run the autoscaler of the service in CONFIG: it owns the service's worker processes on this host.
 
@@ -89,7 +115,7 @@ def scaler(
     not workers that keep dying.
 
     SIGTERM or Ctrl-C stops every worker warmly (running tasks finish) and exits; a second one kills them,
-    and their tasks go back on the queue.
+    and their tasks go back on the queue. With --kubernetes, it leaves the pods to the next scaler instead.
     """
     from scalablejob.local.embedded_broker import resolve_broker
     from scalablejob.local.up import check_user_code
@@ -100,12 +126,19 @@ def scaler(
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("scalablejob.scaler").setLevel(logging.DEBUG if verbose else logging.INFO)
     service = load_config(config)
-    gpus = service_gpus(service, fake_gpus)  # no driver with gpu > 0: fail before starting anything
-    if app_spec:
+    pods = pod_options(ctx, kubernetes, worker_pod, kubeconfig, namespace)
+    if pods is not None:  # the library and the template, before anything starts
+        from scalablejob.scaler.kube_api import require_client
+        from scalablejob.scaler.kube_pool import load_template
+
+        require_client()
+        load_template(service, pods.worker_pod)
+    gpus = () if pods else service_gpus(service, fake_gpus)  # no driver with gpu > 0: fail before starting anything
+    if app_spec and not pods:
         check_user_code(app_spec, service.name)  # in a throwaway process, as the workers will load it
     options = ScalerOptions(
         config, app_spec, interval, metrics_port, metrics_addr, log_dir, stale_after, unbacked_after, max_local,
-        host_stale_after, prewarm,
+        host_stale_after, prewarm, pods,
     )  # fmt: skip
     url, embedded = resolve_broker(broker, data_folder(data_dir))
     try:
@@ -113,3 +146,34 @@ def scaler(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+PROCESS_ONLY = ("app_spec", "log_dir", "fake_gpus", "max_local")  # what has no meaning for pods
+POD_ONLY = ("worker_pod", "kubeconfig", "namespace")
+
+
+def pod_options(
+    ctx: click.Context, kubernetes: bool, worker_pod: str | None, kubeconfig: str | None, namespace: str | None
+) -> KubernetesOptions | None:
+    """The pod pool's options, or None without --kubernetes; options of the other kind of pool are an error (the
+    pod's own command line takes --app; --prewarm is left as it is: pods start from their image)."""
+    from scalablejob.scaler.kube_pool import KubernetesOptions
+
+    given = {name for name in (*PROCESS_ONLY, *POD_ONLY) if ctx.get_parameter_source(name) is not _DEFAULT}
+    if not kubernetes:
+        if wrong := sorted(given & set(POD_ONLY)):
+            raise click.UsageError(f"{_flags(wrong)}: only with --kubernetes")
+        return None
+    if wrong := sorted(given & set(PROCESS_ONLY)):
+        raise click.UsageError(
+            f"{_flags(wrong)}: not with --kubernetes (workers are pods: --app goes on the worker pod's command line, "
+            "their output is the pods' log, and the cluster's nodes bound the GPUs)"
+        )
+    if worker_pod is None:
+        raise click.UsageError("--kubernetes needs --worker-pod FILE (the worker Pod manifest)")
+    return KubernetesOptions(worker_pod, kubeconfig, namespace)
+
+
+def _flags(names: list[str]) -> str:
+    flags = {"app_spec": "--app", "log_dir": "--log-dir", "fake_gpus": "--fake-gpus", "max_local": "--max-local"}
+    return ", ".join(flags.get(name, "--" + name.replace("_", "-")) for name in names)

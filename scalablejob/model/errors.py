@@ -74,6 +74,19 @@ class ScalerError(ScalableJobError):
     """The scaler cannot run: another scaler owns the service on this host, or its settings are inconsistent."""
 
 
+class PodTemplateError(ScalableJobError):
+    """The worker Pod template (`scalablejob scaler --kubernetes --worker-pod FILE`) cannot make workers of the service;
+    `field` is the manifest's field that is wrong (e.g. ``spec.terminationGracePeriodSeconds``)."""
+
+    def __init__(self, source: str, field: str, message: str) -> None:
+        super().__init__(f"{source}: {field}: {message}")
+        self.field = field
+
+
+class KubernetesError(ScalableJobError):
+    """The Kubernetes pool cannot run: no client library, no cluster configuration, or the API server refused a call."""
+
+
 class BindingError(ScalableJobError):
     """A front end cannot be bound to the job service as asked (wrong name for the mode, bad token, ...)."""
 
