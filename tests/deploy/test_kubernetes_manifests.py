@@ -17,6 +17,7 @@ from kubernetes_validate import utils as kubernetes_validate
 from conftest import REPO
 from scalablejob.api.user_code import load_job
 from scalablejob.cli.frontend import TOKEN_ENV
+from scalablejob.cli.main import main
 from scalablejob.model.config import ServiceConfig, load_config
 from scalablejob.store.broker import BROKER_ENV
 
@@ -248,6 +249,45 @@ def test_the_front_end_listens_on_the_port_its_service_targets(manifests):
     assert [ports[port["targetPort"]] for port in service["spec"]["ports"]] == [
         int(command[command.index("--port") + 1])
     ]
+
+
+@pytest.mark.parametrize(
+    "source", ["Deployment/scalablejob-scaler", "Deployment/scalablejob-frontend", *WORKER_TEMPLATES]
+)
+def test_the_command_line_parses_with_the_projects_cli(manifests, pods, tmp_path, source):
+    """Each option a manifest gives exists, with a valid value, and each file it names is one its pod mounts:
+    the command's own parser runs on the arguments, the mounted files written out where the pod would see them."""
+    pod = next(pod for pod in pods if pod.source == source)
+    container = pod.first_container
+    local = {}
+    for path, text in mounted_files(manifests, pod, container).items():
+        local[path] = tmp_path / path.lstrip("/")
+        local[path].parent.mkdir(parents=True, exist_ok=True)
+        local[path].write_text(text, encoding="utf-8")
+    program, name, *args = [_expanded(arg, container) for arg in _command(container)]
+    command = main.commands[name]
+    if name == "scaler" and not any(option.name == "kubernetes" for option in command.params):
+        pytest.skip("TODO(kpool): `scalablejob scaler --kubernetes` comes with the kpool branch")
+
+    with command.make_context(name, [str(local.get(arg, arg)) for arg in args]) as context:
+        given = {
+            param.name for param in command.params if context.get_parameter_source(param.name).name == "COMMANDLINE"
+        }
+
+    assert program == "scalablejob"
+    assert given  # the parse ran on our arguments
+    assert all(arg in local for arg in args if arg.startswith("/")), "a path the pod does not mount"
+
+
+def _expanded(arg: str, container: dict) -> str:
+    """An argument as the kubelet hands it over: $(VAR) replaced by the container's variable (the namespace for a
+    fieldRef of metadata.namespace)."""
+    for entry in container.get("env", []):
+        field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        value = NAMESPACE if field == "metadata.namespace" else entry.get("value")
+        if value is not None:
+            arg = arg.replace(f"$({entry['name']})", value)
+    return arg
 
 
 def test_secrets_reach_every_part_through_the_environment_and_never_a_command_line(manifests, pods):
