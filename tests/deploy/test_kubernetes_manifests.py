@@ -33,7 +33,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # What the GPU template may set beyond the CPU one: the GPU itself and how it lands on a GPU node
 GPU_ONLY_FIELDS = ("nodeSelector", "tolerations", "affinity")
 # The labels the scaler adds to every worker pod it makes from the template (which keeps the template's own).
-# TODO(kpool): take them from the pool's own function once that branch is merged.
+# The pool's own function (scalablejob.scaler.pod_template.labels) is checked against them once it is there.
 SCALER_WORKER_LABELS = {"scalablejob.io/service": "{service}", "scalablejob.io/role": "worker"}
 # The namespace enforces the restricted Pod Security Standard: a pod that breaks it is refused at creation (a worker
 # pod too, when the scaler creates it). What it allows, from the standard's text (kubernetes.io, "Pod Security
@@ -61,9 +61,13 @@ def worker_templates(manifests: Manifests) -> dict[str, dict]:
 def pods(manifests: Manifests, worker_templates: dict[str, dict], config: ServiceConfig) -> list[PodSpecOf]:
     """Every kind of pod the manifests make: the workloads' and the worker pods the scaler makes from each template
     (with the labels it adds)."""
-    added = {key: value.format(service=config.name) for key, value in SCALER_WORKER_LABELS.items()}
     workers = [pod_of(key, pod) for key, pod in worker_templates.items()]
+    added = _scaler_labels(config)
     return workload_pods(manifests) + [PodSpecOf(pod.source, {**pod.labels, **added}, pod.spec) for pod in workers]
+
+
+def _scaler_labels(config: ServiceConfig) -> dict[str, str]:
+    return {key: value.format(service=config.name) for key, value in SCALER_WORKER_LABELS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +189,21 @@ def test_the_worker_pods_grace_period_covers_the_task_timeout_and_cancel_grace(w
     grace = worker_templates[key]["spec"]["terminationGracePeriodSeconds"]
 
     assert grace >= timeout + config.scalable_job.cancel_grace_s
+
+
+def test_the_worker_templates_pass_the_scalers_own_check_and_make_valid_pods(worker_templates, config):
+    """What the scaler checks at start and sends for each worker, once its pool is there: no error, and a pod that
+    validates strictly too."""
+    pod_template = pytest.importorskip("scalablejob.scaler.pod_template", reason="TODO(kpool): the pod pool")
+    for key, pod in worker_templates.items():
+        gpus = int(pod["spec"]["containers"][0]["resources"]["limits"].get(GPU_RESOURCE, 0))  # its metadata.gpu
+        template = pod_template.check_template(
+            pod, key, service=config.name, gpu_per_worker=gpus, settings=config.scalable_job
+        )
+        worker = pod_template.worker_pod(template, pod_name="inference-0123abcd", worker_name="w", service=config.name)
+
+        assert not validation_errors(worker, key)
+    assert pod_template.labels(config.name) == _scaler_labels(config)
 
 
 def test_the_cpu_worker_asks_for_the_configs_gpus_and_the_gpu_one_differs_only_in_gpus(worker_templates, config):
