@@ -181,6 +181,13 @@ def test_the_service_json_and_user_code_load_with_the_projects_loaders(manifests
     assert job.service in (None, config.name)
 
 
+def test_the_user_code_is_the_example_handlers_module(manifests):
+    """One copy to keep: examples/handlers.py, which the quickstart and the README tour run."""
+    code = manifests.config_data("scalablejob-config")["handlers.py"]
+
+    assert code == (REPO / "examples" / "handlers.py").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("key", WORKER_TEMPLATES)
 def test_the_worker_pods_grace_period_covers_the_task_timeout_and_cancel_grace(worker_templates, config, key):
     timeout = config.scalable_job.task_timeout_s
