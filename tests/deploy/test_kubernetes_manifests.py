@@ -27,6 +27,7 @@ NAMESPACE = "scalablejob"
 # What the scaler's Kubernetes pool calls on the core/v1 pod API (issue 25): the Role must grant exactly these.
 # TODO(kpool): import the pool's own constant once that branch is merged, so that the two cannot drift.
 SCALER_POD_VERBS = {"get", "list", "watch", "create", "delete", "patch"}
+EXAMPLE_LABEL = "scalablejob.io/example"  # on the objects with placeholder values
 WORKER_POD_CONFIGMAP = "scalablejob-worker-pod"
 WORKER_TEMPLATES = ("worker-pod.yaml", "worker-pod-gpu.yaml")
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -339,6 +340,19 @@ def test_every_secret_and_config_key_a_pod_names_exists(manifests, pods):
     ]  # fmt: skip
 
     assert not missing
+
+
+def test_the_placeholder_secrets_and_only_they_carry_the_label_that_a_real_deployment_leaves_out(manifests):
+    """README: `kubectl apply -f deploy/kubernetes/ -l '!scalablejob.io/example'` after creating the secrets."""
+    placeholders = {
+        obj["metadata"]["name"] for obj in manifests.of_kind("Secret")
+        if any("CHANGE-ME" in value for value in obj["stringData"].values())
+    }  # fmt: skip
+    marked = {
+        obj["metadata"]["name"] for obj in manifests.objects if EXAMPLE_LABEL in obj["metadata"].get("labels", {})
+    }
+
+    assert placeholders == marked == {"scalablejob-broker", "scalablejob-frontend"}
 
 
 def test_the_example_broker_url_carries_the_redis_password(manifests):
