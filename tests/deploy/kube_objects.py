@@ -121,3 +121,19 @@ def env_refs(container: Obj) -> Iterator[tuple[str, str, str, str]]:
         for field, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
             if field in source:
                 yield entry["name"], kind, source[field]["name"], source[field]["key"]
+
+
+def pod_named(pods: list[PodSpecOf], source: str) -> PodSpecOf:
+    """The pods of one workload or template, by `PodSpecOf.source`."""
+    return next(pod for pod in pods if pod.source == source)
+
+
+def command_of(container: Obj) -> list[str]:
+    """A container's command and args: the argv it runs (before the kubelet's $(VAR) expansion)."""
+    return [*container.get("command", []), *container.get("args", [])]
+
+
+def env_source(container: Obj, name: str) -> tuple[str, str, str] | None:
+    """(kind, object name, key) of the secret or config key a container's variable `name` comes from."""
+    refs = [(kind, obj, key) for env, kind, obj, key in env_refs(container) if env == name]
+    return refs[0] if refs else None

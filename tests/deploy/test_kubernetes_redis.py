@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from deploy_facts import DEPLOY
 from kube_objects import Manifests
 
-from conftest import REPO, wait_until
+from conftest import wait_until
 from scalablejob.local.redis_server import free_port, redis_server_binary
 from scalablejob.store.probe import probe_client
 
 pytestmark = pytest.mark.integration
 
-DEPLOY = REPO / "deploy" / "kubernetes"
 PASSWORD = "0123456789abcdef"
 IMAGE_SERVER = "redis-server /etc/redis/redis.conf"  # what the container's script runs
 START_TIMEOUT_S = 10.0
