@@ -155,7 +155,7 @@ def test_every_container_sets_cpu_and_memory_requests_and_limits(manifests, pods
 
 
 def test_the_placeholder_secrets_and_only_they_carry_the_label_that_a_real_deployment_leaves_out(manifests):
-    """README: `kubectl apply -f deploy/kubernetes/ -l '!scalablejob.io/example'` after creating the secrets."""
+    """README: `kubectl apply -f deploy/kubernetes/ -l 'scalablejob.io/example!=true'` after creating the secrets."""
     placeholders = {
         obj["metadata"]["name"] for obj in manifests.of_kind("Secret")
         if any("CHANGE-ME" in value for value in obj["stringData"].values())
