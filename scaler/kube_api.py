@@ -26,6 +26,8 @@ REQUEST_TIMEOUT_S = 10.0  # one call; a watch is ended by the server after WATCH
 WATCH_S = 60
 NOT_FOUND = 404
 GONE = 410
+# the RBAC verbs on pods that PodApi's calls need, and all that deploy/kubernetes/10-rbac.yaml grants (a test checks)
+POD_VERBS = frozenset({"list", "watch", "create", "get", "delete", "patch"})
 
 
 def require_client() -> Any:
