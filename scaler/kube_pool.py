@@ -51,7 +51,7 @@ def load_template(config: ServiceConfig, path: str) -> PodTemplate:
         raise PodTemplateError(path, "(file)", f"cannot read it: {exc.strerror}") from exc
     return check_template(
         parse_template(text, path), path, service=config.name, gpu_per_worker=config.metadata.gpu,
-        settings=config.scalable_job,
+        settings=config.scalable_job, cpu=config.metadata.cpu, memory_mb=config.metadata.memory,
     )  # fmt: skip
 
 

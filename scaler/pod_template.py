@@ -20,6 +20,7 @@ from typing import Any
 
 from scalablejob.host.gpus import CUDA_VISIBLE_DEVICES
 from scalablejob.host.processes import WORKER_NAME_ENV
+from scalablejob.host.worker_limits import LIMITS_BY_ENV
 from scalablejob.model.config import ScalableJobConfig
 from scalablejob.model.errors import PodTemplateError
 from scalablejob.store.broker import BROKER_ENV
@@ -61,9 +62,17 @@ def parse_template(text: str, source: str) -> dict[str, Any]:
 
 
 def check_template(
-    manifest: Mapping[str, Any], source: str, *, service: str, gpu_per_worker: int, settings: ScalableJobConfig
+    manifest: Mapping[str, Any],
+    source: str,
+    *,
+    service: str,
+    gpu_per_worker: int,
+    settings: ScalableJobConfig,
+    cpu: float | None = None,
+    memory_mb: int | None = None,
 ) -> PodTemplate:
-    """The template, checked for the service: see the module's docstring for what and why."""
+    """The template, checked for the service: see the module's docstring for what and why. `cpu` and `memory_mb`
+    (metadata.cpu and metadata.memory) become the worker container's requests and limits."""  # fmt: skip
     check_label_value(service, source, "the service name (metadata.name of CONFIG)")
     if manifest.get("kind") != "Pod" or manifest.get("apiVersion") != "v1":
         found = f"{manifest.get('apiVersion')}/{manifest.get('kind')}"
@@ -86,6 +95,9 @@ def check_template(
     grace = _grace(spec, source, settings)
     filled = _with_strings(copy.deepcopy(dict(manifest)))
     filled["spec"]["restartPolicy"] = RESTART_NEVER
+    _fill_resources(
+        filled["spec"]["containers"][0], source, {"cpu": cpu_quantity(cpu), "memory": memory_quantity(memory_mb)}
+    )
     metadata = _mapping(manifest.get("metadata", {}), source, "metadata")
     namespace = metadata.get("namespace")
     return PodTemplate(filled, grace, str(namespace) if namespace else None)
@@ -232,6 +244,38 @@ def _check_gpus(container: Mapping[str, Any], source: str, gpu_per_worker: int) 
             source, f"spec.containers[0].resources.limits['{GPU_RESOURCE}']", f"expected {gpu_per_worker} "
             f"(metadata.gpu of CONFIG: each worker's GPUs), got {raw if raw else 'none'}",
         )  # fmt: skip
+
+
+def cpu_quantity(cores: float | None) -> str | None:
+    """metadata.cpu as a Kubernetes quantity: whole cores as they are, else millicores (0.5 -> 500m)."""
+    if cores is None:
+        return None
+    return str(int(cores)) if float(cores).is_integer() else f"{round(cores * 1000)}m"
+
+
+def memory_quantity(mb: int | None) -> str | None:
+    """metadata.memory (MB, as the worker's own cgroup limit counts them: MiB) as a Kubernetes quantity."""
+    return None if mb is None else f"{mb}Mi"
+
+
+def _fill_resources(container: dict[str, Any], source: str, wanted: Mapping[str, str | None]) -> None:
+    """The config's cpu and memory as the worker container's requests and limits (the same: the pod is guaranteed
+    what the worker's own cgroup would hold it to); a template that says otherwise is an error naming the field."""
+    resources = container.setdefault("resources", {})
+    for name, quantity in wanted.items():
+        if quantity is None:
+            continue
+        for part in ("requests", "limits"):
+            given = (resources.get(part) or {}).get(name)
+            if given is not None and str(given) != quantity:
+                raise PodTemplateError(
+                    source, f"spec.containers[0].resources.{part}.{name}",
+                    f"expected {quantity} (metadata.{name} of CONFIG) or none, got {given}",
+                )  # fmt: skip
+            resources.setdefault(part, {})[name] = quantity
+    if any(quantity is not None for quantity in wanted.values()):
+        env = container.setdefault("env", [])
+        env.insert(0, {"name": LIMITS_BY_ENV, "value": "the pod's resources (Kubernetes)"})
 
 
 def needed_grace_s(settings: ScalableJobConfig) -> int | None:

@@ -26,6 +26,9 @@ from scalablejob.host.cgroups import CPU, MEMORY, MIB, UNIFIED, affinity_for, cf
 from scalablejob.host.job_cgroup import MOUNTINFO, PROC_CGROUP
 
 NAME_PREFIX = "scalablejob-worker-"  # then the worker's pid
+# set (to who enforces them) where something outside already holds the worker to the limits: a Kubernetes pod's
+# resources, which the scaler fills in from the same fields; the worker then makes no cgroup of its own
+LIMITS_BY_ENV = "SCALABLEJOB_LIMITS_ENFORCED_BY"
 
 
 @dataclass
@@ -52,6 +55,15 @@ def apply_worker_limits(cpu: float | None, memory_mb: int | None) -> LimitsRepor
     global _applied
     report = LimitsReport()
     if cpu is None and memory_mb is None:
+        return report
+    if enforcer := os.environ.get(LIMITS_BY_ENV):
+        limits = [
+            *([f"cpu {cpu:g} cores"] if cpu is not None else []),
+            *([f"memory {memory_mb} MB"] if memory_mb else []),
+        ]
+        report.enforced.append(f"{' and '.join(limits)} (by {enforcer})")
+        report.memory_mb = memory_mb
+        _applied = report
         return report
     folders = _Folders(f"{NAME_PREFIX}{os.getpid()}")
     if memory_mb is not None:

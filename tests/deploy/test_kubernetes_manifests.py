@@ -116,8 +116,9 @@ def test_the_worker_templates_pass_the_scalers_own_check_and_make_valid_pods(wor
     for key, pod in worker_templates.items():
         gpus = int(pod["spec"]["containers"][0]["resources"]["limits"].get(GPU_RESOURCE, 0))  # its metadata.gpu
         template = pod_template.check_template(
-            pod, key, service=config.name, gpu_per_worker=gpus, settings=config.scalable_job
-        )
+            pod, key, service=config.name, gpu_per_worker=gpus, settings=config.scalable_job,
+            cpu=config.metadata.cpu, memory_mb=config.metadata.memory,
+        )  # fmt: skip
         worker = pod_template.worker_pod(template, pod_name="inference-0123abcd", worker_name="w", service=config.name)
 
         assert not validation_errors(worker, key)

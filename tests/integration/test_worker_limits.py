@@ -109,3 +109,17 @@ def test_without_cgroups_the_worker_pins_its_cpus_and_limits_each_jobs_address_s
         f"memory {MEMORY_MB} MB for the worker itself", "cpu 0.5 cores as a quota"
     ]  # fmt: skip
     assert seen["exit"] == 1 and "MemoryError" in seen["tail"]
+
+
+def test_a_worker_held_to_its_limits_from_outside_makes_no_cgroup_and_says_by_what():
+    code = (
+        "import os\nimport scalablejob.host.worker_limits as limits\n"
+        'os.environ[limits.LIMITS_BY_ENV] = "the pod\'s resources (Kubernetes)"\n'
+        "report = limits.apply_worker_limits(0.5, 256)\nprint(report.enforced, report.not_enforced)\n"
+        "print(open('/proc/self/cgroup').read().count(limits.NAME_PREFIX))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "[\"cpu 0.5 cores and memory 256 MB (by the pod's resources (Kubernetes))\"] []", "0"
+    ]  # fmt: skip

@@ -165,3 +165,26 @@ def test_pod_names_are_dns_labels_and_name_their_worker(service: str, expected: 
     name = pod_name(service, "0a1b2c3d")
     assert name == expected and len(name) <= 63
     assert pod_of(worker_name(name, "jobs")) == name
+
+
+def test_metadata_cpu_and_memory_become_the_worker_containers_requests_and_limits() -> None:
+    found = manifest()
+    del found["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    template = check_template(found, "pod.yaml", service="svc", gpu_per_worker=1, settings=SETTINGS, cpu=0.5,
+                              memory_mb=512)  # fmt: skip
+    container = worker_pod(template, pod_name="svc-0a1b2c3d", worker_name="w@jobs", service="svc")["spec"][
+        "containers"
+    ][0]
+    resources = container["resources"]
+    assert resources["requests"] == {"cpu": "500m", "memory": "512Mi"}
+    assert resources["limits"] == {"nvidia.com/gpu": "1", "cpu": "500m", "memory": "512Mi"}
+    # the worker is told that the pod holds it to them, so it makes no cgroup of its own
+    assert {"name": "SCALABLEJOB_LIMITS_ENFORCED_BY", "value": "the pod's resources (Kubernetes)"} in container["env"]
+
+
+def test_a_template_whose_resources_say_otherwise_than_the_config_is_refused_naming_the_field() -> None:
+    with pytest.raises(PodTemplateError, match=r"spec.containers\[0\].resources.limits.memory.*expected 512Mi "
+                                               r"\(metadata.memory of CONFIG\) or none, got 16Gi"):  # fmt: skip
+        check_template(manifest(), "pod.yaml", service="svc", gpu_per_worker=1, settings=SETTINGS, memory_mb=512)
+    whole = check_template(manifest(), "pod.yaml", service="svc", gpu_per_worker=1, settings=SETTINGS, cpu=2)
+    assert whole.manifest["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "2"}
