@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scalablejob.frontend.auth import HEADER, TokenCheck
+from scalablejob.frontend.auth import HEADER, TokenCheck, presented_token
 from scalablejob.frontend.binding import FrontEnd
 
 SESSION_S = 12 * 3600
@@ -63,7 +63,8 @@ class DashboardLogin:
 
     def allows(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
         """A request with the session cookie, or with the token in its `Authorization` header."""
-        return self.session_valid(cookies.get(self.cookie_name, "")) or self.token_matches(headers.get(HEADER, ""))
+        presented = presented_token(headers.get(HEADER)) or ""
+        return self.session_valid(cookies.get(self.cookie_name, "")) or self.token_matches(presented)
 
     def cookie_header(self, value: str, *, secure: bool) -> str:
         """The Set-Cookie header of a session (an empty value and Max-Age 0 end it)."""

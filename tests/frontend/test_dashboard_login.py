@@ -53,10 +53,10 @@ def test_the_session_cookie_is_http_only_strict_and_scoped_to_the_dashboard_of_i
 
 def test_the_header_token_or_the_cookie_lets_a_request_in_and_nothing_else_does():
     gate = login()
-    assert gate.allows({"Authorization": "s3cret"}, {})
+    assert gate.allows({"Authorization": "s3cret"}, {}) and gate.allows({"Authorization": "Bearer s3cret"}, {})
     assert gate.allows({}, {"scalablejob-dashboard-svc": gate.new_session()})
     assert not gate.allows({}, {})
-    assert not gate.allows({"Authorization": "Bearer s3cret"}, {"scalablejob-dashboard-other": gate.new_session()})
+    assert not gate.allows({"Authorization": "Bearer guess"}, {"scalablejob-dashboard-other": gate.new_session()})
 
 
 def test_only_the_services_own_front_end_opens_a_dashboard():
