@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from celery import signals
 
-from scalablejob.host.gpus import CUDA_VISIBLE_DEVICES
+from scalablejob.host.gpus import own_gpus
 from scalablejob.model import keys
 from scalablejob.store.presence import HEARTBEAT_S, Presence, WorkerState
 from scalablejob.store.redis_url import connect
@@ -48,7 +48,7 @@ class PresenceReporter:
         self._clock = clock
         self._heartbeat_s = heartbeat_s
         self._publish_gap_s = publish_gap_s
-        visible = os.environ.get(CUDA_VISIBLE_DEVICES, "") if gpus is None else gpus
+        visible = own_gpus(os.environ) if gpus is None else gpus
         self._presence = Presence("", os.getpid(), socket.gethostname(), WorkerState.STARTING, visible)
         self._held: dict[str, str] = {}  # changed in place on each task's path; the record is built when published
         self._lock = threading.Lock()

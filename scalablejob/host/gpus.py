@@ -6,7 +6,7 @@ numbers them fastest first by default, so indices could name a different card; a
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +14,10 @@ from scalablejob.model.errors import GpuError
 
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 NO_GPU = ""  # CUDA_VISIBLE_DEVICES for CPU workers: they must not grab a GPU another worker owns
+# what NVIDIA's container runtime and Kubernetes device plugin set to the GPUs a container got (UUIDs or indexes); a
+# CUDA image sets it to `all` even where no GPU was given, so only a list of devices counts
+NVIDIA_VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
+_NOT_A_DEVICE_LIST = ("", "all", "none", "void")
 
 
 @dataclass(frozen=True, order=True)
@@ -71,6 +75,15 @@ def _nvml_gpu(pynvml: object, index: int) -> Gpu:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def own_gpus(env: Mapping[str, str]) -> str:
+    """The GPUs this worker was given, as its presence shows them: CUDA_VISIBLE_DEVICES where the scaler pinned it,
+    else the devices a container runtime gave it (a Kubernetes pod's `nvidia.com/gpu`), else none."""
+    if CUDA_VISIBLE_DEVICES in env:
+        return env[CUDA_VISIBLE_DEVICES]
+    given = env.get(NVIDIA_VISIBLE_DEVICES, "").strip()
+    return NO_GPU if given.lower() in _NOT_A_DEVICE_LIST else given
 
 
 def visible_gpus(gpus: Iterable[Gpu], cuda_visible_devices: str | None) -> tuple[Gpu, ...]:

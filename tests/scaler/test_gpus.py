@@ -12,6 +12,7 @@ from scalablejob.host.gpus import (
     check_gpus,
     cuda_visible_devices,
     fake_gpus,
+    own_gpus,
     visible_gpus,
     worker_capacity,
 )
@@ -78,3 +79,21 @@ def test_without_an_nvidia_driver_listing_gpus_is_a_clear_error() -> None:
         assert "expected an NVIDIA driver" in str(exc) and "metadata.gpu 0" in str(exc)
     else:
         pytest.skip(f"this machine has a working NVIDIA driver ({len(gpus)} GPUs)")
+
+
+@pytest.mark.parametrize(
+    ("env", "shown"),
+    [
+        (
+            {"CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b", "NVIDIA_VISIBLE_DEVICES": "all"},
+            "GPU-a,GPU-b",
+        ),  # pinned by the scaler
+        ({"CUDA_VISIBLE_DEVICES": ""}, ""),  # a CPU worker of the scaler's
+        ({"NVIDIA_VISIBLE_DEVICES": "GPU-5d3c"}, "GPU-5d3c"),  # a Kubernetes pod given nvidia.com/gpu: 1
+        ({"NVIDIA_VISIBLE_DEVICES": "all"}, ""),  # a CUDA image on a node that gave it none
+        ({"NVIDIA_VISIBLE_DEVICES": "void"}, ""),
+        ({}, ""),
+    ],
+)
+def test_a_workers_own_gpus_come_from_its_pinning_or_from_its_container_runtime(env, shown):
+    assert own_gpus(env) == shown
