@@ -8,10 +8,22 @@ One redis-server, one worker with a no-op query handler, one `scalablejob fronte
   queue by requestId that waits for it (as QueueClient.get(request_id=...) does, with auto delete); straight to
   Redis JobClient.put + JobClient.result.
 Medians over RUNS runs, with ratios front end / direct. Run: python bench/frontend.py
+
+`--scale` measures instead what the front end costs and how it grows with processes (issue 26 goal 3), each
+figure the median of `--runs` runs, puts of a 2-byte query into a service with no worker:
+- CPU per put: the user + system CPU time of every front-end process (psutil, the supervisor and its children)
+  around SCALE_PUTS puts sent by one client process over one keep-alive connection, against the CPU time that
+  `JobClient.put` takes in its caller for as many puts (time.process_time, every thread of the caller): the ratio
+  is the front end's cost per put over the Python client's;
+- puts per second of `scalablejob frontend --workers N` for N in --widths, with --clients client processes
+  (one keep-alive connection each) sharing SCALE_PUTS * clients puts, timed from their common start to the last
+  one's end.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -26,10 +38,12 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+import psutil
 import redis
 
 from scalablejob import JobClient
 from scalablejob.local.redis_server import RedisServer
+from scalablejob.model import keys
 from scalablejob.model.routing import service_queues
 from scalablejob.store.queues import priority_lists
 
@@ -92,8 +106,10 @@ def latencies(round_trip: Callable[[], None], count: int) -> tuple[float, float]
 
 
 def drain(raw: redis.Redis) -> None:
-    """Drop the puts of a throughput phase (never run) so they do not slow the next phase."""
+    """Drop the puts of a throughput phase (never run) so they do not slow the next phase, nor fill the input
+    queue (their states expire by themselves)."""
     raw.delete(*[key for queue in service_queues(SERVICE) for key in priority_lists(queue)])
+    raw.xtrim(keys.input_stream(SERVICE, SERVICE), maxlen=0)
 
 
 def one_run(url: str, broker: str, raw: redis.Redis) -> list[float]:
@@ -117,8 +133,9 @@ def direct_round_trip(client: JobClient) -> None:
     client.result(request_id, timeout=30)
 
 
-def start_frontend(config: Path, broker: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_frontend(config: Path, broker: str, log: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     argv = [sys.executable, "-m", "scalablejob", "frontend", str(config), "--port", "0", "--broker", broker]
+    argv += ["--workers", str(workers)] if workers > 1 else []
     with log.open("wb") as out:
         env = {**os.environ, "SCALABLEJOB_FRONTEND_TOKEN": TOKEN}  # not --token: a command line is readable by all
         process = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -130,7 +147,122 @@ def start_frontend(config: Path, broker: str, log: Path) -> tuple[subprocess.Pop
     return process, found.group(1)
 
 
+SCALE_PUTS = 2000
+# One client process: connects, warms up, waits for the common start, times its puts, prints start and end.
+CLIENT = """
+import http.client, sys, time
+host, port, path, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+puts, start_at = int(sys.argv[5]), float(sys.argv[6])
+connection = http.client.HTTPConnection(host, port, timeout=60)
+def put():
+    connection.request("POST", path, body=b"{}", headers={"Authorization": token})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise SystemExit(f"put: {response.status}")
+for _ in range(20):
+    put()
+time.sleep(max(0.0, start_at - time.time()))
+started = time.time()
+for _ in range(puts):
+    put()
+print(started, time.time(), flush=True)
+"""
+# JobClient.put's CPU in its caller, per put, after a warm-up.
+DIRECT_CPU = """
+import sys, time
+from scalablejob import JobClient
+with JobClient(sys.argv[1], sys.argv[2]) as client:
+    for _ in range(50):
+        client.put(b"{}", {"taskType": "query"})
+    cpu = time.process_time()
+    for _ in range(int(sys.argv[3])):
+        client.put(b"{}", {"taskType": "query"})
+    print((time.process_time() - cpu) / int(sys.argv[3]))
+"""
+
+
+def tree_cpu(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process and its live children."""
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def clients(url: str, count: int, puts: int) -> tuple[float, float]:
+    """(puts per second, seconds) of `count` client processes doing `puts` puts each from a common start."""
+    parts = urlsplit(url)
+    start_at = time.time() + 1.0 + 0.2 * count  # after every client has started and warmed up
+    argv = [sys.executable, "-c", CLIENT, parts.hostname or "", str(parts.port), PUT_PATH, TOKEN, str(puts)]
+    running = [subprocess.Popen([*argv, str(start_at)], stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    spans = [tuple(map(float, p.communicate(timeout=600)[0].split())) for p in running]
+    if any(p.returncode for p in running) or any(len(span) != 2 for span in spans):
+        raise RuntimeError("a client failed")
+    took = max(end for _, end in spans) - min(start for start, _ in spans)
+    return count * puts / took, took
+
+
+def scale(broker: str, config: Path, folder: Path, raw: redis.Redis, runs: int, widths: list[int], count: int) -> None:
+    """CPU per put (front end against JobClient.put) and puts per second with 1.. processes."""
+    cpu_rows, direct_rows = [], []
+    frontend, url = start_frontend(config, broker, folder / "frontend-1.log")
+    try:
+        process = psutil.Process(frontend.pid)
+        for _ in range(runs):
+            before = tree_cpu(process)
+            clients(url, 1, SCALE_PUTS)
+            cpu_rows.append((tree_cpu(process) - before) / SCALE_PUTS)
+            drain(raw)
+            direct = subprocess.run([sys.executable, "-c", DIRECT_CPU, SERVICE, broker, str(SCALE_PUTS)],
+                                    capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
+            direct_rows.append(float(direct.stdout))
+            drain(raw)
+    finally:
+        stop(frontend)
+    rates: dict[int, float] = {}
+    for width in widths:
+        frontend, url = start_frontend(config, broker, folder / f"frontend-{width}.log", workers=width)
+        try:
+            rows = []
+            for _ in range(runs):
+                rows.append(clients(url, count, SCALE_PUTS // count * 2)[0])
+                drain(raw)
+            rates[width] = statistics.median(rows)
+        finally:
+            stop(frontend)
+    fe_cpu, direct_cpu = statistics.median(cpu_rows), statistics.median(direct_rows)
+    print(f"front end CPU per put vs JobClient.put, medians of {runs} runs ({SCALE_PUTS} puts, one client)")
+    runs_text = f"{' '.join(f'{c * 1e6:.0f}' for c in cpu_rows)} / {' '.join(f'{c * 1e6:.0f}' for c in direct_rows)}"
+    print(f"  front end {fe_cpu * 1e6:6.0f} us   JobClient.put {direct_cpu * 1e6:6.0f} us   "
+          f"ratio {fe_cpu / direct_cpu:.2f}   (runs, us: {runs_text})")  # fmt: skip
+    print(f"puts per second with {count} client processes, medians of {runs} runs ({os.cpu_count()} cores)")
+    for width, rate in rates.items():
+        print(f"  --workers {width}   {rate:7.0f}/s   x{rate / rates[widths[0]]:.2f}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(30)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", action="store_true", help="CPU per put and puts/s per number of processes")
+    parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--widths", default="1,2,3", help="numbers of front-end processes (--scale)")
+    parser.add_argument("--clients", type=int, default=4, help="client processes (--scale)")
+    args = parser.parse_args()
+    if args.scale:
+        with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis", persistent=False) as server:
+            config = Path(name) / "bench.json"
+            config.write_text(json.dumps({"metadata": {"name": SERVICE, "type": "ScalableJob", "gpu": 0}}))
+            raw = redis.Redis.from_url(server.url)
+            scale(server.url, config, Path(name), raw, args.runs, [int(w) for w in args.widths.split(",")],
+                  args.clients)  # fmt: skip
+        return
     with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis", persistent=False) as server:
         folder = Path(name)
         config = folder / "bench.json"

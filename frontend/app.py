@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -49,7 +48,9 @@ from scalablejob.frontend.params import (
 from scalablejob.frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_list
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.frontend.status import Inspector, WorkerCensus
-from scalablejob.frontend.watch import READ_BLOCK_MS, WatcherKey, WatchRegistry, WatchSession, group_name
+from scalablejob.frontend.watch import READ_BLOCK_MS, WatchSession, group_name
+from scalablejob.frontend.watcher_ids import Claim, WatcherKey
+from scalablejob.frontend.watcher_registry import WatcherRegistry
 from scalablejob.model.config import DEFAULT_MAX_BODY_BYTES, HttpLimits
 from scalablejob.model.errors import (
     AuthError,
@@ -111,8 +112,7 @@ class FrontEndService:
         self.default_task_type = default_task_type
         self.max_body_bytes = max_body_bytes
         self.limits = limits or HttpLimits()
-        self.watchers = WatchRegistry()
-        self.watching: Counter[str] = Counter()  # connected watchers per front end (per token)
+        self.watchers: WatcherRegistry | None = None  # at start: it needs Redis
         self.queues: dict[str, Queue] = {}
         self._clients: list[JobClient] = []
         self._redis: aioredis.Redis | None = None
@@ -122,6 +122,8 @@ class FrontEndService:
     async def start(self) -> None:
         self._redis = connect_async(self.broker)
         service = self.front_ends[0].service
+        self.watchers = WatcherRegistry(self._redis, service)
+        await self.watchers.start()
         self.inspector = Inspector(self._redis, WorkerCensus(self._redis, service), self.max_body_bytes)
         self.dashboard.reader = HistoryReader(self._redis, service)
         for fe in self.front_ends:
@@ -131,6 +133,8 @@ class FrontEndService:
             self.queues[fe.sink_name] = SinkQueue(self._redis, client, fe, self.watchers.removed)
 
     async def stop(self) -> None:
+        if self.watchers is not None:
+            await self.watchers.stop()
         for client in self._clients:
             client.close()
         if self._redis is not None:
@@ -285,26 +289,23 @@ async def watch_endpoint(websocket: WebSocket) -> None:
     except Exception as exc:
         await deny(websocket, error_response(exc, f"watch {websocket.url.path}"))
         return
-    front_end, cap = queue.front_end.name, service.limits.max_watchers_per_token
-    if service.watching[front_end] >= cap:
-        message = (f"front end {front_end} already has {cap} watchers connected, as many as one token may "
-                   "(security.http.max_watchers_per_token): close one, or retry later")  # fmt: skip
-        await deny(websocket, error_response(TooManyWatchers(message), "watch"))
-        return
-    service.watching[front_end] += 1  # before the wait below, so that handshakes arriving meanwhile count it
-    try:
-        await _watch(websocket, service, queue, params, key)
-    finally:
-        service.watching[front_end] -= 1
+    await _watch(websocket, service, queue, params, key)
 
 
 async def _watch(
     websocket: WebSocket, service: FrontEndService, queue: Queue, params: WatchParams, key: WatcherKey
 ) -> None:
-    """One watcher: its queue, group and consumer held by this connection alone, its session run until it ends."""
-    if not await service.watchers.acquire(key):
-        message = f"a watcher of queue {queue.name} with group {key[1]} and uid {key[2]} is already connected"
-        await deny(websocket, error_response(WatcherConflict(message), "watch"))
+    """One watcher: its queue, group and consumer held by this connection alone (over all front-end processes),
+    its token under its cap of watchers, its session run until it ends."""
+    assert service.watchers is not None
+    front_end, cap = queue.front_end.name, service.limits.max_watchers_per_token
+    try:
+        claim = await service.watchers.acquire(key, front_end, cap)
+    except Exception as exc:
+        await deny(websocket, error_response(exc, "watch"))
+        return
+    if claim is not Claim.HELD:
+        await deny(websocket, error_response(_refusal(claim, queue, key, cap), "watch"))
         return
     try:
         await websocket.accept()
@@ -314,7 +315,15 @@ async def _watch(
         finally:  # what was sent is committed before the same watcher may connect again
             await session.settle(SESSION_STOP_TIMEOUT_S)
     finally:
-        service.watchers.release(key)
+        await service.watchers.release(key)
+
+
+def _refusal(claim: Claim, queue: Queue, key: WatcherKey, cap: int) -> QueueServiceError:
+    if claim is Claim.CAPPED:
+        return TooManyWatchers(f"front end {queue.front_end.name} already has {cap} watchers connected, as many as "
+                               "one token may (security.http.max_watchers_per_token, counted over all front-end "
+                               "processes): close one, or retry later")  # fmt: skip
+    return WatcherConflict(f"a watcher of queue {queue.name} with group {key[1]} and uid {key[2]} is already connected")
 
 
 async def deny(websocket: WebSocket, response: Response) -> None:

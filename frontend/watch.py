@@ -5,8 +5,9 @@ the group, `X-EAS-QueueService-Redis-Uid` the consumer. Watchers in one group sh
 them); each group sees every item. `_index_` is where a new group starts; an existing group goes on from where it
 was. An item sent and not yet committed stays pending for its consumer and is sent again when that consumer comes
 back (the SDK reconnects with the same uid), or is adopted by another watcher of the group once its consumer is no
-longer connected: nothing sent and uncommitted is lost. A commit (or delete, or truncate) removes the item from
-the queue, which frees a place in the window. Only one connection per queue, group and consumer is accepted.
+longer connected to any front-end process (watcher_registry.py keeps who is connected where, in Redis): nothing
+sent and uncommitted is lost. A commit (or delete, or truncate) removes the item from the queue, which frees a
+place in the window. Only one connection per queue, group and consumer is accepted, over all processes and hosts.
 
 With auto commit, an item is committed once it has been handed to the connection, and only then: a batch is sent
 and committed in a task of its own that the end of the session does not cancel, so a client that closes right
@@ -20,7 +21,6 @@ gid; the filter runs in bounded steps inside Redis (tag_scan).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -32,6 +32,8 @@ from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import DataFrame, encode_frame
 from scalablejob.frontend.queues import Queue, entries_of
 from scalablejob.frontend.tag_scan import TagScan, filter_key
+from scalablejob.frontend.watcher_ids import WatcherKey
+from scalablejob.frontend.watcher_registry import WatcherRegistry
 from scalablejob.store.lua import lua_script
 from scalablejob.store.sink import SinkEntry, as_text, stream_id
 
@@ -41,10 +43,6 @@ ADOPT_INTERVAL_S = 1.0
 # An orphan's item is taken over only once it has been idle this long. XCLAIM resets the idle time, so when two
 # watchers of a group race to adopt the same orphan, the second claim finds the item fresh and fails: one sender.
 ADOPT_MIN_IDLE_MS = 1000
-RECONNECT_GRACE_S = 1.0  # a client that reconnects may arrive before its old connection is seen closed
-_GRACE_POLL_S = 0.02
-
-WatcherKey = tuple[str, str, str]  # stream, group, consumer
 
 
 def group_name(gid: str, filters: Mapping[str, str]) -> str:
@@ -52,46 +50,11 @@ def group_name(gid: str, filters: Mapping[str, str]) -> str:
     return f"{gid}?{filter_key(filters)}" if filters else gid
 
 
-class WatchRegistry:
-    """The watchers connected to this process, and the wake-ups of those waiting for a commit."""
-
-    def __init__(self) -> None:
-        self._live: set[WatcherKey] = set()
-        self._removals: dict[str, asyncio.Event] = {}
-
-    async def acquire(self, key: WatcherKey, grace_s: float = RECONNECT_GRACE_S) -> bool:
-        """Hold `key` for one connection; False if another still holds it after `grace_s`."""
-        deadline = time.monotonic() + grace_s
-        while key in self._live:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(_GRACE_POLL_S)
-        self._live.add(key)
-        return True
-
-    def release(self, key: WatcherKey) -> None:
-        self._live.discard(key)
-
-    def is_live(self, key: WatcherKey) -> bool:
-        return key in self._live
-
-    def removed(self, stream: str) -> None:
-        """Items left `stream`: wake the watchers waiting for room in their window."""
-        event = self._removals.pop(stream, None)
-        if event is not None:
-            event.set()
-
-    async def wait_removed(self, stream: str, timeout_s: float) -> None:
-        event = self._removals.setdefault(stream, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
-
-
 class WatchSession:
     """One watcher's connection: deliver, wait for room in the window, adopt orphaned items, repeat."""
 
     def __init__(
-        self, queue: Queue, params: WatchParams, key: WatcherKey, registry: WatchRegistry,
+        self, queue: Queue, params: WatchParams, key: WatcherKey, registry: WatcherRegistry,
         send: Callable[[bytes], Awaitable[None]],
     ) -> None:  # fmt: skip
         self.queue = queue
@@ -181,10 +144,12 @@ class WatchSession:
             return []
         self._adopted_at = time.monotonic()
         adopted: list[SinkEntry] = []
-        consumers: Any = await self.redis.xinfo_consumers(self.stream, self.group)
-        for consumer in consumers:
+        consumers: Any = [c for c in await self.redis.xinfo_consumers(self.stream, self.group)
+                          if as_text(c["name"]) != self.consumer]  # fmt: skip
+        live = await self.registry.live([(self.stream, self.group, as_text(c["name"])) for c in consumers])
+        for consumer, connected in zip(consumers, live, strict=True):
             name = as_text(consumer["name"])
-            if name == self.consumer or self.registry.is_live((self.stream, self.group, name)):
+            if connected:  # to this process or another one
                 continue
             if consumer["pending"] and len(adopted) < room:
                 adopted += await self._claim(name, room - len(adopted))

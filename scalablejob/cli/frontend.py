@@ -50,12 +50,17 @@ TOKEN_ENV = "SCALABLEJOB_FRONTEND_TOKEN"
     help="Larger request bodies are refused with 413 (default: the config's queue.max_payload_bytes, "
     f"else {DEFAULT_MAX_BODY_BYTES}).",
 )  # fmt: skip
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Processes serving the port (one socket, forked children; a crashed one is replaced). Watchers and their "
+    "caps hold across processes and hosts (kept in Redis); connection caps are per process.",
+)  # fmt: skip
 @broker_option
 @data_dir_option
 @reports_errors
 def frontend(
     config: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int | None,
-    broker: str | None, data_dir: str | None,
+    workers: int, broker: str | None, data_dir: str | None,
 ) -> None:  # fmt: skip
     """Serve the queue service protocol of the service in CONFIG: /api/predict/NAME and /api/predict/NAME/sink.
 
@@ -63,14 +68,17 @@ def frontend(
     once (Redis keeps only its hash). Limits and scopes: the config's `security` section.
     """
     from_env = click.get_current_context().get_parameter_source("token") is click.core.ParameterSource.ENVIRONMENT
-    _serve(config, host, port, token, names, max_body_bytes, broker, data_dir, f"env {TOKEN_ENV}" if from_env else "")
+    origin = f"env {TOKEN_ENV}" if from_env else ""
+    sys.exit(_serve(config, host, port, token, names, max_body_bytes, workers, broker, data_dir, origin))
 
 
 def _serve(
     config_path: str, host: str, port: int, token: str | None, names: tuple[str, ...], max_body_bytes: int | None,
-    broker: str | None, data_dir: str | None, token_origin: str,
-) -> None:  # fmt: skip
+    workers: int, broker: str | None, data_dir: str | None, token_origin: str,
+) -> int:  # fmt: skip
+    """Serve until stopped; the exit code (1: the processes of --workers kept crashing)."""
     from scalablejob.frontend.app import FrontEndService, create_app  # the server's imports wait until the command runs
+    from scalablejob.frontend.processes import Supervisor
     from scalablejob.frontend.server import allow_open_files, bind_socket, make_server
     from scalablejob.local.embedded_broker import resolve_broker
     from scalablejob.model.config import load_config
@@ -89,10 +97,17 @@ def _serve(
         if files_warning:
             click.echo(files_warning, err=True)
         _announce(config.name, sock, front_ends, token_origin)
+
+        def serve() -> None:
+            make_server(create_app(service), limits=config.security.http).run(sockets=[sock])
+
+        if workers > 1:
+            return Supervisor(workers, serve).run()
         # uvicorn shuts down cleanly on SIGINT or SIGTERM, then raises the signal again: exit 0 for either
         signal.signal(signal.SIGTERM, _exit_cleanly)
         with contextlib.suppress(KeyboardInterrupt):
-            make_server(create_app(service), limits=config.security.http).run(sockets=[sock])
+            serve()
+        return 0
     finally:
         if embedded is not None:
             embedded.stop()

@@ -183,3 +183,41 @@ def activity_timings(service: str) -> str:
 def recent_failures(service: str) -> str:
     """Capped list of the ids of the service's newest failed requests, newest first (state_finish.lua pushes)."""
     return f"{KEY_PREFIX}:{service}:activity:failures"
+
+
+def frontend_instances(service: str) -> str:
+    """Set of the ids of the front-end processes that hold (or held) watchers, so that a live one can sweep a dead
+    one's records once its lease is gone."""
+    return f"{KEY_PREFIX}:{service}:frontend:instances"
+
+
+def frontend_lease_prefix(service: str) -> str:
+    """The prefix of a front-end process's lease (a string with an expiry, renewed by its heartbeat); its id follows."""
+    return f"{KEY_PREFIX}:{service}:frontend:lease:"
+
+
+def frontend_lease(service: str, instance: str) -> str:
+    """A front-end process's lease: while it exists, the watchers it holds are connected."""
+    return f"{frontend_lease_prefix(service)}{instance}"
+
+
+def frontend_watchers(service: str) -> str:
+    """Hash from a watcher (queue, group and consumer) to the front-end process it is connected to, so that one
+    watcher per queue, group and consumer holds across processes and hosts."""
+    return f"{KEY_PREFIX}:{service}:frontend:watchers"
+
+
+def frontend_instance_watchers_prefix(service: str) -> str:
+    """The prefix of the set of the watchers one front-end process holds; its id follows."""
+    return f"{KEY_PREFIX}:{service}:frontend:holds:"
+
+
+def frontend_instance_watchers(service: str, instance: str) -> str:
+    """Set of the watchers one front-end process holds: what a sweep removes once its lease is gone."""
+    return f"{frontend_instance_watchers_prefix(service)}{instance}"
+
+
+def frontend_watching(service: str) -> str:
+    """Hash from `<process id>\\n<front end name>` to the watchers that process holds for that front end (token):
+    their sum over live processes is what security.http.max_watchers_per_token caps."""
+    return f"{KEY_PREFIX}:{service}:frontend:watching"

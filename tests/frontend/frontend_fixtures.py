@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+from round_robin_proxy import RoundRobinProxy
 
 from conftest import REPO, wait_until
 from scalablejob.frontend.app import FrontEndService, create_app
@@ -147,6 +149,34 @@ def start_frontend(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Fro
     yield start
     for frontend in processes:
         frontend.stop()
+
+
+@pytest.fixture
+def serve_spread(start_frontend: Callable[..., FrontEndProcess]) -> Iterator[Callable[..., Served]]:
+    """Like `serve`, with two `scalablejob frontend` processes (as two hosts) behind a round-robin TCP proxy: the
+    Served URL is the proxy's. The SDK keeps its HTTP connections alive, so each client (and each watcher's
+    websocket) sticks to one process, and a test that opened two connections or more must have reached both."""
+    proxies: list[RoundRobinProxy] = []
+
+    def start(
+        config: dict[str, Any], *, names: Sequence[str] = (), token: str | None = TOKEN,
+        max_body_bytes: int | None = None,
+    ) -> Served:  # fmt: skip
+        args = [arg for name in names for arg in ("--name", name)]
+        args += ["--max-body-bytes", str(max_body_bytes)] if max_body_bytes else []
+        env = {"SCALABLEJOB_FRONTEND_TOKEN": token} if token else {}
+        first_url, first_tokens = start_frontend(config, *args, env=env).started()  # binds (makes tokens) first
+        second_url, _ = start_frontend(config, *args, env=env).started()
+        backends = [urlsplit(url) for url in (first_url, second_url)]
+        proxies.append(RoundRobinProxy([(b.hostname or "", b.port or 0) for b in backends]).start())
+        shown = {name: token or shown for name, (shown, _) in first_tokens.items()}
+        return Served(f"http://127.0.0.1:{proxies[-1].port}", shown)
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()
+        if sum(proxy.connections.values()) >= 2:
+            assert len(proxy.connections) == 2, f"connections did not reach both processes: {proxy.connections}"
 
 
 def _limit_open_files(soft: int) -> None:

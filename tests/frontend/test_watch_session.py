@@ -15,7 +15,8 @@ from scalablejob.frontend.binding import bind
 from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import decode_frame
 from scalablejob.frontend.queues import Queue
-from scalablejob.frontend.watch import WatchRegistry, WatchSession, group_name
+from scalablejob.frontend.watch import WatchSession, group_name
+from scalablejob.frontend.watcher_registry import WatcherRegistry
 from scalablejob.model.config import parse_config
 from scalablejob.store.sink import index_of
 
@@ -24,7 +25,7 @@ ITEMS = 10
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _with_sink(redis_url: str, scenario: Callable[[Queue], Awaitable[None]]) -> None:
+async def _with_sink(redis_url: str, scenario: Callable[[Queue, WatcherRegistry], Awaitable[None]]) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         front_ends = bind(client, parse_config(service_config(SERVICE)), (), "token")
@@ -33,7 +34,8 @@ async def _with_sink(redis_url: str, scenario: Callable[[Queue], Awaitable[None]
     service = FrontEndService(front_ends, redis_url)
     await service.start()
     try:
-        await scenario(service.queues[f"{SERVICE}/sink"])
+        assert service.watchers is not None
+        await scenario(service.queues[f"{SERVICE}/sink"], service.watchers)
     finally:
         await service.stop()
 
@@ -46,14 +48,16 @@ async def _present(queue: Queue, indexes: list[int]) -> list[int]:
     return [index for index in indexes if await queue.get(index) is not None]
 
 
-def _session(queue: Queue, send: Callable[[bytes], Awaitable[None]], **params: object) -> WatchSession:
+def _session(
+    queue: Queue, registry: WatcherRegistry, send: Callable[[bytes], Awaitable[None]], **params: object
+) -> WatchSession:
     watch = WatchParams(**{"window": 5, "auto_commit": True, **params})  # type: ignore[arg-type]
-    return WatchSession(queue, watch, (queue.stream, "eas", "client-1"), WatchRegistry(), send)
+    return WatchSession(queue, watch, (queue.stream, "eas", "client-1"), registry, send)
 
 
 def test_a_session_cancelled_right_after_its_last_frame_still_commits_everything_it_sent(redis_url):
     # given 10 items, and a client that goes away as soon as it has the 10th frame (its close cancels the session)
-    async def scenario(queue: Queue) -> None:
+    async def scenario(queue: Queue, registry: WatcherRegistry) -> None:
         indexes = await _put(queue, ITEMS)
         sent: list[int] = []
         runner: asyncio.Task[None] | None = None
@@ -64,7 +68,7 @@ def test_a_session_cancelled_right_after_its_last_frame_still_commits_everything
                 assert runner is not None
                 runner.cancel()  # the close arrives while the session still has the batch's commit to make
 
-        session = _session(queue, send)
+        session = _session(queue, registry, send)
         runner = asyncio.ensure_future(session.run())
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(runner, 10)
@@ -79,7 +83,7 @@ def test_a_session_cancelled_right_after_its_last_frame_still_commits_everything
 
 def test_a_send_that_fails_mid_batch_commits_what_was_sent_and_leaves_the_rest_to_the_group(redis_url):
     # given a client that drops the connection while the 3rd frame of a batch of 5 is being sent
-    async def scenario(queue: Queue) -> None:
+    async def scenario(queue: Queue, registry: WatcherRegistry) -> None:
         indexes = await _put(queue, 5)
         sent: list[int] = []
 
@@ -88,7 +92,7 @@ def test_a_send_that_fails_mid_batch_commits_what_was_sent_and_leaves_the_rest_t
                 raise ConnectionResetError("client gone")
             sent.append(decode_frame(frame).index)
 
-        session = _session(queue, send)
+        session = _session(queue, registry, send)
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(session.run(), 10)
         await session.settle(5.0)
@@ -102,7 +106,8 @@ def test_a_send_that_fails_mid_batch_commits_what_was_sent_and_leaves_the_rest_t
                 raise ConnectionResetError("done")
 
         with pytest.raises(ConnectionResetError):
-            await asyncio.wait_for(_session(queue, receive).run(), 10)  # the same consumer reconnecting gets them again
+            # the same consumer reconnecting gets them again
+            await asyncio.wait_for(_session(queue, registry, receive).run(), 10)
         assert later == indexes[2:]
 
     asyncio.run(_with_sink(redis_url, scenario))
@@ -110,7 +115,7 @@ def test_a_send_that_fails_mid_batch_commits_what_was_sent_and_leaves_the_rest_t
 
 def test_a_filtered_session_sends_only_matches_within_its_window_and_passes_over_the_rest(redis_url):
     # given log, result and error items, and a watcher of results only with a window of 2 that never commits
-    async def scenario(queue: Queue) -> None:
+    async def scenario(queue: Queue, registry: WatcherRegistry) -> None:
         kinds = ["log", "result", "log", "log", "result", "error", "result", "log"]
         indexes = [(await queue.put(b"x", {"type": kind}))[0] for kind in kinds]
         results = [index for index, kind in zip(indexes, kinds, strict=True) if kind == "result"]
@@ -127,7 +132,7 @@ def test_a_filtered_session_sends_only_matches_within_its_window_and_passes_over
         group = group_name("eas", {"type": "result"})
         session = WatchSession(
             queue, WatchParams(window=2, filters={"type": "result"}), (queue.stream, group, "client-1"),
-            WatchRegistry(), send,
+            registry, send,
         )  # fmt: skip
         runner = asyncio.ensure_future(session.run())
         await asyncio.wait_for(two_sent.wait(), 10)
@@ -146,12 +151,11 @@ def test_a_filtered_session_sends_only_matches_within_its_window_and_passes_over
 
 def test_two_watchers_adopting_the_same_orphan_at_once_send_its_item_once(redis_url):
     # given an item sent to a watcher that is gone (pending for it, idle for a while)
-    async def scenario(queue: Queue) -> None:
+    async def scenario(queue: Queue, registry: WatcherRegistry) -> None:
         [index] = await _put(queue, 1)
         await queue.redis.xgroup_create(queue.stream, "eas", id="0")
         await queue.redis.xreadgroup("eas", "gone", {queue.stream: ">"}, count=1)
         await queue.redis.xclaim(queue.stream, "eas", "gone", 0, [f"{index}-0"], idle=5000)
-        registry = WatchRegistry()
         sessions = [
             WatchSession(queue, WatchParams(window=5), (queue.stream, "eas", name), registry, _ignore)
             for name in ("a", "b")

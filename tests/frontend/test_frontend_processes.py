@@ -1,0 +1,132 @@
+"""The watcher rules across real front-end processes on one Redis (two `scalablejob frontend` processes on two
+ports, as two hosts behind a balancer would be): one watcher per queue, group and uid over all of them; the
+per-token cap counted over all of them; a process killed with kill -9 releases its watchers within its lease, and
+the survivor adopts what they held uncommitted, never before."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from conftest import service_config, wait_until
+from scalablejob.frontend.protocol import decode_frame
+from scalablejob.frontend.watch import ADOPT_INTERVAL_S, ADOPT_MIN_IDLE_MS
+from scalablejob.frontend.watcher_ids import LEASE_S, watcher_id
+from scalablejob.model import keys
+
+pytest_plugins = ["frontend_fixtures"]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+SERVICE = "spread"
+SINK = f"{SERVICE}/sink"
+TOKEN = "spread-token"
+
+
+def _config(**http: object) -> dict:
+    return {**service_config(SERVICE), "security": {"http": {"max_watchers_per_token": 2, **http}}}
+
+
+def _two(start_frontend: Any) -> tuple[Any, str, Any, str]:
+    env = {"SCALABLEJOB_FRONTEND_TOKEN": TOKEN}
+    first, second = start_frontend(_config(), env=env), start_frontend(_config(), env=env)
+    return first, first.started()[0], second, second.started()[0]
+
+
+def _watch(base_url: str, uid: str, **params: str) -> ClientConnection:
+    query = "&".join(f"{name}={value}" for name, value in {"_watch_": "true", **params}.items())
+    url = f"{base_url.replace('http://', 'ws://')}/api/predict/{SINK}?{query}"
+    headers = {"Authorization": TOKEN, "X-EAS-QueueService-Redis-Uid": uid}
+    return connect(url, additional_headers=headers, open_timeout=10)
+
+
+def _refusal(base_url: str, uid: str) -> tuple[int, bytes]:
+    with pytest.raises(InvalidStatus) as refused, _watch(base_url, uid):
+        pass
+    return refused.value.response.status_code, refused.value.response.body or b""
+
+
+def _frames(watcher: ClientConnection, count: int, timeout: float) -> list[str]:
+    """The data of the next `count` frames, or fewer if `timeout` passes first."""
+    data: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(data) < count and (left := deadline - time.monotonic()) > 0:
+        try:
+            data.append(decode_frame(watcher.recv(timeout=left)).data.decode())
+        except TimeoutError:
+            break
+    return data
+
+
+def _put(base_url: str, count: int) -> None:
+    for n in range(count):
+        answer = httpx.post(f"{base_url}/api/predict/{SINK}", content=f"item-{n}", headers={"Authorization": TOKEN})
+        answer.raise_for_status()
+
+
+def test_a_second_watcher_of_one_uid_on_another_process_is_refused_with_409(start_frontend):
+    _, first_url, _, second_url = _two(start_frontend)
+    with _watch(first_url, "same-client"):
+        status, body = _refusal(second_url, "same-client")
+    assert status == 409 and b"already connected" in body
+    # once the first has gone, the same uid connects to the other process
+    wait_until(lambda: _connects(second_url, "same-client"), 10, "the uid was never free again")
+
+
+def _connects(base_url: str, uid: str) -> bool:
+    try:
+        with _watch(base_url, uid):
+            pass
+    except InvalidStatus:
+        return False
+    return True
+
+
+def test_the_per_token_watcher_cap_counts_the_watchers_of_every_process(start_frontend):
+    _, first_url, _, second_url = _two(start_frontend)
+    with _watch(first_url, "one"), _watch(second_url, "two"):
+        status, body = _refusal(second_url, "three")
+        status_first, _ = _refusal(first_url, "four")
+    assert (status, status_first) == (429, 429) and b"security.http.max_watchers_per_token" in body
+
+
+def test_a_killed_processes_watchers_are_released_and_their_items_adopted_by_the_survivor_only_then(
+    start_frontend, redis_url
+):
+    # given a watcher on the first process holding 3 items uncommitted (window 3, no auto commit)
+    first, first_url, _, second_url = _two(start_frontend)
+    _put(second_url, 3)
+    stack = contextlib.ExitStack()
+    with _watch(first_url, "holder", _window_="3") as held:
+        assert _frames(held, 3, 10) == ["item-0", "item-1", "item-2"]
+        # and another watcher of the group on the second process
+        survivor = stack.enter_context(_watch(second_url, "survivor", _window_="3"))
+        # while the first process lives, its watcher's items stay with it, even once they are idle long enough to
+        # be adopted from a watcher that left (an observation window of two adoption rounds past that idle time)
+        assert _frames(survivor, 1, ADOPT_MIN_IDLE_MS / 1000 + 2 * ADOPT_INTERVAL_S) == []
+        # when the first process is killed
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        killed_at = time.monotonic()
+        # then within its lease (and an adoption round) the survivor gets exactly the items it held
+        adopted = _frames(survivor, 3, LEASE_S + ADOPT_INTERVAL_S + 5)
+        assert sorted(adopted) == ["item-0", "item-1", "item-2"]
+        assert time.monotonic() - killed_at >= LEASE_S - 1  # not before its lease was over
+        held.close_socket()  # its process is gone: no close handshake to wait for
+        # and the dead process's records are swept by the survivor's heartbeat; only the survivor's watcher is left
+        client = stack.enter_context(contextlib.closing(redis.Redis.from_url(redis_url)))
+        wait_until(lambda: client.scard(keys.frontend_instances(SERVICE)) == 1, 10, "the dead process was never swept")
+        assert list(client.hgetall(keys.frontend_watchers(SERVICE))) == [
+            watcher_id((keys.frontend_sink_stream(SERVICE, SERVICE), "eas", "survivor")).encode()
+        ]
+        stack.close()
+    # and its uid connects anew
+    assert _connects(second_url, "holder")
