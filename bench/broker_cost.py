@@ -15,9 +15,12 @@ The bench's own calls (INFO, CONFIG, OBJECT: commands the measured parts never s
 polled with OBJECT ENCODING on the queue's lists and kombu's unacked hash (gone once the last task is acknowledged).
 Memory: with no worker, INFO memory's used_memory before and after MEMORY_REQUESTS puts of a BODY_BYTES body, per
 request (a FLUSHALL before each).
+Scripts: commandstats lumps every script into one EVALSHA row, so each script a task runs (the put's, the unacked
+record, the start, the finish) is replayed alone, SCRIPT_CALLS times with no worker, and its usec per call taken as
+the least of SCRIPT_REPEATS rounds (a preempted round on a busy machine only inflates), with the commands it runs.
 Medians of --runs N (the machine is shared and noisy); ratios ours / Celery's. `--top K` prints the K commands
 that cost the most per task of each kind (from the median run's counters).
-Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|query|command|memory] [--json FILE]
+Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|query|command|memory|scripts] [--json FILE]
 """
 
 from __future__ import annotations
@@ -46,12 +49,15 @@ from scalablejob.api.celery_app import make_app
 from scalablejob.local.redis_server import RedisServer
 from scalablejob.local.scaler_process import RUN_MARKER_ENV, kill_marked, poll
 from scalablejob.model.routing import TaskType, service_queues
+from scalablejob.store.lua import lua_script
 from scalablejob.store.queues import priority_lists
+from scalablejob.store.state import RequestStatus, UnackedMessage
 
 RUNS = 3
 TASKS = 2000
 MEMORY_REQUESTS = 2000
 BODY_BYTES = 100
+SCRIPT_CALLS, SCRIPT_REPEATS = 1000, 7
 SETTLE_S = 1.0  # after the last task: batched writes (events, presence) that a task caused still count
 TIMEOUT_S = 300.0
 OWN_COMMANDS = ("info", "config", "object", "flushall", "ping")  # the bench's, never sent by the parts measured
@@ -226,6 +232,37 @@ def memory(rig: Rig) -> tuple[float, float]:
     return ours, theirs
 
 
+def script_costs(rig: Rig) -> dict[str, tuple[float, float]]:
+    """script -> (usec per call, the least of SCRIPT_REPEATS rounds; commands per call, its own included)."""
+    best: dict[str, tuple[float, float]] = {}
+    with JobClient("costscripts", rig.url) as jobs, redis.Redis.from_url(rig.url) as client:
+        record = client.register_script(lua_script("unacked_record.lua", "scalablejob.transport"))
+
+        def take(name: str) -> None:
+            stats = command_stats(client)
+            usec = stats["evalsha"]["usec"] / stats["evalsha"]["calls"]
+            calls = sum(row["calls"] for row in stats.values()) / SCRIPT_CALLS
+            best[name] = (min(usec, best.get(name, (usec, 0.0))[0]), calls)
+            client.config_resetstat()
+
+        for _ in range(SCRIPT_REPEATS):
+            client.flushall()
+            client.config_resetstat()
+            ids = [jobs.put(b"{}", {"taskType": "query"})[1] for _ in range(SCRIPT_CALLS)]
+            take("state_create (put)")
+            for request_id in ids:
+                record(keys=["unacked_index", "unacked"], args=[request_id, 1.0, request_id])
+            take("unacked_record (receipt)")
+            for request_id in ids:
+                jobs.requests.mark_running(request_id, "cost@bench")
+            take("state_start")
+            for request_id in ids:
+                jobs.requests.finish(jobs.sink, request_id, RequestStatus.DONE, b"", {"requestId": request_id},
+                                     attempt=1, message=UnackedMessage(request_id))  # fmt: skip
+            take("state_finish (+ ack)")
+    return best
+
+
 KINDS: dict[str, Callable[[Rig], Drain]] = {
     "celery": celery_drain,
     "query": lambda rig: our_drain(rig, TaskType.QUERY),
@@ -245,8 +282,10 @@ def top_commands(drain: Drain, count: int) -> list[tuple[str, float, float]]:
     return sorted(rows, key=lambda row: -row[2])[:count]
 
 
-def report(figures: dict[str, list[Drain]], mem: list[tuple[float, float]], top: int) -> dict[str, Any]:
-    result: dict[str, Any] = {"celery": celery.__version__, "cores": os.cpu_count(), "kinds": {}}
+def report(
+    figures: dict[str, list[Drain]], mem: list[tuple[float, float]], scripts: dict[str, tuple[float, float]], top: int
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"celery": celery.__version__, "cores": os.cpu_count(), "kinds": {}, "scripts": scripts}
     medians = {kind: {metric: statistics.median(d.per_task()[metric] for d in drains)
                       for metric in ("cpu_us", "cmd_us", "calls", "scripts")}
                for kind, drains in figures.items()}  # fmt: skip
@@ -270,6 +309,10 @@ def report(figures: dict[str, list[Drain]], mem: list[tuple[float, float]], top:
         for name, calls, usec in top_commands(drain, top):
             print(f"  {name:<20} {calls:>7.2f} {usec:>8.1f}")
         result["kinds"][kind]["top"] = top_commands(drain, top)
+    if scripts:
+        print(f"\neach script alone, {SCRIPT_CALLS} calls, least of {SCRIPT_REPEATS} rounds (usec per call, commands)")
+        for name, (usec, calls) in scripts.items():
+            print(f"  {name:<26} {usec:>6.1f} {calls:>5.0f}")
     return result
 
 
@@ -278,16 +321,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--tasks", type=int, default=TASKS)
     parser.add_argument("--top", type=int, default=12)
-    parser.add_argument("--only", action="append", choices=[*KINDS, "memory"])
+    parser.add_argument("--only", action="append", choices=[*KINDS, "memory", "scripts"])
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
-    chosen = args.only or [*KINDS, "memory"]
+    chosen = args.only or [*KINDS, "memory", "scripts"]
     marker = uuid.uuid4().hex
     figures: dict[str, list[Drain]] = {kind: [] for kind in KINDS if kind in chosen}
     mem: list[tuple[float, float]] = []
+    scripts: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis", persistent=False) as server:
         rig = Rig(server.url, Path(name), marker, args.tasks)
         try:
+            if "scripts" in chosen:
+                scripts = script_costs(rig)
             for run in range(args.runs):
                 if "memory" in chosen:
                     mem.append(memory(rig))
@@ -296,7 +342,7 @@ def main() -> None:
                     print(f"run {run + 1}: {kind} {figures[kind][-1].per_task()}", file=sys.stderr)
         finally:
             kill_marked(marker)
-    result = report(figures, mem, args.top)
+    result = report(figures, mem, scripts, args.top)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
