@@ -42,6 +42,7 @@ from typing import Any
 
 import celery
 import redis
+from compare_celery import stop
 from plain_celery import PlainCelery, answering
 
 from scalablejob import JobClient
@@ -130,15 +131,6 @@ def measure(client: redis.Redis, put_all: Callable[[], None], lists: list[str], 
     return Drain(tasks, main_thread_cpu_us(client) - cpu, command_stats(client))
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @dataclass(frozen=True)
 class Rig:
     url: str
@@ -158,7 +150,7 @@ def celery_drain(rig: Rig) -> Drain:
             return measure(client, lambda: [noop.delay() for _ in range(rig.tasks)], priority_lists(CELERY_QUEUE),
                            rig.tasks)  # fmt: skip
         finally:
-            stop(worker)
+            stop([worker])
 
 
 def warm(put: Callable[[], object], client: redis.Redis, lists: list[str]) -> None:
@@ -187,7 +179,7 @@ def our_worker(rig: Rig, service: str) -> Iterator[JobClient]:
             yield client
     finally:
         app.close()
-        stop(worker)
+        stop([worker])
 
 
 def our_drain(rig: Rig, task_type: TaskType) -> Drain:
