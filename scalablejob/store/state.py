@@ -158,11 +158,11 @@ class RequestStore:
         self._redis = client
         self.service = service
         self._create = client.register_script(lua_script("state_create.lua"))
-        self._start = client.register_script(lua_script("state_start.lua"))
+        self._start = client.register_script(lua_script("capped_list.lua") + lua_script("state_start.lua"))
         self._outcome = client.register_script(lua_script("state_outcome.lua"))
         self._update = client.register_script(fenced_script("state_update.lua"))
         self._requeue = client.register_script(fenced_script("state_requeue.lua"))
-        self._finish = client.register_script(writer_script("state_finish.lua"))
+        self._finish = client.register_script(lua_script("capped_list.lua") + writer_script("state_finish.lua"))
 
     def _key(self, request_id: str) -> str:
         return keys.request_state(self.service, request_id)

@@ -17,11 +17,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local max_length = tonumber(redis.call('HGET', KEYS[5], 'input_max_length') or ARGV[7])
 if redis.call('XLEN', KEYS[3]) >= max_length then return -1 end
 local index = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2],
-           'status', 'queued', 'queued_at', ARGV[3], 'sink_from', redis.call('GET', KEYS[4]) or 0,
-           'protocol', ARGV[12])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'frontend', ARGV[4]) end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'task', ARGV[9]) end
+local fields = {'request_id', ARGV[1], 'index', index, 'task_type', ARGV[2], 'status', 'queued', 'queued_at', ARGV[3],
+                'sink_from', redis.call('GET', KEYS[4]) or 0, 'protocol', ARGV[12]}
+if ARGV[4] ~= '' then table.insert(fields, 'frontend'); table.insert(fields, ARGV[4]) end
+if ARGV[9] ~= '' then table.insert(fields, 'task'); table.insert(fields, ARGV[9]) end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('SADD', KEYS[6], KEYS[3])
 redis.call('SET', ARGV[8] .. index, ARGV[1])
 redis.call('XADD', KEYS[3], index .. '-0', 'data', ARGV[5], 'tags', ARGV[6])

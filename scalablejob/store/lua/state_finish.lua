@@ -21,40 +21,42 @@
 -- the same maximum age, so a request is forgotten with its result. (The index key is named from the hash, not
 -- passed: standalone Redis.)
 -- A finish is counted (a failure too, its id pushed on the newest failures), and its run time (now - started at)
--- pushed on the timings list, both kept to their caps, for the dashboard.
-local exists = redis.call('EXISTS', KEYS[3]) == 1
-if exists then
-  local status = redis.call('HGET', KEYS[3], 'status')
-  if status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
-end
-if stale(KEYS[3], ARGV[8]) then return 0 end
-if ARGV[9] == '1' and exists and redis.call('HGET', KEYS[3], 'cancel_requested') == '1' then return -2 end
+-- pushed on the timings list, both kept to their caps (push_capped, from capped_list.lua before this script), for
+-- the dashboard.
+-- The hash is read once (one HMGET for what the checks and the dashboard need) and written once; every state hash
+-- has a status, so none means there is no hash.
+local state = redis.call('HMGET', KEYS[3], 'status', 'attempt', 'cancel_requested', 'index', 'started_at',
+                         'request_id')
+local exists = state[1] ~= false
+if state[1] == 'done' or state[1] == 'failed' or state[1] == 'cancelled' then return 0 end
+if is_stale(state[2], ARGV[8]) then return 0 end
+if ARGV[9] == '1' and state[3] == '1' then return -2 end
 local index = redis.call('INCR', KEYS[2])
 local limits = redis.call('HMGET', KEYS[5], 'sink_max_length', 'sink_max_age_s')
 local max_age = tonumber(limits[2] or ARGV[5])
 redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2], 'final', '1')
 trim_to_max_length(KEYS[1], KEYS[9], tonumber(limits[1] or ARGV[4]))
 trim_to_max_age(KEYS[1], KEYS[6], index, tonumber(ARGV[3]), max_age, tonumber(ARGV[6]))
+redis.call('HINCRBY', KEYS[10], 'finished', 1)
 if exists then
   redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 13))
   redis.call('EXPIRE', KEYS[3], max_age)
-  local input = redis.call('HGET', KEYS[3], 'index')
+  local input = state[4]
   if input then
     redis.call('XDEL', KEYS[4], input .. '-0')
     redis.call('EXPIRE', ARGV[7] .. input, max_age)
   end
-end
-redis.call('HINCRBY', KEYS[10], 'finished', 1)
-if exists then
-  local ended = redis.call('HMGET', KEYS[3], 'status', 'started_at', 'request_id')
-  if ended[2] then
-    redis.call('LPUSH', KEYS[11], 'r' .. string.format('%.3f', math.max(0, tonumber(ARGV[3]) - tonumber(ended[2]))))
-    redis.call('LTRIM', KEYS[11], 0, tonumber(ARGV[11]) - 1)
+  if state[5] then
+    local run = math.max(0, tonumber(ARGV[3]) - tonumber(state[5]))
+    push_capped(KEYS[11], 'r' .. string.format('%.3f', run), tonumber(ARGV[11]))
   end
-  if ended[1] == 'failed' then
+  local status = state[1]
+  for i = 13, #ARGV - 1, 2 do
+    if ARGV[i] == 'status' then status = ARGV[i + 1] end
+  end
+  if status == 'failed' then
     redis.call('HINCRBY', KEYS[10], 'failed', 1)
-    redis.call('LPUSH', KEYS[12], ended[3])
-    redis.call('LTRIM', KEYS[12], 0, tonumber(ARGV[12]) - 1)
+    push_capped(KEYS[12], state[6], tonumber(ARGV[12]))
   end
 end
 if ARGV[10] ~= '' then
