@@ -126,4 +126,3 @@ def _worker(service: str, host: str, host_index: int, n: int, size: int) -> Pres
     held = {f"task-{host_index}-{n}": f"tag-{host_index}-{n}"} if busy else {}
     state = WorkerState.BUSY if busy else WorkerState.IDLE
     return Presence(name, 100_000 + host_index * 100 + n, host, state, "", held, time.time(), 1)
-
