@@ -16,6 +16,8 @@ A pass that handed a snapshot to the reconciler waits for it before the second I
 Then one decision per case is checked, split across the hosts: holding, up to 75 % of the capacity, past the
 capacity (every host at its max-local) and down to 70 % of the workers (busy workers kept).
 Figures are medians over the passes of a run, then over runs; goals: <= 50 ms of Redis time, <= 0.1 s in all.
+Last, per 100 workers and per second (4 passes): the leader's Redis time and CPU, and the Redis time of the fleet's
+own writes (measured the same way around them), for the capacity model.
 Run: python bench/scaler_fleet.py [--workers N ...] [--runs N] [--passes N]
 """
 
@@ -28,15 +30,26 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # one copy of the simulation
 
 from fleet import PASS_INTERVAL_S
-from fleet_leader import SERVICE, PassCost, Simulation, measure, simulate, split_cases, split_problems
+from fleet_leader import (
+    SERVICE,
+    PassCost,
+    Simulation,
+    command_stats,
+    measure,
+    simulate,
+    split_cases,
+    split_problems,
+)
 
 from scalablejob.local.redis_server import RedisServer
 from scalablejob.store.host_records import read_plan
+from scalablejob.store.presence import HEARTBEAT_S
 
 SIZES = (100, 1_000, 10_000)
 RUNS = 3
@@ -56,20 +69,30 @@ def simulated(workers: int, desired: int | None = None) -> Iterator[Simulation]:
             simulation.stop()
 
 
-def one_run(workers: int, passes: int) -> tuple[PassCost, PassCost | None]:
-    """Medians of the passes without a reconcile, and of those with one (None if none ran)."""
+@dataclass(frozen=True)
+class RunFigures:
+    plain: PassCost  # medians of the passes without a reconcile
+    reconciling: PassCost | None  # ... of those with one (None if none ran)
+    writes_ms: float  # the fleet's own writes between two passes (its scalers' beats, its workers' heartbeats)
+
+
+def one_run(workers: int, passes: int) -> RunFigures:
+    """One fleet and its leader, `passes` passes (after a first one, left out), each after the fleet's writes."""
     plain: list[PassCost] = []
     reconciling: list[PassCost] = []
+    writes: list[float] = []
     with simulated(workers) as simulation:
         now = time.monotonic()
         simulation.fleet.heartbeat()
         simulation.scaler.tick(now)  # the first pass sees every record for the first time: left out
         for _ in range(passes):
             now += PASS_INTERVAL_S
+            _, usec = command_stats(simulation.client)
             simulation.fleet.heartbeat()
+            writes.append((command_stats(simulation.client)[1] - usec) / 1000)
             cost, reconciled = measure(simulation, now)
             (reconciling if reconciled else plain).append(cost)
-    return medians(plain), medians(reconciling) if reconciling else None
+    return RunFigures(medians(plain), medians(reconciling) if reconciling else None, statistics.median(writes))
 
 
 def medians(costs: list[PassCost]) -> PassCost:
@@ -110,9 +133,9 @@ def main() -> None:
     rows = {}
     for workers in options.workers:
         runs = [one_run(workers, options.passes) for _ in range(options.runs)]
-        plain = medians([run[0] for run in runs])
-        with_reconcile = [run[1] for run in runs if run[1] is not None]
-        rows[workers] = plain
+        plain = medians([run.plain for run in runs])
+        with_reconcile = [run.reconciling for run in runs if run.reconciling is not None]
+        rows[workers] = (plain, statistics.median(run.writes_ms for run in runs))
         split = "-" if options.no_split else ("right" if not (wrong := check_split(workers)) else "; ".join(wrong[:5]))
         extra = medians(with_reconcile) if with_reconcile else None
         extra_text = f"{extra.redis_ms:8.2f} {extra.commands:6.0f} {extra.wall_ms:8.1f}" if extra else "-"
@@ -121,11 +144,14 @@ def main() -> None:
             f"{plain.commands:8.0f} | {plain.wall_ms:8.1f} {plain.wall_ms / (GOAL_WALL_S * 1000):6.3f} | "
             f"{extra_text} | {split}"
         )  # fmt: skip
-    for workers, cost in rows.items():
-        per = 100 / workers
-        print(
-            f"per 100 workers at {workers}: Redis {cost.redis_ms * per:.3f} ms, wall {cost.wall_ms * per:.2f} ms a pass"
-        )
+    passes_per_s = 1 / PASS_INTERVAL_S
+    print(f"per 100 workers, at {passes_per_s:g} passes a second: the leader's Redis time and CPU (its pass's wall "
+          "time), and the Redis time of the fleet's own writes (each host's scaler beats every pass, each worker "
+          f"every {HEARTBEAT_S:g} s), in ms a second")  # fmt: skip
+    for workers, (cost, writes_ms) in rows.items():
+        per = 100 / workers * passes_per_s
+        leader = f"leader Redis {cost.redis_ms * per:.3f}, leader CPU {cost.wall_ms * per:.2f}"
+        print(f"  at {workers:>5} workers: {leader}, fleet's writes Redis {writes_ms * per:.3f}")
 
 
 if __name__ == "__main__":
