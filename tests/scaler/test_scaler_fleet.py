@@ -2,7 +2,7 @@
 redis-server (tests/support/fleet.py), and the real Scaler with its real Redis parts leading them.
 
 The goal is 50 ms of Redis time and 0.1 s in all per pass at 1 000 workers; bench/scaler_fleet.py measures it. Here,
-at ten times that, the pass must stay within the goal's wall time with room for a loaded CI machine: it took 2.1 s
+at ten times that, the pass must stay within the goal's wall time with room for a loaded CI machine: it took 2 to 3 s
 when the split handed out one worker at a time scanning every host, and decoded every presence record every pass.
 """
 
