@@ -11,6 +11,7 @@ share that the host's scaler then keeps, spawning or warm-stopping its own worke
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,21 +30,26 @@ def split(desired: int, hosts: Sequence[HostLoad]) -> dict[str, int]:
     """Each host's share of `desired` workers (see the module's rules)."""
     shares = {load.host: min(load.busy, load.capacity) for load in hosts}
     remaining = desired - sum(shares.values())
-    by_name = {load.host: load for load in hosts}
-
-    def fill(host: str) -> float:
-        """How full the host would be with one more worker: the next one goes where this is lowest."""
-        return (shares[host] + 1) / by_name[host].capacity
-
     for room in (lambda load: load.replicas, lambda load: load.capacity):  # warm workers first, then new ones
-        while remaining > 0:
-            open_hosts = [load.host for load in hosts if shares[load.host] < min(room(load), load.capacity)]
-            if not open_hosts:
-                break
-            host = min(open_hosts, key=lambda name: (fill(name), name))
-            shares[host] += 1
-            remaining -= 1
+        limits = {load.host: (min(room(load), load.capacity), load.capacity) for load in hosts}
+        remaining = _hand_out(remaining, shares, limits)
     return shares
+
+
+def _hand_out(remaining: int, shares: dict[str, int], limits: Mapping[str, tuple[int, int]]) -> int:
+    """Give `remaining` workers one at a time, each to the host below its limit that would be the least full for its
+    capacity with it (ties: by name); returns what no host had room for. A heap keeps this O(n log hosts): a pass of
+    the leader splits thousands of workers over hundreds of hosts. `limits`: host -> (limit, capacity)."""
+    heap = [((shares[host] + 1) / capacity, host) for host, (limit, capacity) in limits.items() if shares[host] < limit]
+    heapq.heapify(heap)
+    while remaining > 0 and heap:
+        _, host = heapq.heappop(heap)
+        shares[host] += 1
+        remaining -= 1
+        limit, capacity = limits[host]
+        if shares[host] < limit:
+            heapq.heappush(heap, ((shares[host] + 1) / capacity, host))
+    return remaining
 
 
 def total_capacity(hosts: Sequence[HostLoad]) -> int:

@@ -253,7 +253,8 @@ class Scaler:
         """Decide for the service and split it across the live hosts. Live workers of hosts with no live scaler
         (strays, leaving on their own) still count: the live hosts share what is left of the desired count."""
         hosts = [HostLoad(r.host, r.capacity, r.replicas, r.busy) for r in membership.live_hosts(now, self._heard())]
-        stray = strays(observation.workers, {h.host for h in hosts}, self.workers, lambda n: self._fresh(n, now))
+        fresh = self._seen.fresh(now, self.fleet.host_stale_after_s, self._heard())
+        stray = strays(observation.workers, {h.host for h in hosts}, self.workers, fresh.__contains__)
         stray_busy = sum(1 for presence in stray if presence.state is WorkerState.BUSY)
         replicas, busy = totals(hosts)
         capacity = total_capacity(hosts) + len(stray)  # the hosts' capacities bound the service
@@ -289,11 +290,6 @@ class Scaler:
     def _silent(self, name: str, now: float) -> float:
         """How long this scaler has not seen the worker's presence change (0 for one never seen)."""
         return self._seen.silent_for(name, now, self._heard())
-
-    def _fresh(self, name: str, now: float, bound_s: float | None = None) -> bool:
-        """Whether this scaler saw the worker's presence change within the bound (another host's by default)."""
-        bound = self.fleet.host_stale_after_s if bound_s is None else bound_s
-        return self._seen.is_fresh(name, now, bound, self._heard())
 
     def _follow(self, membership: Membership, local: Snapshot) -> Decision:
         """Keep this host's share of the leader's plan; with no current plan (its leader lost the lease), hold."""
@@ -437,7 +433,7 @@ class Scaler:
     def _snapshot(self, observation: Observation, views: list[WorkerView], now: float) -> Snapshot:
         active = [view for view in views if view.state is not WorkerState.STOPPING]
         busy = sum(1 for view in active if view.state is WorkerState.BUSY)
-        live = {name for name in observation.workers if self._fresh(name, now, PRESENCE_STALE_AFTER_S)}
+        live = self._seen.fresh(now, PRESENCE_STALE_AFTER_S, self._heard())  # it has just seen observation.workers
         return Snapshot(observation.total_queued, observation.running(live), len(active), busy)
 
     def _act(self, decision: Decision, views: list[WorkerView], now: float) -> bool:

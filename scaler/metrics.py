@@ -9,7 +9,7 @@ from typing import Protocol
 import redis
 
 from scalablejob.model.routing import service_queues
-from scalablejob.store.presence import Presence, read_presence
+from scalablejob.store.presence import Presence, PresenceReader
 from scalablejob.store.queues import queue_depth
 
 
@@ -39,9 +39,9 @@ class RedisMetrics:
 
     def __init__(self, client: redis.Redis, service: str) -> None:
         self._client = client
-        self._service = service
         self._queues = service_queues(service)
+        self._presence = PresenceReader(client, service)
 
     def observe(self) -> Observation:
         queued = {queue: queue_depth(self._client, queue) for queue in self._queues}
-        return Observation(queued, read_presence(self._client, self._service))
+        return Observation(queued, self._presence.read())

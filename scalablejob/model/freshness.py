@@ -54,6 +54,10 @@ class ChangeTracker:
         """Seen, and seen changing within the bound."""
         return key in self._seen and self.silent_for(key, now, since) < bound_s
 
+    def fresh(self, now: float, bound_s: float, since: float = -math.inf) -> set[str]:
+        """Every record seen changing within the bound, in one sweep: `is_fresh` for each, at a fleet's size."""
+        return {key for key, seen in self._seen.items() if now - max(seen.changed_at, since) < bound_s}
+
 
 def held_since(since: float | None, holds: bool, now: float) -> float | None:
     """Since when a condition has held on every reading (None: it does not hold now)."""

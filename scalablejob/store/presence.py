@@ -10,6 +10,7 @@ and how many messages it put back because it could not run them.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -73,12 +74,13 @@ class Presence:
             str(data.get("put_back_reason", "")),
         )  # fmt: skip
 
-    @property
+    @functools.cached_property
     def token(self) -> tuple[int, float]:
-        """What changes at every write (the heartbeat too, for a writer older than `seq`)."""
+        """What changes at every write (the heartbeat too, for a writer older than `seq`). Cached, as `scaler_host`:
+        a leader asks every worker's record for both on every pass, and a record that has not changed is reused."""
         return self.seq, self.heartbeat
 
-    @property
+    @functools.cached_property
     def scaler_host(self) -> str:
         """The host of the scaler that started it: the part of its node name after `@` (else its hostname)."""
         return scaler_host_of(self.name) or self.host
@@ -114,6 +116,26 @@ def read_presence(client: redis.Redis, service: str) -> dict[str, Presence]:
     """Every worker's published state, in one round trip."""
     raw: Any = client.hgetall(keys.worker_presence(service))
     return decode_presence(raw)
+
+
+class PresenceReader:
+    """Every worker's published state, as `read_presence` gives it, decoding only the fields that changed since its
+    last read: a leader's pass reads the whole hash four times a second, and a worker rewrites its field every 2 s,
+    so at fleet size most fields are as they were (and a decoded Presence is immutable, so it is reused)."""
+
+    def __init__(self, client: redis.Redis, service: str) -> None:
+        self._client = client
+        self._key = keys.worker_presence(service)
+        self._known: dict[bytes, tuple[bytes, Presence | None]] = {}  # field -> its raw value, decoded
+
+    def read(self) -> dict[str, Presence]:
+        raw: Any = self._client.hgetall(self._key)
+        known: dict[bytes, tuple[bytes, Presence | None]] = {}
+        for name, value in raw.items():
+            last = self._known.get(name)
+            known[name] = last if last is not None and last[0] == value else (value, _decoded(name.decode(), value))
+        self._known = known
+        return {presence.name: presence for _, presence in known.values() if presence is not None}
 
 
 def presence_of(client: redis.Redis, service: str, name: str) -> Presence | None:

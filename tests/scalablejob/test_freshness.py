@@ -46,6 +46,17 @@ def test_a_tracker_judges_only_by_change_whatever_the_writers_clock_says() -> No
     assert not tracker.is_fresh("never-seen", 16.0, 10.0)
 
 
+@pytest.mark.parametrize(("now", "since"), [(5.0, -math.inf), (12.0, -math.inf), (12.0, 9.0), (15.0, 9.0), (4.0, 0.0)])
+def test_the_records_fresh_in_one_sweep_are_those_each_is_fresh_says(now: float, since: float) -> None:
+    tracker = ChangeTracker()
+    tracker.observe({"a": 1, "b": 1, "c": 1}, 0.0)
+    tracker.observe({"a": 2, "b": 1, "c": 1}, 3.0)  # a changed at 3
+    tracker.observe({"a": 2, "b": 1}, 4.0)  # c gone
+
+    expected = {key for key in ("a", "b", "c", "never") if tracker.is_fresh(key, now, 10.0, since)}
+    assert tracker.fresh(now, 10.0, since) == expected
+
+
 @pytest.mark.parametrize(
     ("since", "holds", "now", "expected"), [(None, False, 1.0, None), (None, True, 1.0, 1.0), (1.0, True, 3.0, 1.0)]
 )
