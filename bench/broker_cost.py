@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import celery
+import psutil
 import redis
 from compare_celery import stop
 from plain_celery import PlainCelery, answering
@@ -83,6 +84,7 @@ class Drain:
     tasks: int
     cpu_us: float  # main thread CPU, user + sys
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # command -> calls, usec
+    worker_cpu_us: float = 0.0  # the worker's processes (pool children and reaped jobs included), user + sys
 
     @property
     def calls(self) -> float:
@@ -98,7 +100,7 @@ class Drain:
 
     def per_task(self) -> dict[str, float]:
         return {"cpu_us": self.cpu_us / self.tasks, "cmd_us": self.cmd_us, "calls": self.calls,
-                "scripts": self.scripts}  # fmt: skip
+                "scripts": self.scripts, "worker_cpu_us": self.worker_cpu_us / self.tasks}  # fmt: skip
 
 
 def main_thread_cpu_us(client: redis.Redis) -> float:
@@ -118,17 +120,28 @@ def drained(client: redis.Redis, lists: list[str]) -> bool:
     return all(client.object("encoding", key) is None for key in [*lists, "unacked"])
 
 
-def measure(client: redis.Redis, put_all: Callable[[], None], lists: list[str], tasks: int) -> Drain:
+def tree_cpu_us(pid: int) -> float:
+    """CPU of a process and its descendants (live ones, and the children it reaped), user + sys."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total * 1e6
+
+
+def measure(client: redis.Redis, put_all: Callable[[], None], lists: list[str], tasks: int, worker_pid: int) -> Drain:
     """Reset the counters, put the tasks, wait until they are drained (seen twice, so a message between its BRPOP
-    and its unacked record is not missed), settle, read the counters."""
+    and its unacked record is not missed), settle, read the counters (Redis' and the worker's CPU)."""
     client.config_resetstat()
-    cpu = main_thread_cpu_us(client)
+    cpu, worker_cpu = main_thread_cpu_us(client), tree_cpu_us(worker_pid)
     put_all()
     poll(lambda: drained(client, lists), TIMEOUT_S, f"{tasks} tasks drained", interval=0.05)
     time.sleep(0.3)
     poll(lambda: drained(client, lists), TIMEOUT_S, f"{tasks} tasks drained (again)", interval=0.05)
     time.sleep(SETTLE_S)
-    return Drain(tasks, main_thread_cpu_us(client) - cpu, command_stats(client))
+    return Drain(tasks, main_thread_cpu_us(client) - cpu, command_stats(client), tree_cpu_us(worker_pid) - worker_cpu)
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,7 @@ def celery_drain(rig: Rig) -> Drain:
             noop = plain.task("baseline.noop")
             warm(noop.delay, client, priority_lists(CELERY_QUEUE))
             return measure(client, lambda: [noop.delay() for _ in range(rig.tasks)], priority_lists(CELERY_QUEUE),
-                           rig.tasks)  # fmt: skip
+                           rig.tasks, worker.pid)  # fmt: skip
         finally:
             stop([worker])
 
@@ -160,7 +173,7 @@ def warm(put: Callable[[], object], client: redis.Redis, lists: list[str]) -> No
 
 
 @contextlib.contextmanager
-def our_worker(rig: Rig, service: str) -> Iterator[JobClient]:
+def our_worker(rig: Rig, service: str) -> Iterator[tuple[JobClient, int]]:
     config = rig.folder / f"{service}.json"
     config.write_text(json.dumps({"metadata": {"name": service, "type": "ScalableJob", "gpu": 0,
                                                "rpc.worker_threads": 1}}))  # fmt: skip
@@ -176,7 +189,7 @@ def our_worker(rig: Rig, service: str) -> Iterator[JobClient]:
     try:
         poll(lambda: answering(app, [name]), TIMEOUT_S, "the scalablejob worker answering", interval=0.2)
         with JobClient(service, rig.url) as client:
-            yield client
+            yield client, worker.pid
     finally:
         app.close()
         stop([worker])
@@ -187,11 +200,11 @@ def our_drain(rig: Rig, task_type: TaskType) -> Drain:
     body, tags = (b"{}", {"taskType": "query"}) if task_type is TaskType.QUERY else (
         json.dumps(["true"]), {"taskType": "command"})  # fmt: skip
     lists = [key for queue in service_queues(service) for key in priority_lists(queue)]
-    with our_worker(rig, service) as jobs, redis.Redis.from_url(rig.url) as client:
+    with our_worker(rig, service) as (jobs, pid), redis.Redis.from_url(rig.url) as client:
         warm(lambda: jobs.put(body, tags), client, lists)
         ids: list[str] = []
         drain = measure(client, lambda: ids.extend(jobs.put(body, tags)[1] for _ in range(rig.tasks)), lists,
-                        rig.tasks)  # fmt: skip
+                        rig.tasks, pid)  # fmt: skip
         unfinished = [i for i in ids if not ((state := jobs.state(i)) and state.status.finished)]
         if unfinished:
             raise RuntimeError(f"{len(unfinished)} of {rig.tasks} requests did not finish, e.g. {unfinished[0]}")
@@ -279,15 +292,15 @@ def report(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"celery": celery.__version__, "cores": os.cpu_count(), "kinds": {}, "scripts": scripts}
     medians = {kind: {metric: statistics.median(d.per_task()[metric] for d in drains)
-                      for metric in ("cpu_us", "cmd_us", "calls", "scripts")}
+                      for metric in ("cpu_us", "cmd_us", "calls", "scripts", "worker_cpu_us")}
                for kind, drains in figures.items()}  # fmt: skip
     base = medians.get("celery")
     print(f"{'per task':<10} {'Redis CPU us':>12} {'cmdstats us':>12} {'commands':>9} {'scripts':>8}"
-          f" {'CPU ratio':>10} {'cmd ratio':>10} {'calls ratio':>11}")  # fmt: skip
+          f" {'CPU ratio':>10} {'cmd ratio':>10} {'calls ratio':>11} {'worker CPU us':>14}")  # fmt: skip
     for kind, row in medians.items():
         ratios = [row[m] / base[m] if base and base[m] else float("nan") for m in ("cpu_us", "cmd_us", "calls")]
         print(f"{kind:<10} {row['cpu_us']:>12.1f} {row['cmd_us']:>12.1f} {row['calls']:>9.1f} {row['scripts']:>8.2f}"
-              f" {ratios[0]:>10.2f} {ratios[1]:>10.2f} {ratios[2]:>11.2f}")  # fmt: skip
+              f" {ratios[0]:>10.2f} {ratios[1]:>10.2f} {ratios[2]:>11.2f} {row['worker_cpu_us']:>14.1f}")  # fmt: skip
         result["kinds"][kind] = {**row, "ratio_cpu": ratios[0], "ratio_cmd": ratios[1], "ratio_calls": ratios[2],
                                  "runs": [d.per_task() for d in figures[kind]]}  # fmt: skip
     if mem:
