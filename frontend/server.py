@@ -1,6 +1,6 @@
 """Serving the front end with uvicorn: on a socket bound first (so `--port 0` can say which port it got), in the
 foreground for the CLI, or in a thread for programs that embed it (tests, an integrated user front end); always
-through the guarded h11 protocol (upstream.uvicorn_internals), with the service's connection limits."""
+through the guarded httptools protocol (upstream.uvicorn_internals), with the service's connection limits."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from scalablejob.upstream.uvicorn_internals import guarded_protocol
 GRACEFUL_SHUTDOWN_S = 3  # open watchers are closed after this on stop
 START_TIMEOUT_S = 15.0
 WS_MAX_MESSAGE_BYTES = 64 * 1024  # a watcher's client sends nothing we read: a small cap, not uvicorn's 16 MiB
-HEAD_SLACK_BYTES = 4096  # h11's own limit sits above ours, so that ours answers (431) first
 OPEN_FILES_HEADROOM = 64  # files beyond client connections: the listening socket, Redis connections, logs, imports
 
 
@@ -63,9 +62,8 @@ def base_url(sock: socket.socket) -> str:
 def make_server(app: Starlette, *, limits: HttpLimits | None = None, log_level: str = "info") -> uvicorn.Server:
     limits = limits or HttpLimits()
     config = uvicorn.Config(
-        app, http=guarded_protocol(limits), h11_max_incomplete_event_size=limits.max_header_bytes + HEAD_SLACK_BYTES,
-        timeout_keep_alive=limits.keep_alive_s, ws_max_size=WS_MAX_MESSAGE_BYTES, log_level=log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on", access_log=False,
+        app, http=guarded_protocol(limits), timeout_keep_alive=limits.keep_alive_s, ws_max_size=WS_MAX_MESSAGE_BYTES,
+        log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on", access_log=False,
     )  # fmt: skip
     return uvicorn.Server(config)
 

@@ -1,55 +1,57 @@
 """uvicorn's internals the front end relies on: what one connection, and one client, may hold, enforced where uvicorn
-reads the bytes (its h11 protocol, subclassed).
+reads the bytes (its httptools protocol, subclassed).
 
-uvicorn alone leaves these holes: a request head is buffered without a time limit (slowloris: a few bytes now and
-then keep a connection and its buffer forever, and a fresh connection that sends nothing is never closed), and so
-is a body (a byte every few seconds keeps a request, or a connection answered already, open for good); its size
-limit is h11's, answered 400, while httptools has none at all; a websocket upgrade is parsed a second time by the
+uvicorn's httptools protocol parses HTTP in C (llhttp): a put costs the front end about half the CPU it did under
+uvicorn's pure-Python h11 protocol (issue 26). uvicorn alone leaves these holes: a request head is buffered without a
+time limit (slowloris: a few bytes now and then keep a connection forever, and a fresh connection that sends nothing
+is never closed), and so is a body (a byte every few seconds keeps a request, or a connection answered already, open
+for good); httptools has no limit on a head's size at all; a websocket upgrade is parsed a second time by the
 websockets library, whose own limit (8,192 bytes a line) fails the handshake without an answer, so the socket hangs
-open; a client may hold every connection the server takes; and bad bytes after an answer make it answer again,
-which h11 refuses with an exception that the event loop logs with its traceback. Here, on top of uvicorn's h11
-protocol:
+open; a client may hold every connection the server takes; and bad bytes after an answer make it answer again, in
+the middle of the stream. Here, on top of uvicorn's httptools protocol:
 - the head (request line and headers) must arrive within `header_timeout_s` of the request's first byte (of the
   connection's start, for its first request), else 408 and closed;
 - the whole request, body included, within `request_timeout_s` of the same instant, plus a second for every
   `min_request_rate` bytes received (so a large body that keeps that pace is never cut), else 408 (or, when the
   request was answered already, without reading its body, a plain close);
-- a head over `max_header_bytes` is answered 431 and closed, as soon as the buffer passes the limit;
+- a head over `max_header_bytes` is answered 431 and closed: an unfinished one as soon as the bytes received of it
+  pass the limit, a finished one (measured by its parsed parts) before the app sees it;
 - a websocket upgrade whose head the websockets library would refuse (a line too long, too many headers) is
   answered 431 here instead of hanging;
 - a client (a peer address: no byte, let alone a token, has been read yet) holds at most `max_connections_per_client`
   HTTP connections, and all clients together at most `max_connections` (websockets included): a newcomer over a cap
   first reclaims the connection idle longest (of its own client, or of any), and is answered 503 with Retry-After
   and closed only when every connection in its way is serving a request (connection_book.py says why);
-- an invalid request (or invalid body bytes) after an answer was sent closes the connection, without a second
-  answer and without a traceback.
-Idle keep-alive connections are closed by uvicorn after `keep_alive_s`; body size and the wait for each piece of it
-are the app's (frontend/app.py). uvicorn's own `limit_concurrency` answers 503 only once a request head is complete,
-which a client that holds connections never sends, so the caps stay here; its `h11_max_incomplete_event_size` is set
-(frontend/server.py) but answers 400 only after buffering, so the 431 stays too.
+- an invalid request (or invalid body bytes) after an answer was sent, or while an earlier request of the same
+  connection is being answered, closes the connection without a second answer.
+Idle keep-alive connections are closed by uvicorn after `keep_alive_s` (re-armed here when a body comes after its
+answer); body size and the wait for each piece of it are the app's (frontend/app.py). uvicorn's own
+`limit_concurrency` answers 503 only once a request head is complete, which a client that holds connections never
+sends, so the caps stay here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import enum
 from collections.abc import Callable
 from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
 
 from scalablejob.model.config import HttpLimits
 from scalablejob.model.connection_book import ConnectionBook, Reclaim, Refuse, client_of
 from scalablejob.upstream.check import require
 
-require("uvicorn", H11Protocol, ("data_received", "_unset_keepalive_if_required", "handle_events",
-                                 "handle_websocket_upgrade", "connection_made", "connection_lost",
-                                 "on_response_complete", "send_400_response",
-                                 "timeout_keep_alive_handler"))  # fmt: skip
+require("uvicorn", HttpToolsProtocol,
+        ("_unset_keepalive_if_required", "_should_upgrade", "_unsupported_upgrade_warning", "handle_websocket_upgrade",
+         "connection_made", "connection_lost", "on_message_begin", "on_url", "on_header", "on_headers_complete",
+         "on_body", "on_message_complete", "on_response_complete", "send_400_response",
+         "timeout_keep_alive_handler"))  # fmt: skip
 
 
 def _fields_set_by(init: Callable[..., None]) -> SimpleNamespace:
@@ -57,14 +59,24 @@ def _fields_set_by(init: Callable[..., None]) -> SimpleNamespace:
     return SimpleNamespace(**dict.fromkeys(init.__code__.co_names))
 
 
-require("uvicorn", _fields_set_by(H11Protocol.__init__),
-        ("conn", "cycle", "client", "connections", "timeout_keep_alive_task", "timeout_keep_alive"))  # fmt: skip
+require("uvicorn", _fields_set_by(HttpToolsProtocol.__init__),
+        ("parser", "cycle", "pipeline", "client", "connections", "timeout_keep_alive_task", "timeout_keep_alive",
+         "headers", "scope", "logger"))  # fmt: skip
 require("uvicorn", _fields_set_by(RequestResponseCycle.__init__),
         ("disconnected", "message_event", "response_started", "response_complete"))  # fmt: skip
 
 RETRY_AFTER_S = 1  # a refused newcomer may retry soon: connections come and go by the second
-_BLANK_LINE = re.compile(rb"\n\r?\n")  # the end of a head, as h11 finds it
-_RECEIVING = (h11.IDLE, h11.SEND_BODY)  # their states while a request is not all in
+REQUEST_LINE_EXTRA = len("  HTTP/1.1\r\n")  # a request line's bytes besides its method and target
+HEADER_LINE_EXTRA = len(": \r\n")  # a header line's bytes besides its name and value
+
+
+class Phase(enum.Enum):
+    """What of a connection's current request has come in."""
+
+    IDLE = "idle"  # nothing: between requests (the last one all in and answered)
+    HEAD = "head"  # part of a head, or nothing yet on a fresh connection (whose first request starts with it)
+    BODY = "body"  # the head, and maybe part of the body
+    DONE = "done"  # all of it
 
 
 def refusal(status: int, text: str, *, retry_after_s: int | None = None) -> bytes:
@@ -76,15 +88,6 @@ def refusal(status: int, text: str, *, retry_after_s: int | None = None) -> byte
         f"content-length: {len(body)}\r\n{retry}connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
-
-
-def head_size(buffered: bytes, limit: int) -> int:
-    """The size of the request head at the start of `buffered`, counted no further than `limit` + 1 bytes (a head
-    not yet complete counts all that came): more than `limit` means too large."""
-    if len(buffered) <= limit:
-        return len(buffered)
-    end = _BLANK_LINE.search(buffered, 0, limit + 2)
-    return limit + 1 if end is None else end.end()
 
 
 def request_allowance(limits: HttpLimits, received: int) -> float:
@@ -101,12 +104,16 @@ def websocket_head_fits(method: bytes, target: bytes, headers: list[tuple[bytes,
     return all(len(name) + len(value) + 4 <= MAX_LINE_LENGTH for name, value in headers)
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with head and request deadlines, a head size limit answered 431, connection caps per
-    client and for all, and a quiet close for bad bytes after an answer."""
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that was refused (the answer is written already)."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with head and request deadlines, a head size limit answered 431, connection caps
+    per client and for all, and a quiet close for bad bytes after an answer."""
 
     limits: ClassVar[HttpLimits] = HttpLimits()
-    book: ClassVar[ConnectionBook[GuardedH11Protocol]] = ConnectionBook()
+    book: ClassVar[ConnectionBook[GuardedHttpToolsProtocol]] = ConnectionBook()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -115,6 +122,11 @@ class GuardedH11Protocol(H11Protocol):
         self._request_started = 0.0
         self._request_bytes = 0
         self._upgraded = False
+        self._phase = Phase.HEAD
+        self._head_bytes = 0  # bytes received of an unfinished head, at most
+        self._head_size = 0  # the current head's size as its parsed parts tell
+        self._began = False  # a request began in the bytes being parsed
+        self._fed_body = 0  # body bytes in the bytes being parsed
 
     # ---- connections -------------------------------------------------------------------------------------------
 
@@ -147,64 +159,117 @@ class GuardedH11Protocol(H11Protocol):
     # ---- requests ----------------------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        waiting_for_head = self.conn.their_state is h11.IDLE
-        if self._request_timer is None and self.conn.their_state in _RECEIVING:
+        if self._phase is Phase.IDLE:
+            self._phase = Phase.HEAD
             self._start_request()  # the first bytes of a next request on a kept-alive connection
         self._request_bytes += len(data)
+        self._began, self._fed_body = False, 0
         self._unset_keepalive_if_required()
-        self.conn.receive_data(data)
-        limit = self.limits.max_header_bytes
-        if waiting_for_head and head_size(self.conn.trailing_data[0], limit) > limit:
-            self._refuse(431, f"request head over this front end's limit of {limit} bytes "
-                              "(security.http.max_header_bytes)")  # fmt: skip
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
             return
-        self.handle_events()
+        except httptools.HttpParserError:
+            if not self.transport.is_closing():  # else refused from a callback, and answered already
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._phase is Phase.HEAD and not self.transport.is_closing():
+            self._head_bytes = len(data) - self._fed_body if self._began else self._head_bytes + len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse_large_head()
+                return
         self._after_events()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase, self._began = Phase.HEAD, True
+        self._head_bytes, self._head_size = 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + HEADER_LINE_EXTRA
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        size = self._head_size + len(self.parser.get_method()) + REQUEST_LINE_EXTRA + 2
+        if size > self.limits.max_header_bytes:
+            self._refuse_large_head()
+            raise _Refused
+        super().on_headers_complete()
+        self._phase = Phase.BODY
+        self._disarm_head()
+
+    def on_body(self, body: bytes) -> None:
+        self._fed_body += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        answered = self.cycle is not None and self.cycle.response_complete
+        self._phase = Phase.IDLE if answered else Phase.DONE
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # may start a pipelined request
-        if not self.transport.is_closing():
-            self._after_events()
+        if self.transport.is_closing():
+            return
+        if self._phase is Phase.DONE and self.cycle is not None and self.cycle.response_complete:
+            self._phase = Phase.IDLE
+        self._after_events()
 
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        if not websocket_head_fits(event.method, event.target, self.headers):
+    def handle_websocket_upgrade(self) -> None:
+        if not websocket_head_fits(self.scope["method"].encode(), self.url, self.headers):
             self._refuse(431, f"websocket upgrade refused: a header line is over {MAX_LINE_LENGTH} bytes, or there "
                               f"are more than {MAX_NUM_HEADERS} headers")  # fmt: skip
             return
         self._upgraded = True  # the websocket protocol owns the connection now; the watcher cap governs it
         self._disarm_timers()
         self.book.close(self)
-        super().handle_websocket_upgrade(event)
+        super().handle_websocket_upgrade()
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes h11 cannot parse (it logged them in one line), unless an answer to this request
-        went out already: then only a close, where uvicorn's second answer would raise in h11."""
+        """uvicorn's answer to bytes httptools cannot parse (logged in one line), unless an answer to this request
+        went out already, or an earlier request of the connection is being answered: then only a close, where a
+        second answer would be read as part of the first."""
+        answering = self.cycle is not None and (
+            self.cycle.response_started if self._phase is Phase.BODY else not self.cycle.response_complete
+        )
         self._disarm_timers()
         self._end_cycle()
         self.book.close(self)
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            super().send_400_response(msg)
-        else:
+        if answering:
             self.transport.close()
+        else:
+            super().send_400_response(msg)
 
     def _after_events(self) -> None:
-        """Timers and the book, once h11 has read what came: a complete head stops the head timer, a complete
-        request the request timer, and a connection with no request under way waits under uvicorn's keep-alive
-        timer (which a body read after its answer cancelled); a request being served is busy, all else idle."""
+        """Timers and the book, once httptools has read what came: a complete head stops the head timer, a complete
+        request the request timer; a request parsed while an earlier one is answered waits untimed (uvicorn reads
+        no more of it meanwhile); a connection between requests waits under uvicorn's keep-alive timer (which a
+        body read after its answer cancelled); a request being served is busy, all else idle."""
         if self._upgraded or self.transport.is_closing():
             return
-        state = self.conn.their_state
-        if state is not h11.IDLE:
+        phase = self._phase
+        if phase is not Phase.HEAD:
             self._disarm_head()
-        if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
+        serving = self.cycle is not None and not self.cycle.response_complete
+        waiting = bool(self.pipeline) or (phase is Phase.HEAD and serving)  # behind a request being answered
+        if phase in (Phase.HEAD, Phase.BODY) and not waiting:
             if self._request_timer is None:
                 self._start_request()  # a pipelined request, from bytes that came with the one before
         else:
             self._disarm_timers()
-            if state is h11.IDLE and self.timeout_keep_alive_task is None:  # between requests
+            if phase is Phase.IDLE and self.timeout_keep_alive_task is None:
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
                                                                     self.timeout_keep_alive_handler)  # fmt: skip
-        if self.cycle is not None and not self.cycle.response_complete:
+        if serving:
             self.book.busy(self)
         else:
             self.book.idle(self)
@@ -214,26 +279,26 @@ class GuardedH11Protocol(H11Protocol):
     def _start_request(self) -> None:
         self._disarm_timers()
         self._request_started, self._request_bytes = self.loop.time(), 0
-        if self.conn.their_state is h11.IDLE:
+        if self._phase is Phase.HEAD:
             self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
         self._request_timer = self.loop.call_later(self.limits.request_timeout_s, self._request_timed_out)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._phase is Phase.HEAD and not self._upgraded and not self.transport.is_closing():
             self._refuse(408, f"request head not received within {self.limits.header_timeout_s:g} s "
                               "(security.http.header_timeout_seconds)")  # fmt: skip
 
     def _request_timed_out(self) -> None:
         self._request_timer = None
-        if self._upgraded or self.transport.is_closing() or self.conn.their_state not in _RECEIVING:
+        if self._upgraded or self.transport.is_closing() or self._phase not in (Phase.HEAD, Phase.BODY):
             return
         allowed = request_allowance(self.limits, self._request_bytes)
         left = self._request_started + allowed - self.loop.time()
         if left > 0:  # bytes came meanwhile, and bought the request more time
             self._request_timer = self.loop.call_later(left, self._request_timed_out)
             return
-        if self.conn.their_state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_started:
+        if self._phase is Phase.BODY and self.cycle is not None and self.cycle.response_started:
             self._close(f"closed {self._peer()}: its request was answered, but its body not received within "
                         f"{allowed:g} s (security.http.request_timeout_seconds)")  # fmt: skip
             return
@@ -251,6 +316,10 @@ class GuardedH11Protocol(H11Protocol):
             self._request_timer = None
 
     # ---- ending ------------------------------------------------------------------------------------------------
+
+    def _refuse_large_head(self) -> None:
+        limit = self.limits.max_header_bytes
+        self._refuse(431, f"request head over this front end's limit of {limit} bytes (security.http.max_header_bytes)")
 
     def _refuse(self, status: int, text: str, *, retry_after_s: int | None = None) -> None:
         self.transport.write(refusal(status, text, retry_after_s=retry_after_s))
@@ -291,8 +360,8 @@ def _cap_text(client: str, limits: HttpLimits, *, per_client: bool) -> str:
             "clients (security.http.max_connections), all busy; retry later")  # fmt: skip
 
 
-def guarded_protocol(limits: HttpLimits) -> type[GuardedH11Protocol]:
+def guarded_protocol(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, bound to `limits` and to a connection book of its
     own (one per server)."""
-    book: ConnectionBook[GuardedH11Protocol] = ConnectionBook()
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits, "book": book})
+    book: ConnectionBook[GuardedHttpToolsProtocol] = ConnectionBook()
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits, "book": book})
