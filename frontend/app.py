@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 from redis import asyncio as aioredis
@@ -25,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from scalablejob.api.client import JobClient
@@ -68,6 +70,7 @@ from scalablejob.store.history import HistoryReader
 from scalablejob.store.redis_url import connect_async
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUEST_ID_HEADER = "X-Eas-Queueservice-Request-Id"
 INDEX_HEADER = "X-Eas-Queueservice-Index"
@@ -75,6 +78,7 @@ UID_HEADER = "X-EAS-QueueService-Redis-Uid"
 GID_HEADER = "X-EAS-QueueService-Redis-Gid"
 DEFAULT_GROUP = "eas"  # the SDK's default gid
 MAX_IDENTITY_CHARS = 256
+QUEUE_ROOT = "/api/predict/"
 SESSION_STOP_TIMEOUT_S = 2 * READ_BLOCK_MS / 1000  # a session notices its stop flag within one blocking read
 
 
@@ -161,23 +165,38 @@ def queue_path(path_params: Mapping[str, Any]) -> str:
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The request body, refused with 413 as soon as it is known to be over `limit` bytes (declared, or counted as
     it comes, chunked or not: no more than `limit` bytes and one piece are ever held), and with 408 when no piece
-    comes within `timeout_s`."""
+    comes within `timeout_s`. Read from the ASGI messages themselves: a put's body is mostly one piece, in already."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes is over this front end's limit of {limit} bytes")
     chunks: list[bytes] = []
-    size, pieces = 0, request.stream()
+    size = 0
     while True:
         try:
-            chunk = await asyncio.wait_for(anext(pieces), timeout_s)
-        except StopAsyncIteration:
-            return b"".join(chunks)
+            message = await within(request.receive(), timeout_s)
         except TimeoutError:
             raise BodyTimeout(f"the request body stalled: nothing came for {timeout_s:g} s") from None
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body is over this front end's limit of {limit} bytes")
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float) -> T:
+    """`await awaitable`, TimeoutError after `timeout_s`: a timer on the task itself where Python has one
+    (asyncio.timeout, 3.11), which saves the task that wait_for makes per call."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    try:  # pragma: no cover - Python 3.10
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.TimeoutError as exc:  # not the built-in TimeoutError before 3.11
+        raise TimeoutError from exc
 
 
 async def put(service: FrontEndService, queue: Queue, query: dict[str, str], request: Request) -> Response:
@@ -224,19 +243,33 @@ async def delete(service: FrontEndService, queue: Queue, query: dict[str, str], 
 
 Handler = Callable[[FrontEndService, Queue, dict[str, str], Request], Awaitable[Response]]
 _HANDLERS: dict[str, Handler] = {"POST": put, "GET": get, "PUT": commit, "DELETE": delete}
+_QUEUE_METHODS = frozenset({*_HANDLERS, "HEAD"})  # HEAD reads as GET
 
 
-async def http_endpoint(request: Request) -> Response:
-    service: FrontEndService = request.app.state.service
+async def queue_endpoint(service: FrontEndService, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain HTTP request to queue `path`, answered by its method's handler."""
+    request = Request(scope, receive)
+    method = request.method
     try:
-        queue = service.authorized(queue_path(request.path_params), request.headers)
+        queue = service.authorized(path, request.headers)
         query = single_values(request.query_params.multi_items())
-        return await _HANDLERS["GET" if request.method == "HEAD" else request.method](service, queue, query, request)
+        response = await _HANDLERS["GET" if method == "HEAD" else method](service, queue, query, request)
     except ClientDisconnect:  # hung up, or closed by the protocol (a deadline, bad body bytes), which said why
-        logger.debug("%s %s: the client went away before its body was in", request.method, request.url.path)
-        return Response(status_code=400)  # never sent: the connection is gone
+        logger.debug("%s %s: the client went away before its body was in", method, request.url.path)
+        response = Response(status_code=400)  # never sent: the connection is gone
     except Exception as exc:
-        return error_response(exc, f"{request.method} {request.url.path}")
+        response = error_response(exc, f"{method} {request.url.path}")
+    await response(scope, receive, send)
+
+
+def queue_path_of(path: str) -> str | None:
+    """The queue a path names, `<name>` or `<name>/<suffix>` after /api/predict/ (what Starlette's routes
+    /api/predict/{name} and /api/predict/{name}/{suffix} would match), else None."""
+    if not path.startswith(QUEUE_ROOT):
+        return None
+    rest = path[len(QUEUE_ROOT) :]
+    parts = rest.split("/")
+    return rest if len(parts) <= 2 and all(parts) else None
 
 
 def error_response(exc: Exception, what: str) -> Response:
@@ -364,7 +397,25 @@ async def _drain(websocket: WebSocket) -> None:
 # ---- The app -------------------------------------------------------------------------------------------------
 
 
-def create_app(service: FrontEndService) -> Starlette:
+class FrontEndApp:
+    """The ASGI app. A plain HTTP request to a queue goes straight to its handler: a put is the front end's hot
+    path, and Starlette's middleware and router took about as much CPU as the put's own work (issue 26); websockets,
+    the dashboard, unknown paths, other methods (405) and the lifespan go through Starlette."""
+
+    def __init__(self, service: FrontEndService, router: Starlette) -> None:
+        self.service = service
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _QUEUE_METHODS:
+            path = queue_path_of(scope["path"])
+            if path is not None:
+                await queue_endpoint(self.service, path, scope, receive, send)
+                return
+        await self.router(scope, receive, send)
+
+
+def create_app(service: FrontEndService) -> FrontEndApp:
     """The ASGI app serving `service`'s queues; Redis connections open at startup and close at shutdown."""
 
     @contextlib.asynccontextmanager
@@ -375,17 +426,14 @@ def create_app(service: FrontEndService) -> Starlette:
         finally:
             await service.stop()
 
-    methods = list(_HANDLERS)
     routes = [
         *dashboard_routes(),
-        Route("/api/predict/{name}", http_endpoint, methods=methods),
-        Route("/api/predict/{name}/{suffix}", http_endpoint, methods=methods),
         WebSocketRoute("/api/predict/{name}", watch_endpoint),
         WebSocketRoute("/api/predict/{name}/{suffix}", watch_endpoint),
-        Route("/{path:path}", unknown_path, methods=methods),
+        Route("/{path:path}", unknown_path, methods=list(_HANDLERS)),
         WebSocketRoute("/{path:path}", unknown_websocket_path),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.service = service
-    app.state.dashboard = service.dashboard
-    return app
+    router = Starlette(routes=routes, lifespan=lifespan)
+    router.state.service = service
+    router.state.dashboard = service.dashboard
+    return FrontEndApp(service, router)

@@ -10,7 +10,7 @@ import threading
 import time
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from scalablejob.model.config import HttpLimits
 from scalablejob.model.errors import BindingError
@@ -59,7 +59,7 @@ def base_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def make_server(app: Starlette, *, limits: HttpLimits | None = None, log_level: str = "info") -> uvicorn.Server:
+def make_server(app: ASGIApp, *, limits: HttpLimits | None = None, log_level: str = "info") -> uvicorn.Server:
     limits = limits or HttpLimits()
     config = uvicorn.Config(
         app, http=guarded_protocol(limits), timeout_keep_alive=limits.keep_alive_s, ws_max_size=WS_MAX_MESSAGE_BYTES,
@@ -72,7 +72,7 @@ class ServerThread:
     """The front end served from a thread of this process, on a socket of its own; `stop` ends it."""
 
     def __init__(
-        self, app: Starlette, host: str = "127.0.0.1", port: int = 0, *, limits: HttpLimits | None = None,
+        self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, limits: HttpLimits | None = None,
         log_level: str = "warning",
     ) -> None:  # fmt: skip
         self.socket = bind_socket(host, port)
