@@ -64,6 +64,7 @@ def make_server(app: ASGIApp, *, limits: HttpLimits | None = None, log_level: st
     config = uvicorn.Config(
         app, http=guarded_protocol(limits), timeout_keep_alive=limits.keep_alive_s, ws_max_size=WS_MAX_MESSAGE_BYTES,
         log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on", access_log=False,
+        proxy_headers=False,  # nothing reads the client address it would rewrite; the dashboard reads the header
     )  # fmt: skip
     return uvicorn.Server(config)
 
