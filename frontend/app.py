@@ -68,6 +68,7 @@ from scalablejob.model.errors import (
 )
 from scalablejob.store.history import HistoryReader
 from scalablejob.store.redis_url import connect_async
+from scalablejob.upstream.redis_internals import without_maintenance_notifications
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,7 +125,7 @@ class FrontEndService:
         self.dashboard = Dashboard(dashboard_login(self.front_ends))
 
     async def start(self) -> None:
-        self._redis = connect_async(self.broker)
+        self._redis = connect_async(self.broker, **without_maintenance_notifications())
         service = self.front_ends[0].service
         self.watchers = WatcherRegistry(self._redis, service)
         await self.watchers.start()

@@ -29,7 +29,7 @@ from scalablejob.frontend.tag_scan import TagScan, matches
 from scalablejob.model import keys
 from scalablejob.model.errors import BrokerError, RequestError
 from scalablejob.model.routing import resolve_task
-from scalablejob.store.redis_url import wait_for_replicas_async
+from scalablejob.store.redis_url import parse_broker_url, wait_for_replicas_async
 from scalablejob.store.sink import SinkEntry, append_script, as_text, decode_entry, index_of, stream_id
 from scalablejob.store.state import FrontEndRequests, RequestState
 from scalablejob.store.task_registry import AsyncRegistryCache
@@ -218,6 +218,7 @@ class InputQueue(Queue):
         super().__init__(redis, front_end, front_end.name, stream, on_removed)
         self._client = client
         self._tasks = AsyncRegistryCache(redis, front_end.service)
+        self._replicated = parse_broker_url(client.broker).replicas > 0  # read once, not per put
 
     def _firstindex_of(self, state: RequestState) -> int:
         """A request's input item has the request's index."""
@@ -231,6 +232,8 @@ class InputQueue(Queue):
         check_scope(route[0].value, self.front_end.task_types, self.front_end.name)
         request = new_request(self._client.app, self.front_end.service, self.front_end.name, data, clean, route)
         index = await self.requests.create(request)
+        if not self._replicated:
+            return index, request.request_id
         try:
             await wait_for_replicas_async(self.redis, self._client.broker)  # with ?replicas=N: only once replicated
         except Exception as exc:

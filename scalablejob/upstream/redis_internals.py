@@ -1,10 +1,16 @@
-"""redis-py internals: which socket a connection has now. Only the transport's wake-up uses it."""
+"""redis-py internals: which socket a connection has now (the transport's wake-up), and the options that keep the
+front end's redis.asyncio client off redis-py's maintenance notifications."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from redis.connection import AbstractConnection
+
+try:
+    from redis import maint_notifications
+except ImportError:  # pragma: no cover - redis-py before 7 has none
+    maint_notifications = None  # type: ignore[assignment]
 
 from scalablejob.upstream.check import require
 
@@ -22,3 +28,12 @@ def connection_client_id(connection: Any) -> int:
     client_id = int(connection.read_response())
     setattr(connection, _CLIENT_ID, (connection._sock, client_id))
     return client_id
+
+
+def without_maintenance_notifications() -> dict[str, Any]:
+    """Client options that turn redis-py's maintenance notifications off (redis-py 7 and later; none before): they
+    follow a managed cluster's planned failovers, which a self-run Redis never announces, and cost the front end
+    about 10-20 us of CPU per command (issue 26). A failover is still followed (redis_url.py: Sentinel)."""
+    if maint_notifications is None:  # pragma: no cover
+        return {}
+    return {"maint_notifications_config": maint_notifications.MaintNotificationsConfig(enabled=False)}
