@@ -14,7 +14,10 @@ figure the median of `--runs` runs, puts of a 2-byte query into a service with n
 - CPU per put: the user + system CPU time of every front-end process (psutil, the supervisor and its children)
   around SCALE_PUTS puts sent by one client process over one keep-alive connection, against the CPU time that
   `JobClient.put` takes in its caller for as many puts (time.process_time, every thread of the caller): the ratio
-  is the front end's cost per put over the Python client's;
+  is the front end's cost per put over the Python client's. The caller puts back to back, its code hot in the CPU's
+  caches, while a server sleeps between requests and each one starts cold: so the same caller is also timed with
+  PAUSE_S of sleep between puts (not counted, as a server's wait for the next request is not), a second ratio; and
+  the front end's CPU per put is also taken with --clients client processes at once (its loop seldom sleeps);
 - puts per second of `scalablejob frontend --workers N` for N in --widths, with --clients client processes
   (one keep-alive connection each) sharing SCALE_PUTS * clients puts, timed from their common start to the last
   one's end.
@@ -168,17 +171,24 @@ for _ in range(puts):
     put()
 print(started, time.time(), flush=True)
 """
-# JobClient.put's CPU in its caller, per put, after a warm-up.
+PAUSE_S = 0.0003  # about what a front end waits between one client's requests here
+# JobClient.put's CPU in its caller, per put, after a warm-up: back to back, then with PAUSE_S between puts.
 DIRECT_CPU = """
 import sys, time
 from scalablejob import JobClient
+puts, pause = int(sys.argv[3]), float(sys.argv[4])
 with JobClient(sys.argv[1], sys.argv[2]) as client:
     for _ in range(50):
         client.put(b"{}", {"taskType": "query"})
     cpu = time.process_time()
-    for _ in range(int(sys.argv[3])):
+    for _ in range(puts):
         client.put(b"{}", {"taskType": "query"})
-    print((time.process_time() - cpu) / int(sys.argv[3]))
+    hot = (time.process_time() - cpu) / puts
+    cpu = time.process_time()
+    for _ in range(puts):
+        client.put(b"{}", {"taskType": "query"})
+        time.sleep(pause)
+    print(hot, (time.process_time() - cpu) / puts)
 """
 
 
@@ -207,7 +217,7 @@ def clients(url: str, count: int, puts: int) -> tuple[float, float]:
 
 def scale(broker: str, config: Path, folder: Path, raw: redis.Redis, runs: int, widths: list[int], count: int) -> None:
     """CPU per put (front end against JobClient.put) and puts per second with 1.. processes."""
-    cpu_rows, direct_rows = [], []
+    cpu_rows, direct_rows, paused_rows, loaded_rows = [], [], [], []
     frontend, url = start_frontend(config, broker, folder / "frontend-1.log")
     try:
         process = psutil.Process(frontend.pid)
@@ -216,9 +226,11 @@ def scale(broker: str, config: Path, folder: Path, raw: redis.Redis, runs: int, 
             clients(url, 1, SCALE_PUTS)
             cpu_rows.append((tree_cpu(process) - before) / SCALE_PUTS)
             drain(raw)
-            direct = subprocess.run([sys.executable, "-c", DIRECT_CPU, SERVICE, broker, str(SCALE_PUTS)],
+            direct = subprocess.run([sys.executable, "-c", DIRECT_CPU, SERVICE, broker, str(SCALE_PUTS), str(PAUSE_S)],
                                     capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
-            direct_rows.append(float(direct.stdout))
+            hot, paused = map(float, direct.stdout.split())
+            direct_rows.append(hot)
+            paused_rows.append(paused)
             drain(raw)
     finally:
         stop(frontend)
@@ -226,21 +238,32 @@ def scale(broker: str, config: Path, folder: Path, raw: redis.Redis, runs: int, 
     for width in widths:
         frontend, url = start_frontend(config, broker, folder / f"frontend-{width}.log", workers=width)
         try:
-            rows = []
+            rows, each = [], SCALE_PUTS // count * 2
             for _ in range(runs):
-                rows.append(clients(url, count, SCALE_PUTS // count * 2)[0])
+                before = tree_cpu(psutil.Process(frontend.pid))
+                rows.append(clients(url, count, each)[0])
+                if width == widths[0]:
+                    loaded_rows.append((tree_cpu(psutil.Process(frontend.pid)) - before) / (each * count))
                 drain(raw)
             rates[width] = statistics.median(rows)
         finally:
             stop(frontend)
     fe_cpu, direct_cpu = statistics.median(cpu_rows), statistics.median(direct_rows)
+    paused_cpu, loaded_cpu = statistics.median(paused_rows), statistics.median(loaded_rows)
     print(f"front end CPU per put vs JobClient.put, medians of {runs} runs ({SCALE_PUTS} puts, one client)")
-    runs_text = f"{' '.join(f'{c * 1e6:.0f}' for c in cpu_rows)} / {' '.join(f'{c * 1e6:.0f}' for c in direct_rows)}"
     print(f"  front end {fe_cpu * 1e6:6.0f} us   JobClient.put {direct_cpu * 1e6:6.0f} us   "
-          f"ratio {fe_cpu / direct_cpu:.2f}   (runs, us: {runs_text})")  # fmt: skip
+          f"ratio {fe_cpu / direct_cpu:.2f}   (runs, us: {_us(cpu_rows)} / {_us(direct_rows)})")  # fmt: skip
+    print(f"  JobClient.put with {PAUSE_S * 1e3:g} ms between puts {paused_cpu * 1e6:6.0f} us   "
+          f"ratio {fe_cpu / paused_cpu:.2f}   (runs, us: {_us(paused_rows)})")  # fmt: skip
+    print(f"  front end (--workers {widths[0]}) with {count} clients at once {loaded_cpu * 1e6:6.0f} us per put   "
+          f"ratio {loaded_cpu / direct_cpu:.2f}   (runs, us: {_us(loaded_rows)})")  # fmt: skip
     print(f"puts per second with {count} client processes, medians of {runs} runs ({os.cpu_count()} cores)")
     for width, rate in rates.items():
         print(f"  --workers {width}   {rate:7.0f}/s   x{rate / rates[widths[0]]:.2f}")
+
+
+def _us(rows: list[float]) -> str:
+    return " ".join(f"{row * 1e6:.0f}" for row in rows)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
