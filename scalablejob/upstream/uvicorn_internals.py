@@ -49,7 +49,7 @@ from scalablejob.upstream.check import require
 
 require("uvicorn", HttpToolsProtocol,
         ("_unset_keepalive_if_required", "_should_upgrade", "_unsupported_upgrade_warning", "handle_websocket_upgrade",
-         "connection_made", "connection_lost", "on_message_begin", "on_url", "on_header", "on_headers_complete",
+         "connection_made", "connection_lost", "on_message_begin", "on_headers_complete",
          "on_body", "on_message_complete", "on_response_complete", "send_400_response",
          "timeout_keep_alive_handler"))  # fmt: skip
 
@@ -166,8 +166,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._upgraded = False
         self._phase = Phase.HEAD
         self._head_bytes = 0  # bytes received of an unfinished head, at most
-        self._head_size = 0  # the current head's size as its parsed parts tell
         self._began = False  # a request began in the bytes being parsed
+        self._feeding = 0  # the size of the bytes being parsed
         self._fed_body = 0  # body bytes in the bytes being parsed
 
     # ---- connections -------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._phase = Phase.HEAD  # starts now, its timers once it is known not to have come whole at once
             self._request_started, self._request_bytes = self.loop.time(), 0
         self._request_bytes += len(data)
-        self._began, self._fed_body = False, 0
+        self._began, self._fed_body, self._feeding = False, 0, len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -230,20 +230,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._phase, self._began = Phase.HEAD, True
-        self._head_bytes, self._head_size = 0, 0
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self._head_size += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + HEADER_LINE_EXTRA
-        super().on_header(name, value)
+        self._phase, self._began, self._head_bytes = Phase.HEAD, True, 0
 
     def on_headers_complete(self) -> None:
-        size = self._head_size + len(self.parser.get_method()) + REQUEST_LINE_EXTRA + 2
-        if size > self.limits.max_header_bytes:
+        limit = self.limits.max_header_bytes
+        at_most = self._feeding if self._began else self._head_bytes + self._feeding  # bytes it can have
+        if at_most > limit and self._head_size() > limit:
             self._refuse_large_head()
             raise _Refused
         super().on_headers_complete()
@@ -251,6 +243,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_head()
         if self.cycle is not None and self.cycle.transport is self.transport:  # not an upgrade: a new cycle
             self.cycle.transport = OneWrite(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
+
+    def _head_size(self) -> int:
+        """The size of the head just parsed, as its parts tell (but the spaces around header values)."""
+        lines = sum(len(name) + len(value) + HEADER_LINE_EXTRA for name, value in self.headers)
+        return len(self.parser.get_method()) + len(self.url) + REQUEST_LINE_EXTRA + lines + 2
 
     def on_body(self, body: bytes) -> None:
         self._fed_body += len(body)
