@@ -17,9 +17,9 @@ import dataclasses
 import logging
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import redis.exceptions
 from redis import asyncio as aioredis
@@ -70,6 +70,7 @@ from scalablejob.model.errors import (
 from scalablejob.store.history import HistoryReader
 from scalablejob.store.redis_url import connect_async
 from scalablejob.upstream.redis_internals import without_maintenance_notifications
+from scalablejob.upstream.whole_request import Answer, stalled_body_text
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +82,9 @@ GID_HEADER = "X-EAS-QueueService-Redis-Gid"
 DEFAULT_GROUP = "eas"  # the SDK's default gid
 MAX_IDENTITY_CHARS = 256
 QUEUE_ROOT = "/api/predict/"
+QUEUE_ROOT_BYTES = QUEUE_ROOT.encode("ascii")
+REQUEST_ID_RAW = REQUEST_ID_HEADER.lower().encode("latin-1")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
 SESSION_STOP_TIMEOUT_S = 2 * READ_BLOCK_MS / 1000  # a session notices its stop flag within one blocking read
 
 
@@ -168,15 +172,15 @@ async def read_body(receive: Receive, declared: str | None, limit: int, timeout_
     """The request body, refused with 413 as soon as it is known to be over `limit` bytes (`declared` in its
     Content-Length, or counted as it comes, chunked or not: no more than `limit` bytes and one piece are ever held),
     and with 408 when no piece comes within `timeout_s`."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over this front end's limit of {limit} bytes")
+    if declared is not None and declared.isdigit():
+        check_size(int(declared), limit)
     chunks: list[bytes] = []
     size = 0
     while True:
         try:
             message = await within(receive(), timeout_s)
         except TimeoutError:
-            raise BodyTimeout(f"the request body stalled: nothing came for {timeout_s:g} s") from None
+            raise BodyTimeout(stalled_body_text(timeout_s)) from None
         if message["type"] == "http.disconnect":
             raise ClientDisconnect
         chunk = message.get("body", b"")
@@ -186,6 +190,11 @@ async def read_body(receive: Receive, declared: str | None, limit: int, timeout_
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise PayloadTooLarge(f"body of {size} bytes is over this front end's limit of {limit} bytes")
 
 
 async def within(awaitable: Awaitable[T], timeout_s: float) -> T:
@@ -201,23 +210,55 @@ async def within(awaitable: Awaitable[T], timeout_s: float) -> T:
 
 
 async def put(service: FrontEndService, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-    """A put, on the ASGI scope and messages alone: the front end's hot path, where Starlette's request and
-    response objects cost (cold, between requests) about a sixth of the whole (issue 26)."""
+    """A put, on the ASGI scope and messages alone (a put whose body came with its head is answered whole, without
+    ASGI: FrontEndApp.answer_whole_request)."""
+    token, declared = head_fields(scope["headers"])
+    queue = service.authorized(path, token)
+    tags = put_tags(scope["query_string"])
+    body = await read_body(receive, declared, service.max_body_bytes, service.limits.body_timeout_s)
+    status, headers, text = await enqueued(queue, tags, body)
+    headers = [*headers, (b"content-length", b"%d" % len(text))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": text})
+
+
+def head_fields(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """A put's Authorization and Content-Length headers, from the raw head: Starlette's request objects cost (cold,
+    between requests) about a sixth of the put (issue 26). The first of each, as Starlette's Headers.get finds it."""
     token = declared = None
-    for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get finds it
+    for name, value in headers:
         if name == b"authorization" and token is None:
             token = value.decode("latin-1")
         elif name == b"content-length" and declared is None:
             declared = value.decode("latin-1")
-    queue = service.authorized(path, token)
-    query = single_values(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-    body = await read_body(receive, declared, service.max_body_bytes, service.limits.body_timeout_s)
-    index, request_id = await queue.put(body, tags_of(query))
-    text = str(index).encode("ascii")
-    headers = [(b"content-length", b"%d" % len(text)), (b"content-type", b"text/plain; charset=utf-8"),
-               (REQUEST_ID_HEADER.lower().encode("latin-1"), request_id.encode("latin-1"))]  # fmt: skip
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": text})
+    return token, declared
+
+
+def put_tags(query_string: bytes) -> dict[str, str]:
+    """A put's tags, from its query string as Starlette parses it."""
+    return tags_of(single_values(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)))
+
+
+async def enqueued(queue: Queue, tags: dict[str, str], body: bytes) -> Answer:
+    """Put the body on the queue; the answer: its index, and its request id in a header."""
+    index, request_id = await queue.put(body, tags)
+    return 200, [_TEXT, (REQUEST_ID_RAW, request_id.encode("latin-1"))], str(index).encode("ascii")
+
+
+def answer_of(response: Response) -> Answer:
+    """A Starlette response as an answer to a whole request."""
+    headers = [(name, value) for name, value in response.raw_headers if name != b"content-length"]
+    return response.status_code, headers, bytes(response.body)
+
+
+def split_target(target: bytes) -> tuple[str | None, bytes]:
+    """A request target's path, decoded as uvicorn decodes it (None if it is not ASCII), and its query."""
+    path, _, rest = target.partition(b"#")[0].partition(b"?")
+    try:
+        text = path.decode("ascii")
+    except UnicodeDecodeError:
+        return None, rest
+    return (unquote(text) if "%" in text else text), rest
 
 
 async def get(service: FrontEndService, queue: Queue, query: dict[str, str], request: Request) -> Response:
@@ -418,11 +459,40 @@ async def _drain(websocket: WebSocket) -> None:
 class FrontEndApp:
     """The ASGI app. A plain HTTP request to a queue goes straight to its handler: a put is the front end's hot
     path, and Starlette's middleware and router took about as much CPU as the put's own work (issue 26); websockets,
-    the dashboard, unknown paths, other methods (405) and the lifespan go through Starlette."""
+    the dashboard, unknown paths, other methods (405) and the lifespan go through Starlette. A put that comes whole
+    in one read is answered without ASGI at all, when the guarded protocol asks (upstream/whole_request.py)."""
 
     def __init__(self, service: FrontEndService, router: Starlette) -> None:
         self.service = service
         self.router = router
+
+    def whole_request_route(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The queue of a put (its path after /api/predict/), to answer it from its whole bytes: one with its
+        queue's token and a body of a declared size within the limit. Any other is answered through ASGI, 401 or 413
+        before its body is read, as a client that sent no token need not send its body."""
+        if method != b"POST" or not target.startswith(QUEUE_ROOT_BYTES):
+            return None
+        path = split_target(target)[0]
+        route = None if path is None else queue_path_of(path)
+        token, declared = head_fields(headers)
+        if route is None or declared is None or not declared.isdigit() or int(declared) > self.service.max_body_bytes:
+            return None
+        try:
+            self.service.authorized(route, token)
+        except AuthError:
+            return None
+        return route
+
+    async def answer_whole_request(
+        self, route: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Answer:
+        """A put that came whole (its token checked already), answered as `put` answers it through ASGI."""
+        service = self.service
+        try:
+            check_size(len(body), service.max_body_bytes)
+            return await enqueued(service.queues[route], put_tags(split_target(target)[1]), body)
+        except Exception as exc:
+            return answer_of(error_response(exc, f"POST {QUEUE_ROOT}{route}"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in _QUEUE_METHODS:

@@ -46,6 +46,13 @@ from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
 from scalablejob.model.config import HttpLimits
 from scalablejob.model.connection_book import ConnectionBook, Reclaim, Refuse, client_of
 from scalablejob.upstream.check import require
+from scalablejob.upstream.whole_request import (
+    WholeRequest,
+    WholeRequestApp,
+    answer_bytes,
+    closes,
+    stalled_body_text,
+)
 
 require("uvicorn", HttpToolsProtocol,
         ("_unset_keepalive_if_required", "_should_upgrade", "_unsupported_upgrade_warning", "handle_websocket_upgrade",
@@ -169,6 +176,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._began = False  # a request began in the bytes being parsed
         self._feeding = 0  # the size of the bytes being parsed
         self._fed_body = 0  # body bytes in the bytes being parsed
+        self._whole_app: WholeRequestApp | None = self.app if hasattr(self.app, "whole_request_route") else None
+        self._whole: list[bytes] | None = None  # the body so far of a request to answer whole
+        self._whole_route = ""
+        self._stall_timer: asyncio.TimerHandle | None = None  # a whole request's body must keep coming
+        self._own_cycle = False  # the request being read has its cycle (or whole request) already
 
     # ---- connections -------------------------------------------------------------------------------------------
 
@@ -189,6 +201,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_timers()
+        self._disarm_stall()
         self.book.close(self)
         super().connection_lost(exc)
 
@@ -226,11 +239,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse_large_head()
                 return
+        if self._whole is not None and not self.transport.is_closing():  # its body goes on in a next read
+            self._disarm_stall()
+            self._stall_timer = self.loop.call_later(self.limits.body_timeout_s, self._whole_stalled)
         self._after_events()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase, self._began, self._head_bytes = Phase.HEAD, True, 0
+        self._whole, self._own_cycle = None, False
 
     def on_headers_complete(self) -> None:
         limit = self.limits.max_header_bytes
@@ -238,11 +255,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if at_most > limit and self._head_size() > limit:
             self._refuse_large_head()
             raise _Refused
-        super().on_headers_complete()
         self._phase = Phase.BODY
         self._disarm_head()
+        route = self._whole_route_of()
+        if route is None:
+            self._start_cycle()
+        else:  # its answer waits for its body, which may all be in this read
+            self._whole, self._whole_route = [], route
+
+    def _start_cycle(self) -> None:
+        """uvicorn's ASGI cycle for the request read."""
+        super().on_headers_complete()
+        self._own_cycle = True
         if self.cycle is not None and self.cycle.transport is self.transport:  # not an upgrade: a new cycle
             self.cycle.transport = OneWrite(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
+
+    def _whole_route_of(self) -> str | None:
+        """The app's route for the request read, if it is to be answered whole: the app takes it, and it is a plain
+        HTTP/1.1 keep-alive request (no upgrade, no 100-continue) with no other answer under way."""
+        app, parser = self._whole_app, self.parser
+        if app is None or (self.cycle is not None and not self.cycle.response_complete) or self.pipeline:
+            return None
+        if self.expect_100_continue or parser.should_upgrade() or not parser.should_keep_alive():
+            return None
+        if parser.get_http_version() != "1.1":
+            return None
+        return app.whole_request_route(parser.get_method(), self.url, self.headers)
 
     def _head_size(self) -> int:
         """The size of the head just parsed, as its parts tell (but the spaces around header values)."""
@@ -251,12 +289,60 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._fed_body += len(body)
+        if self._whole is not None:
+            self._whole.append(body)
+            return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._whole is not None:
+            self._phase = Phase.DONE
+            self._disarm_stall()
+            self._answer_whole(b"".join(self._whole))
+            return
         super().on_message_complete()
         answered = self.cycle is not None and self.cycle.response_complete
         self._phase = Phase.IDLE if answered else Phase.DONE
+
+    def _answer_whole(self, body: bytes) -> None:
+        """Answer a request that came whole through the app's whole-request handler, in a task as uvicorn's cycles
+        run (a graceful shutdown waits for it); it stands as the connection's cycle meanwhile."""
+        self._whole, self._own_cycle = None, True
+        request = WholeRequest()
+        self.cycle = request  # type: ignore[assignment]
+        task = self.loop.create_task(self._run_whole(request, self._whole_route, self.url, self.headers, body))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _run_whole(
+        self, request: WholeRequest, route: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        assert self._whole_app is not None
+        try:
+            answer = await self._whole_app.answer_whole_request(route, target, headers, body)
+            response = answer_bytes(answer, close=not request.keep_alive)
+        except Exception as exc:
+            self.logger.error("Exception in the whole-request handler", exc_info=exc)
+            answer = (500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
+            response = answer_bytes(answer, close=True)
+            request.keep_alive = False
+        if request.disconnected:  # the connection is gone (or was closed under it): nothing to answer
+            return
+        self.transport.write(response)
+        request.response_started = request.response_complete = True
+        if not request.keep_alive or closes(answer):
+            self.transport.close()
+        self.on_response_complete()
+
+    def _whole_stalled(self) -> None:
+        self._stall_timer = None
+        if self._whole is not None and not self.transport.is_closing():
+            self._refuse(408, stalled_body_text(self.limits.body_timeout_s))
+
+    def _disarm_stall(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # may start a pipelined request
@@ -282,10 +368,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's answer to bytes httptools cannot parse (logged in one line), unless an answer to this request
         went out already, or an earlier request of the connection is being answered: then only a close, where a
         second answer would be read as part of the first."""
+        own = self._phase is Phase.BODY and self._own_cycle
         answering = self.cycle is not None and (
-            self.cycle.response_started if self._phase is Phase.BODY else not self.cycle.response_complete
+            self.cycle.response_started if own else not self.cycle.response_complete
         )
         self._disarm_timers()
+        self._disarm_stall()
         self._end_cycle()
         self.book.close(self)
         if answering:
@@ -303,7 +391,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         phase = self._phase
         if phase is not Phase.HEAD:
             self._disarm_head()
-        serving = self.cycle is not None and not self.cycle.response_complete
+        serving = (self.cycle is not None and not self.cycle.response_complete) or self._whole is not None
         waiting = bool(self.pipeline) or (phase is Phase.HEAD and serving)  # behind a request being answered
         if phase in (Phase.HEAD, Phase.BODY) and not waiting:
             if self._request_timer is None:
@@ -343,7 +431,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if left > 0:  # bytes came meanwhile, and bought the request more time
             self._request_timer = self.loop.call_later(left, self._request_timed_out)
             return
-        if self._phase is Phase.BODY and self.cycle is not None and self.cycle.response_started:
+        if self._phase is Phase.BODY and self._own_cycle and self.cycle is not None and self.cycle.response_started:
             self._close(f"closed {self._peer()}: its request was answered, but its body not received within "
                         f"{allowed:g} s (security.http.request_timeout_seconds)")  # fmt: skip
             return
@@ -373,6 +461,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _close(self, line: str) -> None:
         """Close the connection, and say why in one line (info: an attack must not flood the log)."""
         self._disarm_timers()
+        self._disarm_stall()
         self._end_cycle()
         self.book.close(self)
         self.logger.info("%s", line)
