@@ -57,7 +57,7 @@ from scalablejob.upstream.whole_request import (
 require("uvicorn", HttpToolsProtocol,
         ("_unset_keepalive_if_required", "_should_upgrade", "_unsupported_upgrade_warning", "handle_websocket_upgrade",
          "connection_made", "connection_lost", "on_message_begin", "on_headers_complete",
-         "on_body", "on_message_complete", "on_response_complete", "send_400_response",
+         "on_body", "on_message_complete", "on_response_complete", "send_400_response", "shutdown",
          "timeout_keep_alive_handler"))  # fmt: skip
 
 
@@ -68,7 +68,7 @@ def _fields_set_by(init: Callable[..., None]) -> SimpleNamespace:
 
 require("uvicorn", _fields_set_by(HttpToolsProtocol.__init__),
         ("parser", "cycle", "pipeline", "client", "connections", "timeout_keep_alive_task", "timeout_keep_alive",
-         "headers", "scope", "logger"))  # fmt: skip
+         "headers", "scope", "logger", "server_state"))  # fmt: skip
 require("uvicorn", _fields_set_by(RequestResponseCycle.__init__),
         ("disconnected", "message_event", "response_started", "response_complete"))  # fmt: skip
 
@@ -181,6 +181,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._whole_route = ""
         self._stall_timer: asyncio.TimerHandle | None = None  # a whole request's body must keep coming
         self._own_cycle = False  # the request being read has its cycle (or whole request) already
+        self._last_answer = False  # the server is stopping: the whole request being read is answered, then closed
 
     # ---- connections -------------------------------------------------------------------------------------------
 
@@ -309,6 +310,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         run (a graceful shutdown waits for it); it stands as the connection's cycle meanwhile."""
         self._whole, self._own_cycle = None, True
         request = WholeRequest()
+        request.keep_alive = not self._last_answer
         self.cycle = request  # type: ignore[assignment]
         task = self.loop.create_task(self._run_whole(request, self._whole_route, self.url, self.headers, body))
         task.add_done_callback(self.tasks.discard)
@@ -320,13 +322,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         assert self._whole_app is not None
         try:
             answer = await self._whole_app.answer_whole_request(route, target, headers, body)
-            response = answer_bytes(answer, close=not request.keep_alive)
+            response = answer_bytes(answer, self.server_state.default_headers, close=not request.keep_alive)
         except Exception as exc:
             self.logger.error("Exception in the whole-request handler", exc_info=exc)
             answer = (500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
-            response = answer_bytes(answer, close=True)
+            response = answer_bytes(answer, self.server_state.default_headers, close=True)
             request.keep_alive = False
-        if request.disconnected:  # the connection is gone (or was closed under it): nothing to answer
+        if request.disconnected or self.transport.is_closing():  # the connection is gone: nothing to answer
             return
         self.transport.write(response)
         request.response_started = request.response_complete = True
@@ -353,6 +355,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif self._phase in (Phase.HEAD, Phase.BODY) and self._request_timer is None:  # one that waited its turn
             self._request_started, self._request_bytes = self.loop.time(), 0
         self._after_events()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful stop of the connection; a whole request whose body is coming is answered first, as
+        uvicorn answers a request under way."""
+        if self._whole is not None:
+            self._last_answer = True
+            return
+        super().shutdown()
 
     def handle_websocket_upgrade(self) -> None:
         if not websocket_head_fits(self.scope["method"].encode(), self.url, self.headers):

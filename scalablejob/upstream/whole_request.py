@@ -13,6 +13,7 @@ the object that stands where uvicorn keeps a cycle.
 
 from __future__ import annotations
 
+import functools
 import re
 from http import HTTPStatus
 from typing import Protocol
@@ -53,6 +54,11 @@ class WholeRequest:
         self.message_event = _Unwaited()
 
 
+@functools.cache
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("ascii")
+
+
 def stalled_body_text(timeout_s: float) -> str:
     """The answer (408) to a body of which no piece came within `timeout_s`."""
     return f"the request body stalled: nothing came for {timeout_s:g} s (security.http.body_timeout_seconds)"
@@ -63,10 +69,11 @@ def closes(answer: Answer) -> bool:
     return any(name.lower() == b"connection" and value.lower() == b"close" for name, value in answer[1])
 
 
-def answer_bytes(answer: Answer, *, close: bool) -> bytes:
-    """The HTTP/1.1 response; ValueError for a header value that would break its line."""
+def answer_bytes(answer: Answer, server_headers: list[Header], *, close: bool) -> bytes:
+    """The HTTP/1.1 response, after the server's own headers (uvicorn's Date and Server); ValueError for a header
+    that would break its line."""
     status, headers, body = answer
-    parts = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("ascii")]
+    parts = [_status_line(status), *(part for name, value in server_headers for part in (name, b": ", value, b"\r\n"))]
     for name, value in headers:
         if _BAD_VALUE.search(name) or _BAD_VALUE.search(value) or b":" in name:
             raise ValueError(f"invalid response header {name!r}: {value!r}")

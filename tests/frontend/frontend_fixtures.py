@@ -18,7 +18,7 @@ import subprocess
 import sys
 import venv
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +52,7 @@ class Served:
 
     url: str
     tokens: Mapping[str, str]
+    thread: ServerThread | None = field(default=None, compare=False)  # the server, when served in this process
 
     @property
     def endpoint(self) -> str:
@@ -83,7 +84,8 @@ def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
             max_body_bytes=max_body_bytes or service_config.queue.max_payload_bytes, limits=limits,
         )  # fmt: skip
         threads.append(ServerThread(create_app(service), limits=limits).start())
-        return Served(threads[-1].url, {fe.name: _known_token(fe, token, service_config) for fe in front_ends})
+        tokens = {fe.name: _known_token(fe, token, service_config) for fe in front_ends}
+        return Served(threads[-1].url, tokens, threads[-1])
 
     yield start
     for thread in threads:

@@ -1,7 +1,8 @@
 """How the front end's guarded protocol reads requests whose bytes do not come one request per read: several
-requests in one write (pipelined: answered in order, a later one timed only once its turn comes), and heads that
-come in pieces (the 431 limit counted over the pieces, a head under it served). Real sockets against the front end
-served by uvicorn; they guard the port of the guards from uvicorn's h11 protocol to its httptools one."""
+requests in one write (pipelined: answered in order, a later one timed only once its turn comes), heads that come
+in pieces (the 431 limit counted over the pieces, a head under it served), and a put whose body is still coming
+when the server stops (answered, then closed). Real sockets against the front end served by uvicorn; they guard the
+port of the guards from uvicorn's h11 protocol to its httptools one, and the puts answered from their whole bytes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import socket
 import time
 
 import pytest
-from raw_http import open_socket, read_until_closed, request_head
+from raw_http import open_socket, read_head, read_until_closed, request_head
 
-from conftest import service_config
+from conftest import service_config, wait_until
 
 pytest_plugins = ["frontend_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -115,3 +116,38 @@ def test_a_head_just_under_the_limit_that_comes_in_pieces_is_served(serve):
         sock.sendall(b"{}")
         got = read_answers(sock, 1)
     assert got == [(200, b"1")], got
+
+
+def refused(endpoint: str) -> bool:
+    """Whether the server no longer takes connections (it has begun to stop)."""
+    try:
+        open_socket(endpoint, timeout_s=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_a_put_whose_body_is_still_coming_when_the_server_stops_is_answered_then_closed(serve):
+    served = serve(parsing_config())
+    body = b"0123456789"
+    with open_socket(served.endpoint) as sock:
+        # given a put whose head and half of its body are in (its connection counted busy)
+        sock.sendall(put(served.token(), body)[:-5])
+        assert served.thread is not None
+        book = served.thread.server.config.http.book  # the guarded protocol's, of this server
+        wait_until(lambda: book.count("127.0.0.1") == 1 and book.oldest_idle() is None, 10, "the head read")
+        # when the server is told to stop, and has stopped taking connections
+        served.thread.server.should_exit = True
+        wait_until(lambda: refused(served.endpoint), 10, "the server stops taking connections")
+        # then the rest of the body is still read, and the put answered before the connection is closed
+        sock.sendall(body[-5:])
+        answer, took = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and took < 5, answer
+
+
+def test_a_put_answer_carries_the_date_and_server_headers_as_every_answer_does(serve):
+    served = serve(parsing_config())
+    with open_socket(served.endpoint) as sock:
+        sock.sendall(put(served.token()))  # head and body in one write: answered from its whole bytes
+        head = read_head(sock).lower()
+    assert head.startswith(b"http/1.1 200 ") and b"\r\ndate: " in head and b"\r\nserver: uvicorn\r\n" in head, head
