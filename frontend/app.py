@@ -15,10 +15,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import redis.exceptions
@@ -37,6 +36,7 @@ from scalablejob.frontend.binding import SINK_SUFFIX, FrontEnd
 from scalablejob.frontend.dashboard import Dashboard
 from scalablejob.frontend.dashboard import routes as dashboard_routes
 from scalablejob.frontend.dashboard_login import dashboard_login
+from scalablejob.frontend.deadline import within
 from scalablejob.frontend.params import (
     WatchParams,
     parse_bool,
@@ -73,7 +73,6 @@ from scalablejob.upstream.redis_internals import without_maintenance_notificatio
 from scalablejob.upstream.whole_request import Answer, stalled_body_text
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 REQUEST_ID_HEADER = "X-Eas-Queueservice-Request-Id"
 INDEX_HEADER = "X-Eas-Queueservice-Index"
@@ -126,11 +125,15 @@ class FrontEndService:
         self.queues: dict[str, Queue] = {}
         self._clients: list[JobClient] = []
         self._redis: aioredis.Redis | None = None
+        self._put_redis: aioredis.Redis | None = None
         self.inspector: Inspector | None = None
         self.dashboard = Dashboard(dashboard_login(self.front_ends))
 
     async def start(self) -> None:
         self._redis = connect_async(self.broker, **without_maintenance_notifications())
+        # puts' own client: no socket timeout, for which redis-py runs each write in a task of its own (a tenth of a
+        # put's CPU, issue 26); each put has a deadline instead (queues.PUT_TIMEOUT_S)
+        self._put_redis = connect_async(self.broker, socket_timeout=None, **without_maintenance_notifications())
         service = self.front_ends[0].service
         self.watchers = WatcherRegistry(self._redis, service)
         await self.watchers.start()
@@ -139,7 +142,7 @@ class FrontEndService:
         for fe in self.front_ends:
             client = JobClient(fe.service, self.broker, default_task_type=self.default_task_type, frontend=fe.name)
             self._clients.append(client)
-            self.queues[fe.name] = InputQueue(self._redis, client, fe, self.watchers.removed)
+            self.queues[fe.name] = InputQueue(self._redis, client, fe, self.watchers.removed, self._put_redis)
             self.queues[fe.sink_name] = SinkQueue(self._redis, client, fe, self.watchers.removed)
 
     async def stop(self) -> None:
@@ -147,8 +150,9 @@ class FrontEndService:
             await self.watchers.stop()
         for client in self._clients:
             client.close()
-        if self._redis is not None:
-            await self._redis.aclose()
+        for connection in (self._redis, self._put_redis):
+            if connection is not None:
+                await connection.aclose()
 
     def authorized(self, path: str, header: str | None) -> Queue:
         """The queue at `path`, if the request's Authorization `header` carries its front end's token. A queue not
@@ -195,18 +199,6 @@ async def read_body(receive: Receive, declared: str | None, limit: int, timeout_
 def check_size(size: int, limit: int) -> None:
     if size > limit:
         raise PayloadTooLarge(f"body of {size} bytes is over this front end's limit of {limit} bytes")
-
-
-async def within(awaitable: Awaitable[T], timeout_s: float) -> T:
-    """`await awaitable`, TimeoutError after `timeout_s`: a timer on the task itself where Python has one
-    (asyncio.timeout, 3.11), which saves the task that wait_for makes per call."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(timeout_s):
-            return await awaitable
-    try:  # pragma: no cover - Python 3.10
-        return await asyncio.wait_for(awaitable, timeout_s)
-    except asyncio.TimeoutError as exc:  # not the built-in TimeoutError before 3.11
-        raise TimeoutError from exc
 
 
 async def put(service: FrontEndService, path: str, scope: Scope, receive: Receive, send: Send) -> None:

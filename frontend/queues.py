@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from scalablejob.api.client import REQUEST_ID_TAG, JobClient, Route, checked_request_id, new_request, normalize_tags
 from scalablejob.frontend.auth import check_scope
 from scalablejob.frontend.binding import FrontEnd
+from scalablejob.frontend.deadline import within
 from scalablejob.frontend.params import GetParams
 from scalablejob.frontend.tag_scan import TagScan, matches
 from scalablejob.model import keys
@@ -37,6 +38,7 @@ from scalablejob.store.task_registry import AsyncRegistryCache
 SCAN_CHUNK = 256
 REMOVE_CHUNK = 1000
 WAIT_SLICE_S = 1.0  # a long wait is cut into slices, so a closed connection is noticed within one
+PUT_TIMEOUT_S = 5.0  # the broker's answer to a put, as redis-py's default socket timeout waits for any
 
 Gone = Callable[[], Awaitable[bool]]
 
@@ -212,11 +214,15 @@ class InputQueue(Queue):
     kind = "input"
 
     def __init__(
-        self, redis: aioredis.Redis, client: JobClient, front_end: FrontEnd, on_removed: Callable[[str], None]
-    ) -> None:
+        self, redis: aioredis.Redis, client: JobClient, front_end: FrontEnd, on_removed: Callable[[str], None],
+        put_redis: aioredis.Redis | None = None,
+    ) -> None:  # fmt: skip
+        """`put_redis`: the client a put is enqueued through (default `redis`); it may have no socket timeout, the
+        put's deadline (PUT_TIMEOUT_S) standing for it."""
         stream = keys.input_stream(front_end.service, front_end.name)
         super().__init__(redis, front_end, front_end.name, stream, on_removed)
         self._client = client
+        self._put_requests = FrontEndRequests(put_redis or redis, front_end.service, front_end.name)
         self._tasks = AsyncRegistryCache(redis, front_end.service)
         self._replicated = parse_broker_url(client.broker).replicas > 0  # read once, not per put
 
@@ -231,7 +237,11 @@ class InputQueue(Queue):
         route = await self._route(clean)
         check_scope(route[0].value, self.front_end.task_types, self.front_end.name)
         request = new_request(self._client.app, self.front_end.service, self.front_end.name, data, clean, route)
-        index = await self.requests.create(request)
+        try:
+            index = await within(self._put_requests.create(request), PUT_TIMEOUT_S)
+        except TimeoutError:
+            raise BrokerError(f"could not enqueue request {request.request_id}: the broker did not answer within "
+                              f"{PUT_TIMEOUT_S:g} s") from None  # fmt: skip
         if not self._replicated:
             return index, request.request_id
         try:

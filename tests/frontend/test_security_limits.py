@@ -17,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import service_config, wait_until
+from scalablejob.frontend import queues
 from scalablejob.model import keys
 
 pytest_plugins = ["frontend_fixtures"]
@@ -184,3 +185,20 @@ def test_random_bad_requests_never_get_a_5xx(served):
                                   headers={"Authorization": token} if token else {})  # fmt: skip
             statuses.append(answer.status_code)
     assert all(status < 500 for status in statuses), sorted(set(statuses))
+
+
+def test_a_put_the_broker_does_not_answer_gets_503_at_its_deadline(served, redis_client, monkeypatch):
+    # given a put deadline of half a second, and a broker that holds every write for longer (CLIENT PAUSE)
+    monkeypatch.setattr(queues, "PUT_TIMEOUT_S", 0.5)
+    with httpx.Client(base_url=served.url, headers={"Authorization": served.token()}, timeout=30) as http:
+        http.post(f"/api/predict/{SERVICE}", params={"taskType": "query"}, content=b"warm")  # connections made
+        redis_client.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+        try:
+            started = time.monotonic()
+            answer = http.post(f"/api/predict/{SERVICE}", params={"taskType": "query"}, content=b"q")
+            took = time.monotonic() - started
+        finally:
+            redis_client.execute_command("CLIENT", "UNPAUSE")
+    # then it is answered 503 at the deadline, as the SDK retries, instead of waiting on the broker
+    assert answer.status_code == 503 and "broker is unavailable" in answer.text, answer.text
+    assert 0.4 <= took < 2.5
