@@ -218,13 +218,15 @@ class InputQueue(Queue):
         put_redis: aioredis.Redis | None = None,
     ) -> None:  # fmt: skip
         """`put_redis`: the client a put is enqueued through (default `redis`); it may have no socket timeout, the
-        put's deadline (PUT_TIMEOUT_S) standing for it."""
+        put's deadline (PUT_TIMEOUT_S) standing for it. With ?replicas=N a put goes through `redis`, on which the
+        WAIT that follows it must run (WAIT counts the writes of its own connection)."""
         stream = keys.input_stream(front_end.service, front_end.name)
         super().__init__(redis, front_end, front_end.name, stream, on_removed)
         self._client = client
-        self._put_requests = FrontEndRequests(put_redis or redis, front_end.service, front_end.name)
         self._tasks = AsyncRegistryCache(redis, front_end.service)
         self._replicated = parse_broker_url(client.broker).replicas > 0  # read once, not per put
+        put_client = redis if self._replicated or put_redis is None else put_redis
+        self._put_requests = FrontEndRequests(put_client, front_end.service, front_end.name)
 
     def _firstindex_of(self, state: RequestState) -> int:
         """A request's input item has the request's index."""
