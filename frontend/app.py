@@ -131,8 +131,8 @@ class FrontEndService:
 
     async def start(self) -> None:
         self._redis = connect_async(self.broker, **without_maintenance_notifications())
-        # puts' own client: no socket timeout, for which redis-py runs each write in a task of its own (a tenth of a
-        # put's CPU, issue 26); each put has a deadline instead (queues.PUT_TIMEOUT_S)
+        # puts' own client: no socket timeout, for which redis-py runs each write in a task of its own (about 30 µs
+        # of a put's CPU, issue 26); each put has a deadline instead (queues.PUT_TIMEOUT_S)
         self._put_redis = connect_async(self.broker, socket_timeout=None, **without_maintenance_notifications())
         service = self.front_ends[0].service
         self.watchers = WatcherRegistry(self._redis, service)
@@ -215,8 +215,9 @@ async def put(service: FrontEndService, path: str, scope: Scope, receive: Receiv
 
 
 def head_fields(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """A put's Authorization and Content-Length headers, from the raw head: Starlette's request objects cost (cold,
-    between requests) about a sixth of the put (issue 26). The first of each, as Starlette's Headers.get finds it."""
+    """A put's Authorization and Content-Length headers, from the raw head: Starlette's request and response objects
+    cost tens of µs per put, cold between requests (issue 26). The first of each, as Starlette's Headers.get finds
+    it."""
     token = declared = None
     for name, value in headers:
         if name == b"authorization" and token is None:
@@ -450,7 +451,7 @@ async def _drain(websocket: WebSocket) -> None:
 
 class FrontEndApp:
     """The ASGI app. A plain HTTP request to a queue goes straight to its handler: a put is the front end's hot
-    path, and Starlette's middleware and router took about as much CPU as the put's own work (issue 26); websockets,
+    path, and Starlette's middleware and router cost it 80-100 µs of CPU (issue 26); websockets,
     the dashboard, unknown paths, other methods (405) and the lifespan go through Starlette. A put that comes whole
     in one read is answered without ASGI at all, when the guarded protocol asks (upstream/whole_request.py)."""
 

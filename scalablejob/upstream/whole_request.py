@@ -2,13 +2,12 @@
 
 A put is the front end's hot path, and a small one: head and body in one or two reads. uvicorn serves each request
 through an ASGI cycle (a scope, a task, receive and send messages, a response head checked header by header),
-which cost the front end about a fifth of its CPU per put, more than all of its own HTTP handling (issue 26). An
-app that names such a request's route (`whole_request_route`, from its head: the app takes only bodies of a
-declared size it accepts) is handed its bytes once the body is in, and returns the answer (`answer_whole_request`);
-every other request goes through ASGI as before. While the body comes, each piece must come within
-security.http.body_timeout_seconds (else 408, as the app answers a stalled body), and the whole request within its
-deadline. Keep-alive, pipelining, the guards' timers and caps and a graceful shutdown see the whole request through
-the object that stands where uvicorn keeps a cycle.
+which cost the front end about a sixth of its CPU per put (issue 26). An app that names such a request's route
+(`whole_request_route`, from its head: the app takes only bodies of a declared size it accepts) is handed its bytes
+once the body is in, and returns the answer (`answer_whole_request`); every other request goes through ASGI as
+before. While the body comes, each piece must come within security.http.body_timeout_seconds (else 408, as the app
+answers a stalled body), and the whole request within its deadline. Keep-alive, pipelining, the guards' timers and
+caps and a graceful shutdown see the whole request through the object that stands where uvicorn keeps a cycle.
 """
 
 from __future__ import annotations
