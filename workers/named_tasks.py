@@ -1,12 +1,13 @@
-"""The Job's named tasks (@job.task) as Celery tasks of the worker, each under its own name on its type's queue: a
-query task runs its function in the worker's thread; a training (command-type) task runs it in a child process,
-with the command runner's streaming, cancel and timeout."""
+"""The Job's request handlers that are no Celery task (@job.query's) as Celery tasks of the worker, each under its own
+name on its type's queue, for queue-service requests only: a query handler runs in the worker's thread; a training
+(command-type) one in a child process, with the command runner's streaming, cancel and timeout. The Celery tasks of
+@job.task take both kinds of call themselves (workers/celery_calls.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 
 from scalablejob.api.job import Job, JobTask
 from scalablejob.api.user_code import module_spec
@@ -24,7 +25,7 @@ def register_named_tasks(
 ) -> dict[str, TaskInfo]:  # fmt: skip
     """Register every task of `job` on `app` (a message they cannot run goes back to its queue through `unhandled`);
     returns what the task registry records of them."""
-    tasks = job.tasks.values() if job is not None else ()
+    tasks = [task for task in job.tasks.values() if task.celery_task is None] if job is not None else []
     for task in tasks:
         if task.task_type is TaskType.QUERY:
             _register_query(app, runtime, task, unhandled)
@@ -63,4 +64,12 @@ def _register(
     run.__doc__ = task.__doc__
     checked = protocol_checked(task.task_type, unhandled)(run)
     # not shared: a task registered on this app must not appear on every app made later in the process
-    app.task(name=task.name, bind=True, shared=False, throws=throws, **{TASK_TYPE_ATTRIBUTE: task.task_type})(checked)
+    app.task(
+        name=task.name,
+        bind=True,
+        shared=False,
+        throws=throws,
+        base=Task,
+        ignore_result=True,
+        **{TASK_TYPE_ATTRIBUTE: task.task_type},
+    )(checked)

@@ -42,10 +42,12 @@ def celery_env(config_path: Path, broker: str) -> dict[str, str]:
 def celery_cli(tmp_path: Path, redis_url: str) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `celery -A sj_celery_tasks ARGS` for a service config to its end."""
 
-    def run(config: dict[str, Any], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        config: dict[str, Any], *args: str, timeout: float = 60, module: str = TASKS_MODULE
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
         env = celery_env(write_config(tmp_path, config), redis_url)
         return subprocess.run(
-            [CELERY, "-A", TASKS_MODULE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+            [CELERY, "-A", module, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
             timeout=timeout, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -57,12 +59,14 @@ def start_celery_worker(tmp_path: Path, redis_url: str) -> Iterator[Callable[...
     """Start `celery -A sj_celery_tasks worker` processes for a service config; all are stopped after the test."""
     workers: list[WorkerProcess] = []
 
-    def start(config: dict[str, Any], *args: str, wait: bool = True, **_: Any) -> WorkerProcess:
+    def start(
+        config: dict[str, Any], *args: str, wait: bool = True, module: str = TASKS_MODULE, **_: Any
+    ) -> WorkerProcess:  # fmt: skip
         service = config["metadata"]["name"]
         hostname = f"{service}-c{len(workers)}@test"
         log_path = tmp_path / f"{hostname}.log"
         env = celery_env(write_config(tmp_path, config), redis_url)
-        argv = [CELERY, "-A", TASKS_MODULE, "worker", "-n", hostname, "-l", "INFO", *args]
+        argv = [CELERY, "-A", module, "worker", "-n", hostname, "-l", "INFO", *args]
         worker = launch_worker(argv, hostname, log_path, cwd=tmp_path, env=env)
         workers.append(worker)
         if wait:
@@ -90,6 +94,24 @@ def celery_job(
     yield make
     for job in jobs:
         job.close()
+
+
+@pytest.fixture
+def celery_module(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[dict[str, Any], str], Any]]:
+    """A support tasks module imported here, as a Celery project's callers import theirs, on a service config."""
+    modules: list[Any] = []
+
+    def load(config: dict[str, Any], name: str) -> Any:
+        monkeypatch.setenv("SCALABLEJOB_BROKER", redis_url)
+        monkeypatch.setenv("SCALABLEJOB_CONFIG", str(write_config(tmp_path, config)))
+        modules.append(import_user_module(str(SUPPORT / f"{name}.py")))
+        return modules[-1]
+
+    yield load
+    for module in modules:
+        module.job.close()
 
 
 @pytest.fixture

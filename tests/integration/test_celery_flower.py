@@ -55,7 +55,7 @@ def test_flower_starts_quietly_and_shows_revoked_and_failed_tasks_as_they_are(
     job = celery_job(config)
     running = job.tasks["train"].delay({"until": str(tmp_path / "never")})
     wait_until(lambda: running.state == states.STARTED, 30, "the training task never started")
-    running.revoke()
+    running.revoke(terminate=True)
     with pytest.raises(TaskRevokedError):
         running.get(timeout=30)
     client = client_for("flowered")
