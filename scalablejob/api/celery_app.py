@@ -15,7 +15,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import click
+from celery.utils.imports import symbol_by_name
 
+from scalablejob.api.celery_task import FILE_MODULE_PREFIX
 from scalablejob.model.call_options import refused_call
 from scalablejob.model.errors import BrokerError, RequestError
 from scalablejob.model.routing import TASK_TYPE_ATTRIBUTE, TaskType, queue_for, service_queues
@@ -39,6 +41,7 @@ SERVICE_WORKER = "scalablejob.workers.celery_worker:ServiceWorker"
 RESULT_BACKEND = "scalablejob.api.result_backend:ServiceBackend"
 TASK_CLASS = "scalablejob.api.celery_task:ServiceTask"
 CONTROL = "scalablejob.api.result_backend:ServiceControl"
+FLOWER_SETUP = "scalablejob.local.flower:prepare_service_flower"  # what `celery -A module flower` runs first
 AMQP_CLASS = "scalablejob.transport.connection:AMQP"
 
 
@@ -90,10 +93,19 @@ class ServiceCelery(BrokerCelery):
         self.service_config: ServiceConfig | None = None
         self.job: Any = None  # the user code's api.job.Job, attached by Job.celery or the worker command
         quiet_flower_inspector()
+        if _running_command() == "flower":
+            symbol_by_name(FLOWER_SETUP)()
 
     @cached_property
     def Worker(self) -> Any:
         return self.subclass_with_self(SERVICE_WORKER)
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """Celery's default name, `module.function`, with a module loaded from its file (`--app tasks.py`) under the
+        name it has when imported (`tasks`), so that callers and workers agree on it."""
+        if module.startswith(FILE_MODULE_PREFIX):
+            module = module[len(FILE_MODULE_PREFIX) :]
+        return str(super().gen_task_name(name, module))
 
     def task_type_of(self, name: str) -> TaskType | None:
         """The type of a task by name: of this process's task, else of the service's registry in Redis (a process
@@ -133,6 +145,14 @@ class ServiceCelery(BrokerCelery):
             declared = self.task_type_of(name) or TaskType.QUERY
         queue = queue_for(str(self.service), declared)
         return {"queue": queue, "routing_key": queue}
+
+
+def _running_command() -> str | None:
+    """The `celery` sub-command this process runs (`flower`, `worker`, ...), if it is one."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None and ctx.parent is not None:
+        ctx = ctx.parent
+    return None if ctx is None else ctx.invoked_subcommand
 
 
 def make_app(service: str, broker_url: str | None) -> ServiceCelery:

@@ -1,19 +1,22 @@
-"""What `job.celery` and `task.delay()` stand on: the Job's Celery app, its broker, and sending a task the
-queue service's way (a request with state, index, input queue item and result entry, as JobClient.put makes)."""
+"""What `job.celery` and `job.client()` stand on: the Job's Celery app (current, as a Celery project's own app is) and
+its broker, looked up when first needed."""
 
 from __future__ import annotations
 
-import json
 import os
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
-from scalablejob.api.celery_app import NO_BROKER, ServiceCelery, broker_url_of, make_app, required_broker
+from scalablejob.api.celery_app import (
+    CELERY_BROKER_ENV,
+    NO_BROKER,
+    ServiceCelery,
+    broker_url_of,
+    make_app,
+    required_broker,
+)
 from scalablejob.api.client import JobClient
 from scalablejob.model.config import ServiceConfig
-from scalablejob.model.errors import BrokerError, RequestError
-
-if TYPE_CHECKING:
-    pass
+from scalablejob.model.errors import BrokerError
 
 
 class Job(Protocol):
@@ -26,9 +29,6 @@ class Job(Protocol):
     def celery(self) -> ServiceCelery: ...
 
     def client(self) -> JobClient: ...
-
-
-CELERY_BROKER_ENV = "CELERY_BROKER_URL"  # what `celery --broker URL` sets; Celery reads it before any config
 
 
 def broker_default() -> dict[str, str]:
@@ -60,17 +60,3 @@ def job_client(job: Job) -> JobClient:
     default = config.scalable_job.default_task_type if config is not None else None
     service = str(job.celery.service)
     return JobClient(service, broker_url_of(job.celery), default_task_type=default)
-
-
-def request_body(value: Any) -> bytes:
-    """A task argument as a request body: bytes as they are, text as UTF-8, anything else as JSON."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    try:
-        return json.dumps(value).encode("utf-8")
-    except (TypeError, ValueError):
-        raise RequestError(
-            f"request body of type {type(value).__name__}: expected bytes, str or JSON-serializable data"
-        ) from None

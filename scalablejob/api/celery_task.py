@@ -12,11 +12,14 @@ sets on the app (workers/celery_calls.py); outside a worker, a task runs in the 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
 
+from scalablejob.api.query_context import QueryContext
+from scalablejob.model.errors import RequestError
 from scalablejob.model.protocol import MESSAGE_HEADER
 from scalablejob.model.routing import TaskType, parse_task_type
 
@@ -24,6 +27,7 @@ REQUESTS_HOOK = "scalablejob_requests"  # app attribute: runs a queue-service re
 CHILD_HOOK = "scalablejob_child"  # app attribute: runs a Celery call of a command task in a child (a worker sets it)
 CONTEXT_PARAMETER = "ctx"
 REQUEST_CLASS = "scalablejob.workers.celery_calls:ServiceRequest"
+FILE_MODULE_PREFIX = "scalablejob_app_"  # the private module name of user code given as a file (api/user_code.py)
 
 Hook = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -129,8 +133,6 @@ def with_context(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
     """A Celery call of a task written for requests: its QueryContext reports progress as the task state PROGRESS,
     and one argument is its request body (bytes, text as UTF-8, other data as JSON), as a request's would be."""
-    from scalablejob.api.celery_service import request_body
-    from scalablejob.api.job import QueryContext
 
     def report(fraction: float, message: str) -> None:
         task.update_state(state="PROGRESS", meta={"progress": fraction, "message": message})
@@ -139,3 +141,17 @@ def with_context(
     if len(args) == 1 and not kwargs:
         args = (request_body(args[0]),)
     return args, {**kwargs, ctx_name: ctx}
+
+
+def request_body(value: Any) -> bytes:
+    """A task argument as a request body: bytes as they are, text as UTF-8, anything else as JSON."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    try:
+        return json.dumps(value).encode("utf-8")
+    except (TypeError, ValueError):
+        raise RequestError(
+            f"request body of type {type(value).__name__}: expected bytes, str or JSON-serializable data"
+        ) from None

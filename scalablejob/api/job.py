@@ -8,10 +8,11 @@ from __future__ import annotations
 import inspect
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from scalablejob.api.query_context import QueryContext
 from scalablejob.model.call_options import refused_options
 from scalablejob.model.config import ServiceConfig, load_config
 from scalablejob.model.errors import UserCodeError
@@ -21,37 +22,9 @@ if TYPE_CHECKING:
     from scalablejob.api.celery_app import ServiceCelery
     from scalablejob.api.client import JobClient
 
-ProgressReporter = Callable[[float, str], None]
 CONFIG_ENV = "SCALABLEJOB_CONFIG"  # the service config of `Job()`, e.g. for `celery -A module` run from a shell
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 _RESERVED_PREFIXES = ("scalablejob.", "celery.")  # our generic tasks and Celery's own
-
-
-class QueryContext:
-    """What a task knows about its request, and how it reports progress while it runs."""
-
-    def __init__(
-        self,
-        request_id: str,
-        tags: Mapping[str, str],
-        report: ProgressReporter,
-        is_cancelled: Callable[[], bool] | None = None,
-    ) -> None:
-        self.request_id = request_id
-        self.tags = dict(tags)
-        self._report = report
-        self._is_cancelled = is_cancelled or (lambda: False)
-
-    @property
-    def cancelled(self) -> bool:
-        """True once someone cancelled this request: a long handler checks it and returns early."""
-        return self._is_cancelled()
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        """Report how far this request is, from 0.0 to 1.0; visible in the request's state while it runs."""
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"progress fraction: expected a number from 0.0 to 1.0, got {fraction!r}")
-        self._report(float(fraction), str(message))
 
 
 QueryHandler = Callable[[bytes, QueryContext], Any]

@@ -12,10 +12,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from scalablejob.api.celery_task import FILE_MODULE_PREFIX
 from scalablejob.api.job import Job, JobTask
 from scalablejob.model.errors import UserCodeError
-
-FILE_MODULE_PREFIX = "scalablejob_app_"  # the private module name of user code given as a file
 
 
 def import_user_module(spec: str) -> ModuleType:

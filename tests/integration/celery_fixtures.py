@@ -115,14 +115,20 @@ def celery_module(
 
 
 @pytest.fixture
-def start_celery_flower(tmp_path: Path, redis_url: str) -> Iterator[Callable[[dict[str, Any]], tuple[str, Path]]]:
-    """Start `celery -A sj_celery_tasks flower` (API open, debug log) for a service config: its URL and log file."""
+def start_celery_flower(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., tuple[str, Path]]]:
+    """Start `celery -A MODULE flower` (debug log) for a service config: its URL and log file. By default its API is
+    open and it listens on 127.0.0.1; `as_documented=True` starts it with no options but its port, as a user would."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(config: dict[str, Any]) -> tuple[str, Path]:
+    def start(
+        config: dict[str, Any], module: str = TASKS_MODULE, as_documented: bool = False
+    ) -> tuple[str, Path]:  # fmt: skip
         port, log_path = free_port(), tmp_path / "flower.log"
-        env = {**celery_env(write_config(tmp_path, config), redis_url), "FLOWER_UNAUTHENTICATED_API": "true"}
-        argv = [CELERY, "-A", TASKS_MODULE, "flower", f"--port={port}", "--address=127.0.0.1", "--logging=debug"]
+        env = celery_env(write_config(tmp_path, config), redis_url)
+        argv = [CELERY, "-A", module, "flower", f"--port={port}"]
+        if not as_documented:
+            env.update(FLOWER_UNAUTHENTICATED_API="true", SCALABLEJOB_FLOWER_NO_AUTH="1")
+            argv += ["--address=127.0.0.1", "--logging=debug"]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from scalablejob.api.celery_app import NO_BROKER, ServiceCelery, broker_url_of
-from scalablejob.api.celery_service import broker_default, request_body
+from scalablejob.api.celery_service import broker_default
+from scalablejob.api.celery_task import request_body
 from scalablejob.api.job import Job
 from scalablejob.model.errors import BrokerError, RequestError, UserCodeError
 
