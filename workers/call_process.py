@@ -1,8 +1,9 @@
 """A Celery call of a command task runs in a process of its own (`python -m scalablejob.workers.call_child`), so that
-revoke(terminate=True) and time limits stop it, as Celery's prefork pool would, and whatever it started goes with it
-(its process group, its cgroup, its token: workers/job_processes.py). Its environment is a job's (no broker secrets):
-the child sends its progress and a retry back as records, and this process does what needs the broker (update_state,
-retry), so autoretry_for, retry_backoff and max_retries work as Celery's. Its lines go to the worker's log.
+revoke(terminate=True) and time limits stop it, as Celery's prefork pool would, whatever it started goes with it (its
+process group, its cgroup, its token: workers/job_processes.py), and it dies with its worker. Its environment is a
+job's (no broker secrets): the child sends its progress and a retry back as records, and this process does what needs
+the broker (update_state, retry), so autoretry_for, retry_backoff and max_retries work as Celery's. Its lines go to
+the worker's log.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import IO, Any
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from scalablejob.api.user_code import module_spec
+from scalablejob.host.processes import dying_with_parent
 from scalablejob.model.redaction import without_secrets
 from scalablejob.model.task_result import rebuild_exception
 from scalablejob.transport.message import from_message_json as loads
@@ -66,8 +68,9 @@ class CallProcesses:
             call_path.write_text(dumps(_call(task, args, kwargs)))
             job = JobProcesses()
             env = {"PYTHONUNBUFFERED": "1", **without_secrets(os.environ), **job.env}
+            argv = dying_with_parent([sys.executable, "-m", CHILD_MODULE, str(call_path), str(result_path)], env)
             process = subprocess.Popen(
-                [sys.executable, "-m", CHILD_MODULE, str(call_path), str(result_path)], env=env,
+                argv, env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             with self._lock:

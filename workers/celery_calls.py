@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery.worker.request import Request
 
-from scalablejob.api.celery_task import CHILD_HOOK, REQUESTS_HOOK, ServiceTask
+from scalablejob.api.celery_task import CHILD_HOOK, LIMITS_HOOK, REQUESTS_HOOK, ServiceTask
 from scalablejob.api.job import Job, JobTask
 from scalablejob.api.user_code import module_spec
 from scalablejob.model.errors import RequestError
@@ -26,6 +26,7 @@ from scalablejob.workers.child_program import child_program
 from scalablejob.workers.protocol_check import UnhandledMessages, protocol_checked
 from scalablejob.workers.runtime import WorkerRuntime
 from scalablejob.workers.tasks import finish_command, finish_query, given_back_on_outage
+from scalablejob.workers.thread_limits import thread_time_limits
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +73,20 @@ def install_celery_calls(
 ) -> dict[str, TaskInfo]:  # fmt: skip
     """Wire both paths into `app`'s tasks; returns what the task registry records of them."""
     records = {name: request_record(job, task) for name, task in service_tasks(app).items()}
-    runners = {name: _request_runner(runtime, record, unhandled) for name, record in records.items()}
+    runners = {name: request_runner(runtime, record, unhandled) for name, record in records.items()}
 
     def run_request(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return runners[task.name](task, *args, **kwargs)
 
     setattr(app, REQUESTS_HOOK, run_request)
     setattr(app, CHILD_HOOK, _calls.run)
+    setattr(app, LIMITS_HOOK, thread_time_limits)
     wrap_revoke(lambda ids: _cancel_requests(client, runtime.service, ids))
     defaults = {name: record.default for name, record in records.items()}
     return {name: TaskInfo(record.task_type, defaults[name]) for name, record in records.items()}
 
 
-def _request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: UnhandledMessages) -> Any:
+def request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: UnhandledMessages) -> Any:
     """What a queue-service request of one task runs: its handler in this thread (a query), or its function in a
     child process with the command runner's streaming, cancel and timeout (a training task)."""
     if record.task_type is TaskType.QUERY:
@@ -94,6 +96,7 @@ def _request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: Unhandle
                 ended = runtime.run_query(self.request.id, body, tags, self.request.hostname, frontend, record.handler)
             finish_query(self, ended)
 
+        query.__name__, query.__doc__ = record.__name__, record.__doc__
         return protocol_checked(TaskType.QUERY, unhandled)(query)
     spec = module_spec(record.func)
 
@@ -105,6 +108,7 @@ def _request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: Unhandle
             ended = runtime.run_command(self.request.id, body, tags, self.request.hostname, frontend, program)
         return finish_command(self, ended)
 
+    command.__name__, command.__doc__ = record.__name__, record.__doc__
     return protocol_checked(TaskType.COMMAND, unhandled)(command)
 
 

@@ -39,6 +39,7 @@ VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
 
 SERVICE_WORKER = "scalablejob.workers.celery_worker:ServiceWorker"
 RESULT_BACKEND = "scalablejob.api.result_backend:ServiceBackend"
+RESULT_BACKEND_URL = "redis://"  # what the app's config says of its results: they are in the broker's Redis
 TASK_CLASS = "scalablejob.api.celery_task:ServiceTask"
 CONTROL = "scalablejob.api.result_backend:ServiceControl"
 FLOWER_SETUP = "scalablejob.local.flower:prepare_service_flower"  # what `celery -A module flower` runs first
@@ -85,6 +86,8 @@ class BrokerCelery(ConnectionHookCelery):
 
 class ServiceCelery(BrokerCelery):
     """A service's Celery app: `service` names it; a worker also needs `service_config` and, for user code, `job`."""
+
+    backend_cls = RESULT_BACKEND  # Celery's Redis backend on the broker (conf.result_backend only says "redis://")
 
     def __init__(self, service: str | None, broker_url: str | None) -> None:
         super().__init__(service, broker=broker_url, set_as_current=False, control=CONTROL, task_cls=TASK_CLASS)
@@ -182,7 +185,7 @@ def service_settings() -> dict[str, Any]:
         worker_prefetch_multiplier=1,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        result_backend=RESULT_BACKEND,  # Celery's on the broker; a request's id reads the request's state
+        result_backend=RESULT_BACKEND_URL,  # the class is backend_cls: Celery's on the broker, and the requests' states
         result_extended=True,  # `celery result`, Flower and AsyncResult.name/args see what a task was called with
         task_track_started=True,  # STARTED while it runs, as Flower and a request's state show it
         task_serializer="json",

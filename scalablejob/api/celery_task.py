@@ -25,6 +25,7 @@ from scalablejob.model.routing import TaskType, parse_task_type
 
 REQUESTS_HOOK = "scalablejob_requests"  # app attribute: runs a queue-service request's message (a worker sets it)
 CHILD_HOOK = "scalablejob_child"  # app attribute: runs a Celery call of a command task in a child (a worker sets it)
+LIMITS_HOOK = "scalablejob_thread_limits"  # app attribute: time limits for a task in a worker thread (a worker sets it)
 CONTEXT_PARAMETER = "ctx"
 REQUEST_CLASS = "scalablejob.workers.celery_calls:ServiceRequest"
 FILE_MODULE_PREFIX = "scalablejob_app_"  # the private module name of user code given as a file (api/user_code.py)
@@ -106,7 +107,13 @@ def _dispatching(run: Any) -> Any:
             return child(self, args, kwargs)
         if ctx_name is not None and in_worker and ctx_name not in kwargs:
             args, kwargs = with_context(self, ctx_name, args, kwargs)
-        return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
+        limits = getattr(self.app, LIMITS_HOOK, None) if in_worker else None
+        hard, soft = (request.timelimit or (None, None)) if limits is not None else (None, None)
+        hard, soft = hard or self.time_limit, soft or self.soft_time_limit
+        if limits is None or not (hard or soft):
+            return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
+        with limits(soft, hard):
+            return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
 
     dispatch.scalablejob_dispatch = True  # type: ignore[attr-defined]
     dispatch.__wrapped__ = func  # type: ignore[attr-defined]

@@ -111,7 +111,7 @@ class Job:
 
         def register(target: Callable[..., Any]) -> Any:
             task_name = _name_of(target) if name is None else name
-            refused = refused_options(task_name, kind, options)
+            refused = refused_options(task_name, options)
             if refused is not None:
                 raise UserCodeError(refused)
             made = self.task_app().task(target, name=task_name, task_type=kind, shared=False, **options)

@@ -162,7 +162,7 @@ class ServiceControl(Control):
     def revoke(
         self, task_id: str | Iterable[str], destination: Any = None, terminate: bool = False, signal: Any = None,
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> Any:  # fmt: skip
         """Cancel each queue-service request: a queued one leaves its queue, a running one is stopped by its worker
         (a training task's process group gets SIGTERM, then SIGKILL after the grace), whatever `terminate` says.
         Revoke the Celery calls Celery's way (a running one stops only with `terminate`)."""
@@ -173,5 +173,6 @@ class ServiceControl(Control):
                 self.app.backend.cancel(one)
             else:
                 calls.append(one)
-        if calls:
-            super().revoke(calls, destination=destination, terminate=terminate, signal=signal, **kwargs)
+        if not calls:
+            return [] if kwargs.get("reply") else None
+        return super().revoke(calls, destination=destination, terminate=terminate, signal=signal, **kwargs)

@@ -8,8 +8,6 @@ from typing import Any
 
 from scalablejob.model.routing import TaskType, queue_for
 
-_TIME_LIMITS = ("time_limit", "soft_time_limit")
-
 
 def refused_call(
     name: str, task_type: TaskType | None, known: Sequence[str], options: Mapping[str, Any], service: str
@@ -27,26 +25,12 @@ def refused_call(
                 f"{option} {value!r}: task {name} runs on its type's queue {expected}, which the service's workers "
                 f"consume; expected no {option}"
             )
-    if task_type is not TaskType.COMMAND:
-        for option in _TIME_LIMITS:
-            if options.get(option) is not None:
-                return (
-                    f"{option} {options[option]!r}: task {name} is a query task, run in a worker thread, which cannot "
-                    f"be stopped; expected no {option}, or task_type='command' (a process of its own)"
-                )
     return None
 
 
-def refused_options(name: str, task_type: TaskType, options: Mapping[str, Any]) -> str | None:
+def refused_options(name: str, options: Mapping[str, Any]) -> str | None:
     """Why a task's own options are refused when it is declared (the same reasons as a call's); None when they are
     fine."""
-    if task_type is TaskType.QUERY:
-        for option in _TIME_LIMITS:
-            if options.get(option) is not None:
-                return (
-                    f"{option} {options[option]!r}: task {name} is a query task, run in a worker thread, which cannot "
-                    f"be stopped; expected no {option}, or task_type='command' (a process of its own)"
-                )
     for option in ("queue", "routing_key"):
         if options.get(option) is not None:
             return f"{option} {options[option]!r}: task {name} runs on its type's queue; expected no {option}"

@@ -1,8 +1,8 @@
 """A Celery project's tasks module runs with one line changed (tests/support/sj_celery_calls.py): real Celery tasks
 called Celery's way, on a `celery -A module worker` that is a scalablejob worker; results in Celery's result backend on
 the same Redis; send_task by name from a process without the code, `celery call` and `celery result`; retries, time
-limits, countdown and expires; canvas; revoke(terminate=True) stopping a command task's process; and what no worker
-could run refused at call time, in one sentence."""
+limits (a command task's process, a query task's thread), countdown and expires; canvas; revoke(terminate=True)
+stopping a command task's process; and what no worker could run refused at call time, in one sentence."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import time
 import psutil
 import pytest
 from celery import chain, chord, group, states
-from celery.exceptions import TaskRevokedError, TimeLimitExceeded
+from celery.exceptions import NotRegistered, TaskRevokedError, TimeLimitExceeded
 
 from conftest import service_config, wait_until
 from scalablejob import RequestError
 from scalablejob.api.celery_app import make_app
+from scalablejob.model import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 pytest_plugins = ["celery_fixtures"]
@@ -56,6 +57,8 @@ def test_tasks_take_celerys_calling_conventions_retries_and_time_limits(start_ce
     trained = tasks.train.delay(epochs=3)
     soft = tasks.slow.delay(10)
     hard = tasks.slow.apply_async((10,), soft_time_limit=4, time_limit=0.5)
+    spun = tasks.spin.delay(10)  # a query task: the limits of a thread
+    spun_hard = tasks.spin.apply_async((10,), time_limit=0.2)  # before its soft limit (0.5 s)
 
     # then each ends as it would on Celery's own worker
     assert added.get(timeout=30) == 5 and keyworded.get(timeout=30) == 3
@@ -72,6 +75,9 @@ def test_tasks_take_celerys_calling_conventions_retries_and_time_limits(start_ce
     assert soft.get(timeout=30) == "stopped at the soft time limit"
     with pytest.raises(TimeLimitExceeded):
         hard.get(timeout=30)
+    assert spun.get(timeout=30) == "stopped at the soft time limit"
+    with pytest.raises(TimeLimitExceeded):
+        spun_hard.get(timeout=30)
 
 
 def test_a_failing_task_raises_its_own_exception_with_the_tasks_traceback(start_celery_worker, celery_module):
@@ -90,7 +96,7 @@ def test_a_failing_task_raises_its_own_exception_with_the_tasks_traceback(start_
 
 
 def test_send_task_celery_call_and_celery_result_work_from_a_process_without_the_code(
-    start_celery_worker, celery_cli, redis_url
+    start_celery_worker, celery_cli, redis_url, redis_client
 ):
     # given a worker of the tasks module, and here only the service's app (no task code)
     start_celery_worker(config("byname"), module=MODULE)
@@ -114,8 +120,10 @@ def test_send_task_celery_call_and_celery_result_work_from_a_process_without_the
             app.send_task("ad", args=[1, 2])
         with pytest.raises(RequestError, match=r"^queue 'other': task add runs on its type's queue byname.query"):
             app.send_task("add", args=[1, 2], queue="other")
-        with pytest.raises(RequestError, match=r"^time_limit 5: task add is a query task, run in a worker thread"):
-            app.send_task("add", args=[1, 2], time_limit=5)
+        # and a name sent before any worker registered its tasks, which the worker lacks, fails: never PENDING forever
+        redis_client.delete(keys.task_registry("byname"))
+        with pytest.raises(NotRegistered, match="renamed"):
+            app.send_task("renamed", args=[1]).get(timeout=30)
     finally:
         app.close()
 

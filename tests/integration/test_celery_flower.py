@@ -184,3 +184,8 @@ def test_the_flower_of_a_celery_module_asks_for_up_s_login_on_loopback_and_shows
     assert "ValueError: bad input" in str(shown["traceback"])
     shown = wait_until(lambda: info(crashed.id, states.FAILURE), 30, "Flower never showed the failed command call")
     assert "raise RuntimeError(fail_with)" in str(shown["traceback"])  # the task's own line, from its process
+    # and Flower's own calls reach the tasks: async-apply by the task, send-task by name
+    for path in ("async-apply", "send-task"):
+        answer = httpx.post(f"{url}/api/task/{path}/add", json={"args": [20, 22]}, auth=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert tasks.add.AsyncResult(answer.json()["task-id"]).get(timeout=30) == 42

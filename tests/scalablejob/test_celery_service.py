@@ -85,6 +85,6 @@ def test_job_task_makes_a_celery_task_registered_on_the_service_app(job: Job) ->
     assert job.tasks["add"].task_type.value == "query" and job.tasks["add"].celery_task is add
 
 
-def test_a_query_task_with_a_time_limit_is_refused_where_it_is_declared(job: Job) -> None:
-    with pytest.raises(UserCodeError, match=r"^time_limit 5: task echo is a query task, run in a worker thread"):
-        job.task(time_limit=5)(echo)
+def test_a_task_on_a_queue_of_its_own_is_refused_where_it_is_declared(job: Job) -> None:
+    with pytest.raises(UserCodeError, match=r"^queue 'other': task echo runs on its type's queue; expected no queue"):
+        job.task(queue="other")(echo)

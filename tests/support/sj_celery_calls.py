@@ -60,6 +60,18 @@ def train(self: object, epochs: int = 2, until: str | None = None, fail_with: st
     return {"epochs": epochs, "pid": os.getpid(), "id": self.request.id}  # type: ignore[attr-defined]
 
 
+@job.task(soft_time_limit=0.5)
+def spin(seconds: float) -> str:
+    """A query task (a worker thread) past its soft time limit."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        return "stopped at the soft time limit"
+    return "finished"
+
+
 @job.task(task_type="command", soft_time_limit=0.5, time_limit=5)
 def slow(seconds: float) -> str:
     try:
