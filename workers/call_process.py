@@ -56,7 +56,9 @@ class CallProcesses:
                 return False
             self._stopped.add(task_id)
         _signal_group(process, signal.SIGTERM)
-        threading.Timer(TERM_GRACE_S, _signal_group, (process, signal.SIGKILL)).start()
+        killer = threading.Timer(TERM_GRACE_S, _signal_group, (process, signal.SIGKILL))
+        killer.daemon = True  # a worker that stops meanwhile does not wait for it
+        killer.start()
         return True
 
     def run(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
