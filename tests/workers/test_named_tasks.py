@@ -94,3 +94,10 @@ def test_a_message_for_a_task_the_worker_lacks_fails_its_request_naming_what_it_
     state = RequestStore(client, SERVICE).require("r1")
     assert state.status is RequestStatus.FAILED
     assert state.error == "unknown task 'renamed': this worker of svc has the named tasks shout, train"
+
+
+def test_a_celery_call_of_a_request_handler_fails_saying_why(app: Celery) -> None:
+    result = app.tasks["shout"].apply(args=("hi",), task_id="c1")
+
+    assert result.state == states.FAILURE
+    assert "task shout is a request handler (@job.query): only queue-service requests call it" in str(result.result)
