@@ -125,7 +125,15 @@ class ServiceBackend(RedisBackend):  # type: ignore[misc]  # Celery ships no typ
     def wait_for_pending(self, result: Any, callback: Any = None, propagate: bool = True, **kwargs: Any) -> Any:
         """A request's result is not published on Celery's channel: wait on its output queue instead."""
         if self.request_state(result.id) is None:
-            return super().wait_for_pending(result, callback=callback, propagate=propagate, **kwargs)
+            try:
+                return super().wait_for_pending(result, callback=callback, propagate=propagate, **kwargs)
+            except Exception:
+                # a failed parent's own error first, as `.get()` gives it when it sees the parent fail before its own
+                # result (a chord whose header failed: the body's ChordError only names the header's error)
+                check_parents = kwargs.get("on_interval")
+                if check_parents is not None:
+                    check_parents()
+                raise
         self.wait_for_request(result.id, timeout=kwargs.get("timeout"), interval=kwargs.get("interval", 0.5))
         return result.maybe_throw(callback=callback, propagate=propagate)
 

@@ -6,6 +6,9 @@ stopping a command task's process; and what no worker could run refused at call 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import psutil
@@ -13,13 +16,14 @@ import pytest
 from celery import chain, chord, group, states
 from celery.exceptions import NotRegistered, TaskRevokedError, TimeLimitExceeded
 
-from conftest import service_config, wait_until
+from conftest import REPO, service_config, wait_until
 from scalablejob import RequestError
 from scalablejob.api.celery_app import make_app
 from scalablejob.model import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 pytest_plugins = ["celery_fixtures"]
+SUPPORT = REPO / "tests" / "support"
 
 MODULE = "sj_celery_calls"
 
@@ -132,6 +136,17 @@ def test_canvas_chains_groups_chords_and_signatures_give_celerys_results(start_c
     start_celery_worker(config("canvas"), module=MODULE)
     tasks = celery_module(config("canvas"), MODULE)
     add, total = tasks.add, tasks.total
+
+    # a chord whose header fails raises the header's own error, as Celery's does, also as a fresh caller's first call
+    # on a fresh worker (whose wait saw the body's ChordError before the header's failure)
+    script = (
+        "from celery import chord\nimport sj_celery_calls as t\ntry:\n"
+        "    chord((t.fail.si('in the header'),), t.total.s()).delay().get(timeout=30)\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SUPPORT)}
+    fresh = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert fresh.stdout.splitlines()[0] == "ValueError in the header", fresh.stdout + fresh.stderr
 
     assert chain(add.s(1, 2), add.s(10), add.si(100, 1)).delay().get(timeout=30) == 101
     assert (add.s(1, 1) | add.s(3)).delay().get(timeout=30) == 5
