@@ -70,6 +70,17 @@ def reconcile(
     return Verdict(due, since)
 
 
+def lost_calls(
+    calls: Mapping[str, Unacked], held: Collection[str], now: float, bound_s: float = UNBACKED_AFTER_S
+) -> list[str]:
+    """Celery calls (messages that are no queue-service request) delivered at least `bound_s` ago that no live worker
+    holds: their worker is gone, and the message goes back on its queue (Celery's acks_late, at once rather than
+    after the visibility timeout)."""
+    return [
+        task_id for task_id, message in calls.items() if task_id not in held and now - message.delivered_at >= bound_s
+    ]
+
+
 def stale_acks(backing: Backing, open_ids: Collection[str], now: float, bound_s: float = UNBACKED_AFTER_S) -> list[str]:
     """Unacknowledged messages of requests that are no longer open and that no live worker holds: their worker ended
     the request but could not acknowledge (the broker was away, or it died in between). Safe to drop."""

@@ -26,10 +26,10 @@ import redis
 from celery import Celery
 
 from scalablejob.api.client import request_message, send_message
-from scalablejob.model.protocol import PROTOCOL_VERSION
+from scalablejob.model.protocol import MESSAGE_HEADER, PROTOCOL_VERSION
 from scalablejob.model.routing import TaskType, service_queues
 from scalablejob.scaler import paging
-from scalablejob.scaler.reconcile import UNBACKED_AFTER_S, Backing, Unacked, reconcile, stale_acks
+from scalablejob.scaler.reconcile import UNBACKED_AFTER_S, Backing, Unacked, lost_calls, reconcile, stale_acks
 from scalablejob.store.queues import priority_lists
 from scalablejob.store.sink import as_text
 from scalablejob.store.state import RequestStore
@@ -64,6 +64,7 @@ class Recovery:
         self.unbacked_after_s = unbacked_after_s
         self._unbacked_since: dict[str, float] = {}
         self._orphans_sent: set[str] = set()  # orphans re-sent while their lost worker is still reported
+        self._calls: dict[str, Unacked] = {}  # the unacknowledged Celery calls seen by the last reconcile
         self._newer_said: set[int | None] = set()  # the protocol versions of requests left to a newer scaler, logged
 
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]:
@@ -90,6 +91,10 @@ class Recovery:
             self._orphans_sent.update(request_id for request_id in sent if request_id in backing.orphaned)
             for request_id in stale_acks(backing, open_ids, now, self.unbacked_after_s):
                 self._drop_if_ended(channel, request_id, backing.unacked[request_id].tag)
+            calls = self._calls
+            for task_id in lost_calls(calls, set(claimed), now, self.unbacked_after_s):
+                if self._redeliver(channel, task_id, calls[task_id].tag, "its worker is gone"):
+                    sent.append(task_id)
         return sent
 
     def _fresh_orphans(self, orphaned: Mapping[str, str]) -> set[str]:
@@ -115,10 +120,16 @@ class Recovery:
 
     def _redeliver(self, channel: Any, task_id: str, tag: str, reason: str) -> bool:
         """Move an unacknowledged message back to the head of its queue under a new delivery tag, and fence the old
-        delivery; a message of a request that ended is dropped instead."""
+        delivery; a message of a request that ended is dropped instead. A Celery call has no request to fence: its
+        message goes back as it is, as Celery's late acknowledgement would bring it back."""
         with channel.conn_or_acquire() as client:
-            if not client.hexists(channel.unacked_key, tag):
+            raw = client.hget(channel.unacked_key, tag)
+            if not raw:
                 return False  # acknowledged (it finished) or already put back: nothing to do
+            if not _is_request(raw):
+                client.transaction(lambda pipe: channel.requeue_unacked(pipe, tag), channel.unacked_key)
+                logger.warning("Celery call %s is back on its queue: %s", task_id, reason)
+                return True
             if self._drop_if_ended(channel, task_id, tag):
                 return False
             if not self._requests.requeued(task_id, reason):
@@ -171,23 +182,35 @@ class Recovery:
     # ---- what backs the requests --------------------------------------------------------------------------------
 
     def _unacked(self, channel: Any) -> dict[str, Unacked]:
-        """This service's unacknowledged messages by request id, read a page of the hash at a time."""
+        """This service's unacknowledged messages of requests by request id, read a page of the hash at a time;
+        those of Celery calls are kept apart, in `_calls`."""
         found: dict[str, Unacked] = {}
+        self._calls = {}
         with channel.conn_or_acquire() as client:
             cursor: Any = 0
             while True:
                 cursor, page = client.hscan(channel.unacked_key, cursor, count=UNACKED_PAGE)
-                found.update(self._unacked_page(client, channel.unacked_index_key, page))
+                requests, calls = self._unacked_page(client, channel.unacked_index_key, page)
+                found.update(requests)
+                self._calls.update(calls)
                 if int(cursor) == 0:
                     return found
 
-    def _unacked_page(self, client: Any, index_key: str, page: Mapping[bytes, bytes]) -> dict[str, Unacked]:
+    def _unacked_page(
+        self, client: Any, index_key: str, page: Mapping[bytes, bytes]
+    ) -> tuple[dict[str, Unacked], dict[str, Unacked]]:  # fmt: skip
         """One page of unacknowledged entries with their delivery times, read just after them (kombu writes an entry
-        and its time in one transaction; one acknowledged meanwhile has no time, and counts as delivered long ago)."""
-        tags = {as_text(tag): task_id for tag, raw in page.items() if (task_id := self._task_of(raw))}
+        and its time in one transaction; one acknowledged meanwhile has no time, and counts as delivered long ago):
+        those of requests, and those of Celery calls."""
+        tags = {
+            as_text(tag): (task_id, _is_request(raw)) for tag, raw in page.items() if (task_id := self._task_of(raw))
+        }
         scores: Any = client.zmscore(index_key, list(tags)) if tags else []
-        pairs = zip(tags.items(), scores, strict=True)
-        return {task_id: Unacked(tag, float(at or 0.0)) for (tag, task_id), at in pairs}
+        requests: dict[str, Unacked] = {}
+        calls: dict[str, Unacked] = {}
+        for (tag, (task_id, is_request)), at in zip(tags.items(), scores, strict=True):
+            (requests if is_request else calls)[task_id] = Unacked(tag, float(at or 0.0))
+        return requests, calls
 
     def _task_of(self, raw: bytes | str) -> str | None:
         """The task id of an unacked entry of this service's queues; None for anything else."""
@@ -198,3 +221,16 @@ class Recovery:
             return str(message["headers"]["id"])
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _is_request(raw: bytes | str) -> bool:
+    """Whether an unacknowledged entry is a queue-service request's message (it says its protocol version, or has a
+    request's arguments, as a release before versions wrote them), not a Celery call's."""
+    try:
+        message = json.loads(raw)[0]
+        headers = message["headers"]
+        if MESSAGE_HEADER in headers:
+            return True
+        return str(headers.get("task", "")).startswith("scalablejob.") or "frontend" in str(headers.get("kwargsrepr"))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return True  # unreadable: left to the request checks, which drop it once its request has ended

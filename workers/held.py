@@ -9,9 +9,7 @@ from typing import Any
 
 from celery import signals
 
-from scalablejob.model.routing import TaskType, task_type_of
-
-TASK_TYPE_ATTRIBUTE = "scalablejob_task_type"  # set on each of our Celery tasks, named ones included
+from scalablejob.model.routing import TASK_TYPE_ATTRIBUTE, TaskType, task_type_of
 
 
 def request_task_type(request: Any) -> TaskType | None:

@@ -32,9 +32,10 @@ def run_worker(
     previous_broker = os.environ.get(BROKER_ENV)
     os.environ[BROKER_ENV] = broker_url  # the user code's own `job.celery` (and its training tasks) find it too
     try:
-        app = make_app(config.name, broker_url)
+        job = load_job(app_spec, config.name) if app_spec else None
+        app = job.serve_as(config, broker_url) if job is not None else make_app(config.name, broker_url)
         app.service_config = config
-        app.job = load_job(app_spec, config.name) if app_spec else None
+        app.job = job
         exit_codes: list[int] = []
         signals.worker_shutdown.connect(lambda sender, **_: exit_codes.append(sender.exitcode or 0), weak=False)
         # app.start() drops the worker's exit code (click returns it instead of raising); the signal carries it

@@ -26,6 +26,7 @@ from scalablejob.store.redis_url import connect
 from scalablejob.store.task_registry import record_tasks
 from scalablejob.transport.acks import FinishAcks
 from scalablejob.upstream.celery_worker_internals import stop_worker
+from scalablejob.workers.celery_calls import install_celery_calls
 from scalablejob.workers.event_batches import EventBatchStep
 from scalablejob.workers.gate import SlotGate, install_gate
 from scalablejob.workers.init_command import EXIT_INIT_FAILED, run_init_command
@@ -171,7 +172,8 @@ def prepare_service(
     unhandled = UnhandledMessages(presence.put_back, gate.hold_off)
     quiet_put_backs()
     register_tasks(app, runtime, lambda: _stop_if_dead(server), unhandled)
-    named = register_named_tasks(app, runtime, job, unhandled)
+    named = {**register_named_tasks(app, runtime, job, unhandled), **install_celery_calls(app, runtime, job, unhandled,
+                                                                                          client)}  # fmt: skip
     fail_unknown_tasks(runtime, known=sorted(named))
     # a worker started while the broker refuses writes (a full disk: MISCONF) or is away waits for it, as a running one
     # does, instead of ending with a traceback that the scaler would answer with another worker

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import redis
-from celery import Celery, signals
+from celery import Celery, Task, signals
 from celery.exceptions import Ignore, Reject
 
 from scalablejob.model.errors import CommandFailed, HandlerError, ModelServerError, RequestError
@@ -64,8 +64,8 @@ def register_tasks(
     """
 
     @app.task(
-        name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError),
-        **{TASK_TYPE_ATTRIBUTE: TaskType.COMMAND},
+        name=task_name_for(TaskType.COMMAND), bind=True, throws=(CommandFailed, RequestError), base=Task,
+        ignore_result=True, **{TASK_TYPE_ATTRIBUTE: TaskType.COMMAND},
     )  # fmt: skip
     @protocol_checked(TaskType.COMMAND, unhandled)
     def command(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> str:
@@ -74,7 +74,12 @@ def register_tasks(
         return finish_command(self, ended)
 
     @app.task(
-        name=task_name_for(TaskType.QUERY), bind=True, throws=(HandlerError,), **{TASK_TYPE_ATTRIBUTE: TaskType.QUERY}
+        name=task_name_for(TaskType.QUERY),
+        bind=True,
+        throws=(HandlerError,),
+        base=Task,
+        ignore_result=True,
+        **{TASK_TYPE_ATTRIBUTE: TaskType.QUERY},
     )
     @protocol_checked(TaskType.QUERY, unhandled)
     def query(self: Any, body: bytes, tags: dict[str, str], frontend: str | None = None) -> None:

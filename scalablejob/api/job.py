@@ -1,72 +1,51 @@
-"""User-facing decorators, Celery-style: `job = Job(config="service.json")`, `@job.task` on each named task (a query,
-or a training task run as a command), `@job.query` on the one that answers untagged queries, `app = job.celery` for
-`celery -A`. Celery and Redis load only when `job.celery` or `.delay()` is used."""
+"""User-facing decorators, Celery-style: `job = Job(config="service.json")`, `@job.task` on each task (a real Celery
+task on the service's app: a query, or a training task run in a process of its own), `@job.query` on the request
+handler that answers untagged queries, `app = job.celery` for `celery -A`. The broker is looked up only when a task
+is called or the app is used."""
 
 from __future__ import annotations
 
 import inspect
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from scalablejob.api.query_context import QueryContext
+from scalablejob.model.call_options import refused_options
 from scalablejob.model.config import ServiceConfig, load_config
 from scalablejob.model.errors import UserCodeError
 from scalablejob.model.routing import TaskInfo, TaskType, parse_task_type
 
 if TYPE_CHECKING:
-    from celery import Celery
-    from celery.result import AsyncResult
-
+    from scalablejob.api.celery_app import ServiceCelery
     from scalablejob.api.client import JobClient
 
-ProgressReporter = Callable[[float, str], None]
 CONFIG_ENV = "SCALABLEJOB_CONFIG"  # the service config of `Job()`, e.g. for `celery -A module` run from a shell
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 _RESERVED_PREFIXES = ("scalablejob.", "celery.")  # our generic tasks and Celery's own
-
-
-class QueryContext:
-    """What a task knows about its request, and how it reports progress while it runs."""
-
-    def __init__(
-        self,
-        request_id: str,
-        tags: Mapping[str, str],
-        report: ProgressReporter,
-        is_cancelled: Callable[[], bool] | None = None,
-    ) -> None:
-        self.request_id = request_id
-        self.tags = dict(tags)
-        self._report = report
-        self._is_cancelled = is_cancelled or (lambda: False)
-
-    @property
-    def cancelled(self) -> bool:
-        """True once someone cancelled this request: a long handler checks it and returns early."""
-        return self._is_cancelled()
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        """Report how far this request is, from 0.0 to 1.0; visible in the request's state while it runs."""
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"progress fraction: expected a number from 0.0 to 1.0, got {fraction!r}")
-        self._report(float(fraction), str(message))
 
 
 QueryHandler = Callable[[bytes, QueryContext], Any]
 
 
 class JobTask:
-    """A registered task: calling it runs the function here; `.delay()` / `.apply_async()` send it to the service."""
+    """What a Job records of one task: its function, name and type, and how a queue-service request calls it (its
+    `handler`). `celery_task` is the Celery task `@job.task` returned (None for @job.query's request handler);
+    Celery's calls (`delay`, `s`, ...) on the record go to it."""
 
-    def __init__(self, job: Job, func: Callable[..., Any], name: str, task_type: TaskType, default: bool) -> None:
+    def __init__(
+        self, job: Job, func: Callable[..., Any], name: str, task_type: TaskType, default: bool,
+        celery_task: Any = None, bind: bool = False,
+    ) -> None:  # fmt: skip
         self.job = job
         self.func = func
         self.name = name
         self.task_type = task_type
         self.default = default
-        self.handler: QueryHandler = func if _takes_context(func) else _ignoring_context(func)
+        self.celery_task = celery_task
+        self.handler: QueryHandler = _request_handler(self, func, bind)
         self.__doc__ = func.__doc__
         self.__name__ = getattr(func, "__name__", name)
         self.__module__ = getattr(func, "__module__", __name__)
@@ -79,19 +58,13 @@ class JobTask:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
-    def delay(self, body: Any = b"", **tags: object) -> AsyncResult:
-        """Send one request to this task: `body` as bytes, text (UTF-8) or JSON data; keyword arguments are tags."""
-        return self.apply_async((body,), tags)
-
-    def apply_async(
-        self, args: tuple[Any, ...] | list[Any] | None = None, kwargs: Mapping[str, object] | None = None, *,
-        priority: int | None = None, task_id: str | None = None, **options: Any,
-    ) -> AsyncResult:  # fmt: skip
-        """Celery's apply_async through the queue service: `args` holds the body, `kwargs` are tags, `priority=1`
-        goes ahead of normal requests, `task_id` becomes the request id."""
-        from scalablejob.api.celery_service import submit  # Celery and Redis load only when something is sent
-
-        return submit(self, args or (), kwargs or {}, priority=priority, task_id=task_id, options=options)
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__") or self.__dict__.get("celery_task") is None:
+            raise AttributeError(
+                f"{self!r} has no attribute {attribute!r}: @job.query registers a request handler, which only "
+                f"queue-service requests call; expected @job.task for a Celery task"
+            )
+        return getattr(self.celery_task, attribute)
 
     def __repr__(self) -> str:
         return f"<{self.task_type.value} task {self.name} of {self.job!r}>"
@@ -110,27 +83,41 @@ class Job:
             raise UserCodeError(f"Job({service!r}, config={str(config)!r}): the config's service is {self.config.name}")
         self.service = service or (self.config.name if self.config else None)
         self.tasks: dict[str, JobTask] = {}
-        self._celery: Celery | None = None
+        self._celery: ServiceCelery | None = None
         self._client: JobClient | None = None
 
     @overload
-    def task(self, func: Callable[..., Any], /) -> JobTask: ...
+    def task(self, func: Callable[..., Any], /) -> Any: ...
 
     @overload
     def task(
-        self, func: None = None, /, *, name: str | None = None, task_type: str | TaskType = TaskType.QUERY
-    ) -> Callable[[Callable[..., Any]], JobTask]: ...
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        task_type: str | TaskType = TaskType.QUERY,
+        **options: Any,
+    ) -> Callable[[Callable[..., Any]], Any]: ...
 
     def task(
         self, func: Callable[..., Any] | None = None, /, *, name: str | None = None,
-        task_type: str | TaskType = TaskType.QUERY,
-    ) -> JobTask | Callable[[Callable[..., Any]], JobTask]:  # fmt: skip
-        """Register `func(body: bytes, ctx: QueryContext)` (or `func(body)`) as a named task, by default a query
-        named after the function; `task_type="command"` makes it a training task, run in a child process."""
+        task_type: str | TaskType = TaskType.QUERY, **options: Any,
+    ) -> Any:  # fmt: skip
+        """Make `func` a Celery task of the service (Celery's options: bind, max_retries, autoretry_for, ...), named
+        after the function, by default a query (run in a worker thread); `task_type="command"` runs it in a process of
+        its own. A queue-service request calls it with its body, plus a QueryContext if it takes one."""
         kind = parse_task_type(task_type.value if isinstance(task_type, TaskType) else task_type)
 
-        def register(target: Callable[..., Any]) -> JobTask:
-            return self._add(JobTask(self, target, _name_of(target) if name is None else name, kind, default=False))
+        def register(target: Callable[..., Any]) -> Any:
+            task_name = _name_of(target) if name is None else name
+            refused = refused_options(task_name, options)
+            if refused is not None:
+                raise UserCodeError(refused)
+            made = self.task_app().task(target, name=task_name, task_type=kind, shared=False, **options)
+            bind = bool(options.get("bind"))
+            self._add(JobTask(self, target, task_name, kind, default=False, celery_task=made, bind=bind))
+            return made
 
         return register(func) if func is not None else register
 
@@ -161,13 +148,33 @@ class Job:
         return marked[0].handler if marked else None
 
     @property
-    def celery(self) -> Celery:
+    def celery(self) -> ServiceCelery:
         """This service's Celery app, for `app = job.celery` and `celery -A module worker|inspect|status|flower`."""
+        if self.service is None:
+            raise UserCodeError(
+                "Job() serves any service, so it has no Celery app: expected Job(config='service.json') "
+                "(or $SCALABLEJOB_CONFIG, or Job('name') to send tasks only)"
+            )
+        return self.task_app()
+
+    def task_app(self) -> ServiceCelery:
+        """The app the tasks are made on; a Job() gets its service from the worker that loads it (serve_as)."""
         if self._celery is None:
             from scalablejob.api.celery_service import service_celery
 
             self._celery = service_celery(self)
         return self._celery
+
+    def serve_as(self, config: ServiceConfig, broker_url: str) -> ServiceCelery:
+        """The app a worker of `config`'s service runs: this Job's, made that service's."""
+        from scalablejob.api.celery_app import configure
+
+        app = self.task_app()
+        if app.service is None:
+            configure(app, config.name)
+        app.conf.broker_url = broker_url
+        app.service_config = config
+        return app
 
     def client(self) -> JobClient:
         """The JobClient `.delay()` sends through, on the broker of `job.celery`."""
@@ -206,13 +213,27 @@ def _name_of(func: Callable[..., Any]) -> str:
     return name if re.match(r"[A-Za-z_]", name) else f"_{name}"[:128]
 
 
-def _takes_context(func: Callable[..., Any]) -> bool:
+def _takes_context(func: Callable[..., Any], bind: bool = False) -> bool:
     try:
-        parameters = inspect.signature(func).parameters.values()
+        parameters = list(inspect.signature(func).parameters.values())[1 if bind else 0 :]
     except (TypeError, ValueError):
         return True
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+def _request_handler(record: JobTask, func: Callable[..., Any], bind: bool) -> QueryHandler:
+    """How a queue-service request calls a task: `(body, ctx)` when it takes a context, else `(body)`; a bound task
+    (bind=True) gets its Celery task first, as Celery gives it."""
+    if not bind:
+        return func if _takes_context(func) else _ignoring_context(func)
+    takes = _takes_context(func, bind=True)
+
+    def handler(body: bytes, ctx: QueryContext) -> Any:
+        return func(record.celery_task, body, ctx) if takes else func(record.celery_task, body)
+
+    handler.__name__ = getattr(func, "__name__", "handler")
+    return handler
 
 
 def _ignoring_context(func: Callable[[bytes], Any]) -> QueryHandler:

@@ -1,5 +1,6 @@
-"""Celery's result API over the queue service: `AsyncResult(id).state`, `.get()` and `.revoke()` read and act on the
-request itself (its state hash and final output queue entry), so a Celery user needs no second result store.
+"""Celery's result API for both kinds of call, on the broker's Redis: a Celery call's result is in Celery's own Redis
+result backend (`celery-task-meta-<id>`, chords and groups included); a queue-service request's `AsyncResult(id)`
+reads the request itself (its state hash and final output queue entry), and its revoke cancels it.
 
 `task_meta` is the pure mapping from a request to Celery's result meta; the backend and the control only fetch.
 """
@@ -14,7 +15,7 @@ from typing import Any
 import redis
 from celery import states
 from celery.app.control import Control
-from celery.backends.base import BaseBackend
+from celery.backends.redis import RedisBackend
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
@@ -34,7 +35,7 @@ from scalablejob.store.redis_url import connect
 from scalablejob.store.sink import Sink, SinkEntry
 from scalablejob.store.state import RequestState, RequestStatus, RequestStore
 
-BACKEND_URL = "scalablejob://request-state"  # what the worker's banner shows as its results
+BACKEND_URL = "scalablejob://celery-results+request-state"  # what the worker's banner shows as its results
 
 CELERY_STATES = {
     RequestStatus.QUEUED: states.PENDING,
@@ -83,36 +84,60 @@ def task_meta(request_id: str, state: RequestState | None, final: SinkEntry | No
     }  # fmt: skip
 
 
-class QueueServiceBackend(BaseBackend):
-    """A read-only result backend: workers write results to the output queue; this reads them back."""
+class ServiceBackend(RedisBackend):  # type: ignore[misc]  # Celery ships no types
+    """Celery's Redis result backend on the broker's Redis (any URL the broker takes, Sentinel included), which also
+    answers for the ids of queue-service requests from their state."""
 
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
-        super().__init__(app, url=url or BACKEND_URL, **kwargs)
-        self._client: redis.Redis | None = None
+        super().__init__(app=app, url=None, **kwargs)
+        self.url = BACKEND_URL
 
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = connect(str(self.app.conf.broker_url))
-        return self._client
+    def _create_client(self, **params: Any) -> redis.Redis:
+        from scalablejob.api.celery_app import broker_url_of
+
+        return connect(broker_url_of(self.app))
+
+    def as_uri(self, include_password: bool = False) -> str:
+        return BACKEND_URL
 
     @property
     def service(self) -> str:
-        return str(getattr(self.app, "service", self.app.main))
+        return str(getattr(self.app, "service", None) or self.app.main)
+
+    def request_state(self, request_id: str) -> RequestState | None:
+        """The queue-service request of this id, if it is one."""
+        return RequestStore(self.client, self.service).get(request_id)
 
     def _request(self, request_id: str) -> tuple[RequestState | None, Sink]:
-        state = RequestStore(self.client, self.service).get(request_id)
+        state = self.request_state(request_id)
         return state, Sink(self.client, self.service, frontend=state.frontend if state else None)
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        meta: dict[str, Any] = super()._get_task_meta_for(task_id)
+        if meta["status"] != states.PENDING:
+            return meta
         state, sink = self._request(task_id)
-        final = sink.get(state.result_index) if state is not None and state.result_index is not None else None
+        if state is None:
+            return meta
+        final = sink.get(state.result_index) if state.result_index is not None else None
         return task_meta(task_id, state, final)
 
-    def wait_for(
-        self, task_id: str, timeout: float | None = None, interval: float = 0.5, no_ack: bool = True,
-        on_interval: Any = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    def wait_for_pending(self, result: Any, callback: Any = None, propagate: bool = True, **kwargs: Any) -> Any:
+        """A request's result is not published on Celery's channel: wait on its output queue instead."""
+        if self.request_state(result.id) is None:
+            try:
+                return super().wait_for_pending(result, callback=callback, propagate=propagate, **kwargs)
+            except Exception:
+                # a failed parent's own error first, as `.get()` gives it when it sees the parent fail before its own
+                # result (a chord whose header failed: the body's ChordError only names the header's error)
+                check_parents = kwargs.get("on_interval")
+                if check_parents is not None:
+                    check_parents()
+                raise
+        self.wait_for_request(result.id, timeout=kwargs.get("timeout"), interval=kwargs.get("interval", 0.5))
+        return result.maybe_throw(callback=callback, propagate=propagate)
+
+    def wait_for_request(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict[str, Any]:
         """Wait for the request to end, woken by its output queue rather than by polling alone."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -121,8 +146,6 @@ class QueueServiceBackend(BaseBackend):
             meta = self.get_task_meta(task_id, cache=False)
             if meta["status"] in states.READY_STATES:
                 return meta
-            if on_interval:
-                on_interval()
             remaining = interval if deadline is None else min(interval, deadline - time.monotonic())
             if remaining <= 0:
                 raise CeleryTimeoutError(f"request {task_id} still {meta['status']} after {timeout} s")
@@ -140,15 +163,6 @@ class QueueServiceBackend(BaseBackend):
             if not RequestStore(self.client, self.service).require(request_id).status.finished:
                 raise  # it ended between the two reads: nothing left to cancel
 
-    def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
-        return result  # the worker has written the request's final entry itself
-
-    def _store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
-        return result
-
-    def _forget(self, task_id: str) -> None:
-        """A request's result goes when its output queue entry does (its age, or a reader deleting it)."""
-
 
 class ServiceControl(Control):
     """Celery's remote control, but revoke cancels the request through the queue service."""
@@ -156,9 +170,17 @@ class ServiceControl(Control):
     def revoke(
         self, task_id: str | Iterable[str], destination: Any = None, terminate: bool = False, signal: Any = None,
         **kwargs: Any,
-    ) -> None:  # fmt: skip
-        """Cancel each request: a queued one leaves its queue, a running one is stopped by its worker (a training
-        task's process group gets SIGTERM, then SIGKILL after the grace), whatever `terminate` says."""
+    ) -> Any:  # fmt: skip
+        """Cancel each queue-service request: a queued one leaves its queue, a running one is stopped by its worker
+        (a training task's process group gets SIGTERM, then SIGKILL after the grace), whatever `terminate` says.
+        Revoke the Celery calls Celery's way (a running one stops only with `terminate`)."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        for request_id in ids:
-            self.app.backend.cancel(request_id)
+        calls = []
+        for one in ids:
+            if self.app.backend.request_state(one) is not None:
+                self.app.backend.cancel(one)
+            else:
+                calls.append(one)
+        if not calls:
+            return [] if kwargs.get("reply") else None
+        return super().revoke(calls, destination=destination, terminate=terminate, signal=signal, **kwargs)

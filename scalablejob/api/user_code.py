@@ -12,10 +12,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from scalablejob.api.celery_task import FILE_MODULE_PREFIX
 from scalablejob.api.job import Job, JobTask
 from scalablejob.model.errors import UserCodeError
-
-FILE_MODULE_PREFIX = "scalablejob_app_"  # the private module name of user code given as a file
 
 
 def import_user_module(spec: str) -> ModuleType:
@@ -46,7 +45,7 @@ def load_job(app_spec: str, service: str) -> Job:
             )
         candidates = [job]
     else:
-        candidates = [value for value in vars(module).values() if isinstance(value, Job)]
+        candidates = [value for value in vars(module).values() if _is(value, Job)]
     matching = [job for job in candidates if job.service in (None, service)]
     if len(matching) != 1:
         found = ", ".join(repr(job) for job in candidates) or "none"
@@ -72,13 +71,19 @@ def load_task(spec: str, name: str) -> JobTask:
     a task of a top-level Job."""
     module = import_user_module(spec)
     for value in vars(module).values():
-        if isinstance(value, JobTask) and value.name == name:
+        if _is(value, JobTask) and value.name == name:
             return value
-        if isinstance(value, Job) and name in value.tasks:
+        if _is(value, Job) and name in value.tasks:
             return value.tasks[name]
     raise UserCodeError(
         f"module {spec} has no task {name!r} at its top level: expected @job.task functions defined at module level"
     )
+
+
+def _is(value: object, kind: type) -> bool:
+    """isinstance without asking a lazy Celery task (a proxy) its class, which would bind it to its app now, before
+    its worker has made the app its service's."""
+    return kind in type(value).__mro__
 
 
 def _import_file(path: Path) -> ModuleType:

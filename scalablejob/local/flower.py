@@ -9,7 +9,9 @@ runs wraps it. `/healthcheck` stays open: it tells nothing but "OK", and probes 
 `/metrics` behind the login, the broker from CELERY_BROKER_URL, else as every scalablejob command finds it
 (SCALABLEJOB_BROKER, or the data folder's embedded broker, password from the folder), and the folder's login unless
 its environment gives one (FLOWER_BASIC_AUTH or Flower's OAuth FLOWER_AUTH) or SCALABLEJOB_FLOWER_NO_AUTH=1 turns it
-off.
+off. `celery -A your_module flower` on a service's app is prepared the same way (`prepare_flower`, which the app calls
+when it is loaded for that command): the folder's login, and 127.0.0.1 unless `--address` or FLOWER_ADDRESS says
+otherwise.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ LOGIN_FILE = "flower-login"  # one line USER:PASSWORD, 0600, in the data folder
 BASIC_AUTH_ENV = "FLOWER_BASIC_AUTH"  # Flower's own: USER:PASSWORD[,USER:PASSWORD...]
 OAUTH_ENV = "FLOWER_AUTH"  # Flower's OAuth setting: a login of the user's own choosing
 NO_AUTH_ENV = "SCALABLEJOB_FLOWER_NO_AUTH"
+ADDRESS_ENV = "FLOWER_ADDRESS"  # Flower's own; its default, all addresses, would show every task to the network
+LOOPBACK = "127.0.0.1"
 CELERY_BROKER_ENV = "CELERY_BROKER_URL"  # Celery's own; it wins over the app's broker setting
 _TRUE = ("1", "true", "yes", "on")
 
@@ -71,19 +75,31 @@ def auth_is_off(environ: Mapping[str, str]) -> bool:
     return environ.get(NO_AUTH_ENV, "").strip().lower() in _TRUE
 
 
+def prepare_flower() -> None:
+    """Before Flower reads its FLOWER_* settings: quiet, `/metrics` behind the login, and the data folder's login in
+    the environment (unless one is given or turned off), so the login put there is the one Flower uses."""
+    quiet_flower_inspector()
+    protect_metrics()
+    if not (os.environ.get(BASIC_AUTH_ENV) or os.environ.get(OAUTH_ENV) or auth_is_off(os.environ)):
+        login = flower_login(data_dir())
+        os.environ[BASIC_AUTH_ENV] = login.basic_auth
+        if login.created:
+            print(f"flower login made: {login.describe()}", file=sys.stderr, flush=True)
+
+
+def prepare_service_flower() -> None:
+    """`celery -A module flower` on a service's app: as `up`'s Flower, on 127.0.0.1 unless told otherwise."""
+    prepare_flower()
+    os.environ.setdefault(ADDRESS_ENV, LOOPBACK)
+
+
 def _make_app() -> Any:
     """The app of `celery -A scalablejob.local.flower flower`, made when Celery asks for it: before Flower reads its
     FLOWER_* settings, so the login put in the environment here is the one Flower uses."""
     from scalablejob.api.celery_app import BrokerCelery
 
-    quiet_flower_inspector()
-    protect_metrics()
+    prepare_flower()
     folder = data_dir()
-    if not (os.environ.get(BASIC_AUTH_ENV) or os.environ.get(OAUTH_ENV) or auth_is_off(os.environ)):
-        login = flower_login(folder)
-        os.environ[BASIC_AUTH_ENV] = login.basic_auth
-        if login.created:
-            print(f"flower login made: {login.describe()}", file=sys.stderr, flush=True)
     broker = None
     if not os.environ.get(CELERY_BROKER_ENV):
         given = os.environ.get(BROKER_ENV)

@@ -10,6 +10,7 @@ from scalablejob.model.errors import RequestError, TaskTypeError
 
 TASK_TYPE_TAG = "taskType"
 TASK_TAG = "task"  # picks one of a service's named tasks (@job.task) by its name
+TASK_TYPE_ATTRIBUTE = "scalablejob_task_type"  # set on each Celery task of a service: its TaskType
 
 
 class TaskType(str, Enum):

@@ -21,6 +21,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as json_dumps
+from kombu.utils.json import loads as json_loads
 
 from scalablejob.model.protocol import MESSAGE_HEADER, PROTOCOL_VERSION
 from scalablejob.store.queues import QueueMessage, priority_list
@@ -39,6 +40,7 @@ def task_message(
         task_id, task_name, args=tuple(args), kwargs=dict(kwargs), root_id=task_id, reply_to=app.thread_oid,
     )  # fmt: skip
     headers[MESSAGE_HEADER] = protocol
+    headers["ignore_result"] = True  # a request's result is its output queue entry: nothing in Celery's backend
     content_type, content_encoding, data = serialize(body, serializer=app.conf.task_serializer)
     envelope = {
         "body": base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii"),
@@ -81,3 +83,13 @@ def published_body(raw: bytes | str) -> Any:
     if envelope.get("properties", {}).get("body_encoding") == "base64":
         body = base64.b64decode(body)
     return json.loads(body)
+
+
+def message_json(value: Any) -> str:
+    """JSON as kombu writes a message's (bytes, dates and decimals included), for values taken from a message."""
+    text: str = json_dumps(value)
+    return text
+
+
+def from_message_json(text: str) -> Any:
+    return json_loads(text)

@@ -6,15 +6,55 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from celery.utils.functional import maybe_list
 from celery.utils.sysinfo import load_average
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
+from celery.worker.control import Panel
+from celery.worker.request import Request
 
 from scalablejob.upstream.check import require
 
 require("celery", worker_state, ("reserved_requests", "active_requests", "total_count", "SOFTWARE_INFO",
                                  "should_stop"))  # fmt: skip
 require("celery", Consumer, ("_flush_events",))
+require("celery", Request, ("_announce_revoked",))
+require("celery", Panel, ("data",))
+
+
+def announce_terminated(request: Any, signum: Any) -> None:
+    """Say a running task was terminated, as Celery's prefork pool does: REVOKED, with its task-revoked event."""
+    request._announce_revoked("terminated", True, signals_signum(signum), False)
+
+
+def signals_signum(signum: Any) -> Any:
+    from celery.platforms import signals as platform_signals
+
+    return platform_signals.signum(signum or "TERM")
+
+
+def wrap_revoke(before: Callable[[list[str]], None]) -> None:
+    """Call `before(task ids)` on each `revoke` and `terminate` control command this worker gets, then Celery's own
+    (the panel is one per process: a worker process has one app)."""
+    for name, ids_of in (("revoke", _revoke_ids), ("terminate", _terminate_ids)):
+        original = Panel.data[name]
+        if getattr(original, "scalablejob_wrapped", False):
+            continue
+
+        def wrapped(state: Any, *args: Any, _original: Any = original, _ids_of: Any = ids_of, **kwargs: Any) -> Any:
+            before(_ids_of(args, kwargs))
+            return _original(state, *args, **kwargs)
+
+        wrapped.scalablejob_wrapped = True  # type: ignore[attr-defined]
+        Panel.data[name] = wrapped
+
+
+def _revoke_ids(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    return [str(one) for one in maybe_list(kwargs.get("task_id", args[0] if args else None)) or []]
+
+
+def _terminate_ids(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    return [str(one) for one in maybe_list(kwargs.get("task_id", args[1] if len(args) > 1 else None)) or []]
 
 
 def nothing_reserved() -> bool:

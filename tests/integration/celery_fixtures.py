@@ -42,10 +42,12 @@ def celery_env(config_path: Path, broker: str) -> dict[str, str]:
 def celery_cli(tmp_path: Path, redis_url: str) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `celery -A sj_celery_tasks ARGS` for a service config to its end."""
 
-    def run(config: dict[str, Any], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        config: dict[str, Any], *args: str, timeout: float = 60, module: str = TASKS_MODULE
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
         env = celery_env(write_config(tmp_path, config), redis_url)
         return subprocess.run(
-            [CELERY, "-A", TASKS_MODULE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+            [CELERY, "-A", module, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
             timeout=timeout, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -57,12 +59,14 @@ def start_celery_worker(tmp_path: Path, redis_url: str) -> Iterator[Callable[...
     """Start `celery -A sj_celery_tasks worker` processes for a service config; all are stopped after the test."""
     workers: list[WorkerProcess] = []
 
-    def start(config: dict[str, Any], *args: str, wait: bool = True, **_: Any) -> WorkerProcess:
+    def start(
+        config: dict[str, Any], *args: str, wait: bool = True, module: str = TASKS_MODULE, **_: Any
+    ) -> WorkerProcess:  # fmt: skip
         service = config["metadata"]["name"]
         hostname = f"{service}-c{len(workers)}@test"
         log_path = tmp_path / f"{hostname}.log"
         env = celery_env(write_config(tmp_path, config), redis_url)
-        argv = [CELERY, "-A", TASKS_MODULE, "worker", "-n", hostname, "-l", "INFO", *args]
+        argv = [CELERY, "-A", module, "worker", "-n", hostname, "-l", "INFO", *args]
         worker = launch_worker(argv, hostname, log_path, cwd=tmp_path, env=env)
         workers.append(worker)
         if wait:
@@ -93,14 +97,38 @@ def celery_job(
 
 
 @pytest.fixture
-def start_celery_flower(tmp_path: Path, redis_url: str) -> Iterator[Callable[[dict[str, Any]], tuple[str, Path]]]:
-    """Start `celery -A sj_celery_tasks flower` (API open, debug log) for a service config: its URL and log file."""
+def celery_module(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[dict[str, Any], str], Any]]:
+    """A support tasks module imported here, as a Celery project's callers import theirs, on a service config."""
+    modules: list[Any] = []
+
+    def load(config: dict[str, Any], name: str) -> Any:
+        monkeypatch.setenv("SCALABLEJOB_BROKER", redis_url)
+        monkeypatch.setenv("SCALABLEJOB_CONFIG", str(write_config(tmp_path, config)))
+        modules.append(import_user_module(str(SUPPORT / f"{name}.py")))
+        return modules[-1]
+
+    yield load
+    for module in modules:
+        module.job.close()
+
+
+@pytest.fixture
+def start_celery_flower(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., tuple[str, Path]]]:
+    """Start `celery -A MODULE flower` (debug log) for a service config: its URL and log file. By default its API is
+    open and it listens on 127.0.0.1; `as_documented=True` starts it with no options but its port, as a user would."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(config: dict[str, Any]) -> tuple[str, Path]:
+    def start(
+        config: dict[str, Any], module: str = TASKS_MODULE, as_documented: bool = False
+    ) -> tuple[str, Path]:  # fmt: skip
         port, log_path = free_port(), tmp_path / "flower.log"
-        env = {**celery_env(write_config(tmp_path, config), redis_url), "FLOWER_UNAUTHENTICATED_API": "true"}
-        argv = [CELERY, "-A", TASKS_MODULE, "flower", f"--port={port}", "--address=127.0.0.1", "--logging=debug"]
+        env = celery_env(write_config(tmp_path, config), redis_url)
+        argv = [CELERY, "-A", module, "flower", f"--port={port}"]
+        if not as_documented:
+            env.update(FLOWER_UNAUTHENTICATED_API="true", SCALABLEJOB_FLOWER_NO_AUTH="1")
+            argv += ["--address=127.0.0.1", "--logging=debug"]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

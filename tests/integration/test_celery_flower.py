@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from celery import states
 from celery.exceptions import TaskRevokedError
@@ -55,7 +56,7 @@ def test_flower_starts_quietly_and_shows_revoked_and_failed_tasks_as_they_are(
     job = celery_job(config)
     running = job.tasks["train"].delay({"until": str(tmp_path / "never")})
     wait_until(lambda: running.state == states.STARTED, 30, "the training task never started")
-    running.revoke()
+    running.revoke(terminate=True)
     with pytest.raises(TaskRevokedError):
         running.get(timeout=30)
     client = client_for("flowered")
@@ -136,3 +137,55 @@ def test_flower_as_up_starts_it_keeps_the_succeeded_count_of_a_worker_the_scaler
     rows = worker_rows(url)
     assert rows.get(worker.hostname, {}).get("task-succeeded") == 1, f"Flower dropped the stopped worker: {rows}"
     assert sum(int(row.get("task-succeeded") or 0) for row in rows.values()) == 1
+
+
+def test_the_flower_of_a_celery_module_asks_for_up_s_login_on_loopback_and_shows_calls_as_they_ended(
+    tmp_path, start_celery_flower, start_celery_worker, celery_module
+):
+    # given `celery -A module flower` started as the docs show it (no option but its port), and a worker
+    config = service_config("flowercalls")
+    url, log_path = start_celery_flower(config, module="sj_celery_calls", as_documented=True)
+    start_celery_worker(config, module="sj_celery_calls")
+    tasks = celery_module(config, "sj_celery_calls")
+    login_file = tmp_path / ".scalablejob" / "flower-login"
+    wait_until(login_file.exists, 30, lambda: f"Flower made no login:\n{log_path.read_text()}")
+    user, _, password = login_file.read_text().strip().partition(":")
+
+    def answers() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(url, timeout=2).status_code == 401
+        return False
+
+    wait_until(answers, 30, lambda: f"Flower never asked for its login:\n{log_path.read_text()}")
+
+    # when calls retry, fail in a thread and in a command task's process
+    retried = tasks.flaky.delay(2)
+    failed = tasks.fail.delay("bad input")
+    crashed = tasks.train.delay(fail_with="diverged")
+    for result in (retried, failed, crashed):
+        with contextlib.suppress(Exception):
+            result.get(timeout=30)
+
+    # then Flower listens on 127.0.0.1 only, opens with up's login, and shows each call as it ended
+    listening = {
+        conn.laddr.ip for conn in psutil.net_connections("tcp") if conn.laddr.port == int(url.rsplit(":", 1)[1])
+    }
+    assert listening == {"127.0.0.1"}
+    auth = (user, password)
+
+    def info(task_id: str, final: str) -> dict[str, object] | None:
+        answer = httpx.get(f"{url}/api/task/info/{task_id}", auth=auth, timeout=5)
+        record = answer.json() if answer.status_code == 200 else None
+        return record if record and record.get("state") == final else None
+
+    shown = wait_until(lambda: info(retried.id, states.SUCCESS), 30, "Flower never showed the retried call done")
+    assert shown["retries"] == 2 and shown["result"] == "2"
+    shown = wait_until(lambda: info(failed.id, states.FAILURE), 30, "Flower never showed the failed call")
+    assert "ValueError: bad input" in str(shown["traceback"])
+    shown = wait_until(lambda: info(crashed.id, states.FAILURE), 30, "Flower never showed the failed command call")
+    assert "raise RuntimeError(fail_with)" in str(shown["traceback"])  # the task's own line, from its process
+    # and Flower's own calls reach the tasks: async-apply by the task, send-task by name
+    for path in ("async-apply", "send-task"):
+        answer = httpx.post(f"{url}/api/task/{path}/add", json={"args": [20, 22]}, auth=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert tasks.add.AsyncResult(answer.json()["task-id"]).get(timeout=30) == 42

@@ -48,13 +48,13 @@ def training_processes(request_id: str) -> list[psutil.Process]:
     return found
 
 
-def test_delay_get_returns_a_query_tasks_value_and_a_training_tasks_result(start_celery_worker, celery_job):
+def test_delay_get_returns_a_query_tasks_value_and_a_training_tasks_result(start_celery_worker, celery_job, client_for):
     # given a worker started the Celery way, and the same user code here
     start_celery_worker(config())
     job = celery_job(config())
     shout, train = job.tasks["shout"], job.tasks["train"]
 
-    # when a query task and a training task are called with .delay()
+    # when a query task and a training task written for requests (body, ctx) are called with .delay()
     answer = shout.delay("hello world")
     trained = train.delay({})
 
@@ -62,45 +62,52 @@ def test_delay_get_returns_a_query_tasks_value_and_a_training_tasks_result(start
     assert answer.get(timeout=30) == "HELLO WORLD"
     assert trained.get(timeout=30) == {"loss": 0.125, "request": trained.id}
     assert answer.state == trained.state == states.SUCCESS
-    # and the training task's prints and progress reached the output queue like a command's
-    entries = list(job.client().logs(trained.id))
+    # and the same training task, sent as a queue-service request, streams its prints and progress to the output
+    # queue like a command's
+    client = client_for(SERVICE)
+    _, request_id = client.put(b"{}", {"task": "train"})
+    assert json.loads(client.result(request_id, timeout=30).data) == {"loss": 0.125, "request": request_id}
+    entries = list(client.logs(request_id))
     assert [entry.data for entry in entries if entry.type == "log"] == [b"training started"]
     assert [entry.tags["progress"] for entry in entries if entry.type == "progress"] == ["0.5000"]
-    assert job.client().state(trained.id).status is RequestStatus.DONE
+    assert client.state(request_id).status is RequestStatus.DONE
 
 
-def test_a_failing_task_raises_its_exception_with_its_message_on_get(start_celery_worker, celery_job):
+def test_a_failing_task_raises_its_exception_with_its_message_on_get(start_celery_worker, celery_job, client_for):
     start_celery_worker(config())
     job = celery_job(config())
 
     failed_query = job.tasks["explode"].delay("bad input")
     failed_training = job.tasks["train"].delay({"fail": "diverged at epoch 3"})
+    _, failed_request = client_for(SERVICE).put(json.dumps({"fail": "diverged at epoch 3"}), {"task": "train"})
 
     with pytest.raises(ValueError, match=r"^bad input$"):
         failed_query.get(timeout=30)
     with pytest.raises(RuntimeError, match=r"^diverged at epoch 3$"):
         failed_training.get(timeout=30)
+    with pytest.raises(RuntimeError, match=r"^diverged at epoch 3$"):
+        job.celery.AsyncResult(failed_request).get(timeout=30)  # a request's id reads the request
     assert failed_query.state == failed_training.state == states.FAILURE
-    state = job.client().state(failed_training.id)
+    state = job.client().state(failed_request)
     assert state.exit_code == 1 and state.error == "RuntimeError: diverged at epoch 3"
 
 
-def test_revoke_stops_a_running_training_task_and_takes_a_queued_one_off_its_queue(
-    tmp_path, start_celery_worker, celery_job
+def test_revoke_cancels_a_running_training_request_and_takes_a_queued_one_off_its_queue(
+    tmp_path, start_celery_worker, celery_job, client_for
 ):
-    # given a training task running (its one command slot taken) and a second one queued behind it
+    # given a training request running (its one command slot taken) and a second one queued behind it
     start_celery_worker(config())
     job = celery_job(config())
-    train = job.tasks["train"]
-    running = train.delay({"until": str(tmp_path / "never")})
+    client = client_for(SERVICE)
+    body = json.dumps({"until": str(tmp_path / "never")})
+    running, queued = (job.celery.AsyncResult(client.put(body, {"task": "train"})[1]) for _ in range(2))
     wait_until(lambda: running.state == states.STARTED and training_processes(running.id), 30, "it never started")
-    queued = train.delay({"until": str(tmp_path / "never")})
 
-    # when both are revoked the Celery way
+    # when both are revoked the Celery way, by their ids
     queued.revoke()
     running.revoke()
 
-    # then both end REVOKED, and nothing of the running one is left
+    # then both end REVOKED, cancelled as `scalablejob cancel` would, and nothing of the running one is left
     for result in (queued, running):
         with pytest.raises(TaskRevokedError):
             result.get(timeout=30)
@@ -108,6 +115,22 @@ def test_revoke_stops_a_running_training_task_and_takes_a_queued_one_off_its_que
     assert job.client().state(queued.id).error == "cancelled before it started"
     assert job.client().state(running.id).error == "cancelled while running"
     wait_until(lambda: not training_processes(running.id), 10, "the training process outlived its cancel")
+
+
+def test_celery_control_revoke_stops_a_running_request(tmp_path, start_celery_worker, celery_cli, client_for):
+    # given a training request running on a worker started the Celery way
+    start_celery_worker(config())
+    client = client_for(SERVICE)
+    _, request_id = client.put(json.dumps({"until": str(tmp_path / "never")}), {"task": "train"})
+    wait_until(lambda: training_processes(request_id), 30, "it never started")
+
+    # when it is revoked from the command line
+    revoked = celery_cli(config(), "control", "revoke", request_id)
+
+    # then the request ends cancelled, and its process is gone
+    assert revoked.returncode == 0, revoked.stderr
+    wait_until(lambda: client.state(request_id).status is RequestStatus.CANCELLED, 30, "it was never cancelled")
+    wait_until(lambda: not training_processes(request_id), 10, "the training process outlived its revoke")
 
 
 def test_two_named_tasks_on_one_service_are_routed_by_their_tag(

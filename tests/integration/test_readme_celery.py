@@ -1,5 +1,6 @@
 """README's section for Celery users runs as written: its shell blocks, one terminal each, in a copy of the example
-folder; the commands that keep running (broker, worker, Flower) run in the background until the test ends."""
+folder; the commands that keep running (broker, worker, Flower) run in the background until the test ends. Every
+other command must succeed, and those the section shows an output for must print it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ SECTION = "## For Celery users"
 EXAMPLE_FILES = ("celery_style.py", "celery_style.json")
 SERVICE = "celery-style"
 BROKER, WORKER, FLOWER = "scalablejob redis", "celery -A celery_style worker", "celery -A celery_style flower"
+EXPECTED = {  # a command of the section (a part of it) -> what it prints
+    "shout.delay(": "HELLO WORLD\n",
+    "train.delay(": "{'epochs': 3, 'loss': 0.125}\n",
+    "chain(add.s(1, 2), add.s(3))": "6 [0, 2, 4]\n",
+    "download.delay(": "weights after 2 retries\n",
+    "celery -A celery_style result": "5\n",
+}
 
 
 def section_blocks(text: str) -> list[list[str]]:
@@ -55,7 +63,7 @@ class Terminals:
             "TMPDIR": str(root), "FLOWER_PORT": str(self.flower_port),  # Flower's own variable, instead of 5555
         }  # fmt: skip
         self.background: list[subprocess.Popen[bytes]] = []
-        self.outputs: list[str] = []
+        self.outputs: dict[str, str] = {}
 
     def run_block(self, lines: list[str]) -> None:
         cwd = self.root
@@ -70,7 +78,7 @@ class Terminals:
                     stdin=subprocess.DEVNULL,
                 )  # fmt: skip
                 assert run.returncode == 0, f"{line}\n{run.stdout}{run.stderr}"
-                self.outputs.append(run.stdout)
+                self.outputs[line] = run.stdout
 
     def _start(self, line: str, cwd: Path) -> None:
         with (self.root / f"background-{len(self.background)}.log").open("wb") as log:
@@ -84,7 +92,9 @@ class Terminals:
         elif line.startswith(WORKER):
             self._wait_for_worker(cwd)
         else:
-            wait_until(self._flower_answers, 30, "Flower never answered")
+            wait_until(lambda: self._flower_status() == 401, 30, "Flower never asked for its login")
+            login = (cwd / ".scalablejob" / "flower-login").read_text().strip().partition(":")
+            assert self._flower_status((login[0], login[2])) == 200  # up's login, from the data folder
 
     def _wait_for_worker(self, cwd: Path) -> None:
         app = make_app(SERVICE, running_embedded(cwd / ".scalablejob"))
@@ -93,10 +103,10 @@ class Terminals:
         finally:
             app.close()
 
-    def _flower_answers(self) -> bool:
+    def _flower_status(self, auth: tuple[str, str] | None = None) -> int | None:
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"http://127.0.0.1:{self.flower_port}/", timeout=2).status_code == 200
-        return False
+            return httpx.get(f"http://127.0.0.1:{self.flower_port}/", auth=auth, timeout=2).status_code
+        return None
 
     def stop(self) -> None:
         """SIGTERM first (the broker stops its redis-server), then SIGKILL to whatever is left of each group."""
@@ -121,8 +131,9 @@ def test_the_celery_section_runs_as_written(tmp_path):
     finally:
         terminals.stop()
 
-    shouted, trained, registered = terminals.outputs
-    assert shouted == "HELLO WORLD\n"
-    assert trained == "{'epochs': 3, 'loss': 0.125}\n"
+    for part, printed in EXPECTED.items():
+        for line in [line for line in terminals.outputs if part in line]:
+            assert terminals.outputs[line] == printed, line
+    [registered] = [printed for line, printed in terminals.outputs.items() if "inspect registered" in line]
     for name in ("count", "shout", "train"):
         assert f"* {name}\n" in registered

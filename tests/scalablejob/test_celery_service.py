@@ -1,4 +1,4 @@
-"""What `job.celery` and `.delay()` stand on: the app of a Job, its broker, and a task call as a request's tags."""
+"""What `job.celery` and `@job.task` stand on: the app of a Job, its broker, and its real Celery tasks."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from typing import Any
 
 import pytest
 
-from scalablejob.api.celery_app import ServiceCelery
-from scalablejob.api.celery_service import broker_default, request_body, request_tags
+from scalablejob.api.celery_app import NO_BROKER, ServiceCelery, broker_url_of
+from scalablejob.api.celery_service import broker_default
+from scalablejob.api.celery_task import request_body
 from scalablejob.api.job import Job
 from scalablejob.model.errors import BrokerError, RequestError, UserCodeError
 
 
 def echo(body: bytes) -> bytes:
     return body
+
+
+def _add(x: int, y: int) -> int:
+    return x + y
 
 
 @pytest.fixture
@@ -48,8 +53,9 @@ def test_a_job_for_any_service_has_no_celery_app(clean_env: Any) -> None:
 
 
 def test_the_broker_is_celerys_option_else_ours_else_the_running_embedded_one(clean_env: Any) -> None:
+    assert broker_default() == {"broker_url": NO_BROKER}  # none yet: binding tasks needs none
     with pytest.raises(BrokerError, match="no broker: no embedded broker runs in"):
-        broker_default()
+        broker_url_of(Job(config=None, service="svc").celery)  # the first use says why there is none
     clean_env.setenv("SCALABLEJOB_BROKER", "redis://ours:1/0")
     assert broker_default() == {"broker_url": "redis://ours:1/0"}
     clean_env.setenv("CELERY_BROKER_URL", "redis://celerys:1/0")
@@ -69,28 +75,16 @@ def test_an_argument_without_bytes_is_refused() -> None:
         request_body(object())
 
 
-def test_apply_async_maps_its_arguments_to_tags(job: Job) -> None:
-    task = job.task(name="train", task_type="command")(echo)
+def test_job_task_makes_a_celery_task_registered_on_the_service_app(job: Job) -> None:
+    from celery import Task
 
-    tags = request_tags(task, (b"{}",), {"env.LR": "0.1"}, priority=1, task_id="my-id", options={})
+    add = job.task(name="add")(_add)
 
-    assert tags == {"env.LR": "0.1", "task": "train", "taskType": "command", "_priority_": "1", "requestId": "my-id"}
-    assert "_priority_" not in request_tags(task, (), {}, priority=0, task_id=None, options={})
+    assert isinstance(add, Task) and job.celery.tasks["add"].name == "add"
+    assert add(2, 3) == 5  # called directly, it runs here, as Celery's tasks do
+    assert job.tasks["add"].task_type.value == "query" and job.tasks["add"].celery_task is add
 
 
-@pytest.mark.parametrize(
-    ("args", "priority", "options", "message"),
-    [
-        ((b"a", b"b"), None, {}, "task echo: expected one argument, the request body, got 2"),
-        ((), 9, {}, "priority 9: expected 0 or None (normal) or 1 (ahead of normal requests)"),
-        ((), None, {"countdown": 5}, "apply_async option countdown: not supported by the queue service"),
-    ],
-    ids=["two-args", "priority", "countdown"],
-)
-def test_what_the_queue_service_cannot_honour_is_refused_not_dropped(
-    job: Job, args: tuple[Any, ...], priority: int | None, options: dict[str, Any], message: str
-) -> None:
-    task = job.task(echo)
-
-    with pytest.raises(RequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        request_tags(task, args, {}, priority=priority, task_id=None, options=options)
+def test_a_task_on_a_queue_of_its_own_is_refused_where_it_is_declared(job: Job) -> None:
+    with pytest.raises(UserCodeError, match=r"^queue 'other': task echo runs on its type's queue; expected no queue"):
+        job.task(queue="other")(echo)

@@ -207,11 +207,13 @@ def test_task_registers_named_tasks_by_function_name_or_given_name() -> None:
         return {"loss": 0.1}
 
     assert sorted(job.tasks) == ["shout", "train"]
-    assert (shout.name, shout.task_type, shout.default) == ("shout", TaskType.QUERY, False)
-    assert (fit.name, fit.task_type) == ("train", TaskType.COMMAND)
+    record, fit_record = job.tasks["shout"], job.tasks["train"]
+    assert (record.name, record.task_type, record.default) == ("shout", TaskType.QUERY, False)
+    assert (fit_record.name, fit_record.task_type) == ("train", TaskType.COMMAND)
+    assert (shout.name, fit.name) == ("shout", "train") and record.celery_task is shout  # Celery tasks
     assert shout(b"hi") == "HI"  # calling a task runs its function here, as in Celery
-    assert shout.handler(b"hi", QueryContext("r1", {}, Reports())) == "HI"
-    assert job.default_task is shout  # the only query task answers untagged queries
+    assert record.handler(b"hi", QueryContext("r1", {}, Reports())) == "HI"
+    assert job.default_task is record  # the only query task answers untagged queries
     assert job.query_handler is None  # only @job.query marks one
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalablejob.scaler.reconcile import Backing, Unacked, reconcile, stale_acks
+from scalablejob.scaler.reconcile import Backing, Unacked, lost_calls, reconcile, stale_acks
 
 BOUND = 10.0
 T0 = 1000.0
@@ -61,3 +61,9 @@ def test_a_request_whose_worker_is_lost_is_due_at_once_unless_a_live_worker_took
     )
 
     assert reconcile(["lost", "taken-again"], backing, {}, T0, BOUND).due == ["lost"]
+
+
+def test_a_celery_call_no_live_worker_holds_goes_back_once_delivered_longer_than_the_bound() -> None:
+    calls = {"held": Unacked("t1", 0.0), "lost": Unacked("t2", 0.0), "just-taken": Unacked("t3", 95.0)}
+
+    assert lost_calls(calls, held={"held"}, now=100.0, bound_s=10.0) == ["lost"]

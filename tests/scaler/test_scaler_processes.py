@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import python_command, service_config, wait_until
+from conftest import REPO, python_command, service_config, wait_until
 from scalablejob import JobClient, RequestStatus
+from scalablejob.api.user_code import import_user_module
 from scalablejob.local.scaler_process import ScalerProcess, is_gone, kill_marked
 from scalablejob.store.presence import read_presence
 
@@ -202,3 +203,33 @@ def test_a_restarted_scaler_adopts_the_workers_of_its_previous_run_then_stops_th
     # and when it stops, the workers stop with it: no orphan
     assert second.stop() == 0, second.log()
     assert all(is_gone(presence[name].pid) for name in workers)
+
+
+def test_celery_calls_grow_the_pool_and_a_killed_workers_call_runs_again(
+    start_scaler, redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # given a pool of 1 to 3 workers of a Celery tasks module, one task per worker, and the module here
+    config = scaled_config("calls", min=1, max=3, avg=1)
+    scaler = start_scaler(config, "--app", str(REPO / "tests" / "support" / "sj_celery_calls.py"))
+    wait_for_idle(scaler, 1)
+    (tmp_path / "calls.json").write_text(json.dumps(config))
+    monkeypatch.setenv("SCALABLEJOB_CONFIG", str(tmp_path / "calls.json"))
+    monkeypatch.setenv("SCALABLEJOB_BROKER", redis_url)
+    tasks = import_user_module(str(REPO / "tests" / "support" / "sj_celery_calls.py"))
+
+    # when three Celery calls of a command task arrive: the scaler counts them, queued and running
+    release = tmp_path / "release"
+    calls = [tasks.train.delay(until=str(release)) for _ in range(3)]
+    wait_until(lambda: scaler.count("busy") == 3, 30, f"the pool never ran all three:\n{scaler.log()}")
+    # and one busy worker is killed with SIGKILL
+    victim = next(presence for presence in read_presence(redis_client, "calls").values() if presence.held)
+    os.kill(victim.pid, signal.SIGKILL)
+    release.touch()
+
+    # then every call completes, the killed worker's on another worker, and nothing stays unacknowledged
+    results = [call.get(timeout=30) for call in calls]
+    assert [result["epochs"] for result in results] == [2, 2, 2]
+    assert f"1 task(s) requeued {list(victim.held)}" in scaler.log()
+    no_stale_entry = lambda: redis_client.hlen("unacked") == 0  # noqa: E731
+    wait_until(no_stale_entry, 10, "an unacked entry stayed behind")
+    tasks.job.close()

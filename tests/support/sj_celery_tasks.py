@@ -18,8 +18,8 @@ def count_words(body: bytes) -> dict[str, int]:
     return {"words": len(body.split())}
 
 
-def explode(body: bytes) -> None:
-    raise ValueError(body.decode())
+def explode(body: bytes | str) -> None:
+    raise ValueError(body if isinstance(body, str) else body.decode())
 
 
 def train(body: bytes, ctx: QueryContext) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The Job's named tasks as Celery tasks of the worker: each under its own name and type, answering through the
+"""The Job's request handlers as Celery tasks of the worker: each under its own name and type, answering through the
 runtime; a cancelled one ends like Celery's revoke; a message for a task the worker lacks fails its request."""
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ def runtime(client: fakeredis.FakeRedis) -> WorkerRuntime:
 @pytest.fixture
 def app(runtime: WorkerRuntime) -> Celery:
     job = Job(SERVICE)
-    job.task(shout)
-    job.task(name="train", task_type="command")(fit)
-    app = Celery("test-named", set_as_current=False)
+    job.query(shout)  # a request handler: registered by the worker, for requests only
+    job.task(name="train", task_type="command")(fit)  # a Celery task: on the Job's app already
+    app = job.celery
     assert register_named_tasks(app, runtime, job, UnhandledMessages(lambda *_: None, lambda *_: None)) == {
-        "shout": TaskInfo(TaskType.QUERY), "train": TaskInfo(TaskType.COMMAND)
+        "shout": TaskInfo(TaskType.QUERY, default=True)
     }  # fmt: skip
     return app
 
@@ -94,3 +94,10 @@ def test_a_message_for_a_task_the_worker_lacks_fails_its_request_naming_what_it_
     state = RequestStore(client, SERVICE).require("r1")
     assert state.status is RequestStatus.FAILED
     assert state.error == "unknown task 'renamed': this worker of svc has the named tasks shout, train"
+
+
+def test_a_celery_call_of_a_request_handler_fails_saying_why(app: Celery) -> None:
+    result = app.tasks["shout"].apply(args=("hi",), task_id="c1")
+
+    assert result.state == states.FAILURE
+    assert "task shout is a request handler (@job.query): only queue-service requests call it" in str(result.result)

@@ -1,0 +1,185 @@
+"""A Celery call of a command task runs in a process of its own (`python -m scalablejob.workers.call_child`), so that
+revoke(terminate=True) and time limits stop it, as Celery's prefork pool would, whatever it started goes with it (its
+process group, its cgroup, its token: workers/job_processes.py), and it dies with its worker. Its environment is a
+job's (no broker secrets): the child sends its progress and a retry back as records, and this process does what needs
+the broker (update_state, retry), so autoretry_for, retry_backoff and max_retries work as Celery's. Its lines go to
+the worker's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+
+from scalablejob.api.user_code import module_spec
+from scalablejob.host.processes import dying_with_parent
+from scalablejob.model.redaction import without_secrets
+from scalablejob.model.task_result import rebuild_exception
+from scalablejob.transport.message import from_message_json as loads
+from scalablejob.transport.message import message_json as dumps
+from scalablejob.workers.call_child import PROGRESS_PREFIX
+from scalablejob.workers.job_processes import JobProcesses
+
+logger = logging.getLogger(__name__)
+
+CHILD_MODULE = "scalablejob.workers.call_child"
+TERM_GRACE_S = 10.0  # after SIGTERM (terminate, the soft limit's end), SIGKILL
+
+
+class ChildTraceback(Exception):
+    """The traceback of an exception raised in a task's child process, chained to it so that Flower shows both."""
+
+
+class CallProcesses:
+    """The child processes of the running calls of one worker, by task id; safe from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopped: set[str] = set()
+
+    def stop(self, task_id: str) -> bool:
+        """Terminate a running call's process (SIGTERM to its group, SIGKILL after the grace); False if none runs."""
+        with self._lock:
+            process = self._running.get(task_id)
+            if process is None:
+                return False
+            self._stopped.add(task_id)
+        _signal_group(process, signal.SIGTERM)
+        killer = threading.Timer(TERM_GRACE_S, _signal_group, (process, signal.SIGKILL))
+        killer.daemon = True  # a worker that stops meanwhile does not wait for it
+        killer.start()
+        return True
+
+    def run(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one call of `task` in a child; its value, or its exception raised here (Celery's retry included)."""
+        request = task.request
+        soft, hard = _limits(task, request)
+        with tempfile.TemporaryDirectory(prefix="scalablejob-call-") as folder:
+            call_path, result_path = Path(folder, "call.json"), Path(folder, "result.json")
+            call_path.write_text(dumps(_call(task, args, kwargs)))
+            job = JobProcesses()
+            env = {"PYTHONUNBUFFERED": "1", **without_secrets(os.environ), **job.env}
+            argv = dying_with_parent([sys.executable, "-m", CHILD_MODULE, str(call_path), str(result_path)], env)
+            process = subprocess.Popen(
+                argv, env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            with self._lock:
+                self._running[request.id] = process
+            try:
+                job.started(process.pid)
+                reader = threading.Thread(target=_forward, args=(task, request.id, process.stdout), daemon=True)
+                reader.start()
+                timed_out = _wait(process, soft, hard)
+                reader.join(5)
+            finally:
+                job.kill()
+                job.close()
+                with self._lock:
+                    self._running.pop(request.id, None)
+                    stopped = request.id in self._stopped
+                    self._stopped.discard(request.id)
+            if stopped:
+                raise Ignore()  # revoked and terminated: the revoke has said REVOKED
+            if timed_out:
+                raise TimeLimitExceeded(hard)
+            return _outcome(task, _read(result_path), process.returncode)
+
+
+def _call(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What the child needs: where the task is, its arguments, and the request fields `self.request` shows."""
+    request = task.request
+    func = getattr(type(task).run, "__wrapped__", type(task).run)
+    return {
+        "module": module_spec(func), "name": task.name, "args": list(args), "kwargs": kwargs,
+        "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
+        "request": {
+            "id": request.id, "retries": request.retries or 0, "hostname": request.hostname,
+            "root_id": request.root_id, "parent_id": request.parent_id, "group": request.group,
+            "eta": request.eta, "expires": request.expires, "delivery_info": request.delivery_info or {},
+        },
+    }  # fmt: skip
+
+
+def _limits(task: Any, request: Any) -> tuple[float | None, float | None]:
+    """The call's soft and hard time limits: the message's (Celery's order: hard, soft), else the task's."""
+    hard, soft = request.timelimit or (None, None)
+    return soft or task.soft_time_limit, hard or task.time_limit
+
+
+def _wait(process: subprocess.Popen[bytes], soft: float | None, hard: float | None) -> bool:
+    """Wait for the child; at the soft limit it gets SIGUSR1 (SoftTimeLimitExceeded in the task), at the hard one
+    SIGKILL. True when the hard limit killed it."""
+    remaining = hard
+    if soft is not None and (hard is None or soft < hard):
+        try:
+            process.wait(soft)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGUSR1)
+        remaining = None if hard is None else hard - soft
+    try:
+        process.wait(remaining)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+        return True
+    return False
+
+
+def _forward(task: Any, task_id: str, stream: IO[bytes] | None) -> None:
+    """The child's lines to the worker's log; its progress records to the task's state (PROGRESS)."""
+    if stream is None:
+        return
+    for raw in stream:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        if line.startswith(PROGRESS_PREFIX):
+            try:
+                record = loads(line[len(PROGRESS_PREFIX) :])
+                task.update_state(task_id, state=record["state"], meta=record["meta"])
+            except Exception as exc:  # progress is for watchers only: the task goes on
+                logger.warning("task %s: could not record its progress: %s", task_id, exc)
+            continue
+        logger.info("%s[%s]: %s", task.name, task_id, line)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        record = loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _outcome(task: Any, record: dict[str, Any] | None, exit_code: int | None) -> Any:
+    """The child's return value, or its exception (a retry it asked for, a soft time limit) raised here."""
+    if record is None:
+        raise RuntimeError(f"task {task.name}'s process exited with code {exit_code} without reporting a result")
+    if "value" in record:
+        return record["value"]
+    error = record.get("error") or {}
+    exc = _exception(error)
+    if "retry" in record:
+        raise task.retry(exc=exc if error else None, **record["retry"])
+    raise exc from ChildTraceback(str(error.get("traceback", "")).rstrip())
+
+
+def _exception(error: dict[str, Any]) -> BaseException:
+    if error.get("type") == "SoftTimeLimitExceeded":
+        return SoftTimeLimitExceeded(error.get("message", ""))
+    return rebuild_exception(str(error.get("type")), str(error.get("module")), str(error.get("message", "")))
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)

@@ -1,0 +1,45 @@
+"""Celery's time limits for a task that runs in a worker thread (a query task): at the soft limit the thread gets
+SoftTimeLimitExceeded, at the hard one TimeLimitExceeded, raised in it as an asynchronous exception (CPython's
+PyThreadState_SetAsyncExc), since a thread cannot be killed. It interrupts Python code; a call blocked in C (a sleep,
+a socket read) sees it once that call returns. A limit that fires as the task ends is withdrawn, never raised later
+in the worker's own code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+
+@contextmanager
+def thread_time_limits(soft: float | None, hard: float | None) -> Iterator[None]:
+    """Raise the limits' exceptions in this thread while the block runs."""
+    thread_id = threading.get_ident()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def fire(exception: type[BaseException]) -> None:
+        with lock:
+            if state["done"]:
+                return
+            state["fired"] = True
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception))
+
+    timers = [threading.Timer(limit, fire, (exception,)) for limit, exception in
+              ((soft, SoftTimeLimitExceeded), (hard, TimeLimitExceeded)) if limit]  # fmt: skip
+    for timer in timers:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["done"] = True
+            if state["fired"]:  # raised too late to land in the task: withdrawn
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+        for timer in timers:
+            timer.cancel()
