@@ -1,0 +1,236 @@
+"""Celery's own integration tests as the yardstick of our Celery face (issue 24): the same test files of the Celery
+source distribution run twice on one private redis-server, against plain Celery (Celery's fixtures: its app, its
+in-thread prefork worker) and against ours (tests/celery_yardstick: our service's app and a real `celery -A` worker
+of it), and the share of the tests passing against plain Celery that also pass against ours.
+
+The source distribution of the installed Celery is fetched from the package index at run time (`pip download
+--no-binary :all:`) into a cache folder; only its `t/` and `pyproject.toml` (pytest's settings and markers) are
+unpacked, into a scratch folder. Nothing of Celery's is kept in this repository.
+
+    python bench/celery_yardstick.py [--files test_tasks.py test_canvas.py] [--timeout S] [--min-ratio R]
+        [--only plain|ours] [--cache-dir DIR] [--keep DIR] [--json FILE] [-k EXPR]
+
+Exit status: 0, or 1 when the ratio is under --min-ratio, or 2 when the plain run passed nothing (a broken rig).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path, PurePosixPath
+
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+YARDSTICK = REPO / "tests" / "celery_yardstick"
+sys.path.insert(0, str(YARDSTICK))  # the report and fixtures live beside the suite, one copy
+
+from yardstick_report import FileComparison, Outcome, TestResult, failure_lines, ratio, read_junit, table  # noqa: E402
+
+from scalablejob.host.processes import kill_processes_with_env, stop_group  # noqa: E402
+from scalablejob.local.redis_server import RedisServer  # noqa: E402
+
+FILES = ("test_tasks.py", "test_canvas.py")
+DEFAULT_TIMEOUT_S = 30.0  # per test; plain Celery's slowest passing test takes about 10 s here
+UNPACKED = ("t/", "pyproject.toml")  # Celery's tests and pytest's settings for them; not its `celery/` package
+MARKER_ENV = "SCALABLEJOB_YARDSTICK_RUN"  # on every process a run starts: whatever is left is killed by it
+SERVICE = "celery-yardstick"
+SHIM = "\n\n# scalablejob's yardstick: the session app and worker are ours (bench/celery_yardstick.py)\n" \
+       "from yardstick_fixtures import *  # noqa\n"  # fmt: skip
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scalablejob" / "celery-yardstick"
+
+
+def fetch_sdist(celery_version: str, cache: Path) -> Path:
+    """Celery's source distribution of `celery_version`, from the cache or the package index (pip's own client)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob(f"celery-{celery_version}.tar.gz"))
+    if found:
+        return found[0]
+    command = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q",
+               "-d", str(cache), f"celery=={celery_version}"]  # fmt: skip
+    subprocess.run(command, check=True, timeout=600)
+    found = sorted(cache.glob(f"celery-{celery_version}.tar.gz"))
+    if not found:
+        raise SystemExit(f"pip download celery=={celery_version} left no celery-{celery_version}.tar.gz in {cache}")
+    return found[0]
+
+
+def unpack_tests(sdist: Path, dest: Path) -> Path:
+    """Celery's `t/` and `pyproject.toml` from the tarball into `dest`, plain files and folders only, each name
+    checked to stay inside `dest`."""
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            parts = PurePosixPath(member.name).parts[1:]  # celery-X.Y.Z/...
+            relative = "/".join(parts)
+            if not parts or ".." in parts or not (relative.startswith(UNPACKED[0]) or relative == UNPACKED[1]):
+                continue
+            target = dest.joinpath(*parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                source = tar.extractfile(member)
+                assert source is not None
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source.read())
+    if not (dest / "t" / "integration" / "conftest.py").is_file():
+        raise SystemExit(f"{sdist.name} has no t/integration/conftest.py: not a Celery source distribution?")
+    return dest
+
+
+def service_config(folder: Path) -> Path:
+    """The service whose app and worker replace Celery's: defaults throughout (4 query slots, 1 command slot)."""
+    path = folder / f"{SERVICE}.json"
+    path.write_text(json.dumps({"metadata": {"name": SERVICE, "type": "ScalableJob", "gpu": 0}}))
+    return path
+
+
+@dataclass
+class Run:
+    flavour: str  # "plain" or "ours"
+    file: str
+    results: dict[str, TestResult]
+    seconds: float
+    log: Path
+
+
+def run_file(flavour: str, tests: Path, file: str, url: str, work: Path, args: argparse.Namespace) -> Run:
+    """One pytest run of one Celery test file in its own process, on a flushed Redis; its JUnit report read."""
+    redis.Redis.from_url(url).flushall()
+    out = work / "out" / flavour / file.removesuffix(".py")
+    out.mkdir(parents=True, exist_ok=True)
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    marker = uuid.uuid4().hex
+    env = {
+        **os.environ, "TEST_BROKER": url, "TEST_BACKEND": url, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": port,
+        "PYTHONPATH": os.pathsep.join([str(YARDSTICK), os.environ.get("PYTHONPATH", "")]), MARKER_ENV: marker,
+        "SCALABLEJOB_BROKER": url, "SCALABLEJOB_CONFIG": str(service_config(work)), "YARDSTICK_LOG_DIR": str(out),
+    }  # fmt: skip
+    junit = out / "junit.xml"
+    argv = [sys.executable, "-m", "pytest", "-p", "celery.contrib.pytest", "-p", "yardstick_timeouts",
+            "-p", "no:cacheprovider", "-p", "no:rerunfailures", "-p", "no:randomly", "-q", "-rfEs",
+            "--timeout", str(args.timeout), f"--junitxml={junit}", f"t/integration/{file}",
+            *(["-k", args.k] if args.k else [])]  # fmt: skip
+    started = time.monotonic()
+    log_path = out / "pytest.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv, cwd=tests, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            process.wait(args.run_timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{flavour} {file}: over {args.run_timeout} s, stopped", file=sys.stderr)
+        finally:
+            stop_group(process, 10.0)
+            kill_processes_with_env(MARKER_ENV, marker)  # a worker the run left behind
+    seconds = time.monotonic() - started
+    results = read_junit(junit.read_text()) if junit.is_file() else {}
+    print(f"{flavour:5} {file}: {len(results)} tests in {seconds:.0f} s (log {log_path})", file=sys.stderr)
+    return Run(flavour, file, results, seconds, log_path)
+
+
+def prepare(flavour: str, sdist: Path, work: Path) -> Path:
+    tests = unpack_tests(sdist, work / flavour)
+    if flavour == "ours":
+        with (tests / "t" / "integration" / "conftest.py").open("a") as conftest:
+            conftest.write(SHIM)
+    return tests
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", nargs="+", default=list(FILES), help="test files of t/integration")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per test, over any mark")
+    parser.add_argument("--run-timeout", type=float, default=1800.0, help="seconds per pytest run (one file)")
+    parser.add_argument("--min-ratio", type=float, default=None, help="exit 1 when the ratio is under this")
+    parser.add_argument("--only", choices=("plain", "ours"), help="run one side (no ratio)")
+    parser.add_argument("--celery-version", default=version("celery"), help="default: the installed one")
+    parser.add_argument("--cache-dir", type=Path, default=default_cache())
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs, JUnit reports)")
+    parser.add_argument("--json", type=Path, help="write the per-test outcomes and figures here")
+    parser.add_argument("-k", help="pytest's -k, for a look at some tests")
+    return parser.parse_args(argv)
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> list[FileComparison]:
+    by_side = {(run.flavour, run.file): run.results for run in runs}
+    comparisons = [FileComparison(f, by_side.get(("plain", f), {}), by_side.get(("ours", f), {})) for f in args.files]
+    print(f"\nCelery {args.celery_version} t/integration, per-test timeout {args.timeout:g} s, no reruns")
+    print(table(comparisons))
+    print(f"\nratio (passing against ours / passing against plain Celery): {ratio(comparisons):.1%}")
+    print(f"time: {', '.join(f'{r.flavour} {r.file} {r.seconds:.0f} s' for r in runs)}")
+    lost = failure_lines(comparisons)
+    print(f"\npassing against plain Celery, not against ours ({len(lost)}):")
+    print("\n".join(f"  {line}" for line in lost) or "  none")
+    gained = [f"{c.file}::{name}" for c in comparisons for name in c.gained]
+    if gained:
+        print(f"\npassing against ours, not against plain Celery ({len(gained)}):")
+        print("\n".join(f"  {name}  plain: {_plain_reason(comparisons, name)}" for name in gained))
+    return comparisons
+
+
+def _plain_reason(comparisons: list[FileComparison], qualified: str) -> str:
+    file, _, name = qualified.partition("::")
+    result = next(c.plain.get(name) for c in comparisons if c.file == file)
+    return f"{result.outcome.value}: {result.reason}" if result else "not run"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sdist = fetch_sdist(args.celery_version, args.cache_dir)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="celery-yardstick-"))
+    work.mkdir(parents=True, exist_ok=True)
+    flavours = [args.only] if args.only else ["plain", "ours"]
+    runs: list[Run] = []
+    try:
+        trees = {flavour: prepare(flavour, sdist, work) for flavour in flavours}
+        with RedisServer(work / "redis", persistent=False) as server:
+            for file in args.files:
+                runs.extend(run_file(flavour, trees[flavour], file, server.url, work, args) for flavour in flavours)
+        comparisons = report(runs, args)
+        if args.json:
+            args.json.write_text(json.dumps(_figures(runs, comparisons, args), indent=1))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    plain_passed = sum(c.plain_passed for c in comparisons)
+    if "plain" in flavours and plain_passed == 0:
+        print("nothing passed against plain Celery: the rig is broken, not ours", file=sys.stderr)
+        return 2
+    if args.min_ratio is not None and not args.only and ratio(comparisons) < args.min_ratio:
+        print(f"FAILED: ratio {ratio(comparisons):.1%} is under the gate {args.min_ratio:.1%}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _figures(runs: list[Run], comparisons: list[FileComparison], args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "celery": args.celery_version,
+        "timeout_s": args.timeout,
+        "ratio": ratio(comparisons),
+        "seconds": {f"{run.flavour}/{run.file}": round(run.seconds, 1) for run in runs},
+        "tests": {
+            f"{run.flavour}/{run.file}": {n: [r.outcome.value, r.reason] for n, r in sorted(run.results.items())}
+            for run in runs
+        },
+        "lost": failure_lines(comparisons),
+        "outcomes": [o.value for o in Outcome],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

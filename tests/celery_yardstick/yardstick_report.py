@@ -1,0 +1,146 @@
+"""The yardstick's figures, pure: each test's outcome read from pytest's JUnit XML, plain Celery's run against ours,
+and the table and failure list that bench/celery_yardstick.py prints. No pytest, no I/O beyond parsing a string."""
+
+from __future__ import annotations
+
+import enum
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+REASON_WIDTH = 160  # one line per failure: the first line of pytest's message, cut here
+
+
+class Outcome(enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"  # a fixture's setup or teardown failed
+    SKIPPED = "skipped"
+
+
+# Several JUnit entries for one test (a teardown error after a pass, subtests): the worst one is the test's outcome.
+_RANK = {Outcome.PASSED: 0, Outcome.SKIPPED: 1, Outcome.FAILED: 2, Outcome.ERROR: 3}
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome and, unless it passed, the first line of why."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str  # Class::test_name (the file is the run's)
+    outcome: Outcome
+    reason: str = ""
+
+
+def one_line(text: str | None) -> str:
+    """The first non-empty line of `text`, cut to REASON_WIDTH characters."""
+    line = next((part.strip() for part in (text or "").splitlines() if part.strip()), "")
+    return line if len(line) <= REASON_WIDTH else line[: REASON_WIDTH - 3] + "..."
+
+
+def _entry(case: ElementTree.Element) -> TestResult:
+    name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name', '')}"
+    for tag, outcome in (("error", Outcome.ERROR), ("failure", Outcome.FAILED), ("skipped", Outcome.SKIPPED)):
+        found = case.find(tag)
+        if found is not None:
+            return TestResult(name, outcome, one_line(found.get("message") or found.text))
+    return TestResult(name, Outcome.PASSED)
+
+
+def read_junit(text: str) -> dict[str, TestResult]:
+    """Each test of a JUnit XML report by name (Class::test), its worst entry kept."""
+    results: dict[str, TestResult] = {}
+    for case in ElementTree.fromstring(text).iter("testcase"):
+        entry = _entry(case)
+        known = results.get(entry.name)
+        if known is None or _RANK[entry.outcome] > _RANK[known.outcome]:
+            results[entry.name] = entry
+    return results
+
+
+def counts(results: Mapping[str, TestResult]) -> dict[Outcome, int]:
+    totals = dict.fromkeys(Outcome, 0)
+    for result in results.values():
+        totals[result.outcome] += 1
+    return totals
+
+
+@dataclass
+class FileComparison:
+    """One test file run against plain Celery and against ours: which of plain's passes ours keeps."""
+
+    file: str
+    plain: dict[str, TestResult]
+    ours: dict[str, TestResult]
+    lost: list[TestResult] = field(init=False)  # passed against plain, not against ours (ours' outcome and reason)
+    gained: list[str] = field(init=False)  # passed against ours, not against plain
+
+    def __post_init__(self) -> None:
+        missing = "not run against ours (its run ended before it)"
+        self.lost = [
+            self.ours.get(name, TestResult(name, Outcome.ERROR, missing))
+            for name, result in sorted(self.plain.items())
+            if result.outcome is Outcome.PASSED and self.ours.get(name, _NOT_RUN).outcome is not Outcome.PASSED
+        ]
+        self.gained = sorted(
+            name
+            for name, result in self.ours.items()
+            if result.outcome is Outcome.PASSED and self.plain.get(name, _NOT_RUN).outcome is not Outcome.PASSED
+        )
+
+    @property
+    def plain_passed(self) -> int:
+        return counts(self.plain)[Outcome.PASSED]
+
+    @property
+    def kept(self) -> int:
+        return self.plain_passed - len(self.lost)
+
+
+_NOT_RUN = TestResult("", Outcome.ERROR, "not run")
+
+
+def ratio(comparisons: Iterable[FileComparison]) -> float:
+    """Of the tests that pass against plain Celery, the share that also passes against ours (0.0 when none pass)."""
+    items = list(comparisons)
+    passed = sum(item.plain_passed for item in items)
+    return sum(item.kept for item in items) / passed if passed else 0.0
+
+
+def _count_cells(results: Mapping[str, TestResult]) -> list[str]:
+    totals = counts(results)
+    return [str(totals[outcome]) for outcome in Outcome]
+
+
+def table(comparisons: list[FileComparison]) -> str:
+    """Passed/failed/error/skipped per file, plain and ours, and how many of plain's passes ours keeps."""
+    header = ["file", *(f"plain {o.value}" for o in Outcome), *(f"ours {o.value}" for o in Outcome), "kept", "ratio"]
+    rows = [header]
+    for item in comparisons:
+        share = f"{item.kept / item.plain_passed:.1%}" if item.plain_passed else "-"
+        kept = f"{item.kept}/{item.plain_passed}"
+        rows.append([item.file, *_count_cells(item.plain), *_count_cells(item.ours), kept, share])
+    all_plain = {f"{c.file}::{n}": r for c in comparisons for n, r in c.plain.items()}
+    all_ours = {f"{c.file}::{n}": r for c in comparisons for n, r in c.ours.items()}
+    kept_total = sum(item.kept for item in comparisons)
+    passed_total = sum(item.plain_passed for item in comparisons)
+    total_row = ["total", *_count_cells(all_plain), *_count_cells(all_ours), f"{kept_total}/{passed_total}"]
+    rows.append([*total_row, f"{ratio(comparisons):.1%}"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+
+    return "\n".join(line(row) for row in rows)
+
+
+def failure_lines(comparisons: Iterable[FileComparison]) -> list[str]:
+    """One line per test that passes against plain Celery and not against ours: where, how it ended, why."""
+    return [
+        f"{item.file}::{result.name}  {result.outcome.value}: {result.reason}"
+        for item in comparisons
+        for result in item.lost
+    ]
