@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -35,13 +36,28 @@ REPO = Path(__file__).resolve().parents[1]
 YARDSTICK = REPO / "tests" / "celery_yardstick"
 sys.path.insert(0, str(YARDSTICK))  # the report and fixtures live beside the suite, one copy
 
-from yardstick_report import FileComparison, Outcome, TestResult, failure_lines, ratio, read_junit, table  # noqa: E402
+from yardstick_plugin import EVENTS_ENV  # noqa: E402
+from yardstick_report import (  # noqa: E402
+    FileComparison,
+    Outcome,
+    Progress,
+    TestResult,
+    by_name,
+    failure_lines,
+    ratio,
+    read_events,
+    short_name,
+    table,
+)
 
 from scalablejob.host.processes import kill_processes_with_env, stop_group  # noqa: E402
 from scalablejob.local.redis_server import RedisServer  # noqa: E402
 
 FILES = ("test_tasks.py", "test_canvas.py")
-DEFAULT_TIMEOUT_S = 30.0  # per test; plain Celery's slowest passing test takes about 10 s here
+DEFAULT_TIMEOUT_S = 60.0  # per test: plain Celery's slowest passing test (test_retry) takes about 31 s here
+HUNG_GRACE_S = 30.0  # a test still running this long past its limit has swallowed pytest-timeout's exception
+MAX_RESTARTS = 20  # runs resumed after a hung test, per file
+POLL_S = 0.5
 UNPACKED = ("t/", "pyproject.toml")  # Celery's tests and pytest's settings for them; not its `celery/` package
 MARKER_ENV = "SCALABLEJOB_YARDSTICK_RUN"  # on every process a run starts: whatever is left is killed by it
 SERVICE = "celery-yardstick"
@@ -106,41 +122,73 @@ class Run:
     log: Path
 
 
+def read_progress(events: Path, offset: int = 0) -> Progress:
+    """The events of `events` from byte `offset` on (one run's, when it started there)."""
+    if not events.is_file():
+        return Progress()
+    with events.open("rb") as file:
+        file.seek(offset)
+        return read_events(file.read().decode("utf-8", errors="replace").splitlines())
+
+
+def watch(process: subprocess.Popen[bytes], events: Path, offset: int, limit_s: float) -> str | None:
+    """Wait for a pytest run (whose events start at `offset`) to end; the node id of a test still running `limit_s`
+    after its start, if one is (the caller stops the run)."""
+    while True:
+        try:
+            process.wait(POLL_S)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        progress = read_progress(events, offset)
+        if progress.running is not None and time.time() - progress.since > limit_s:
+            return progress.running
+
+
 def run_file(flavour: str, tests: Path, file: str, url: str, work: Path, args: argparse.Namespace) -> Run:
-    """One pytest run of one Celery test file in its own process, on a flushed Redis; its JUnit report read."""
+    """One Celery test file in pytest processes of its own, on a flushed Redis: a run stopped by a hung test goes
+    on from the next test in a fresh process (and session worker), up to MAX_RESTARTS times."""
     redis.Redis.from_url(url).flushall()
     out = work / "out" / flavour / file.removesuffix(".py")
     out.mkdir(parents=True, exist_ok=True)
+    events, log_path = out / "events.jsonl", out / "pytest.log"
     port = url.rsplit(":", 1)[1].split("/")[0]
-    marker = uuid.uuid4().hex
     env = {
         **os.environ, "TEST_BROKER": url, "TEST_BACKEND": url, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": port,
-        "PYTHONPATH": os.pathsep.join([str(YARDSTICK), os.environ.get("PYTHONPATH", "")]), MARKER_ENV: marker,
+        "PYTHONPATH": os.pathsep.join([str(YARDSTICK), os.environ.get("PYTHONPATH", "")]), EVENTS_ENV: str(events),
         "SCALABLEJOB_BROKER": url, "SCALABLEJOB_CONFIG": str(service_config(work)), "YARDSTICK_LOG_DIR": str(out),
     }  # fmt: skip
-    junit = out / "junit.xml"
-    argv = [sys.executable, "-m", "pytest", "-p", "celery.contrib.pytest", "-p", "yardstick_timeouts",
+    argv = [sys.executable, "-m", "pytest", "-p", "celery.contrib.pytest", "-p", "yardstick_plugin",
             "-p", "no:cacheprovider", "-p", "no:rerunfailures", "-p", "no:randomly", "-q", "-rfEs",
-            "--timeout", str(args.timeout), f"--junitxml={junit}", f"t/integration/{file}",
-            *(["-k", args.k] if args.k else [])]  # fmt: skip
+            "--timeout", str(args.timeout), f"t/integration/{file}", *(["-k", args.k] if args.k else [])]  # fmt: skip
     started = time.monotonic()
-    log_path = out / "pytest.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv, cwd=tests, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            process.wait(args.run_timeout)
-        except subprocess.TimeoutExpired:
-            print(f"{flavour} {file}: over {args.run_timeout} s, stopped", file=sys.stderr)
-        finally:
-            stop_group(process, 10.0)
-            kill_processes_with_env(MARKER_ENV, marker)  # a worker the run left behind
+    hung: dict[str, TestResult] = {}
+    for _ in range(MAX_RESTARTS + 1):
+        done = read_progress(events).results
+        offset = events.stat().st_size if events.is_file() else 0
+        marker = uuid.uuid4().hex
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [*argv, *(f"--deselect={nodeid}" for nodeid in {**done, **hung})], cwd=tests,
+                env={**env, MARKER_ENV: marker}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                stuck = watch(process, events, offset, args.timeout + HUNG_GRACE_S)
+            finally:
+                stop_group(process, 10.0)
+                kill_processes_with_env(MARKER_ENV, marker)  # a worker the run left behind
+        if stuck is None:
+            break
+        why = f"still running {args.timeout + HUNG_GRACE_S:g} s after its start (past its time limit): killed"
+        hung[stuck] = TestResult(short_name(stuck), Outcome.FAILED, why)
+        print(f"{flavour} {file}: {short_name(stuck)} hung; going on from the next test", file=sys.stderr)
+    progress = read_progress(events)
+    for nodeid, result in hung.items():
+        progress.add(nodeid, result.outcome, result.reason)
     seconds = time.monotonic() - started
-    results = read_junit(junit.read_text()) if junit.is_file() else {}
-    print(f"{flavour:5} {file}: {len(results)} tests in {seconds:.0f} s (log {log_path})", file=sys.stderr)
-    return Run(flavour, file, results, seconds, log_path)
+    print(f"{flavour:5} {file}: {len(progress.results)} tests in {seconds:.0f} s (log {log_path})", file=sys.stderr)
+    return Run(flavour, file, by_name(progress.results), seconds, log_path)
 
 
 def prepare(flavour: str, sdist: Path, work: Path) -> Path:
@@ -189,8 +237,13 @@ def _plain_reason(comparisons: list[FileComparison], qualified: str) -> str:
     return f"{result.outcome.value}: {result.reason}" if result else "not run"
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that every run's processes and Redis are stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     sdist = fetch_sdist(args.celery_version, args.cache_dir)
     work = args.keep or Path(tempfile.mkdtemp(prefix="celery-yardstick-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-from yardstick_report import FileComparison, Outcome, TestResult, failure_lines, ratio, read_junit, table
+import json
 
-JUNIT = """<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="pytest">
- <testcase classname="t.integration.test_tasks.test_tasks" name="test_basic_task" time="0.3"/>
- <testcase classname="t.integration.test_tasks.test_tasks" name="test_fail" time="10.0">
-  <failure message="celery.exceptions.TimeoutError: The operation timed out.&#10;second line">trace</failure>
- </testcase>
- <testcase classname="t.integration.test_tasks.test_tasks" name="test_eta" time="0.1">
-  <skipped type="pytest.skip" message="Requires redis result backend.">skip</skipped>
- </testcase>
- <testcase classname="t.integration.test_tasks.test_tasks" name="test_revoked" time="0.1"/>
- <testcase classname="t.integration.test_tasks.test_tasks" name="test_revoked" time="0.1">
-  <error message="failed on teardown with &quot;Failed: queues changed&quot;">trace</error>
- </testcase>
-</testsuite></testsuites>
-"""
+from yardstick_report import FileComparison, Outcome, TestResult, failure_lines, ratio, read_events, table
+
+TASKS = "t/integration/test_tasks.py::test_tasks"
 
 
-def test_read_junit_keeps_each_tests_worst_entry_and_the_first_line_of_its_message() -> None:
-    results = read_junit(JUNIT)
+def _event(nodeid: str, when: str, outcome: str, reason: str | None = None) -> str:
+    return json.dumps({"test": nodeid, "when": when, "outcome": outcome, **({"reason": reason} if reason else {})})
 
-    assert results == {
-        "test_tasks::test_basic_task": TestResult("test_tasks::test_basic_task", Outcome.PASSED),
-        "test_tasks::test_fail": TestResult(
-            "test_tasks::test_fail", Outcome.FAILED, "celery.exceptions.TimeoutError: The operation timed out."
-        ),
-        "test_tasks::test_eta": TestResult("test_tasks::test_eta", Outcome.SKIPPED, "Requires redis result backend."),
-        "test_tasks::test_revoked": TestResult(
-            "test_tasks::test_revoked", Outcome.ERROR, 'failed on teardown with "Failed: queues changed"'
-        ),
+
+def test_events_give_each_test_its_worst_phase_the_first_line_of_why_and_the_test_running() -> None:
+    lines = [
+        json.dumps({"start": f"{TASKS}::test_basic_task", "at": 1.0}),
+        *(_event(f"{TASKS}::test_basic_task", when, "passed") for when in ("setup", "call", "teardown")),
+        json.dumps({"start": f"{TASKS}::test_fail", "at": 2.0}),
+        _event(f"{TASKS}::test_fail", "call", "failed", "celery.exceptions.TimeoutError: timed out.\nsecond line"),
+        _event(f"{TASKS}::test_eta", "setup", "skipped", "Requires redis result backend."),
+        _event(f"{TASKS}::test_revoked", "call", "passed"),
+        _event(f"{TASKS}::test_revoked", "teardown", "failed", "Failed: queues changed"),
+        json.dumps({"start": f"{TASKS}::test_hangs", "at": 5.0}),
+        _event(f"{TASKS}::test_hangs", "setup", "passed"),
+        '{"test": "torn',
+    ]
+
+    progress = read_events(lines)
+
+    assert {nodeid: (r.name, r.outcome, r.reason) for nodeid, r in progress.results.items()} == {
+        f"{TASKS}::test_basic_task": ("test_tasks::test_basic_task", Outcome.PASSED, ""),
+        f"{TASKS}::test_fail": ("test_tasks::test_fail", Outcome.FAILED, "celery.exceptions.TimeoutError: timed out."),
+        f"{TASKS}::test_eta": ("test_tasks::test_eta", Outcome.SKIPPED, "Requires redis result backend."),
+        f"{TASKS}::test_revoked": ("test_tasks::test_revoked", Outcome.ERROR, "Failed: queues changed"),
+        f"{TASKS}::test_hangs": ("test_tasks::test_hangs", Outcome.PASSED, ""),
     }
+    assert (progress.running, progress.since) == (f"{TASKS}::test_hangs", 5.0)
 
 
 def _results(**outcomes: Outcome) -> dict[str, TestResult]:

@@ -1,10 +1,10 @@
-"""The yardstick's figures, pure: each test's outcome read from pytest's JUnit XML, plain Celery's run against ours,
-and the table and failure list that bench/celery_yardstick.py prints. No pytest, no I/O beyond parsing a string."""
+"""The yardstick's figures, pure: each test's outcome read from the events that yardstick_plugin writes, plain
+Celery's run against ours, and the table and failure list that bench/celery_yardstick.py prints."""
 
 from __future__ import annotations
 
 import enum
-import xml.etree.ElementTree as ElementTree
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -18,7 +18,7 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"
 
 
-# Several JUnit entries for one test (a teardown error after a pass, subtests): the worst one is the test's outcome.
+# Several reports for one test (setup, call, teardown, subtests): the worst one is the test's outcome.
 _RANK = {Outcome.PASSED: 0, Outcome.SKIPPED: 1, Outcome.FAILED: 2, Outcome.ERROR: 3}
 
 
@@ -39,24 +39,50 @@ def one_line(text: str | None) -> str:
     return line if len(line) <= REASON_WIDTH else line[: REASON_WIDTH - 3] + "..."
 
 
-def _entry(case: ElementTree.Element) -> TestResult:
-    name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name', '')}"
-    for tag, outcome in (("error", Outcome.ERROR), ("failure", Outcome.FAILED), ("skipped", Outcome.SKIPPED)):
-        found = case.find(tag)
-        if found is not None:
-            return TestResult(name, outcome, one_line(found.get("message") or found.text))
-    return TestResult(name, Outcome.PASSED)
+def short_name(nodeid: str) -> str:
+    """`t/integration/test_tasks.py::test_tasks::test_eta` -> `test_tasks::test_eta`."""
+    return nodeid.split("::", 1)[-1]
 
 
-def read_junit(text: str) -> dict[str, TestResult]:
-    """Each test of a JUnit XML report by name (Class::test), its worst entry kept."""
-    results: dict[str, TestResult] = {}
-    for case in ElementTree.fromstring(text).iter("testcase"):
-        entry = _entry(case)
-        known = results.get(entry.name)
-        if known is None or _RANK[entry.outcome] > _RANK[known.outcome]:
-            results[entry.name] = entry
-    return results
+def _outcome(event: Mapping[str, str]) -> Outcome:
+    if event["outcome"] == "failed":
+        return Outcome.FAILED if event.get("when") == "call" else Outcome.ERROR
+    return Outcome.SKIPPED if event["outcome"] == "skipped" else Outcome.PASSED
+
+
+@dataclass
+class Progress:
+    """What a run's events say: each test's outcome so far (by node id), and the test running, since when."""
+
+    results: dict[str, TestResult] = field(default_factory=dict)
+    running: str | None = None
+    since: float = 0.0
+
+    def add(self, nodeid: str, outcome: Outcome, reason: str = "") -> None:
+        known = self.results.get(nodeid)
+        if known is None or _RANK[outcome] > _RANK[known.outcome]:
+            self.results[nodeid] = TestResult(short_name(nodeid), outcome, one_line(reason))
+
+
+def read_events(lines: Iterable[str]) -> Progress:
+    """Fold yardstick_plugin's JSON lines (a start per test, an outcome per phase); a torn last line is skipped."""
+    progress = Progress()
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if "start" in event:
+            progress.running, progress.since = event["start"], float(event["at"])
+            continue
+        progress.add(event["test"], _outcome(event), event.get("reason", ""))
+        if event.get("when") == "teardown" and event["test"] == progress.running:
+            progress.running = None
+    return progress
+
+
+def by_name(results: Mapping[str, TestResult]) -> dict[str, TestResult]:
+    return {result.name: result for result in results.values()}
 
 
 def counts(results: Mapping[str, TestResult]) -> dict[Outcome, int]:
