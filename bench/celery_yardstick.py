@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 YARDSTICK = REPO / "tests" / "celery_yardstick"
 sys.path.insert(0, str(YARDSTICK))  # the report and fixtures live beside the suite, one copy
 
-from yardstick_plugin import EVENTS_ENV  # noqa: E402
+from yardstick_plugin import DONE_ENV, EVENTS_ENV  # noqa: E402
 from yardstick_report import (  # noqa: E402
     FileComparison,
     Outcome,
@@ -166,12 +166,12 @@ def run_file(flavour: str, tests: Path, file: str, url: str, work: Path, args: a
     for _ in range(MAX_RESTARTS + 1):
         done = read_progress(events).results
         offset = events.stat().st_size if events.is_file() else 0
+        (out / "done.txt").write_text("".join(f"{nodeid}\n" for nodeid in {**done, **hung}))
         marker = uuid.uuid4().hex
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [*argv, *(f"--deselect={nodeid}" for nodeid in {**done, **hung})], cwd=tests,
-                env={**env, MARKER_ENV: marker}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                argv, cwd=tests, env={**env, MARKER_ENV: marker, DONE_ENV: str(out / "done.txt")}, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
             try:
                 stuck = watch(process, events, offset, args.timeout + HUNG_GRACE_S)

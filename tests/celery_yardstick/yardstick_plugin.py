@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 EVENTS_ENV = "YARDSTICK_EVENTS"
+DONE_ENV = "YARDSTICK_DONE"  # a file of node ids, one a line: tests an earlier run of the file got to, left out
 
 
 def marked_limit(item: pytest.Item) -> float | None:
@@ -28,7 +29,16 @@ def marked_limit(item: pytest.Item) -> float | None:
     return None if limit is None else float(limit)
 
 
+def _done() -> set[str]:
+    path = os.environ.get(DONE_ENV)
+    return set(open(path, encoding="utf-8").read().splitlines()) if path and os.path.exists(path) else set()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    done = _done()  # exact node ids: pytest's --deselect takes prefixes (test_fail would drop test_fail_with_...)
+    if done:
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid in done])
+        items[:] = [item for item in items if item.nodeid not in done]
     cap = config.getoption("timeout", None)
     if not cap:
         return
