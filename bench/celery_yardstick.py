@@ -8,7 +8,13 @@ The source distribution of the installed Celery is fetched from the package inde
 unpacked, into a scratch folder. Nothing of Celery's is kept in this repository.
 
     python bench/celery_yardstick.py [--files test_tasks.py test_canvas.py] [--timeout S] [--min-ratio R]
-        [--only plain|ours] [--cache-dir DIR] [--keep DIR] [--json FILE] [-k EXPR]
+        [--run-timeout S] [--budget-factor F] [--only plain|ours] [--cache-dir DIR] [--keep DIR] [--json FILE]
+        [-k EXPR]
+
+Time is bounded three ways: each test by --timeout (45 s; Celery's own longer marks are capped, shorter ones kept);
+a test that outlives it (subtests swallow pytest-timeout's exception) is killed with its pytest process 30 s later and
+the file goes on from the next test in a fresh one; and each file's run against ours gets --budget-factor (1.5) times
+plain Celery's time on it (at least 300 s), after which the tests not reached count as not passed.
 
 Exit status: 0, or 1 when the ratio is under --min-ratio, or 2 when the plain run passed nothing (a broken rig).
 """
@@ -54,7 +60,9 @@ from scalablejob.host.processes import kill_processes_with_env, stop_group  # no
 from scalablejob.local.redis_server import RedisServer  # noqa: E402
 
 FILES = ("test_tasks.py", "test_canvas.py")
-DEFAULT_TIMEOUT_S = 60.0  # per test: plain Celery's slowest passing test (test_retry) takes about 31 s here
+DEFAULT_TIMEOUT_S = 45.0  # per test: plain Celery's slowest passing test (test_retry) takes about 31 s here
+DEFAULT_BUDGET_FACTOR = 1.5  # ours' time per file, over plain Celery's (which runs first)
+MIN_BUDGET_S = 300.0
 HUNG_GRACE_S = 30.0  # a test still running this long past its limit has swallowed pytest-timeout's exception
 MAX_RESTARTS = 20  # runs resumed after a hung test, per file
 POLL_S = 0.5
@@ -120,6 +128,7 @@ class Run:
     results: dict[str, TestResult]
     seconds: float
     log: Path
+    unreached: str = ""  # why the tests it has no result for did not run (its time budget ran out)
 
 
 def read_progress(events: Path, offset: int = 0) -> Progress:
@@ -131,9 +140,10 @@ def read_progress(events: Path, offset: int = 0) -> Progress:
         return read_events(file.read().decode("utf-8", errors="replace").splitlines())
 
 
-def watch(process: subprocess.Popen[bytes], events: Path, offset: int, limit_s: float) -> str | None:
-    """Wait for a pytest run (whose events start at `offset`) to end; the node id of a test still running `limit_s`
-    after its start, if one is (the caller stops the run)."""
+def watch(process: subprocess.Popen[bytes], events: Path, offset: int, limit_s: float, deadline: float) -> str | None:
+    """Wait for a pytest run (whose events start at `offset`) to end. Returns None once it has; else, when the
+    caller is to stop it, the node id of the test running (one that has run `limit_s`, or any at `deadline`), or ""
+    at `deadline` between two tests."""
     while True:
         try:
             process.wait(POLL_S)
@@ -143,11 +153,15 @@ def watch(process: subprocess.Popen[bytes], events: Path, offset: int, limit_s: 
         progress = read_progress(events, offset)
         if progress.running is not None and time.time() - progress.since > limit_s:
             return progress.running
+        if time.monotonic() > deadline:
+            return progress.running or ""
 
 
-def run_file(flavour: str, tests: Path, file: str, url: str, work: Path, args: argparse.Namespace) -> Run:
-    """One Celery test file in pytest processes of its own, on a flushed Redis: a run stopped by a hung test goes
-    on from the next test in a fresh process (and session worker), up to MAX_RESTARTS times."""
+def run_file(
+    flavour: str, tests: Path, file: str, url: str, work: Path, args: argparse.Namespace, budget_s: float
+) -> Run:
+    """One Celery test file in pytest processes of its own, on a flushed Redis, for at most `budget_s`: a run stopped
+    by a hung test goes on from the next test in a fresh process (and session worker), up to MAX_RESTARTS times."""
     redis.Redis.from_url(url).flushall()
     out = work / "out" / flavour / file.removesuffix(".py")
     out.mkdir(parents=True, exist_ok=True)
@@ -163,6 +177,7 @@ def run_file(flavour: str, tests: Path, file: str, url: str, work: Path, args: a
             "--timeout", str(args.timeout), f"t/integration/{file}", *(["-k", args.k] if args.k else [])]  # fmt: skip
     started = time.monotonic()
     hung: dict[str, TestResult] = {}
+    unreached = ""
     for _ in range(MAX_RESTARTS + 1):
         done = read_progress(events).results
         offset = events.stat().st_size if events.is_file() else 0
@@ -174,11 +189,18 @@ def run_file(flavour: str, tests: Path, file: str, url: str, work: Path, args: a
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
             try:
-                stuck = watch(process, events, offset, args.timeout + HUNG_GRACE_S)
+                stuck = watch(process, events, offset, args.timeout + HUNG_GRACE_S, started + budget_s)
             finally:
                 stop_group(process, 10.0)
                 kill_processes_with_env(MARKER_ENV, marker)  # a worker the run left behind
         if stuck is None:
+            break
+        if time.monotonic() > started + budget_s:
+            spent = f"the {flavour} run of {file} used up its time budget ({budget_s:.0f} s)"
+            unreached = f"not reached: {spent}"
+            if stuck:
+                hung[stuck] = TestResult(short_name(stuck), Outcome.FAILED, f"killed: {spent}")
+            print(f"{flavour} {file}: {spent}; the tests left count as not passed", file=sys.stderr)
             break
         why = f"still running {args.timeout + HUNG_GRACE_S:g} s after its start (past its time limit): killed"
         hung[stuck] = TestResult(short_name(stuck), Outcome.FAILED, why)
@@ -188,7 +210,7 @@ def run_file(flavour: str, tests: Path, file: str, url: str, work: Path, args: a
         progress.add(nodeid, result.outcome, result.reason)
     seconds = time.monotonic() - started
     print(f"{flavour:5} {file}: {len(progress.results)} tests in {seconds:.0f} s (log {log_path})", file=sys.stderr)
-    return Run(flavour, file, by_name(progress.results), seconds, log_path)
+    return Run(flavour, file, by_name(progress.results), seconds, log_path, unreached)
 
 
 def prepare(flavour: str, sdist: Path, work: Path) -> Path:
@@ -199,11 +221,24 @@ def prepare(flavour: str, sdist: Path, work: Path) -> Path:
     return tests
 
 
+def budget_for(flavour: str, runs: list[Run], file: str, args: argparse.Namespace) -> float:
+    """The time a run of `file` gets: --run-timeout for plain Celery's; for ours, --budget-factor times what plain
+    Celery's took in this invocation (at least MIN_BUDGET_S), so that a face that answers nothing ends in time."""
+    plain = next((run.seconds for run in runs if run.flavour == "plain" and run.file == file), None)
+    if flavour == "plain" or plain is None:
+        return float(args.run_timeout)
+    return min(float(args.run_timeout), max(MIN_BUDGET_S, args.budget_factor * plain))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", nargs="+", default=list(FILES), help="test files of t/integration")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per test, over any mark")
-    parser.add_argument("--run-timeout", type=float, default=1800.0, help="seconds per pytest run (one file)")
+    parser.add_argument("--run-timeout", type=float, default=1800.0, help="seconds at most per file and side")
+    parser.add_argument(
+        "--budget-factor", type=float, default=DEFAULT_BUDGET_FACTOR,
+        help="ours gets this many times plain Celery's time per file; the tests left count as not passed",
+    )  # fmt: skip
     parser.add_argument("--min-ratio", type=float, default=None, help="exit 1 when the ratio is under this")
     parser.add_argument("--only", choices=("plain", "ours"), help="run one side (no ratio)")
     parser.add_argument("--celery-version", default=version("celery"), help="default: the installed one")
@@ -215,8 +250,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> list[FileComparison]:
-    by_side = {(run.flavour, run.file): run.results for run in runs}
-    comparisons = [FileComparison(f, by_side.get(("plain", f), {}), by_side.get(("ours", f), {})) for f in args.files]
+    by_side = {(run.flavour, run.file): run for run in runs}
+    empty = Run("", "", {}, 0.0, Path())
+    comparisons = [
+        FileComparison(f, by_side.get(("plain", f), empty).results, by_side.get(("ours", f), empty).results,
+                       by_side.get(("ours", f), empty).unreached or FileComparison.missing)
+        for f in args.files
+    ]  # fmt: skip
     print(f"\nCelery {args.celery_version} t/integration, per-test timeout {args.timeout:g} s, no reruns")
     print(table(comparisons))
     print(f"\nratio (passing against ours / passing against plain Celery): {ratio(comparisons):.1%}")
@@ -253,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         trees = {flavour: prepare(flavour, sdist, work) for flavour in flavours}
         with RedisServer(work / "redis", persistent=False) as server:
             for file in args.files:
-                runs.extend(run_file(flavour, trees[flavour], file, server.url, work, args) for flavour in flavours)
+                for flavour in flavours:
+                    budget = budget_for(flavour, runs, file, args)
+                    runs.append(run_file(flavour, trees[flavour], file, server.url, work, args, budget))
         comparisons = report(runs, args)
         if args.json:
             args.json.write_text(json.dumps(_figures(runs, comparisons, args), indent=1))

@@ -99,13 +99,13 @@ class FileComparison:
     file: str
     plain: dict[str, TestResult]
     ours: dict[str, TestResult]
+    missing: str = "not run against ours (its run ended before it)"  # why a test of plain's is not in ours
     lost: list[TestResult] = field(init=False)  # passed against plain, not against ours (ours' outcome and reason)
     gained: list[str] = field(init=False)  # passed against ours, not against plain
 
     def __post_init__(self) -> None:
-        missing = "not run against ours (its run ended before it)"
         self.lost = [
-            self.ours.get(name, TestResult(name, Outcome.ERROR, missing))
+            self.ours.get(name, TestResult(name, Outcome.ERROR, self.missing))
             for name, result in sorted(self.plain.items())
             if result.outcome is Outcome.PASSED and self.ours.get(name, _NOT_RUN).outcome is not Outcome.PASSED
         ]
