@@ -16,10 +16,8 @@ t/integration, so these definitions replace Celery's own of the same names:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +28,8 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.contrib.testing.app import setup_default_app
+
+from scalablejob.host.processes import stop_group
 
 __all__ = ["ZZZZ_set_app_current", "celery_app", "celery_session_app", "celery_session_worker"]
 
@@ -101,14 +101,8 @@ class WorkerProcess:
                 pytest.fail(f"worker {self.hostname} {how}:\n{self.log()}")
 
     def stop(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> None:
-        """Warm shutdown (SIGTERM); its whole process group is killed if it has not exited in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        """Warm shutdown (SIGTERM to its process group); SIGKILL if it has not exited in time."""
+        stop_group(self.process, timeout_s)
 
 
 @pytest.fixture(scope="session")
