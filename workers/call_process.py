@@ -181,5 +181,9 @@ def _exception(error: dict[str, Any]) -> BaseException:
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the call's process group while its leader is not yet reaped: once reaped, its pid (and so the group's
+    id) may be another process's, and a late timer must not signal that."""
+    if process.poll() is not None:
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
