@@ -186,9 +186,19 @@ def _remove_stale(bases: CgroupBases) -> None:
             if _removed(folder):
                 _unremoved.discard(folder)
     for base in (bases.unified, bases.memory):
-        with contextlib.suppress(OSError):
-            for folder in base.glob(f"{NAME_PREFIX}*") if base is not None else ():
-                owner = folder.name[len(NAME_PREFIX) :].partition("-")[0]
-                if owner.isdigit() and not psutil.pid_exists(int(owner)):
+        if base is not None:
+            remove_dead_owners(base, NAME_PREFIX)
+
+
+def remove_dead_owners(base: Path, prefix: str) -> None:
+    """Remove the cgroups `<prefix><pid>[-...]` under `base` whose owner process is gone, with the cgroups left inside
+    them (a killed worker's jobs'). Empty ones only: rmdir refuses a cgroup that still holds a process."""
+    with contextlib.suppress(OSError):
+        for folder in base.glob(f"{prefix}*"):
+            owner = folder.name[len(prefix) :].partition("-")[0]
+            if owner.isdigit() and not psutil.pid_exists(int(owner)):
+                for inner in sorted(folder.glob("*/"), reverse=True):
                     with contextlib.suppress(OSError):
-                        _removed(folder)
+                        inner.rmdir()
+                with contextlib.suppress(OSError):
+                    _removed(folder)

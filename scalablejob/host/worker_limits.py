@@ -16,14 +16,13 @@ import atexit
 import contextlib
 import os
 import resource
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from scalablejob.host.cgroups import CPU, MEMORY, MIB, UNIFIED, affinity_for, cfs_quota_us, cpu_max, own_folder
-from scalablejob.host.job_cgroup import MOUNTINFO, PROC_CGROUP
+from scalablejob.host.job_cgroup import MOUNTINFO, PROC_CGROUP, remove_dead_owners
 
 NAME_PREFIX = "scalablejob-worker-"  # then the worker's pid
 # set (to who enforces them) where something outside already holds the worker to the limits: a Kubernetes pod's
@@ -168,7 +167,7 @@ class _Folders:
         base = own_folder(self._proc_cgroup, self._mountinfo, hierarchy)
         if base is None:
             return None
-        _remove_stale(Path(base))
+        remove_dead_owners(Path(base), NAME_PREFIX)  # of workers gone, and the job cgroups left inside them
         folder = Path(base) / self.name
         try:
             folder.mkdir(exist_ok=True)
@@ -186,20 +185,6 @@ def _pin(cores: float) -> set[int]:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(int(thread), cpus)
     return cpus
-
-
-def _remove_stale(base: Path, alive: Callable[[int], bool] = psutil.pid_exists) -> None:
-    """Remove the cgroups of workers that are gone (empty ones only: rmdir refuses the others), with the job
-    cgroups a killed worker left inside its own."""
-    with contextlib.suppress(OSError):
-        for folder in base.glob(f"{NAME_PREFIX}*"):
-            owner = folder.name[len(NAME_PREFIX) :]
-            if owner.isdigit() and not alive(int(owner)):
-                for inner in sorted(folder.glob("*/"), reverse=True):
-                    with contextlib.suppress(OSError):
-                        inner.rmdir()
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
 
 
 def _read(path: Path) -> str:
