@@ -53,8 +53,8 @@ def test_tasks_take_celerys_calling_conventions_retries_and_time_limits(start_ce
     added = tasks.add.delay(2, 3)
     keyworded = tasks.add.apply_async(kwargs={"x": 1, "y": 2}, priority=0)
     me = tasks.whoami.apply_async((1,), {"k": "v"}, task_id="my-own-id")
+    sent_at = time.monotonic()  # before the call: its eta is counted from inside it
     later = tasks.add.apply_async((20, 22), countdown=0.5)
-    sent_at = time.monotonic()
     expired = tasks.add.apply_async((1, 1), expires=0.001)
     retried = tasks.flaky.delay(2)
     gave_up = tasks.always_down.delay()
