@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 WARM = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); time.sleep(60)"
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+# Appended to a worker's code: it says it has set its SIGTERM handler. A pod is Running once its process has started,
+# before Python has run a line: a SIGTERM then ends it with 143, as a real worker stopped that early would.
+SAYS_READY = "; open({path!r}, 'w').close(); time.sleep(60)"
 
 
 @pytest.fixture
@@ -53,10 +56,12 @@ def reaped(pods: PodLauncher, timeout: float = 20) -> list[Exited]:
 
 
 def running_pod(standin: StandIn, tmp_path: Path, code: str, pod: str) -> PodLauncher:
-    """A launcher whose one pod, `pod`, runs `code`."""
-    pods = launcher(standin, tmp_path, code)
+    """A launcher whose one pod, `pod`, runs `code` and has set its SIGTERM handler."""
+    ready = tmp_path / f"{pod}.ready"
+    pods = launcher(standin, tmp_path, code.removesuffix("; time.sleep(60)") + SAYS_READY.format(path=str(ready)))
     pods.spawn(WorkerSpec(f"{pod}@jobs"))
-    wait_until(lambda: standin.phases().get(pod) == "Running", 10, "the pod never ran")
+    wait_until(ready.exists, 10, "the pod's worker never set its SIGTERM handler")
+    assert standin.phases().get(pod) == "Running"
     return pods
 
 
