@@ -56,7 +56,7 @@ from yardstick_report import (  # noqa: E402
     table,
 )
 
-from scalablejob.host.processes import kill_processes_with_env, stop_group  # noqa: E402
+from scalablejob.host.processes import dying_with_parent, kill_processes_with_env, stop_group  # noqa: E402
 from scalablejob.local.redis_server import RedisServer  # noqa: E402
 
 FILES = ("test_tasks.py", "test_canvas.py")
@@ -184,9 +184,9 @@ def run_file(
         (out / "done.txt").write_text("".join(f"{nodeid}\n" for nodeid in {**done, **hung}))
         marker = uuid.uuid4().hex
         with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                argv, cwd=tests, env={**env, MARKER_ENV: marker, DONE_ENV: str(out / "done.txt")}, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            process = subprocess.Popen(  # it (and its session worker) dies with this process, however that ends
+                dying_with_parent(argv), cwd=tests, env={**env, MARKER_ENV: marker, DONE_ENV: str(out / "done.txt")},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
             try:
                 stuck = watch(process, events, offset, args.timeout + HUNG_GRACE_S, started + budget_s)

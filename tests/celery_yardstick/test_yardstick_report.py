@@ -13,7 +13,7 @@ def _event(nodeid: str, when: str, outcome: str, reason: str | None = None) -> s
     return json.dumps({"test": nodeid, "when": when, "outcome": outcome, **({"reason": reason} if reason else {})})
 
 
-def test_events_give_each_test_its_worst_phase_the_first_line_of_why_and_the_test_running() -> None:
+def test_events_give_each_test_its_worst_phase_and_why_none_passes_by_its_setup_alone_and_the_test_running() -> None:
     lines = [
         json.dumps({"start": f"{TASKS}::test_basic_task", "at": 1.0}),
         *(_event(f"{TASKS}::test_basic_task", when, "passed") for when in ("setup", "call", "teardown")),
@@ -22,6 +22,8 @@ def test_events_give_each_test_its_worst_phase_the_first_line_of_why_and_the_tes
         _event(f"{TASKS}::test_eta", "setup", "skipped", "Requires redis result backend."),
         _event(f"{TASKS}::test_revoked", "call", "passed"),
         _event(f"{TASKS}::test_revoked", "teardown", "failed", "Failed: queues changed"),
+        json.dumps({"start": f"{TASKS}::test_killed", "at": 4.0}),
+        _event(f"{TASKS}::test_killed", "setup", "passed"),
         json.dumps({"start": f"{TASKS}::test_hangs", "at": 5.0}),
         _event(f"{TASKS}::test_hangs", "setup", "passed"),
         '{"test": "torn',
@@ -34,7 +36,11 @@ def test_events_give_each_test_its_worst_phase_the_first_line_of_why_and_the_tes
         f"{TASKS}::test_fail": ("test_tasks::test_fail", Outcome.FAILED, "celery.exceptions.TimeoutError: timed out."),
         f"{TASKS}::test_eta": ("test_tasks::test_eta", Outcome.SKIPPED, "Requires redis result backend."),
         f"{TASKS}::test_revoked": ("test_tasks::test_revoked", Outcome.ERROR, "Failed: queues changed"),
-        f"{TASKS}::test_hangs": ("test_tasks::test_hangs", Outcome.PASSED, ""),
+        f"{TASKS}::test_killed": (
+            "test_tasks::test_killed",
+            Outcome.ERROR,
+            "started, and no outcome: its pytest process was stopped",
+        ),
     }
     assert (progress.running, progress.since) == (f"{TASKS}::test_hangs", 5.0)
 

@@ -29,7 +29,7 @@ import pytest
 from celery import Celery
 from celery.contrib.testing.app import setup_default_app
 
-from scalablejob.host.processes import stop_group
+from scalablejob.host.processes import dying_with_parent, stop_group
 
 __all__ = ["ZZZZ_set_app_current", "celery_app", "celery_session_app", "celery_session_worker"]
 
@@ -126,8 +126,8 @@ def celery_session_worker(
     log_path = log_dir / "worker.log"
     argv = [sys.executable, "-m", "celery", "-A", "yardstick_app", "worker", "-n", hostname, "-l", "INFO"]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv, cwd=request.config.rootpath, env=env, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(  # it dies with this process, however that ends
+            dying_with_parent(argv), cwd=request.config.rootpath, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     worker = WorkerProcess(celery_session_app, process, hostname, log_path)

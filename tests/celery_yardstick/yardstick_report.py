@@ -67,6 +67,7 @@ class Progress:
 def read_events(lines: Iterable[str]) -> Progress:
     """Fold yardstick_plugin's JSON lines (a start per test, an outcome per phase); a torn last line is skipped."""
     progress = Progress()
+    started: list[str] = []
     for line in lines:
         try:
             event = json.loads(line)
@@ -74,10 +75,15 @@ def read_events(lines: Iterable[str]) -> Progress:
             continue
         if "start" in event:
             progress.running, progress.since = event["start"], float(event["at"])
+            started.append(event["start"])
             continue
-        progress.add(event["test"], _outcome(event), event.get("reason", ""))
+        if event["outcome"] != "passed" or event.get("when") == "call":  # a passed setup is no pass of the test
+            progress.add(event["test"], _outcome(event), event.get("reason", ""))
         if event.get("when") == "teardown" and event["test"] == progress.running:
             progress.running = None
+    for nodeid in started:
+        if nodeid not in progress.results and nodeid != progress.running:
+            progress.add(nodeid, Outcome.ERROR, "started, and no outcome: its pytest process was stopped")
     return progress
 
 
