@@ -340,7 +340,7 @@ class Scaler:
         self, wakeup: Wakeup, clock: Callable[[], float] = time.monotonic, interval_s: float = DEFAULT_INTERVAL_S
     ) -> None:
         """Pass after pass until a stop is requested; then drain the workers (a second request kills them)."""
-        self.start(clock())
+        self._start_once_the_broker_answers(wakeup, clock, interval_s)
         try:
             while not wakeup.stop_requests:
                 started = clock()
@@ -352,6 +352,20 @@ class Scaler:
             self._wait_drained(wakeup, clock, interval_s)
         finally:
             self.close()
+
+    def _start_once_the_broker_answers(self, wakeup: Wakeup, clock: Callable[[], float], interval_s: float) -> None:
+        """`start`, again each pass while the broker is away (frozen, restarting): a blip at start must not end the
+        scaler, and `up` with it. Each step of `start` is safe to repeat."""
+        while True:
+            try:
+                self.start(clock())
+                return
+            except _TRANSIENT as exc:
+                logger.error("broker unavailable at start, retrying next pass: %s", exc)
+            if wakeup.stop_requests:
+                return
+            wakeup.wait(interval_s)
+            time.sleep(MIN_PASS_GAP_S)
 
     def _wait_drained(self, wakeup: Wakeup, clock: Callable[[], float], interval_s: float) -> None:
         """Until every worker has ended and been handled. Once none runs, a broker that refuses their bookkeeping (a

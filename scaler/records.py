@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -73,7 +74,9 @@ class ScalerStore:
         self._records_key = keys.scaler_processes(service)
         self._lease_key = keys.scaler_lease(service, host)
         self._status_key = keys.scaler_status(service, host)
-        self._me = json.dumps(dict(zip(("pid", "create_time"), this_process(), strict=True)))
+        pid, create_time = this_process()
+        # the nonce tells this store's lease from another store's of the same process (tests run two)
+        self._me = json.dumps({"pid": pid, "create_time": create_time, "nonce": secrets.token_hex(8)})
         self._lease_ms = int(LEASE_TTL_S * 1000)
         self._take = client.register_script(lua_script("lease_take.lua", "scalablejob.scaler"))
         self._renew = client.register_script(lua_script("lease_renew.lua", "scalablejob.scaler"))
@@ -101,6 +104,8 @@ class ScalerStore:
         scalers that find the same dead holder, one wins and the other is refused."""
         if self._take(keys=[self._lease_key], args=[self._me, self._lease_ms, ""]):
             return
+        if self._renew(keys=[self._lease_key], args=[self._me, self._lease_ms]):
+            return  # ours already: a start tried again after the answer to its first take was lost
         holder: Any = self._client.get(self._lease_key)
         if holder_alive(holder):
             raise ScalerError(

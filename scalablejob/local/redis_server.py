@@ -141,9 +141,10 @@ class RedisServer:
         self._process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True, umask=SERVER_UMASK
         )
-        self._send_config()
-        client = probe_client(self.url)
-        try:
+        client: redis.Redis | None = None
+        try:  # from here on: until it has read its config, the server works in our folder, where no search finds it
+            self._send_config()
+            client = probe_client(self.url)
             if self.guard:
                 self.guard(self._process.pid)
             self._wait_answering(client, timeout_s)
@@ -153,7 +154,8 @@ class RedisServer:
             self.stop()
             raise
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
     def _send_config(self) -> None:
         """Write the config to the server's stdin and close it; a server that died first is reported by the wait."""

@@ -52,6 +52,26 @@ def test_stop_ends_the_server_process(tmp_path):
         os.kill(pid, 0)
 
 
+def test_a_start_interrupted_right_after_the_config_was_sent_stops_the_server(tmp_path, monkeypatch):
+    # given a stop signal (here KeyboardInterrupt) that lands just after the config was sent: the server has not
+    # read it yet, so it does not work in its data folder, where `up`'s search for strays looks
+    server = RedisServer(tmp_path, persistent=False)
+
+    def interrupted(url: str) -> redis.Redis:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("scalablejob.local.redis_server.probe_client", interrupted)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            server.start()
+
+        # then the server it spawned is stopped, not left to start on its own
+        assert server.pid is not None and server.exit_status is not None
+    finally:
+        server.stop()
+
+
 def test_a_server_that_cannot_start_is_a_broker_error(tmp_path):
     with RedisServer(tmp_path, persistent=False) as taken, pytest.raises(BrokerError, match=f"port {taken.port}"):
         RedisServer(tmp_path / "second", port=taken.port, persistent=False).start()

@@ -19,6 +19,7 @@ from scalablejob.scaler.metrics import RedisMetrics
 from scalablejob.scaler.policy import Policy
 from scalablejob.scaler.records import ProcessRecord, ScalerStore
 from scalablejob.scaler.testing import FAKE_HOST, FakeLauncher, FakeRecovery
+from scalablejob.scaler.wakeup import Wakeup
 from scalablejob.store.presence import Presence, WorkerState
 from scalablejob.store.queues import priority_lists
 
@@ -310,3 +311,36 @@ def test_a_spawn_that_fails_is_backed_off_not_fatal(client: fakeredis.FakeRedis)
     scaler.start(T0)
     scaler.tick(T0 + 0.5)
     assert scaler.backoff.failures == 1 and scaler.workers == {}
+
+
+def test_a_broker_away_at_start_delays_the_start_instead_of_ending_the_scaler() -> None:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    scaler = make_scaler(client, min=1, initial=1)
+    server.connected = False  # frozen or restarting while the scaler starts
+
+    class BrokerBackOnTheFirstWait(Wakeup):
+        """The broker answers again after the first failed start; a stop is asked once a worker runs."""
+
+        def wait(self, timeout_s: float) -> None:
+            server.connected = True
+            launcher = launcher_of(scaler)
+            for name in launcher.stopped:
+                launcher.exit(name, 0)
+            if launcher.names:
+                self.stop_requests = 1
+
+    with BrokerBackOnTheFirstWait() as wakeup:
+        scaler.run(wakeup, clock=itertools.count(T0).__next__, interval_s=0)
+
+    (started,) = launcher_of(scaler).spawned  # the initial worker, once the broker answered
+    assert launcher_of(scaler).stopped == [started.name]  # and the run ended by the stop asked, warm
+
+
+def test_a_start_retried_after_its_lease_was_taken_keeps_the_lease(client: fakeredis.FakeRedis) -> None:
+    store = ScalerStore(client, SERVICE, FAKE_HOST)
+    store.acquire_lease()  # its answer lost on the way back: the start is tried again
+
+    store.acquire_lease()
+
+    assert store.renew_lease() is False  # held, not taken again
