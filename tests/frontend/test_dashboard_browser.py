@@ -106,7 +106,7 @@ def log_in(browser: Browser, url: str, token: str) -> None:
     browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)}; "
                      "document.querySelector('form').submit(); true")  # fmt: skip
     drew = "!!(window.scalablejobDashboard && window.scalablejobDashboard.charts.workers)"
-    wait_until(lambda: browser.evaluate(drew), 20, "the dashboard never drew its charts")
+    wait_until(lambda: browser.poll(drew), 20, "the dashboard never drew its charts")  # the submit navigates
 
 
 def drawn(browser: Browser) -> dict[str, dict[str, Any]]:

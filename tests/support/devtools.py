@@ -29,6 +29,9 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+NAVIGATED = "Inspected target navigated or closed"  # Chromium's answer to a call that a navigation cut short
+
+
 class DevToolsError(RuntimeError):
     """The browser answered a call with an error, or a page's script threw."""
 
@@ -96,6 +99,16 @@ class Browser:
         if "exceptionDetails" in result:
             raise DevToolsError(f"{expression[:80]}: {result['exceptionDetails'].get('exception', result)}")
         return result["result"].get("value")
+
+    def poll(self, expression: str) -> Any:
+        """`evaluate` for a wait: a page that navigated during the call (a form's submit landing) reads as None, to
+        be asked again, where `evaluate` raises."""
+        try:
+            return self.evaluate(expression)
+        except DevToolsError as exc:
+            if NAVIGATED in str(exc):
+                return None
+            raise
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
