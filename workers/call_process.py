@@ -119,14 +119,15 @@ def _limits(task: Any, request: Any) -> tuple[float | None, float | None]:
 
 
 def _wait(process: subprocess.Popen[bytes], soft: float | None, hard: float | None) -> bool:
-    """Wait for the child; at the soft limit it gets SIGUSR1 (SoftTimeLimitExceeded in the task), at the hard one
-    SIGKILL. True when the hard limit killed it."""
+    """Wait for the child; at the soft limit it alone gets SIGUSR1 (SoftTimeLimitExceeded in the task: the processes
+    it started would die of SIGUSR1, as Celery's pool spares them), at the hard one its group gets SIGKILL. True when
+    the hard limit killed it."""
     remaining = hard
     if soft is not None and (hard is None or soft < hard):
         try:
             process.wait(soft)
         except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGUSR1)
+            process.send_signal(signal.SIGUSR1)  # Popen's: never to a pid already reaped
         remaining = None if hard is None else hard - soft
     try:
         process.wait(remaining)
