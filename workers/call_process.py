@@ -33,7 +33,7 @@ from scalablejob.workers.job_processes import JobProcesses
 logger = logging.getLogger(__name__)
 
 CHILD_MODULE = "scalablejob.workers.call_child"
-TERM_GRACE_S = 10.0  # after SIGTERM (terminate, the soft limit's end), SIGKILL
+TERM_GRACE_S = 10.0  # after a terminate's signal, SIGKILL
 
 
 class ChildTraceback(Exception):
@@ -48,17 +48,19 @@ class CallProcesses:
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._stopped: set[str] = set()
 
-    def stop(self, task_id: str) -> bool:
-        """Terminate a running call's process (SIGTERM to its group, SIGKILL after the grace); False if none runs."""
+    def stop(self, task_id: str, signum: int = signal.SIGTERM) -> bool:
+        """Terminate a running call's process: `signum` (the revoke's, as Celery's pool sends it) to its group, then
+        SIGKILL after the grace; False if none runs."""
         with self._lock:
             process = self._running.get(task_id)
             if process is None:
                 return False
             self._stopped.add(task_id)
-        _signal_group(process, signal.SIGTERM)
-        killer = threading.Timer(TERM_GRACE_S, _signal_group, (process, signal.SIGKILL))
-        killer.daemon = True  # a worker that stops meanwhile does not wait for it
-        killer.start()
+        _signal_group(process, signum)
+        if signum != signal.SIGKILL:
+            killer = threading.Timer(TERM_GRACE_S, _signal_group, (process, signal.SIGKILL))
+            killer.daemon = True  # a worker that stops meanwhile does not wait for it
+            killer.start()
         return True
 
     def run(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

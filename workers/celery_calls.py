@@ -20,7 +20,7 @@ from scalablejob.model.errors import RequestError
 from scalablejob.model.routing import TaskInfo, TaskType, task_type_of
 from scalablejob.store.cancel import cancel_request
 from scalablejob.store.state import RequestStore
-from scalablejob.upstream.celery_worker_internals import announce_terminated, wrap_revoke
+from scalablejob.upstream.celery_worker_internals import announce_terminated, signals_signum, wrap_revoke
 from scalablejob.workers.call_process import CallProcesses
 from scalablejob.workers.child_program import child_program
 from scalablejob.workers.protocol_check import UnhandledMessages, protocol_checked
@@ -40,7 +40,7 @@ class ServiceRequest(Request):  # type: ignore[misc]  # Celery ships no types
         if not self.time_start:
             super().terminate(pool, signal)  # not started: Celery revokes it when it is accepted
             return
-        if _calls.stop(self.id):
+        if _calls.stop(self.id, signals_signum(signal)):
             announce_terminated(self, signal)
         elif getattr(self.task, "scalablejob_task_type", None) is TaskType.QUERY:
             logger.warning(

@@ -4,9 +4,12 @@ yet, and a process the task left behind does not hold up its result."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from conftest import service_config
+import pytest
+from celery.exceptions import TaskRevokedError
+
+from conftest import service_config, wait_until
 
 MODULE = "sj_celery_calls"
 
@@ -26,3 +29,24 @@ def test_the_soft_time_limit_signals_the_tasks_process_not_the_processes_it_star
     # when its soft limit fires, then the task sees SoftTimeLimitExceeded and its own process is still alive
     # (Celery's pool signals the task's process alone: SIGUSR1's default action would end the others)
     assert tasks.soft_with_helper.delay().get(timeout=30) == "its helper outlived the soft limit"
+
+
+def test_terminate_sends_the_signal_the_revoke_names(tmp_path, start_celery_worker, celery_module):
+    # given a command task that ignores SIGTERM, running
+    worker = start_celery_worker(config("termsignal"), module=MODULE)
+    tasks = celery_module(config("termsignal"), MODULE)
+    try:
+        running = tasks.stubborn.delay(str(tmp_path))
+        wait_until((tmp_path / "ready").exists, 30, "the task never started")
+
+        # when it is revoked with terminate and signal SIGKILL
+        revoked_at = time.monotonic()
+        running.revoke(terminate=True, signal="SIGKILL")
+
+        # then its process is gone at once, not after SIGTERM's grace (10 s), and it ends REVOKED
+        wait_until(lambda: not worker.call_processes(), 5, "SIGKILL was not sent: the process lives on")
+        assert time.monotonic() - revoked_at < 5
+        with pytest.raises(TaskRevokedError):
+            running.get(timeout=30)
+    finally:
+        (tmp_path / "go").touch()
