@@ -46,27 +46,25 @@ class CallProcesses:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, subprocess.Popen[bytes]] = {}
-        self._stopped: set[str] = set()
+        self._stopped: dict[str, int] = {}  # task id: the signal its terminate asked for
 
-    def stop(self, task_id: str, signum: int = signal.SIGTERM) -> bool:
-        """Terminate a running call's process: `signum` (the revoke's, as Celery's pool sends it) to its group, then
-        SIGKILL after the grace; False if none runs."""
+    def stop(self, task_id: str, signum: int = signal.SIGTERM) -> None:
+        """Terminate a call: `signum` (the revoke's, as Celery's pool sends it) to its process group, then SIGKILL
+        after the grace. A call whose process has not started yet (its task has, as Celery sees it) is stopped as it
+        starts: a terminate in that instant is not lost."""
         with self._lock:
+            self._stopped[task_id] = signum
             process = self._running.get(task_id)
-            if process is None:
-                return False
-            self._stopped.add(task_id)
-        _signal_group(process, signum)
-        if signum != signal.SIGKILL:
-            killer = threading.Timer(TERM_GRACE_S, _signal_group, (process, signal.SIGKILL))
-            killer.daemon = True  # a worker that stops meanwhile does not wait for it
-            killer.start()
-        return True
+        if process is not None:
+            _terminate(process, signum)
 
     def run(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one call of `task` in a child; its value, or its exception raised here (Celery's retry included)."""
         request = task.request
         soft, hard = _limits(task, request)
+        with self._lock:
+            if self._stopped.pop(request.id, None) is not None:
+                raise Ignore()  # terminated before its process started: the terminate has said REVOKED
         with tempfile.TemporaryDirectory(prefix="scalablejob-call-") as folder:
             call_path, result_path = Path(folder, "call.json"), Path(folder, "result.json")
             call_path.write_text(dumps(_call(task, args, kwargs)))
@@ -79,7 +77,10 @@ class CallProcesses:
             )  # fmt: skip
             with self._lock:
                 self._running[request.id] = process
+                signum = self._stopped.get(request.id)
             try:
+                if signum is not None:  # terminated while its process started
+                    _terminate(process, signum)
                 job.started(process.pid)
                 reader = threading.Thread(target=_forward, args=(task, request.id, process.stdout), daemon=True)
                 reader.start()
@@ -90,8 +91,7 @@ class CallProcesses:
                 job.close()
                 with self._lock:
                     self._running.pop(request.id, None)
-                    stopped = request.id in self._stopped
-                    self._stopped.discard(request.id)
+                    stopped = self._stopped.pop(request.id, None) is not None
             if stopped:
                 raise Ignore()  # revoked and terminated: the revoke has said REVOKED
             if timed_out:
@@ -181,6 +181,15 @@ def _exception(error: dict[str, Any]) -> BaseException:
     if error.get("type") == "SoftTimeLimitExceeded":
         return SoftTimeLimitExceeded(error.get("message", ""))
     return rebuild_exception(str(error.get("type")), str(error.get("module")), str(error.get("message", "")))
+
+
+def _terminate(process: subprocess.Popen[bytes], signum: int) -> None:
+    """`signum` to the call's process group, SIGKILL after the grace unless that was it."""
+    _signal_group(process, signum)
+    if signum != signal.SIGKILL:
+        killer = threading.Timer(TERM_GRACE_S, _signal_group, (process, signal.SIGKILL))
+        killer.daemon = True  # a worker that stops meanwhile does not wait for it
+        killer.start()
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

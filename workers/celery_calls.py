@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import redis
 from celery.worker.request import Request
 
-from scalablejob.api.celery_task import CHILD_HOOK, LIMITS_HOOK, REQUESTS_HOOK, ServiceTask
+from scalablejob.api.celery_task import CHILD_HOOK, LIMITS_HOOK, REQUESTS_HOOK, ServiceTask, is_request_message
 from scalablejob.api.job import Job, JobTask
 from scalablejob.api.user_code import module_spec
 from scalablejob.model.errors import RequestError
@@ -38,15 +39,20 @@ class ServiceRequest(Request):  # type: ignore[misc]  # Celery ships no types
 
     def terminate(self, pool: Any, signal: Any = None) -> None:
         if not self.time_start:
-            super().terminate(pool, signal)  # not started: Celery revokes it when it is accepted
+            super().terminate(pool, signal)  # not accepted yet: Celery terminates it again once it is
             return
-        if _calls.stop(self.id, signals_signum(signal)):
-            announce_terminated(self, signal)
-        elif getattr(self.task, "scalablejob_task_type", None) is TaskType.QUERY:
+        task_type = getattr(self.task, "scalablejob_task_type", None)
+        if task_type is TaskType.QUERY:
             logger.warning(
                 "task %s (%s) runs in a worker thread, which cannot be stopped: it runs to its end (a command task, "
                 "task_type='command', runs in a process of its own, which terminate stops)", self.id, self.name,
             )  # fmt: skip
+        elif task_type is TaskType.COMMAND and not is_request_message(
+            SimpleNamespace(headers=self.request_dict), tuple(self.args), self.kwargs
+        ):
+            _calls.stop(self.id, signals_signum(signal))  # its process, also one that is only about to start
+            announce_terminated(self, signal)
+        # a queue-service request: its revoke has cancelled it (_cancel_requests), and its worker stops it
 
 
 def service_tasks(app: Any) -> dict[str, Any]:

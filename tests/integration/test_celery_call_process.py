@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from celery import states
 from celery.exceptions import TaskRevokedError
 
 from conftest import service_config, wait_until
@@ -50,3 +51,25 @@ def test_terminate_sends_the_signal_the_revoke_names(tmp_path, start_celery_work
             running.get(timeout=30)
     finally:
         (tmp_path / "go").touch()
+
+
+def test_a_terminate_between_the_tasks_start_and_its_process_start_stops_it(
+    tmp_path, start_celery_worker, celery_module
+):
+    # given a command call its worker has accepted, whose process has not started yet
+    start_celery_worker(config("earlyterm"), module=MODULE)
+    tasks = celery_module(config("earlyterm"), MODULE)
+    try:
+        call = tasks.held.delay(str(tmp_path))
+        wait_until((tmp_path / "accepted").exists, 30, "the worker never accepted the call")
+
+        # when it is terminated (the worker has answered), and then its process could start
+        replies = tasks.app.control.revoke(call.id, terminate=True, reply=True, timeout=10)
+        assert replies, "the worker never answered the revoke"
+    finally:
+        (tmp_path / "go").touch()
+
+    # then it never runs: it ends REVOKED, as a call terminated a moment later would
+    with pytest.raises(TaskRevokedError):
+        call.get(timeout=30)
+    assert call.state == states.REVOKED
