@@ -69,34 +69,39 @@ class CallProcesses:
             call_path, result_path = Path(folder, "call.json"), Path(folder, "result.json")
             call_path.write_text(dumps(_call(task, args, kwargs)))
             job = JobProcesses()
-            env = {"PYTHONUNBUFFERED": "1", **without_secrets(os.environ), **job.env}
-            argv = dying_with_parent([sys.executable, "-m", CHILD_MODULE, str(call_path), str(result_path)], env)
-            process = subprocess.Popen(
-                argv, env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-            with self._lock:
-                self._running[request.id] = process
-                signum = self._stopped.get(request.id)
             try:
-                if signum is not None:  # terminated while its process started
-                    _terminate(process, signum)
-                job.started(process.pid)
+                process = self._start(request.id, job, call_path, result_path)
                 reader = threading.Thread(target=_forward, args=(task, request.id, process.stdout), daemon=True)
                 reader.start()
                 timed_out = _wait(process, soft, hard)
-                reader.join(5)
             finally:
-                job.kill()
+                job.kill()  # what the task left behind too, which may hold its output open
                 job.close()
                 with self._lock:
                     self._running.pop(request.id, None)
                     stopped = self._stopped.pop(request.id, None) is not None
+            reader.join(5)  # its last lines: nothing of the task holds its output any more
             if stopped:
                 raise Ignore()  # revoked and terminated: the revoke has said REVOKED
             if timed_out:
                 raise TimeLimitExceeded(hard)
             return _outcome(task, _read(result_path), process.returncode)
+
+    def _start(self, task_id: str, job: JobProcesses, call_path: Path, result_path: Path) -> subprocess.Popen[bytes]:
+        """The call's process, in `job`'s keeping and known by its task id; a terminate that came first stops it."""
+        env = {"PYTHONUNBUFFERED": "1", **without_secrets(os.environ), **job.env}
+        argv = dying_with_parent([sys.executable, "-m", CHILD_MODULE, str(call_path), str(result_path)], env)
+        process = subprocess.Popen(
+            argv, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        with self._lock:
+            self._running[task_id] = process
+            signum = self._stopped.get(task_id)
+        if signum is not None:  # terminated while its process started
+            _terminate(process, signum)
+        job.started(process.pid)
+        return process
 
 
 def _call(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

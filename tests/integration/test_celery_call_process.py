@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
 from celery import states
 from celery.exceptions import TaskRevokedError
@@ -73,3 +74,23 @@ def test_a_terminate_between_the_tasks_start_and_its_process_start_stops_it(
     with pytest.raises(TaskRevokedError):
         call.get(timeout=30)
     assert call.state == states.REVOKED
+
+
+def test_a_process_left_behind_by_a_task_neither_delays_its_result_nor_outlives_it(start_celery_worker, celery_module):
+    # given a command task that returns at once, leaving behind a process that holds its output
+    start_celery_worker(config("leftbehind"), module=MODULE)
+    tasks = celery_module(config("leftbehind"), MODULE)
+
+    # when it is called
+    result = tasks.leave_behind.delay().get(timeout=30)
+
+    # then its result comes at once (not after a wait for the output's end), and the process it left is gone
+    assert time.time() - result["returned_at"] < 3
+    wait_until(lambda: not _runs_sleep(int(result["helper"])), 10, "the task's leftover process outlived it")
+
+
+def _runs_sleep(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).name() == "sleep" and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
