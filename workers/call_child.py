@@ -63,6 +63,7 @@ def run(call: dict[str, Any]) -> dict[str, Any]:
     sys.path[:0] = [entry for entry in call.get("sys_path", []) if entry not in sys.path]
     from scalablejob.api.user_code import import_user_module
 
+    signal.signal(signal.SIGUSR1, soft_limit)  # before the import: a slow one may outlast the soft limit
     try:
         module = import_user_module(call["module"])
         task = _find_task(module, call["name"])
@@ -70,7 +71,6 @@ def run(call: dict[str, Any]) -> dict[str, Any]:
         task.retry = retry_here
         task.push_request(args=call["args"], kwargs=call["kwargs"], called_directly=False, is_eager=False,
                           **call["request"])  # fmt: skip
-        signal.signal(signal.SIGUSR1, soft_limit)
         value = type(task).run(task, *call["args"], **call["kwargs"])  # the function, without the worker's wrappers
     except ChildRetry as retry:
         record: dict[str, Any] = {"retry": retry.options}
@@ -79,9 +79,16 @@ def run(call: dict[str, Any]) -> dict[str, Any]:
         return record
     except Exception as exc:
         traceback.print_exc()
-        return {"error": error_record(exc)}
+        return {"error": error_record(_soft_limit_of(exc))}
     sys.stdout.flush()
     return {"value": value}
+
+
+def _soft_limit_of(exc: Exception) -> BaseException:
+    """The soft limit itself when it ended the module's import (import_user_module wraps what an import raises)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    return exc.__cause__ if isinstance(exc.__cause__, SoftTimeLimitExceeded) else exc
 
 
 def _find_task(module: Any, name: str) -> Any:
