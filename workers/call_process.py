@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
+from scalablejob.api.celery_task import call_time_limits
 from scalablejob.api.user_code import module_spec
 from scalablejob.host.processes import dying_with_parent
 from scalablejob.model.redaction import without_secrets
@@ -61,7 +62,7 @@ class CallProcesses:
     def run(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one call of `task` in a child; its value, or its exception raised here (Celery's retry included)."""
         request = task.request
-        soft, hard = _limits(task, request)
+        soft, hard = call_time_limits(task, request)
         with self._lock:
             if self._stopped.pop(request.id, None) is not None:
                 raise Ignore()  # terminated before its process started: the terminate has said REVOKED
@@ -117,12 +118,6 @@ def _call(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
             "eta": request.eta, "expires": request.expires, "delivery_info": request.delivery_info or {},
         },
     }  # fmt: skip
-
-
-def _limits(task: Any, request: Any) -> tuple[float | None, float | None]:
-    """The call's soft and hard time limits: the message's (Celery's order: hard, soft), else the task's."""
-    hard, soft = request.timelimit or (None, None)
-    return soft or task.soft_time_limit, hard or task.time_limit
 
 
 def _wait(process: subprocess.Popen[bytes], soft: float | None, hard: float | None) -> bool:

@@ -108,9 +108,8 @@ def _dispatching(run: Any) -> Any:
         if ctx_name is not None and in_worker and ctx_name not in kwargs:
             args, kwargs = with_context(self, ctx_name, args, kwargs)
         limits = getattr(self.app, LIMITS_HOOK, None) if in_worker else None
-        hard, soft = (request.timelimit or (None, None)) if limits is not None else (None, None)
-        hard, soft = hard or self.time_limit, soft or self.soft_time_limit
-        if limits is None or not (hard or soft):
+        soft, hard = call_time_limits(self, request) if limits is not None else (None, None)
+        if limits is None or not (soft or hard):
             return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
         with limits(soft, hard):
             return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
@@ -120,6 +119,12 @@ def _dispatching(run: Any) -> Any:
     dispatch.__name__ = getattr(func, "__name__", "run")
     dispatch.__doc__ = func.__doc__
     return dispatch
+
+
+def call_time_limits(task: Any, request: Any) -> tuple[float | None, float | None]:
+    """A call's soft and hard time limits: its message's (in Celery's order there: hard, soft), else its task's."""
+    hard, soft = request.timelimit or (None, None)
+    return soft or task.soft_time_limit, hard or task.time_limit
 
 
 def _context_optional(header: Callable[..., Any], func: Callable[..., Any], ctx_name: str) -> Callable[..., Any]:
