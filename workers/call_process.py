@@ -24,6 +24,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from scalablejob.api.celery_task import call_time_limits
 from scalablejob.api.user_code import module_spec
 from scalablejob.host.processes import dying_with_parent
+from scalablejob.model.exits import OomKills, exit_error, shell_exit_code
 from scalablejob.model.redaction import without_secrets
 from scalablejob.model.task_result import rebuild_exception
 from scalablejob.transport.message import from_message_json as loads
@@ -77,7 +78,7 @@ class CallProcesses:
                 timed_out = _wait(process, soft, hard)
             finally:
                 job.kill()  # what the task left behind too, which may hold its output open
-                job.close()
+                oom = job.close()
                 with self._lock:
                     self._running.pop(request.id, None)
                     stopped = self._stopped.pop(request.id, None) is not None
@@ -86,7 +87,7 @@ class CallProcesses:
                 raise Ignore()  # revoked and terminated: the revoke has said REVOKED
             if timed_out:
                 raise TimeLimitExceeded(hard)
-            return _outcome(task, _read(result_path), process.returncode)
+            return _outcome(task, _read(result_path), shell_exit_code(process.wait()), oom)
 
     def _start(self, task_id: str, job: JobProcesses, call_path: Path, result_path: Path) -> subprocess.Popen[bytes]:
         """The call's process, in `job`'s keeping and known by its task id; a terminate that came first stops it."""
@@ -164,10 +165,11 @@ def _read(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _outcome(task: Any, record: dict[str, Any] | None, exit_code: int | None) -> Any:
-    """The child's return value, or its exception (a retry it asked for, a soft time limit) raised here."""
+def _outcome(task: Any, record: dict[str, Any] | None, exit_code: int, oom: OomKills | None) -> Any:
+    """The child's return value, or its exception (a retry it asked for, a soft time limit) raised here; a child
+    that left no record ends as a command does (its exit code, the OOM killer where it was at work)."""
     if record is None:
-        raise RuntimeError(f"task {task.name}'s process exited with code {exit_code} without reporting a result")
+        raise RuntimeError(f"task {task.name}'s process ended without reporting a result: {exit_error(exit_code, oom)}")
     if "value" in record:
         return record["value"]
     error = record.get("error") or {}

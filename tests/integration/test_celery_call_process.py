@@ -94,3 +94,16 @@ def _runs_sleep(pid: int) -> bool:
         return psutil.Process(pid).name() == "sleep" and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_call_whose_process_is_killed_fails_with_a_shells_exit_code(start_celery_worker, celery_module):
+    start_celery_worker(config("killedcall"), module=MODULE)
+    tasks = celery_module(config("killedcall"), MODULE)
+
+    # when a command task's process is killed by SIGKILL before it reports a result
+    call = tasks.killed.delay()
+
+    # then the call fails saying how, as a command's failure says it (137, and the OOM killer where it was at work)
+    with pytest.raises(RuntimeError, match=r"^task killed's process ended without reporting a result: command "):
+        call.get(timeout=30)
+    assert "137" in str(call.result)

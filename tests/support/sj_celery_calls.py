@@ -137,3 +137,9 @@ def _hold_before_start(task: Any = None, args: Any = None, **_: Any) -> None:
     deadline = time.monotonic() + 30
     while not Path(args[0], "go").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+@job.task(task_type="command")
+def killed() -> None:
+    """A command task whose process is killed (as the kernel's OOM killer would) before it reports a result."""
+    os.kill(os.getpid(), signal.SIGKILL)
