@@ -15,6 +15,11 @@ from contextlib import contextmanager
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 
+class _HardLimit(BaseException):
+    """The hard limit inside the task: not an Exception, so that the task's `except Exception` cannot swallow it (a
+    process killed at its hard limit cannot either); it leaves the block as TimeLimitExceeded."""
+
+
 @contextmanager
 def thread_time_limits(soft: float | None, hard: float | None) -> Iterator[None]:
     """Raise the limits' exceptions in this thread while the block runs."""
@@ -30,12 +35,14 @@ def thread_time_limits(soft: float | None, hard: float | None) -> Iterator[None]
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception))
 
     timers = [threading.Timer(limit, fire, (exception,)) for limit, exception in
-              ((soft, SoftTimeLimitExceeded), (hard, TimeLimitExceeded)) if limit]  # fmt: skip
+              ((soft, SoftTimeLimitExceeded), (hard, _HardLimit)) if limit]  # fmt: skip
     for timer in timers:
         timer.daemon = True
         timer.start()
     try:
         yield
+    except _HardLimit:
+        raise TimeLimitExceeded(hard) from None  # as Celery's pool says it: the limit, in seconds
     finally:
         with lock:
             state["done"] = True
