@@ -44,9 +44,13 @@ def thread_time_limits(soft: float | None, hard: float | None) -> Iterator[None]
     except _HardLimit:
         raise TimeLimitExceeded(hard) from None  # as Celery's pool says it: the limit, in seconds
     finally:
-        with lock:
-            state["done"] = True
-            if state["fired"]:  # raised too late to land in the task: withdrawn
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+        while not state["done"]:  # inline, no call: a limit that lands here, as the block ends, may not skip it
+            try:
+                with lock:
+                    state["done"] = True
+                    if state["fired"]:  # raised too late to land in the task: withdrawn
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+            except (SoftTimeLimitExceeded, _HardLimit):
+                continue  # it landed as the task ended: the task's own outcome stands
         for timer in timers:
             timer.cancel()
