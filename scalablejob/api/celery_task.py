@@ -19,9 +19,9 @@ from typing import Any
 from celery import Task
 
 from scalablejob.api.query_context import QueryContext
-from scalablejob.model.errors import RequestError
+from scalablejob.model.errors import RequestError, TaskTypeError
 from scalablejob.model.protocol import MESSAGE_HEADER
-from scalablejob.model.routing import TaskType, parse_task_type
+from scalablejob.model.routing import ALLOWED_TASK_TYPES, TaskType, parse_task_type
 
 REQUESTS_HOOK = "scalablejob_requests"  # app attribute: runs a queue-service request's message (a worker sets it)
 CHILD_HOOK = "scalablejob_child"  # app attribute: runs a Celery call of a command task in a child (a worker sets it)
@@ -58,6 +58,18 @@ def context_parameter(func: Callable[..., Any]) -> str | None:
     return None
 
 
+def task_type_option(value: str | TaskType, task_name: str | None) -> TaskType:
+    """A task's `task_type` option; a value no worker runs is refused naming the option (and the task, if known):
+    parse_task_type's error names a request's tag, taskType, which a task's author never wrote."""
+    try:
+        return parse_task_type(value.value if isinstance(value, TaskType) else str(value))
+    except TaskTypeError:
+        of_task = "" if task_name is None else f" of task {task_name}"
+        raise TaskTypeError(
+            f"task_type {value!r}{of_task}: expected one of {', '.join(ALLOWED_TASK_TYPES)}"
+        ) from None
+
+
 class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
     """A Celery task of a service; `task_type="command"` (a task option) runs it in a process of its own."""
 
@@ -69,9 +81,7 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
         super().__init_subclass__(**kwargs)
         given = cls.__dict__.get("task_type")
         if given is not None:
-            cls.task_type = cls.scalablejob_task_type = parse_task_type(
-                given.value if isinstance(given, TaskType) else str(given)
-            )
+            cls.task_type = cls.scalablejob_task_type = task_type_option(given, cls.__dict__.get("name", cls.__name__))
         run = cls.__dict__.get("run")
         if run is not None and not getattr(run, "scalablejob_dispatch", False):
             cls.run = _dispatching(run)
