@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from scalablejob.api.celery_task import call_time_limits
+from scalablejob.api.celery_task import call_time_limits, task_function
 from scalablejob.api.user_code import module_spec
 from scalablejob.host.processes import dying_with_parent
 from scalablejob.model.exits import OomKills, exit_error, shell_exit_code
@@ -109,9 +109,8 @@ class CallProcesses:
 def _call(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """What the child needs: where the task is, its arguments, and the request fields `self.request` shows."""
     request = task.request
-    func = getattr(type(task).run, "__wrapped__", type(task).run)
     return {
-        "module": module_spec(func), "name": task.name, "args": list(args), "kwargs": kwargs,
+        "module": module_spec(task_function(task)), "name": task.name, "args": list(args), "kwargs": kwargs,
         "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
         "request": {
             "id": request.id, "retries": request.retries or 0, "hostname": request.hostname,

@@ -14,7 +14,14 @@ from typing import Any
 import redis
 from celery.worker.request import Request
 
-from scalablejob.api.celery_task import CHILD_HOOK, LIMITS_HOOK, REQUESTS_HOOK, ServiceTask, is_request_message
+from scalablejob.api.celery_task import (
+    CHILD_HOOK,
+    LIMITS_HOOK,
+    REQUESTS_HOOK,
+    ServiceTask,
+    is_request_message,
+    task_function,
+)
 from scalablejob.api.job import Job, JobTask
 from scalablejob.api.user_code import module_spec
 from scalablejob.model.errors import RequestError
@@ -68,10 +75,11 @@ def request_record(job: Job | None, task: Any) -> JobTask:
     from its function."""
     if job is not None and task.name in job.tasks:
         return job.tasks[task.name]
-    func = getattr(type(task).run, "__wrapped__", type(task).run)
     bound = not isinstance(type(task).__dict__.get("run"), staticmethod)
     record_job = job if job is not None else Job()
-    return JobTask(record_job, func, task.name, task.scalablejob_task_type, False, celery_task=task, bind=bound)
+    return JobTask(
+        record_job, task_function(task), task.name, task.scalablejob_task_type, False, celery_task=task, bind=bound
+    )
 
 
 def install_celery_calls(
@@ -88,8 +96,7 @@ def install_celery_calls(
     setattr(app, CHILD_HOOK, _calls.run)
     setattr(app, LIMITS_HOOK, thread_time_limits)
     wrap_revoke(lambda ids: _cancel_requests(client, runtime.service, ids))
-    defaults = {name: record.default for name, record in records.items()}
-    return {name: TaskInfo(record.task_type, defaults[name]) for name, record in records.items()}
+    return {name: record.info for name, record in records.items()}
 
 
 def request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: UnhandledMessages) -> Any:

@@ -65,9 +65,7 @@ def task_type_option(value: str | TaskType, task_name: str | None) -> TaskType:
         return parse_task_type(value.value if isinstance(value, TaskType) else str(value))
     except TaskTypeError:
         of_task = "" if task_name is None else f" of task {task_name}"
-        raise TaskTypeError(
-            f"task_type {value!r}{of_task}: expected one of {', '.join(ALLOWED_TASK_TYPES)}"
-        ) from None
+        raise TaskTypeError(f"task_type {value!r}{of_task}: expected one of {', '.join(ALLOWED_TASK_TYPES)}") from None
 
 
 class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
@@ -100,6 +98,12 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
         if hook is not None and is_request_message(request, args, kwargs):
             return hook(self, args, kwargs)
         return self.run(*args, **kwargs)
+
+
+def task_function(task: Any) -> Callable[..., Any]:
+    """The user's function of a task, under the dispatch its class's `run` became (what a process imports it by)."""
+    run = type(task).run
+    return getattr(run, "__wrapped__", run)  # type: ignore[no-any-return]
 
 
 def _dispatching(run: Any) -> Any:
