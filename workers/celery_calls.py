@@ -7,7 +7,6 @@ stops. Revokes (`AsyncResult.revoke`, `celery control revoke|terminate`, Flower)
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -59,7 +58,7 @@ class ServiceRequest(Request):  # type: ignore[misc]  # Celery ships no types
         ):
             _calls.stop(self.id, signals_signum(signal))  # its process, also one that is only about to start
             announce_terminated(self, signal)
-        # a queue-service request: its revoke has cancelled it (_cancel_requests), and its worker stops it
+        # a queue-service request: its revoke has cancelled it (cancel_revoked_requests), and its worker stops it
 
 
 def service_tasks(app: Any) -> dict[str, Any]:
@@ -95,7 +94,7 @@ def install_celery_calls(
     setattr(app, REQUESTS_HOOK, run_request)
     setattr(app, CHILD_HOOK, _calls.run)
     setattr(app, LIMITS_HOOK, thread_time_limits)
-    wrap_revoke(lambda ids: _cancel_requests(client, runtime.service, ids))
+    wrap_revoke(lambda ids: cancel_revoked_requests(client, runtime.service, ids))
     return {name: record.info for name, record in records.items()}
 
 
@@ -125,16 +124,15 @@ def request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: Unhandled
     return protocol_checked(TaskType.COMMAND, unhandled)(command)
 
 
-def _cancel_requests(client: redis.Redis, service: str, ids: Mapping[str, object] | list[str]) -> None:
+def cancel_revoked_requests(client: redis.Redis, service: str, ids: list[str]) -> None:
     """A revoke that names queue-service requests cancels them (a running one is stopped by its worker)."""
     requests = RequestStore(client, service)
     for request_id in ids:
-        state = requests.get(str(request_id))
-        if state is None or state.status.finished:
-            continue
         try:
-            cancel_request(client, service, str(request_id))
+            state = requests.get(request_id)
+            if state is not None and not state.status.finished:
+                cancel_request(client, service, request_id)
         except RequestError:
             continue  # it ended meanwhile
-        except redis.RedisError as exc:
+        except redis.RedisError as exc:  # raised, it would skip Celery's own revoke (wrap_revoke calls this first)
             logger.warning("could not cancel request %s on its revoke: %s", request_id, exc)
