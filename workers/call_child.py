@@ -33,6 +33,7 @@ class ChildRetry(Exception):
 
 
 def report_state(state: str, meta: Any) -> None:
+    """The task's update_state, as a line of output: the worker, which has the broker, sets the state."""
     print(PROGRESS_PREFIX + dumps({"state": state, "meta": meta}), flush=True)
 
 
@@ -46,12 +47,14 @@ def retry_here(
 
 
 def soft_limit(_signum: int, _frame: Any) -> None:
+    """SIGUSR1, the worker's soft time limit: SoftTimeLimitExceeded where the task is, as Celery's pool raises it."""
     from celery.exceptions import SoftTimeLimitExceeded
 
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
+    """An exception as the worker rebuilds it (its class by name and module, its message), with its traceback."""
     kind = type(exc)
     text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
     return {"type": kind.__qualname__, "module": kind.__module__, "message": str(exc), "traceback": text}
@@ -105,6 +108,8 @@ def _find_task(module: Any, name: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the call in the file CALL; its record goes to the file RESULT (a value that JSON cannot carry is an
+    error); the exit status is 0 for a value, 1 otherwise."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
         print("usage: python -m scalablejob.workers.call_child CALL RESULT (started by a worker)", file=sys.stderr)

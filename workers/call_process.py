@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, TimeLimitExceeded
 
 from scalablejob.api.celery_task import call_time_limits, task_function
 from scalablejob.api.user_code import module_spec
@@ -157,6 +157,7 @@ def _forward(task: Any, task_id: str, stream: IO[bytes] | None) -> None:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    """The child's result record; None when it left none (killed, or dead before it could write one)."""
     try:
         record = loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -172,16 +173,10 @@ def _outcome(task: Any, record: dict[str, Any] | None, exit_code: int, oom: OomK
     if "value" in record:
         return record["value"]
     error = record.get("error") or {}
-    exc = _exception(error)
+    exc = rebuild_exception(str(error.get("type")), str(error.get("module")), str(error.get("message", "")))
     if "retry" in record:
         raise task.retry(exc=exc if error else None, **record["retry"])
     raise exc from ChildTraceback(str(error.get("traceback", "")).rstrip())
-
-
-def _exception(error: dict[str, Any]) -> BaseException:
-    if error.get("type") == "SoftTimeLimitExceeded":
-        return SoftTimeLimitExceeded(error.get("message", ""))
-    return rebuild_exception(str(error.get("type")), str(error.get("module")), str(error.get("message", "")))
 
 
 def _terminate(process: subprocess.Popen[bytes], signum: int) -> None:
