@@ -19,6 +19,7 @@ from scalablejob.api.celery_task import (
     REQUESTS_HOOK,
     ServiceTask,
     is_request_message,
+    takes_task_first,
     task_function,
 )
 from scalablejob.api.job import Job, JobTask
@@ -74,11 +75,9 @@ def request_record(job: Job | None, task: Any) -> JobTask:
     from its function."""
     if job is not None and task.name in job.tasks:
         return job.tasks[task.name]
-    bound = not isinstance(type(task).__dict__.get("run"), staticmethod)
     record_job = job if job is not None else Job()
-    return JobTask(
-        record_job, task_function(task), task.name, task.scalablejob_task_type, False, celery_task=task, bind=bound
-    )
+    func, bound = task_function(task), takes_task_first(task)
+    return JobTask(record_job, func, task.name, task.scalablejob_task_type, False, celery_task=task, bind=bound)
 
 
 def install_celery_calls(

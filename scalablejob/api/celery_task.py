@@ -106,6 +106,12 @@ def task_function(task: Any) -> Callable[..., Any]:
     return getattr(run, "__wrapped__", run)  # type: ignore[no-any-return]
 
 
+def takes_task_first(task: Any) -> bool:
+    """Whether the task's function takes the task first (bind=True, a class's own `run`): its class's `run` was a
+    method, not Celery's staticmethod of a function, before the dispatch, a plain function, took its place."""
+    return bool(getattr(type(task).run, "scalablejob_bound", True))
+
+
 def _dispatching(run: Any) -> Any:
     """A task class's `run`: in a worker, a Celery call of a command task goes to a child process; a function that
     takes a QueryContext gets one (and, called with one argument, gets it as a request body)."""
@@ -129,6 +135,7 @@ def _dispatching(run: Any) -> Any:
             return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
 
     dispatch.scalablejob_dispatch = True  # type: ignore[attr-defined]
+    dispatch.scalablejob_bound = bound  # type: ignore[attr-defined]
     dispatch.__wrapped__ = func  # type: ignore[attr-defined]
     dispatch.__name__ = getattr(func, "__name__", "run")
     dispatch.__doc__ = func.__doc__

@@ -6,6 +6,7 @@ stopping a command task's process; and what no worker could run refused at call 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -180,3 +181,16 @@ def test_revoke_terminate_stops_a_running_command_call_and_its_process(
     with pytest.raises(TaskRevokedError):
         again.get(timeout=30)
     wait_until(lambda: not worker.call_processes(), 15, "the task's process outlived `control terminate`")
+
+
+def test_a_request_reaches_a_shared_task_with_its_body(start_celery_worker, client_for):
+    # given a worker of the tasks module, whose `total` is a @shared_task (no Job record of it)
+    start_celery_worker(config("reqshared"), module=MODULE)
+    client = client_for("reqshared")
+
+    # when a queue-service request names it
+    _, index = client.put(b"abc", {"task": "total"})
+
+    # then the request calls it with its body, as it calls a @job.task: sum(b"abc")
+    entry = client.result(index, timeout=30)
+    assert (entry.type, json.loads(entry.data) if entry.type == "result" else entry.data) == ("result", 294)

@@ -143,3 +143,9 @@ def _hold_before_start(task: Any = None, args: Any = None, **_: Any) -> None:
 def killed() -> None:
     """A command task whose process is killed (as the kernel's OOM killer would) before it reports a result."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@job.task
+def store(data: bytes, meta: dict[str, str]) -> str:
+    """A query task whose arguments have a queue-service request's shape: bytes, then a dict."""
+    return f"{len(data)} bytes, {sorted(meta.items())}"
