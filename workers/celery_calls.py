@@ -55,7 +55,7 @@ class ServiceRequest(Request):  # type: ignore[misc]  # Celery ships no types
                 "task_type='command', runs in a process of its own, which terminate stops)", self.id, self.name,
             )  # fmt: skip
         elif task_type is TaskType.COMMAND and not is_request_message(
-            SimpleNamespace(headers=self.request_dict), tuple(self.args), self.kwargs
+            SimpleNamespace(headers=self.request_dict), tuple(self.args), self.kwargs, self.task
         ):
             _calls.stop(self.id, signals_signum(signal))  # its process, also one that is only about to start
             announce_terminated(self, signal)

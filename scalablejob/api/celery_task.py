@@ -33,15 +33,37 @@ FILE_MODULE_PREFIX = "scalablejob_app_"  # the private module name of user code 
 Hook = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def is_request_message(request: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+def is_request_message(
+    request: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], task: Any = None
+) -> bool:  # fmt: skip
     """Whether a task's message is a queue-service request: it says its protocol version, or (a release before
-    versions) it has the request's shape, `(body: bytes, tags: dict)` and at most the kwarg `frontend`."""
+    versions) it has the request's shape, `(body: bytes, tags: dict)` and at most the kwarg `frontend`, and `task`'s
+    function (if given) does not take those arguments Celery's way: a Celery call says no version either, and
+    `store.delay(data, meta)` has that shape."""
     if getattr(request, MESSAGE_HEADER, None) is not None:
         return True
     headers = getattr(request, "headers", None) or {}
     if MESSAGE_HEADER in headers:
         return True
-    return set(kwargs) <= {"frontend"} and len(args) == 2 and isinstance(args[0], bytes) and isinstance(args[1], dict)
+    shaped = set(kwargs) <= {"frontend"} and len(args) == 2 and isinstance(args[0], bytes) and isinstance(args[1], dict)
+    return shaped and (task is None or not _takes_as_call(task, args, kwargs))
+
+
+def _takes_as_call(task: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether the task's function binds these arguments as a Celery call's (its QueryContext aside, which the
+    worker gives); a request's (body, tags) binds to no handler (`f(body)`, `f(body, ctx)`)."""
+    func = task_function(task)
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return False
+    ctx_name = context_parameter(func)
+    parameters = [p for p in signature.parameters.values() if p.name != ctx_name][int(takes_task_first(task)) :]
+    try:
+        signature.replace(parameters=parameters).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
 
 
 def context_parameter(func: Callable[..., Any]) -> str | None:
@@ -95,7 +117,7 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
         if request.called_directly:
             return super().__call__(*args, **kwargs)
         hook: Hook | None = getattr(self.app, REQUESTS_HOOK, None)
-        if hook is not None and is_request_message(request, args, kwargs):
+        if hook is not None and is_request_message(request, args, kwargs, self):
             return hook(self, args, kwargs)
         return self.run(*args, **kwargs)
 

@@ -194,3 +194,12 @@ def test_a_request_reaches_a_shared_task_with_its_body(start_celery_worker, clie
     # then the request calls it with its body, as it calls a @job.task: sum(b"abc")
     entry = client.result(index, timeout=30)
     assert (entry.type, json.loads(entry.data) if entry.type == "result" else entry.data) == ("result", 294)
+
+
+def test_a_celery_call_whose_arguments_have_a_requests_shape_gets_its_arguments(start_celery_worker, celery_module):
+    # given a worker of the tasks module, whose `store` takes bytes and a dict: a queue-service request's shape
+    start_celery_worker(config("callshape"), module=MODULE)
+    tasks = celery_module(config("callshape"), MODULE)
+
+    # when it is called the Celery way, then it runs on its own arguments (not as a request of body b"abc")
+    assert tasks.store.delay(b"abc", {"k": "v"}).get(timeout=30) == "3 bytes, [('k', 'v')]"
