@@ -1,7 +1,8 @@
 """The child process of a Celery call of a command task: `python -m scalablejob.workers.call_child CALL RESULT`.
 
-It imports the user's module, finds the task by name, pushes the call's request (so `self.request` is the call's) and
-runs the task's function, not the worker's wrapper around it. What needs the broker is sent back to the worker
+It imports the module of the worker's app (which may import the tasks) and the task's module, finds the task by name,
+pushes the call's request (so `self.request` is the call's) and runs the task's function, not the worker's wrapper
+around it. What needs the broker is sent back to the worker
 (workers/call_process.py): `update_state` (and a QueryContext's progress) as a line of its output, `self.retry` and
 the soft time limit (SIGUSR1) as its result record. It has no broker: its app gets an in-memory one.
 """
@@ -68,8 +69,10 @@ def run(call: dict[str, Any]) -> dict[str, Any]:
 
     signal.signal(signal.SIGUSR1, soft_limit)  # before the import: a slow one may outlast the soft limit
     try:
-        module = import_user_module(call["module"])
-        task = _find_task(module, call["name"])
+        # each once: a module given as a file runs again at each import
+        specs = dict.fromkeys(spec for spec in (call.get("app_module"), call["module"]) if spec)
+        modules = [import_user_module(spec) for spec in specs]
+        task = _find_task(modules, call["name"])
         task.update_state = lambda task_id=None, state=None, meta=None, **_: report_state(str(state), meta)
         task.retry = retry_here
         task.push_request(args=call["args"], kwargs=call["kwargs"], called_directly=False, is_eager=False,
@@ -94,17 +97,19 @@ def _soft_limit_of(exc: Exception) -> BaseException:
     return exc.__cause__ if isinstance(exc.__cause__, SoftTimeLimitExceeded) else exc
 
 
-def _find_task(module: Any, name: str) -> Any:
-    """The task `name` of the module's Celery app."""
+def _find_task(modules: list[Any], name: str) -> Any:
+    """The task `name` of a Celery app at the top level of one of the modules (the task's, the worker's app's)."""
     from celery import Celery
 
     from scalablejob.api.job import Job
 
-    for value in vars(module).values():
-        app = value.task_app() if isinstance(value, Job) else value if isinstance(value, Celery) else None
-        if app is not None and name in app.tasks:
-            return app.tasks[name]
-    raise LookupError(f"module {module.__name__} has no Celery task {name!r} on an app at its top level")
+    for module in modules:
+        for value in vars(module).values():
+            app = value.task_app() if isinstance(value, Job) else value if isinstance(value, Celery) else None
+            if app is not None and name in app.tasks:
+                return app.tasks[name]
+    names = " or ".join(module.__name__ for module in modules)
+    raise LookupError(f"module {names} has no Celery task {name!r} on an app at its top level")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ the worker's log.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import IO, Any
 from celery.exceptions import Ignore, TimeLimitExceeded
 
 from scalablejob.api.celery_task import call_time_limits, task_function
-from scalablejob.api.user_code import module_spec
+from scalablejob.api.user_code import module_spec, spec_of_module
 from scalablejob.host.processes import dying_with_parent
 from scalablejob.model.exits import OomKills, exit_error, shell_exit_code
 from scalablejob.model.redaction import without_secrets
@@ -35,6 +36,7 @@ from scalablejob.workers.job_processes import JobProcesses
 logger = logging.getLogger(__name__)
 
 CHILD_MODULE = "scalablejob.workers.call_child"
+_FRAMEWORKS = {"celery", "kombu", "billiard", "scalablejob", "flower"}  # their modules may hold the app too
 TERM_GRACE_S = 10.0  # after a terminate's signal, SIGKILL
 
 
@@ -110,7 +112,8 @@ def _call(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
     """What the child needs: where the task is, its arguments, and the request fields `self.request` shows."""
     request = task.request
     return {
-        "module": module_spec(task_function(task)), "name": task.name, "args": list(args), "kwargs": kwargs,
+        "module": module_spec(task_function(task)), "app_module": app_module(task.app), "name": task.name,
+        "args": list(args), "kwargs": kwargs,
         "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path],
         "request": {
             "id": request.id, "retries": request.retries or 0, "hostname": request.hostname,
@@ -118,6 +121,19 @@ def _call(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
             "eta": request.eta, "expires": request.expires, "delivery_info": request.delivery_info or {},
         },
     }  # fmt: skip
+
+
+@functools.cache
+def app_module(app: Any) -> str | None:
+    """The module that holds the task's app at its top level (the one `celery -A` loaded, not a framework's), for
+    the call's process to import first: a @shared_task's module may hold no app, and its task is made on the app."""
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in _FRAMEWORKS:
+            continue
+        with contextlib.suppress(TypeError):
+            if any(value is app for value in list(vars(module).values())):
+                return spec_of_module(name)
+    return None
 
 
 def _wait(process: subprocess.Popen[bytes], soft: float | None, hard: float | None) -> bool:

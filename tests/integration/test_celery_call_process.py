@@ -12,6 +12,7 @@ from celery import states
 from celery.exceptions import TaskRevokedError
 
 from conftest import service_config, wait_until
+from scalablejob.api.celery_app import make_app
 
 MODULE = "sj_celery_calls"
 
@@ -107,3 +108,14 @@ def test_a_call_whose_process_is_killed_fails_with_a_shells_exit_code(start_cele
     with pytest.raises(RuntimeError, match=r"^task killed's process ended without reporting a result: command "):
         call.get(timeout=30)
     assert "137" in str(call.result)
+
+
+def test_a_shared_command_task_in_a_module_without_an_app_runs(start_celery_worker, redis_url):
+    # given a worker of a project whose app module imports its tasks module, which holds @shared_task only
+    start_celery_worker(config("sharedcmd"), module="sj_celery_shared_app")
+    app = make_app("sharedcmd", redis_url)
+    try:
+        # when its command task is called, then its process finds it, on the app of the worker's module
+        assert app.send_task("shared_train", args=[3]).get(timeout=30)["epochs"] == 3
+    finally:
+        app.close()
