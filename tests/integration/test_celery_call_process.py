@@ -77,13 +77,16 @@ def test_a_terminate_between_the_tasks_start_and_its_process_start_stops_it(
     assert call.state == states.REVOKED
 
 
-def test_a_process_left_behind_by_a_task_neither_delays_its_result_nor_outlives_it(start_celery_worker, celery_module):
+def test_a_process_left_behind_by_a_task_neither_delays_its_result_nor_outlives_it(
+    start_celery_worker, celery_module, leftover_pids
+):
     # given a command task that returns at once, leaving behind a process that holds its output
     start_celery_worker(config("leftbehind"), module=MODULE)
     tasks = celery_module(config("leftbehind"), MODULE)
 
     # when it is called
     result = tasks.leave_behind.delay().get(timeout=30)
+    leftover_pids.append(int(result["helper"]))  # killed after the test if the worker failed to
 
     # then its result comes at once (not after a wait for the output's end), and the process it left is gone
     assert time.time() - result["returned_at"] < 3
