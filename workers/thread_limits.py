@@ -1,8 +1,8 @@
 """Celery's time limits for a task that runs in a worker thread (a query task): at the soft limit the thread gets
-SoftTimeLimitExceeded, at the hard one TimeLimitExceeded, raised in it as an asynchronous exception (CPython's
-PyThreadState_SetAsyncExc), since a thread cannot be killed. It interrupts Python code; a call blocked in C (a sleep,
-a socket read) sees it once that call returns. A limit that fires as the task ends is withdrawn, never raised later
-in the worker's own code.
+SoftTimeLimitExceeded, at the hard one an exception that `except Exception` cannot catch, which leaves the task as
+TimeLimitExceeded; each raised in it as an asynchronous exception (CPython's PyThreadState_SetAsyncExc), since a
+thread cannot be killed. It interrupts Python code; a call blocked in C (a sleep, a socket read) sees it once that
+call returns. A limit that fires as the task ends is withdrawn, never raised later in the worker's own code.
 """
 
 from __future__ import annotations
