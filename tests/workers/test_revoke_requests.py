@@ -1,5 +1,4 @@
-"""A worker's two paths into a Celery task of the service (workers/celery_calls.py): what a revoke does to the
-queue-service requests it names."""
+"""What a revoke does to the queue-service requests it names (workers/celery_calls.py)."""
 
 from __future__ import annotations
 
