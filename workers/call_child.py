@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from scalablejob.transport.message import from_message_json as loads
 from scalablejob.transport.message import message_json as dumps
@@ -38,13 +38,23 @@ def report_state(state: str, meta: Any) -> None:
     print(PROGRESS_PREFIX + dumps({"state": state, "meta": meta}), flush=True)
 
 
+_SENT_RETRIES: list[dict[str, Any]] = []  # retries asked for with throw=False: the worker sends them, the task goes on
+
+
 def retry_here(
     args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True, eta: Any = None,
     countdown: float | None = None, max_retries: int | None = None, **options: Any,
-) -> NoReturn:  # fmt: skip
-    """Task.retry, in the child: the worker does it (it has the broker)."""
+) -> Any:  # fmt: skip
+    """Task.retry, in the child: the worker does it (it has the broker). With throw=False the task goes on, as
+    Celery's does once it has sent the retry."""
     wanted = {"countdown": countdown, "eta": eta, "max_retries": max_retries, "args": args, "kwargs": kwargs}
-    raise ChildRetry({key: value for key, value in wanted.items() if value is not None}, exc)
+    chosen = {key: value for key, value in wanted.items() if value is not None}
+    if throw:
+        raise ChildRetry(chosen, exc)
+    from celery.exceptions import Retry
+
+    _SENT_RETRIES.append(chosen)
+    return Retry(exc=exc, when=eta or countdown)
 
 
 def soft_limit(_signum: int, _frame: Any) -> None:
@@ -62,7 +72,8 @@ def error_record(exc: BaseException) -> dict[str, Any]:
 
 
 def run(call: dict[str, Any]) -> dict[str, Any]:
-    """Run the call; its record: {"value"}, {"error"}, or {"retry", "error"}."""
+    """Run the call; its record: {"value"}, {"error"}, or {"retry", "error"}; a value's or an error's also has
+    "sent_retries" when the task asked for retries with throw=False."""
     os.environ["CELERY_BROKER_URL"] = _NO_BROKER  # the module's app binds its tasks without looking for a broker
     sys.path[:0] = [entry for entry in call.get("sys_path", []) if entry not in sys.path]
     from scalablejob.api.user_code import import_user_module
@@ -85,9 +96,13 @@ def run(call: dict[str, Any]) -> dict[str, Any]:
         return record
     except Exception as exc:
         traceback.print_exc()
-        return {"error": error_record(_soft_limit_of(exc))}
+        return _with_sent_retries({"error": error_record(_soft_limit_of(exc))})
     sys.stdout.flush()
-    return {"value": value}
+    return _with_sent_retries({"value": value})
+
+
+def _with_sent_retries(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "sent_retries": list(_SENT_RETRIES)} if _SENT_RETRIES else record
 
 
 def _soft_limit_of(exc: Exception) -> BaseException:

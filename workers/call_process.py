@@ -186,6 +186,8 @@ def _outcome(task: Any, record: dict[str, Any] | None, exit_code: int, oom: OomK
     that left no record ends as a command does (its exit code, the OOM killer where it was at work)."""
     if record is None:
         raise RuntimeError(f"task {task.name}'s process ended without reporting a result: {exit_error(exit_code, oom)}")
+    for options in record.get("sent_retries", []):  # retry(throw=False): sent, and the task went on
+        task.retry(throw=False, **options)
     if "value" in record:
         return record["value"]
     error = record.get("error") or {}

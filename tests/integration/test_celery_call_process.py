@@ -122,3 +122,16 @@ def test_a_shared_command_task_in_a_module_without_an_app_runs(start_celery_work
         assert app.send_task("shared_train", args=[3]).get(timeout=30)["epochs"] == 3
     finally:
         app.close()
+
+
+def test_a_retry_without_throw_lets_the_task_go_on_and_runs_it_again(tmp_path, start_celery_worker, celery_module):
+    start_celery_worker(config("quietretry"), module=MODULE)
+    tasks = celery_module(config("quietretry"), MODULE)
+
+    # when a command task calls self.retry(throw=False) and goes on
+    call = tasks.retry_quietly.delay(str(tmp_path))
+
+    # then, as in Celery, the code after the retry runs, and the retry runs the task again
+    wait_until((tmp_path / "after-retry").exists, 30, "the task did not go on after retry(throw=False)")
+    wait_until((tmp_path / "retried").exists, 30, "the retry it asked for never ran")
+    assert call.get(timeout=30) in ("first", "retried")  # (Celery keeps the first SUCCESS it stored)

@@ -149,3 +149,14 @@ def killed() -> None:
 def store(data: bytes, meta: dict[str, str]) -> str:
     """A query task whose arguments have a queue-service request's shape: bytes, then a dict."""
     return f"{len(data)} bytes, {sorted(meta.items())}"
+
+
+@job.task(task_type="command", bind=True, max_retries=1)
+def retry_quietly(self: object, folder: str) -> str:
+    """A command task that asks for a retry without raising (throw=False), then goes on, as Celery lets it."""
+    if self.request.retries == 0:  # type: ignore[attr-defined]
+        self.retry(countdown=0.1, throw=False)  # type: ignore[attr-defined]
+        Path(folder, "after-retry").touch()
+        return "first"
+    Path(folder, "retried").touch()
+    return "retried"
