@@ -21,6 +21,7 @@ from scalablejob.transport.message import from_message_json as loads
 from scalablejob.transport.message import message_json as dumps
 
 PROGRESS_PREFIX = "::celery-progress "  # a line of the child's output that is a state record, not a log line
+STARTED_LINE = "::celery-started"  # the line that says the task starts: its time limits count from here
 _NO_BROKER = "memory://"
 
 
@@ -88,6 +89,7 @@ def run(call: dict[str, Any]) -> dict[str, Any]:
         task.retry = retry_here
         task.push_request(args=call["args"], kwargs=call["kwargs"], called_directly=False, is_eager=False,
                           **call["request"])  # fmt: skip
+        print(STARTED_LINE, flush=True)
         value = type(task).run(task, *call["args"], **call["kwargs"])  # the function, without the worker's wrappers
     except ChildRetry as retry:
         record: dict[str, Any] = {"retry": retry.options}

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,13 +31,14 @@ from scalablejob.model.redaction import without_secrets
 from scalablejob.model.task_result import rebuild_exception
 from scalablejob.transport.message import from_message_json as loads
 from scalablejob.transport.message import message_json as dumps
-from scalablejob.workers.call_child import PROGRESS_PREFIX
+from scalablejob.workers.call_child import PROGRESS_PREFIX, STARTED_LINE
 from scalablejob.workers.job_processes import JobProcesses
 
 logger = logging.getLogger(__name__)
 
 CHILD_MODULE = "scalablejob.workers.call_child"
 _FRAMEWORKS = {"celery", "kombu", "billiard", "scalablejob", "flower"}  # their modules may hold the app too
+_START_POLL_S = 0.05  # how often the wait for the task's start looks whether its process ended
 TERM_GRACE_S = 10.0  # after a terminate's signal, SIGKILL
 
 
@@ -75,9 +77,12 @@ class CallProcesses:
             job = JobProcesses()
             try:
                 process = self._start(request.id, job, call_path, result_path)
-                reader = threading.Thread(target=_forward, args=(task, request.id, process.stdout), daemon=True)
+                started = threading.Event()
+                reader = threading.Thread(
+                    target=_forward, args=(task, request.id, process.stdout, started), daemon=True
+                )  # fmt: skip
                 reader.start()
-                timed_out = _wait(process, soft, hard)
+                timed_out = _wait(process, soft, hard, started)
             finally:
                 job.kill()  # what the task left behind too, which may hold its output open
                 oom = job.close()
@@ -136,40 +141,54 @@ def app_module(app: Any) -> str | None:
     return None
 
 
-def _wait(process: subprocess.Popen[bytes], soft: float | None, hard: float | None) -> bool:
-    """Wait for the child; at the soft limit it alone gets SIGUSR1 (SoftTimeLimitExceeded in the task: the processes
-    it started would die of SIGUSR1, as Celery's pool spares them), at the hard one its group gets SIGKILL. True when
-    the hard limit killed it."""
-    remaining = hard
+def _wait(process: subprocess.Popen[bytes], soft: float | None, hard: float | None, started: threading.Event) -> bool:
+    """Wait for the child. Its limits count from its task's start, not from its imports (Celery's pool processes
+    have the modules loaded already); the hard one also bounds the time until then. At the soft limit the child
+    alone gets SIGUSR1 (SoftTimeLimitExceeded in the task: the processes it started would die of SIGUSR1, as Celery's
+    pool spares them), at the hard one its group gets SIGKILL. True when the hard limit killed it."""
+    spawned = time.monotonic()
+    while not started.wait(_START_POLL_S):
+        if process.poll() is not None:
+            return False
+        if hard is not None and time.monotonic() - spawned >= hard:
+            return _kill(process)
+    began = time.monotonic()
     if soft is not None and (hard is None or soft < hard):
         try:
             process.wait(soft)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGUSR1)  # Popen's: never to a pid already reaped
-        remaining = None if hard is None else hard - soft
     try:
-        process.wait(remaining)
+        process.wait(None if hard is None else max(0.0, began + hard - time.monotonic()))
     except subprocess.TimeoutExpired:
-        _signal_group(process, signal.SIGKILL)
-        process.wait()
-        return True
+        return _kill(process)
     return False
 
 
-def _forward(task: Any, task_id: str, stream: IO[bytes] | None) -> None:
-    """The child's lines to the worker's log; its progress records to the task's state (PROGRESS)."""
+def _kill(process: subprocess.Popen[bytes]) -> bool:
+    """SIGKILL the call's process group at its hard limit, and reap its leader."""
+    _signal_group(process, signal.SIGKILL)
+    process.wait()
+    return True
+
+
+def _forward(task: Any, task_id: str, stream: IO[bytes] | None, started: threading.Event) -> None:
+    """The child's lines to the worker's log; its progress records to the task's state (PROGRESS); its start line
+    sets `started`."""
     if stream is None:
         return
     for raw in stream:
         line = raw.decode("utf-8", "replace").rstrip("\n")
-        if line.startswith(PROGRESS_PREFIX):
+        if line == STARTED_LINE:
+            started.set()
+        elif line.startswith(PROGRESS_PREFIX):
             try:
                 record = loads(line[len(PROGRESS_PREFIX) :])
                 task.update_state(task_id, state=record["state"], meta=record["meta"])
             except Exception as exc:  # progress is for watchers only: the task goes on
                 logger.warning("task %s: could not record its progress: %s", task_id, exc)
-            continue
-        logger.info("%s[%s]: %s", task.name, task_id, line)
+        else:
+            logger.info("%s[%s]: %s", task.name, task_id, line)
 
 
 def _read(path: Path) -> dict[str, Any] | None:

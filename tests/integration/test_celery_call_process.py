@@ -135,3 +135,15 @@ def test_a_retry_without_throw_lets_the_task_go_on_and_runs_it_again(tmp_path, s
     wait_until((tmp_path / "after-retry").exists, 30, "the task did not go on after retry(throw=False)")
     wait_until((tmp_path / "retried").exists, 30, "the retry it asked for never ran")
     assert call.get(timeout=30) in ("first", "retried")  # (Celery keeps the first SUCCESS it stored)
+
+
+def test_a_command_tasks_time_limits_count_from_its_start_not_from_its_modules_import(start_celery_worker, redis_url):
+    # given a worker of a module whose import takes a second in a call's process, and a task whose soft limit is 0.5 s
+    start_celery_worker(config("slowimport"), module="sj_celery_slow_import")
+    app = make_app("slowimport", redis_url)
+    try:
+        # when the task is called, then it runs to its end: as in Celery's pool, whose processes have the module
+        # loaded, the import is not the task's time
+        assert app.send_task("quick").get(timeout=30) == "done"
+    finally:
+        app.close()
