@@ -168,6 +168,15 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def call_processes(self) -> list[psutil.Process]:
+        """Its child processes that run Celery calls of command tasks (workers/call_process.py)."""
+        found = []
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if "scalablejob.workers.call_child" in child.cmdline():
+                    found.append(child)
+        return found
+
     def wait_ready(self, service: str, broker_url: str, timeout: float = WORKER_READY_TIMEOUT_S) -> None:
         app = make_app(service, broker_url)
         try:

@@ -7,20 +7,28 @@ stops. Revokes (`AsyncResult.revoke`, `celery control revoke|terminate`, Flower)
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import redis
 from celery.worker.request import Request
 
-from scalablejob.api.celery_task import CHILD_HOOK, LIMITS_HOOK, REQUESTS_HOOK, ServiceTask
+from scalablejob.api.celery_task import (
+    CHILD_HOOK,
+    LIMITS_HOOK,
+    REQUESTS_HOOK,
+    ServiceTask,
+    is_request_message,
+    takes_task_first,
+    task_function,
+)
 from scalablejob.api.job import Job, JobTask
 from scalablejob.api.user_code import module_spec
 from scalablejob.model.errors import RequestError
 from scalablejob.model.routing import TaskInfo, TaskType, task_type_of
 from scalablejob.store.cancel import cancel_request
 from scalablejob.store.state import RequestStore
-from scalablejob.upstream.celery_worker_internals import announce_terminated, wrap_revoke
+from scalablejob.upstream.celery_worker_internals import announce_terminated, signals_signum, wrap_revoke
 from scalablejob.workers.call_process import CallProcesses
 from scalablejob.workers.child_program import child_program
 from scalablejob.workers.protocol_check import UnhandledMessages, protocol_checked
@@ -38,15 +46,20 @@ class ServiceRequest(Request):  # type: ignore[misc]  # Celery ships no types
 
     def terminate(self, pool: Any, signal: Any = None) -> None:
         if not self.time_start:
-            super().terminate(pool, signal)  # not started: Celery revokes it when it is accepted
+            super().terminate(pool, signal)  # not accepted yet: Celery terminates it again once it is
             return
-        if _calls.stop(self.id):
-            announce_terminated(self, signal)
-        elif getattr(self.task, "scalablejob_task_type", None) is TaskType.QUERY:
+        task_type = getattr(self.task, "scalablejob_task_type", None)
+        if task_type is TaskType.QUERY:
             logger.warning(
                 "task %s (%s) runs in a worker thread, which cannot be stopped: it runs to its end (a command task, "
                 "task_type='command', runs in a process of its own, which terminate stops)", self.id, self.name,
             )  # fmt: skip
+        elif task_type is TaskType.COMMAND and not is_request_message(
+            SimpleNamespace(headers=self.request_dict), tuple(self.args), self.kwargs, self.task
+        ):
+            _calls.stop(self.id, signals_signum(signal))  # its process, also one that is only about to start
+            announce_terminated(self, signal)
+        # a queue-service request: its revoke has cancelled it (cancel_revoked_requests), and its worker stops it
 
 
 def service_tasks(app: Any) -> dict[str, Any]:
@@ -62,9 +75,8 @@ def request_record(job: Job | None, task: Any) -> JobTask:
     from its function."""
     if job is not None and task.name in job.tasks:
         return job.tasks[task.name]
-    func = getattr(type(task).run, "__wrapped__", type(task).run)
-    bound = not isinstance(type(task).__dict__.get("run"), staticmethod)
     record_job = job if job is not None else Job()
+    func, bound = task_function(task), takes_task_first(task)
     return JobTask(record_job, func, task.name, task.scalablejob_task_type, False, celery_task=task, bind=bound)
 
 
@@ -81,9 +93,8 @@ def install_celery_calls(
     setattr(app, REQUESTS_HOOK, run_request)
     setattr(app, CHILD_HOOK, _calls.run)
     setattr(app, LIMITS_HOOK, thread_time_limits)
-    wrap_revoke(lambda ids: _cancel_requests(client, runtime.service, ids))
-    defaults = {name: record.default for name, record in records.items()}
-    return {name: TaskInfo(record.task_type, defaults[name]) for name, record in records.items()}
+    wrap_revoke(lambda ids: cancel_revoked_requests(client, runtime.service, ids))
+    return {name: record.info for name, record in records.items()}
 
 
 def request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: UnhandledMessages) -> Any:
@@ -112,16 +123,15 @@ def request_runner(runtime: WorkerRuntime, record: JobTask, unhandled: Unhandled
     return protocol_checked(TaskType.COMMAND, unhandled)(command)
 
 
-def _cancel_requests(client: redis.Redis, service: str, ids: Mapping[str, object] | list[str]) -> None:
+def cancel_revoked_requests(client: redis.Redis, service: str, ids: list[str]) -> None:
     """A revoke that names queue-service requests cancels them (a running one is stopped by its worker)."""
     requests = RequestStore(client, service)
     for request_id in ids:
-        state = requests.get(str(request_id))
-        if state is None or state.status.finished:
-            continue
         try:
-            cancel_request(client, service, str(request_id))
+            state = requests.get(request_id)
+            if state is not None and not state.status.finished:
+                cancel_request(client, service, request_id)
         except RequestError:
             continue  # it ended meanwhile
-        except redis.RedisError as exc:
+        except redis.RedisError as exc:  # raised, it would skip Celery's own revoke (wrap_revoke calls this first)
             logger.warning("could not cancel request %s on its revoke: %s", request_id, exc)

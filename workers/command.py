@@ -18,7 +18,7 @@ from scalablejob.api.client import REQUEST_ID_TAG
 from scalablejob.host.job_user import JobUser, as_user
 from scalablejob.host.processes import signal_group
 from scalablejob.model.errors import RequestError
-from scalablejob.model.exits import OomKills, oom_notice
+from scalablejob.model.exits import OomKills, oom_notice, shell_exit_code
 from scalablejob.model.redaction import without_secrets
 from scalablejob.workers.job_processes import JobProcesses
 from scalablejob.workers.lines import NOTICE_STREAM, Ending, Line, LineSplitter
@@ -159,7 +159,7 @@ def run_command(
         oom = job.close()
     if on_line is not None and (notice := oom_notice(oom)) is not None:
         on_line(NOTICE_STREAM, Line(notice.encode(), Ending.NEWLINE))
-    exit_code = returncode if returncode >= 0 else 128 - returncode
+    exit_code = shell_exit_code(returncode)
     return CommandOutcome(exit_code, pump.tail(), time.monotonic() - started, stopped, oom)
 
 

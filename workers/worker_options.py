@@ -95,9 +95,23 @@ def _purge(value: Any, shape: ServiceShape) -> str | None:
     return None
 
 
+def _time_limit(flag: str) -> Callable[[Any, ServiceShape], str | None]:
+    def check(value: Any, shape: ServiceShape) -> str | None:
+        if value:
+            return (
+                f"{flag} {value}: a scalablejob worker does not apply a worker-wide time limit (its threads pool "
+                f"would ignore it); give the tasks time_limit/soft_time_limit, or set task_time_limit/"
+                f"task_soft_time_limit in the app's config"
+            )
+        return None
+
+    return check
+
+
 _CHECKS: dict[str, Callable[[Any, ServiceShape], str | None]] = {
     "queues": _queues, "exclude_queues": _exclude_queues, "autoscale": _autoscale, "prefetch_multiplier": _prefetch,
     "disable_prefetch": _disable_prefetch, "pool": _pool, "concurrency": _concurrency, "purge": _purge,
+    "time_limit": _time_limit("--time-limit"), "soft_time_limit": _time_limit("--soft-time-limit"),
 }  # fmt: skip
 
 

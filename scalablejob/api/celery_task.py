@@ -19,9 +19,9 @@ from typing import Any
 from celery import Task
 
 from scalablejob.api.query_context import QueryContext
-from scalablejob.model.errors import RequestError
+from scalablejob.model.errors import RequestError, TaskTypeError
 from scalablejob.model.protocol import MESSAGE_HEADER
-from scalablejob.model.routing import TaskType, parse_task_type
+from scalablejob.model.routing import ALLOWED_TASK_TYPES, TaskType, parse_task_type
 
 REQUESTS_HOOK = "scalablejob_requests"  # app attribute: runs a queue-service request's message (a worker sets it)
 CHILD_HOOK = "scalablejob_child"  # app attribute: runs a Celery call of a command task in a child (a worker sets it)
@@ -33,15 +33,37 @@ FILE_MODULE_PREFIX = "scalablejob_app_"  # the private module name of user code 
 Hook = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def is_request_message(request: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+def is_request_message(
+    request: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], task: Any = None
+) -> bool:  # fmt: skip
     """Whether a task's message is a queue-service request: it says its protocol version, or (a release before
-    versions) it has the request's shape, `(body: bytes, tags: dict)` and at most the kwarg `frontend`."""
+    versions) it has the request's shape, `(body: bytes, tags: dict)` and at most the kwarg `frontend`, and `task`'s
+    function (if given) does not take those arguments Celery's way: a Celery call says no version either, and
+    `store.delay(data, meta)` has that shape."""
     if getattr(request, MESSAGE_HEADER, None) is not None:
         return True
     headers = getattr(request, "headers", None) or {}
     if MESSAGE_HEADER in headers:
         return True
-    return set(kwargs) <= {"frontend"} and len(args) == 2 and isinstance(args[0], bytes) and isinstance(args[1], dict)
+    shaped = set(kwargs) <= {"frontend"} and len(args) == 2 and isinstance(args[0], bytes) and isinstance(args[1], dict)
+    return shaped and (task is None or not _takes_as_call(task, args, kwargs))
+
+
+def _takes_as_call(task: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether the task's function binds these arguments as a Celery call's (its QueryContext aside, which the
+    worker gives); a request's (body, tags) binds to no handler (`f(body)`, `f(body, ctx)`)."""
+    func = task_function(task)
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return False
+    ctx_name = context_parameter(func)
+    parameters = [p for p in signature.parameters.values() if p.name != ctx_name][int(takes_task_first(task)) :]
+    try:
+        signature.replace(parameters=parameters).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
 
 
 def context_parameter(func: Callable[..., Any]) -> str | None:
@@ -58,6 +80,16 @@ def context_parameter(func: Callable[..., Any]) -> str | None:
     return None
 
 
+def task_type_option(value: str | TaskType, task_name: str | None) -> TaskType:
+    """A task's `task_type` option; a value no worker runs is refused naming the option (and the task, if known):
+    parse_task_type's error names a request's tag, taskType, which a task's author never wrote."""
+    try:
+        return parse_task_type(value.value if isinstance(value, TaskType) else str(value))
+    except TaskTypeError:
+        of_task = "" if task_name is None else f" of task {task_name}"
+        raise TaskTypeError(f"task_type {value!r}{of_task}: expected one of {', '.join(ALLOWED_TASK_TYPES)}") from None
+
+
 class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
     """A Celery task of a service; `task_type="command"` (a task option) runs it in a process of its own."""
 
@@ -69,9 +101,7 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
         super().__init_subclass__(**kwargs)
         given = cls.__dict__.get("task_type")
         if given is not None:
-            cls.task_type = cls.scalablejob_task_type = parse_task_type(
-                given.value if isinstance(given, TaskType) else str(given)
-            )
+            cls.task_type = cls.scalablejob_task_type = task_type_option(given, cls.__dict__.get("name", cls.__name__))
         run = cls.__dict__.get("run")
         if run is not None and not getattr(run, "scalablejob_dispatch", False):
             cls.run = _dispatching(run)
@@ -87,9 +117,21 @@ class ServiceTask(Task):  # type: ignore[misc]  # Celery ships no types
         if request.called_directly:
             return super().__call__(*args, **kwargs)
         hook: Hook | None = getattr(self.app, REQUESTS_HOOK, None)
-        if hook is not None and is_request_message(request, args, kwargs):
+        if hook is not None and is_request_message(request, args, kwargs, self):
             return hook(self, args, kwargs)
         return self.run(*args, **kwargs)
+
+
+def task_function(task: Any) -> Callable[..., Any]:
+    """The user's function of a task, under the dispatch its class's `run` became (what a process imports it by)."""
+    run = type(task).run
+    return getattr(run, "__wrapped__", run)  # type: ignore[no-any-return]
+
+
+def takes_task_first(task: Any) -> bool:
+    """Whether the task's function takes the task first (bind=True, a class's own `run`): its class's `run` was a
+    method, not Celery's staticmethod of a function, before the dispatch, a plain function, took its place."""
+    return bool(getattr(type(task).run, "scalablejob_bound", True))
 
 
 def _dispatching(run: Any) -> Any:
@@ -108,18 +150,24 @@ def _dispatching(run: Any) -> Any:
         if ctx_name is not None and in_worker and ctx_name not in kwargs:
             args, kwargs = with_context(self, ctx_name, args, kwargs)
         limits = getattr(self.app, LIMITS_HOOK, None) if in_worker else None
-        hard, soft = (request.timelimit or (None, None)) if limits is not None else (None, None)
-        hard, soft = hard or self.time_limit, soft or self.soft_time_limit
-        if limits is None or not (hard or soft):
+        soft, hard = call_time_limits(self, request) if limits is not None else (None, None)
+        if limits is None or not (soft or hard):
             return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
         with limits(soft, hard):
             return func(self, *args, **kwargs) if bound else func(*args, **kwargs)
 
     dispatch.scalablejob_dispatch = True  # type: ignore[attr-defined]
+    dispatch.scalablejob_bound = bound  # type: ignore[attr-defined]
     dispatch.__wrapped__ = func  # type: ignore[attr-defined]
     dispatch.__name__ = getattr(func, "__name__", "run")
     dispatch.__doc__ = func.__doc__
     return dispatch
+
+
+def call_time_limits(task: Any, request: Any) -> tuple[float | None, float | None]:
+    """A call's soft and hard time limits: its message's (in Celery's order there: hard, soft), else its task's."""
+    hard, soft = request.timelimit or (None, None)
+    return soft or task.soft_time_limit, hard or task.time_limit
 
 
 def _context_optional(header: Callable[..., Any], func: Callable[..., Any], ctx_name: str) -> Callable[..., Any]:

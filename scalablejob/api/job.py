@@ -12,11 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from scalablejob.api.celery_task import task_type_option
 from scalablejob.api.query_context import QueryContext
 from scalablejob.model.call_options import refused_options
 from scalablejob.model.config import ServiceConfig, load_config
 from scalablejob.model.errors import UserCodeError
-from scalablejob.model.routing import TaskInfo, TaskType, parse_task_type
+from scalablejob.model.routing import TaskInfo, TaskType
 
 if TYPE_CHECKING:
     from scalablejob.api.celery_app import ServiceCelery
@@ -107,7 +108,8 @@ class Job:
         """Make `func` a Celery task of the service (Celery's options: bind, max_retries, autoretry_for, ...), named
         after the function, by default a query (run in a worker thread); `task_type="command"` runs it in a process of
         its own. A queue-service request calls it with its body, plus a QueryContext if it takes one."""
-        kind = parse_task_type(task_type.value if isinstance(task_type, TaskType) else task_type)
+        known_name = name if name is not None or func is None else _name_of(func)
+        kind = task_type_option(task_type, known_name)  # refused where the decorator is written
 
         def register(target: Callable[..., Any]) -> Any:
             task_name = _name_of(target) if name is None else name

@@ -59,7 +59,11 @@ def load_job(app_spec: str, service: str) -> Job:
 def module_spec(func: Callable[..., Any]) -> str:
     """How another process imports the module that defines `func`: its name, or its file when it was loaded from a
     file (a private name) or is __main__."""
-    name = str(getattr(func, "__module__", "") or "")
+    return spec_of_module(str(getattr(func, "__module__", "") or ""))
+
+
+def spec_of_module(name: str) -> str:
+    """How another process imports the loaded module `name` (see module_spec)."""
     file = getattr(sys.modules.get(name), "__file__", None)
     if (name == "__main__" or name.startswith(FILE_MODULE_PREFIX) or not name) and file:
         return str(Path(file).resolve())

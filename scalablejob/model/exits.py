@@ -27,6 +27,11 @@ class OomKills:
         return "out of memory" if self.limit_mb is None else f"out of memory: limit {self.limit_mb} MB"
 
 
+def shell_exit_code(returncode: int) -> int:
+    """A process's exit status as a shell says it: 128 + N when signal N killed it (Popen says -N)."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def exit_error(exit_code: int, oom: OomKills | None = None) -> str:
     """A failed command's error: its exit code, and the OOM killer where it ended the command, or some of it."""
     killed = exit_code == EXIT_SIGKILL

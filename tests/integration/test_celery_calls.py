@@ -6,12 +6,12 @@ stopping a command task's process; and what no worker could run refused at call 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 from celery import chain, chord, group, states
 from celery.exceptions import NotRegistered, TaskRevokedError, TimeLimitExceeded
@@ -30,18 +30,6 @@ MODULE = "sj_celery_calls"
 
 def config(name: str) -> dict[str, object]:
     return service_config(name, **{"rpc.worker_threads": 2})
-
-
-def call_processes(worker_pid: int) -> list[psutil.Process]:
-    """The child processes of a worker that run Celery calls of command tasks."""
-    found = []
-    for child in psutil.Process(worker_pid).children(recursive=True):
-        try:
-            if "scalablejob.workers.call_child" in child.cmdline():
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def test_tasks_take_celerys_calling_conventions_retries_and_time_limits(start_celery_worker, celery_module):
@@ -171,7 +159,7 @@ def test_revoke_terminate_stops_a_running_command_call_and_its_process(
     worker = start_celery_worker(config("revokes"), module=MODULE)
     tasks = celery_module(config("revokes"), MODULE)
     running = tasks.train.delay(until=str(tmp_path / "never"))
-    wait_until(lambda: running.state == states.STARTED and call_processes(worker.process.pid), 30, "it never started")
+    wait_until(lambda: running.state == states.STARTED and worker.call_processes(), 30, "it never started")
     queued = tasks.train.delay(until=str(tmp_path / "never"))
 
     # when both are revoked, the running one with terminate, as Celery's prefork pool would stop it
@@ -183,7 +171,7 @@ def test_revoke_terminate_stops_a_running_command_call_and_its_process(
         with pytest.raises(TaskRevokedError):
             result.get(timeout=30)
     assert queued.state == running.state == states.REVOKED
-    wait_until(lambda: not call_processes(worker.process.pid), 15, "the task's process outlived its terminate")
+    wait_until(lambda: not worker.call_processes(), 15, "the task's process outlived its terminate")
     assert tasks.train.delay(epochs=1).get(timeout=30)["epochs"] == 1
     # and `celery control terminate` does the same
     again = tasks.train.delay(until=str(tmp_path / "never"))
@@ -192,4 +180,26 @@ def test_revoke_terminate_stops_a_running_command_call_and_its_process(
     assert terminated.returncode == 0, terminated.stderr
     with pytest.raises(TaskRevokedError):
         again.get(timeout=30)
-    wait_until(lambda: not call_processes(worker.process.pid), 15, "the task's process outlived `control terminate`")
+    wait_until(lambda: not worker.call_processes(), 15, "the task's process outlived `control terminate`")
+
+
+def test_a_request_reaches_a_shared_task_with_its_body(start_celery_worker, client_for):
+    # given a worker of the tasks module, whose `total` is a @shared_task (no Job record of it)
+    start_celery_worker(config("reqshared"), module=MODULE)
+    client = client_for("reqshared")
+
+    # when a queue-service request names it
+    _, index = client.put(b"abc", {"task": "total"})
+
+    # then the request calls it with its body, as it calls a @job.task: sum(b"abc")
+    entry = client.result(index, timeout=30)
+    assert (entry.type, json.loads(entry.data) if entry.type == "result" else entry.data) == ("result", 294)
+
+
+def test_a_celery_call_whose_arguments_have_a_requests_shape_gets_its_arguments(start_celery_worker, celery_module):
+    # given a worker of the tasks module, whose `store` takes bytes and a dict: a queue-service request's shape
+    start_celery_worker(config("callshape"), module=MODULE)
+    tasks = celery_module(config("callshape"), MODULE)
+
+    # when it is called the Celery way, then it runs on its own arguments (not as a request of body b"abc")
+    assert tasks.store.delay(b"abc", {"k": "v"}).get(timeout=30) == "3 bytes, [('k', 'v')]"

@@ -12,7 +12,7 @@ from scalablejob.api.celery_app import NO_BROKER, ServiceCelery, broker_url_of
 from scalablejob.api.celery_service import broker_default
 from scalablejob.api.celery_task import request_body
 from scalablejob.api.job import Job
-from scalablejob.model.errors import BrokerError, RequestError, UserCodeError
+from scalablejob.model.errors import BrokerError, RequestError, TaskTypeError, UserCodeError
 
 
 def echo(body: bytes) -> bytes:
@@ -88,3 +88,10 @@ def test_job_task_makes_a_celery_task_registered_on_the_service_app(job: Job) ->
 def test_a_task_on_a_queue_of_its_own_is_refused_where_it_is_declared(job: Job) -> None:
     with pytest.raises(UserCodeError, match=r"^queue 'other': task echo runs on its type's queue; expected no queue"):
         job.task(queue="other")(echo)
+
+
+def test_a_task_type_no_worker_runs_is_refused_naming_the_option_and_the_task(job: Job) -> None:
+    with pytest.raises(TaskTypeError, match=r"^task_type 'gpu' of task echo: expected one of command, query$"):
+        job.task(echo, task_type="gpu")
+    with pytest.raises(TaskTypeError, match=r"^task_type 'gpu' of task shouted: expected one of command, query$"):
+        job.celery.task(name="shouted", task_type="gpu", shared=False)(echo).name  # noqa: B018  # made on first use

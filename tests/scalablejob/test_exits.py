@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalablejob.model.exits import OomKills, exit_error, oom_notice, oom_tags
+from scalablejob.model.exits import OomKills, exit_error, oom_notice, oom_tags, shell_exit_code
 from scalablejob.model.task_result import command_failure
 
 OF_JOB, ON_HOST = True, False
@@ -60,3 +60,8 @@ def test_only_the_job_s_own_oom_kills_get_a_log_line_and_a_tag(
     oom: OomKills | None, notice: str | None, tags: dict[str, str]
 ) -> None:
     assert (oom_notice(oom), oom_tags(oom)) == (notice, tags)
+
+
+@pytest.mark.parametrize(("returncode", "exit_code"), [(0, 0), (3, 3), (-9, 137), (-15, 143)])
+def test_a_process_killed_by_a_signal_exits_with_128_plus_its_number(returncode: int, exit_code: int) -> None:
+    assert shell_exit_code(returncode) == exit_code

@@ -259,7 +259,7 @@ def test_a_second_task_of_the_same_name_is_refused() -> None:
 
 
 def test_an_unknown_task_type_is_refused_naming_the_allowed_ones() -> None:
-    with pytest.raises(TaskTypeError, match=r"taskType 'training' is not allowed: expected one of command, query"):
+    with pytest.raises(TaskTypeError, match=r"^task_type 'training': expected one of command, query$"):
         Job("svc").task(task_type="training")
 
 

@@ -33,9 +33,11 @@ THREADS = concurrency.get_implementation("threads")
         ({"pool": "solo"}, "-P/--pool solo:"),
         ({"concurrency": 8}, "-c/--concurrency 8: this service's workers have 5 slots (4 query slots"),
         ({"purge": True}, "--purge: it would drop queued messages"),
+        ({"time_limit": 60.0}, "--time-limit 60.0: a scalablejob worker does not apply a worker-wide time limit"),
+        ({"soft_time_limit": 30.0}, "--soft-time-limit 30.0: a scalablejob worker does not apply"),
     ],
     ids=["queues", "one-queue", "exclude", "autoscale", "prefetch", "disable-prefetch", "prefork", "solo",
-         "concurrency", "purge"],
+         "concurrency", "purge", "time-limit", "soft-time-limit"],
 )  # fmt: skip
 def test_an_option_that_would_break_the_service_is_refused_with_its_reason(
     options: dict[str, Any], reason: str
