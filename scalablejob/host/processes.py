@@ -13,8 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import psutil
 
@@ -138,6 +139,28 @@ def _kill_marked(pid: int, marker: bytes) -> bool:
         return False
     finally:
         os.close(pidfd)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def signals_held(signums: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
+    """Hold back these signals' Python handlers for a spawn: one that raises (KeyboardInterrupt, a stop) inside
+    Popen loses the child's pid, and the child runs on unknown to us. A signal that came meanwhile is raised again
+    at the block's end, where the caller's cleanup knows the child. Main thread only (the others run no handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = {signum: signal.signal(signum, lambda number, _frame: came.append(number)) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(came):
+            signal.raise_signal(signum)
 
 
 def signal_group(pgid: int, signum: int) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from scalablejob.host.processes import dying_with_parent
+from scalablejob.host.processes import dying_with_parent, signals_held
 from scalablejob.host.secret_files import private_folder
 from scalablejob.model.errors import BrokerError
 from scalablejob.model.redaction import with_password
@@ -137,12 +137,13 @@ class RedisServer:
         Anything that interrupts the wait (Ctrl-C, a timeout) stops the server: nobody else knows about it yet."""
         private_folder(self.data_dir)
         argv = self.command() if self.guard else dying_with_parent(self.command())
-        # stdout: only its "Reading config from stdin" before it opens its log; errors in the config go to stderr
-        self._process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True, umask=SERVER_UMASK
-        )
         client: redis.Redis | None = None
-        try:  # from here on: until it has read its config, the server works in our folder, where no search finds it
+        try:  # until it has read its config the server is found by no search, so a stop meanwhile must stop it here
+            with signals_held():  # a stop raised inside Popen would lose the pid of a server that starts regardless
+                # stdout: only its "Reading config from stdin" before it opens its log; config errors go to stderr
+                self._process = subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True, umask=SERVER_UMASK
+                )
             self._send_config()
             client = probe_client(self.url)
             if self.guard:

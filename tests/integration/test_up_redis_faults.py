@@ -118,4 +118,4 @@ def test_status_says_in_one_line_that_the_redis_of_a_running_up_does_not_answer(
     assert f"`scalablejob down --data-dir {up.data_dir}`" in line and "start `scalablejob up`" not in line
     assert up.interrupt() == 0, "\n".join(up.lines)
     # and a stop that lands while up starts its Redis again leaves no Redis behind
-    assert servers_in(up.data_dir / "redis") == []
+    assert servers_in(up.data_dir / "redis") == [], "\n".join(up.lines)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -70,6 +71,32 @@ def test_a_start_interrupted_right_after_the_config_was_sent_stops_the_server(tm
         assert server.pid is not None and server.exit_status is not None
     finally:
         server.stop()
+
+
+def test_a_stop_signal_that_lands_inside_the_spawn_stops_the_server_it_spawned(tmp_path, monkeypatch):
+    # given Ctrl-C (SIGINT: KeyboardInterrupt) arriving while Popen runs, after the server's exec: raised there, it
+    # would lose the new server's pid, and the server would start on its own (without its password on stdin)
+    spawned: list[subprocess.Popen[bytes]] = []
+    popen = subprocess.Popen
+
+    def interrupted_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        spawned.append(popen(*args, **kwargs))
+        os.kill(os.getpid(), signal.SIGINT)
+        return spawned[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", interrupted_popen)
+    server = RedisServer(tmp_path, persistent=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            server.start()
+
+        # then the interrupt still ends the start, and the server it spawned is stopped
+        [child] = spawned
+        assert child.poll() is not None
+    finally:
+        for child in spawned:
+            child.kill()
+            child.wait()
 
 
 def test_a_server_that_cannot_start_is_a_broker_error(tmp_path):
