@@ -60,20 +60,26 @@ _LISTENING = re.compile(r"listening on (http://\S+)")
 
 class Output:
     """`up`'s output, which must never keep the stack from stopping: once a line cannot be written (the reader of the
-    pipe died, the terminal closed), it and every later one are dropped."""
+    pipe died, the terminal closed), it and every later one are dropped.
+
+    Each part's pump thread writes here beside `up`'s own lines, so a line goes out whole, in one write under a lock:
+    print() writes the text and its newline apart, and another thread's line could land between them."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.lost = False
+        self._writing = threading.RLock()  # reentrant: a signal handler may write while its thread holds it
 
     def line(self, text: str) -> None:
-        if self.lost:
-            return
-        try:
-            print(text, file=self.stream, flush=True)
-        except (OSError, ValueError):  # EPIPE, EIO from a hung-up terminal; ValueError: the stream is closed
-            self.lost = True
-            _silence(self.stream)
+        with self._writing:
+            if self.lost:
+                return
+            try:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # EPIPE, EIO from a hung-up terminal; ValueError: the stream is closed
+                self.lost = True
+                _silence(self.stream)
 
 
 def _silence(stream: TextIO) -> None:
