@@ -81,10 +81,13 @@ def test_a_stop_signal_that_lands_inside_the_spawn_stops_the_server_it_spawned(t
 
     def interrupted_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
         spawned.append(popen(*args, **kwargs))
-        os.kill(os.getpid(), signal.SIGINT)
+        # to this thread, at once: os.kill lets the kernel pick any thread of the process (the test runner's have
+        # their own), whose handler may run only after the spawn's block has ended
+        signal.raise_signal(signal.SIGINT)
         return spawned[-1]
 
     monkeypatch.setattr(subprocess, "Popen", interrupted_popen)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C's own, whatever the runner set
     server = RedisServer(tmp_path, persistent=False)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -94,6 +97,7 @@ def test_a_stop_signal_that_lands_inside_the_spawn_stops_the_server_it_spawned(t
         [child] = spawned
         assert child.poll() is not None
     finally:
+        signal.signal(signal.SIGINT, previous)
         for child in spawned:
             child.kill()
             child.wait()
