@@ -6,11 +6,18 @@ per service and host, scaler.records): while no live scaler holds it (the key is
 Redis server's clock, or its holder's process, on this very host, has ended) for `grace_s` of the worker's own
 monotonic clock, the scaler is gone; a restarted scaler that takes the lease meanwhile adopts the worker instead.
 The worker then stops as at scale-down (SIGTERM: Celery's warm shutdown finishes the running task, takes no new
-one, and the presence record says `stopping`). A Redis error only skips a check: a broker outage stops nothing.
+one, and the presence record says `stopping`).
+
+While Redis does not answer, the lease cannot be read: the watch then judges by the holder it saw last (at first,
+the process that started the worker: its scaler, or the scaler's fork server, which ends with it). A broker outage
+alone stops nothing; an outage in which that scaler has also ended does, after the same grace: a worker whose Redis
+and scaler are both gone for good (a stack stopped while it started, waiting for its broker) would otherwise wait
+for ever. A scaler restarted during an outage loses such a worker (its running task still finishes first).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -19,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import psutil
 import redis
 
 from scalablejob.host.processes import WORKER_NAME_ENV, holder_alive
@@ -39,8 +47,10 @@ class ScalerWatch:
     def __init__(
         self, client: redis.Redis, service: str, host: str, on_gone: Callable[[], None], *,
         grace_s: float = SCALER_GONE_AFTER_S, alive: Callable[[bytes | None], bool] = holder_alive,
+        last_holder: bytes | None = None,
     ) -> None:  # fmt: skip
         self._client = client
+        self._last_holder = last_holder  # the lease's value last read (a scaler's identity), for when Redis is silent
         self._key = keys.scaler_lease(service, host)
         self._on_gone = on_gone
         self._grace_s = grace_s
@@ -55,7 +65,11 @@ class ScalerWatch:
         try:
             raw: bytes | None = self._client.get(self._key)  # type: ignore[assignment]
         except redis.RedisError:
-            return False  # no look this time: silence of Redis is not the scaler's
+            raw = self._last_holder  # silence of Redis is not the scaler's: ask whether the one seen last still runs
+            if raw is None:
+                return False
+        else:
+            self._last_holder = raw if raw is not None else self._last_holder
         self._since = held_since(self._since, not self._alive(raw), now)
         if self._since is None or now - self._since < self._grace_s:
             return False
@@ -84,6 +98,15 @@ def install_scaler_watch(service: str, broker_url: str) -> ScalerWatch | None:
     host = scaler_host_of(os.environ.get(WORKER_NAME_ENV, ""))
     if host is None or host != socket.gethostname():
         return None
-    watch = ScalerWatch(connect(broker_url), service, host, warm_stop_self)
+    watch = ScalerWatch(connect(broker_url), service, host, warm_stop_self, last_holder=_parent_identity())
     threading.Thread(target=watch.run, name="scaler-watch", daemon=True).start()
     return watch
+
+
+def _parent_identity() -> bytes | None:
+    """The process that started this worker, as a lease names its holder: the scaler (or its fork server)."""
+    try:
+        parent = psutil.Process(os.getppid())
+        return json.dumps({"pid": parent.pid, "create_time": parent.create_time()}).encode()
+    except psutil.Error:
+        return None

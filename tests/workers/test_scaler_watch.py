@@ -52,3 +52,45 @@ def test_a_redis_error_stops_nothing() -> None:
     down = fakeredis.FakeRedis(server=server)
     watch = ScalerWatch(down, "svc", "h1", lambda: None, grace_s=0.0)
     assert not watch.check(0.0) and not watch.check(100.0)
+
+
+def test_while_redis_is_silent_the_scaler_seen_last_decides() -> None:
+    # given a worker that read its scaler's lease once, and then lost its Redis
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    client.set(LEASE, b"scaler")
+    running = {b"scaler": True}
+    stops: list[str] = []
+    watch = ScalerWatch(client, "svc", "h1", lambda: stops.append("stop"), grace_s=5.0,
+                        alive=lambda raw: raw is not None and running.get(raw, False))  # fmt: skip
+    assert not watch.check(0.0)
+    server.connected = False
+
+    # when Redis stays silent, the outage alone stops nothing while that scaler runs
+    assert not watch.check(1.0) and not watch.check(100.0)
+
+    # but once that scaler has ended too, the worker stops after the grace
+    running[b"scaler"] = False
+    assert not watch.check(101.0) and not watch.check(105.9)
+    assert watch.check(106.0)
+    assert stops == ["stop"]
+
+
+def test_a_worker_that_never_reached_its_redis_goes_when_the_process_that_started_it_has_ended() -> None:
+    # given a worker whose Redis never answered (a stack stopped while the worker started), started by a process
+    server = fakeredis.FakeServer()
+    server.connected = False
+    starter = subprocess.Popen(["sleep", "60"])
+    identity = json.dumps({"pid": starter.pid, "create_time": psutil.Process(starter.pid).create_time()}).encode()
+    stops: list[str] = []
+    watch = ScalerWatch(fakeredis.FakeRedis(server=server), "svc", "h1", lambda: stops.append("stop"), grace_s=1.0,
+                        last_holder=identity)  # fmt: skip
+    try:
+        # then it waits while its starter runs
+        assert not watch.check(0.0) and not watch.check(10.0)
+    finally:
+        starter.kill()
+        starter.wait()
+    # and goes once the starter has ended, after the grace
+    assert not watch.check(11.0)
+    assert watch.check(12.0) and stops == ["stop"]
