@@ -106,7 +106,10 @@ class GateStep(bootsteps.StartStopStep):
                 f"scalablejob workers need scalablejob's Redis transport for idle-first dispatch, got "
                 f"{type(channel).__module__}.{type(channel).__qualname__} (is the broker a redis:// URL?)"
             )
-        channel.gate_dispatch(self.gate, getattr(parent.app, "scalablejob_waker", None))
+        waker = getattr(parent.app, "scalablejob_waker", None)
+        if waker is not None and getattr(parent, "hub", None) is not None:
+            waker.attach(parent.hub)  # a short task's slot frees without a gated BRPOP (workers/wake.py)
+        channel.gate_dispatch(self.gate, waker)
         channel.keep_unacked(str(parent.app.conf.broker_url), getattr(parent.app, "scalablejob_acks", None))
 
 

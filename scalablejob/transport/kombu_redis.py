@@ -78,6 +78,10 @@ class BrpopWatcher(Protocol):
 
     def returned(self) -> None: ...
 
+    def hold_back(self, hidden: bool) -> bool:
+        """Whether to send no BRPOP now, while some queue is `hidden`: the event loop ticks again when a slot frees."""
+        ...
+
 
 class QoS(kombu_redis.QoS):
     """kombu's Redis QoS, recording in one script call, and acknowledging after the channel closed."""
@@ -215,6 +219,11 @@ class ChannelMixin:
             # would find nothing pending and the freed slot would wait for the fallback timeout
             watcher.sent(self.brpop_client_id())
         hidden = gate.before_brpop()
+        if watcher is not None and watcher.hold_back(hidden):
+            hidden = gate.before_brpop()  # a slot that freed before the hold began woke nothing: ask again
+            if hidden:
+                return None  # nothing sent: kombu asks again at the loop's next tick
+            watcher.hold_back(False)  # every queue is heard after all: the next hidden period is held back again
         if hidden:
             timeout = GATED_BRPOP_TIMEOUT_S
         cycle = self._queue_cycle
