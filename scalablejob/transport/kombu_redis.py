@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps as kombu_dumps
@@ -98,19 +99,36 @@ class QoS(kombu_redis.QoS):
         delivery = message.delivery_info
         # kombu's JSON, as its QoS writes: the message as decoded may hold what only kombu's JSON writes (a datetime)
         stored = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        self._record(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, time.time(), stored])
+        task = (message.headers or {}).get("task")
+        if self.finish_acks is not None and task in self.finish_acks.record_at_start:
+            self.finish_acks.hold(delivery_tag, time.time(), stored)  # recorded by its task's start (transport.acks)
+        else:
+            self._record(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, time.time(), stored])
         virtual.QoS.append(self, message, delivery_tag)  # the channel's bookkeeping, without kombu's MULTI
 
+    def record_unrecorded(self, delivery_tag: str | None = None) -> None:
+        """Write the unacknowledged record of a message taken whose task has not started (of all of them, if no tag
+        is given), as `append` writes it."""
+        waiting = self.finish_acks.unrecorded(delivery_tag) if self.finish_acks is not None else {}
+        for tag, (delivered_at, stored) in waiting.items():
+            assert self._record is not None  # registered by the append that held it
+            self._record(keys=[self.unacked_index_key, self.unacked_key], args=[tag, delivered_at, stored])
+
     def ack(self, delivery_tag: str) -> None:
-        if self._acknowledged_by_finish(delivery_tag):
-            virtual.QoS.ack(self, delivery_tag)
+        if self._acknowledged_by_finish(delivery_tag) or self._unrecorded(delivery_tag):
+            virtual.QoS.ack(self, delivery_tag)  # nothing of it in Redis
         elif self.channel.connection is not None or self.direct_acks is None:
             super().ack(delivery_tag)
         else:
             self.direct_acks.ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if self._acknowledged_by_finish(delivery_tag):
+        if requeue:
+            try:
+                self.record_unrecorded(delivery_tag)  # a requeue restores the message from its record
+            except redis.RedisError as exc:  # the reconciler re-sends a request that no message backs
+                logger.warning("could not record message %s to put it back: %s", delivery_tag, exc)
+        if self._acknowledged_by_finish(delivery_tag) or self._unrecorded(delivery_tag):
             virtual.QoS.ack(self, delivery_tag)
         elif self.channel.connection is not None or self.direct_acks is None:
             super().reject(delivery_tag, requeue=requeue)
@@ -121,6 +139,10 @@ class QoS(kombu_redis.QoS):
 
     def _acknowledged_by_finish(self, delivery_tag: str) -> bool:
         return self.finish_acks is not None and self.finish_acks.take(delivery_tag)
+
+    def _unrecorded(self, delivery_tag: str) -> bool:
+        """The message was never recorded in Redis (its task did not start): forgotten, nothing to remove."""
+        return self.finish_acks is not None and bool(self.finish_acks.unrecorded(delivery_tag))
 
 
 class _GatedCycle:
