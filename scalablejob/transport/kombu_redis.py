@@ -4,11 +4,14 @@ The service's Celery app names it for every broker connection (api.celery_app), 
 commands, Flower and the scaler's recovery all run the same code. On top of kombu's Redis transport it:
 - gates the consumer's BRPOP (idle first): while a gate is attached (workers/gate.py), each BRPOP listens only to the
   queues the gate has room for, with a short timeout while some queue is left out, and tells a watcher (workers/
-  wake.py) which connection it blocks on, so a freed slot can end the wait at once;
+  wake.py) which connection it blocks on, so a freed slot can end the wait at once (and which holds such a BRPOP
+  back for a moment first, so that a short task's slot frees before it goes out);
 - builds one Redis client per channel for all its synchronous calls: kombu builds a new one (and its table of a few
   hundred response callbacks) for each message received and acknowledged, a fifth of a short task's CPU here;
 - records a received message as unacknowledged with one script call (unacked_record.lua) instead of a MULTI of two
-  commands: the same keys and format, so kombu's restore and ack work on it unchanged;
+  commands: the same keys and format, so kombu's restore and ack work on it unchanged; on the worker's task channel,
+  the message of a task that only runs as a request is recorded by that task's start instead, in the same round trip
+  (transport.acks.FinishAcks), and until then an ack needs nothing in Redis and a requeue writes the record first;
 - on the worker's task channel, keeps unacknowledged messages where they are when the connection drops (no restore
   on close: a training job that
   rides out a Redis restart would also run again elsewhere, and a restore against a broker that is away can crash
