@@ -15,9 +15,10 @@ The bench's own calls (INFO, CONFIG, OBJECT: commands the measured parts never s
 polled with OBJECT ENCODING on the queue's lists and kombu's unacked hash (gone once the last task is acknowledged).
 Memory: with no worker, INFO memory's used_memory before and after MEMORY_REQUESTS puts of a BODY_BYTES body, per
 request (a FLUSHALL before each).
-Scripts: commandstats lumps every script into one EVALSHA row, so each script a task runs (the put's, the unacked
-record, the start, the finish) is replayed alone, SCRIPT_CALLS times with no worker, and its usec per call taken as
-the least of SCRIPT_REPEATS rounds (a preempted round on a busy machine only inflates), with the commands it runs.
+Scripts: commandstats lumps every script into one EVALSHA row, so each script a task runs (the put's, the start
+with the message's unacknowledged record, the finish with its ack) is replayed alone, SCRIPT_CALLS times with no
+worker, and its usec per call taken as the least of SCRIPT_REPEATS rounds (a preempted round on a busy machine only
+inflates), with the commands it runs.
 Medians of --runs N (the machine is shared and noisy); ratios ours / Celery's. `--top K` prints the K commands
 that cost the most per task of each kind (from the median run's counters).
 Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|query|command|memory|scripts] [--json FILE]
@@ -51,7 +52,6 @@ from scalablejob.api.celery_app import make_app
 from scalablejob.local.redis_server import RedisServer
 from scalablejob.local.scaler_process import RUN_MARKER_ENV, kill_marked, poll
 from scalablejob.model.routing import TaskType, service_queues
-from scalablejob.store.lua import lua_script
 from scalablejob.store.queues import priority_lists
 from scalablejob.store.state import RequestStatus, UnackedMessage
 
@@ -240,8 +240,8 @@ def memory(rig: Rig) -> tuple[float, float]:
 def script_costs(rig: Rig) -> dict[str, tuple[float, float]]:
     """script -> (usec per call, the least of SCRIPT_REPEATS rounds; commands per call, its own included)."""
     best: dict[str, tuple[float, float]] = {}
+    stored = json.dumps([{"body": "x" * 1000}, "", "costscripts.query"])  # about a message as kombu stores it
     with JobClient("costscripts", rig.url) as jobs, redis.Redis.from_url(rig.url) as client:
-        record = client.register_script(lua_script("unacked_record.lua", "scalablejob.transport"))
 
         def take(name: str) -> None:
             stats = command_stats(client)
@@ -256,11 +256,9 @@ def script_costs(rig: Rig) -> dict[str, tuple[float, float]]:
             ids = [jobs.put(b"{}", {"taskType": "query"})[1] for _ in range(SCRIPT_CALLS)]
             take("state_create (put)")
             for request_id in ids:
-                record(keys=["unacked_index", "unacked"], args=[request_id, 1.0, request_id])
-            take("unacked_record (receipt)")
-            for request_id in ids:
-                jobs.requests.mark_running(request_id, "cost@bench")
-            take("state_start")
+                held = UnackedMessage(request_id, record=stored, delivered_at=1.0)
+                jobs.requests.mark_running(request_id, "cost@bench", message=held)
+            take("state_start (+ record)")
             for request_id in ids:
                 jobs.requests.finish(jobs.sink, request_id, RequestStatus.DONE, b"", {"requestId": request_id},
                                      attempt=1, message=UnackedMessage(request_id))  # fmt: skip

@@ -132,7 +132,9 @@ class Delivery:
         """Start a delivery (waiting for the broker if it is away): its attempt fences every earlier one. `message`,
         the one the request was taken from, is acknowledged by the final entry's write, which then calls
         `on_acknowledged`."""
-        started = Started(through_outage(lambda: requests.mark_running(request_id, worker), what="starting a task"))
+        started = Started(
+            through_outage(lambda: requests.mark_running(request_id, worker, message=message), what="starting a task")
+        )
         if not started.runs:
             return started, None
         delivery = cls(

@@ -10,11 +10,13 @@ also be held off for a while: the worker put a message of it back (workers/proto
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import redis
 from celery import bootsteps
 
 from scalablejob.model.routing import TaskType
@@ -22,6 +24,8 @@ from scalablejob.transport.kombu_redis import ChannelMixin
 from scalablejob.upstream.celery_worker_internals import nothing_reserved
 from scalablejob.workers.held import track_held_tasks
 from scalablejob.workers.wake import BrpopWaker
+
+logger = logging.getLogger(__name__)
 
 
 class SlotGate:
@@ -106,8 +110,23 @@ class GateStep(bootsteps.StartStopStep):
                 f"scalablejob workers need scalablejob's Redis transport for idle-first dispatch, got "
                 f"{type(channel).__module__}.{type(channel).__qualname__} (is the broker a redis:// URL?)"
             )
-        channel.gate_dispatch(self.gate, getattr(parent.app, "scalablejob_waker", None))
+        waker = getattr(parent.app, "scalablejob_waker", None)
+        if waker is not None and getattr(parent, "hub", None) is not None:
+            waker.attach(parent.hub)  # a short task's slot frees without a gated BRPOP (workers/wake.py)
+        channel.gate_dispatch(self.gate, waker)
         channel.keep_unacked(str(parent.app.conf.broker_url), getattr(parent.app, "scalablejob_acks", None))
+        self._channel = channel
+
+    def stop(self, parent: Any) -> None:
+        """The consumer stops: messages taken whose tasks have not started get their unacknowledged record now, so
+        the scaler restores them if this worker does not run them (transport.acks.FinishAcks)."""
+        channel = getattr(self, "_channel", None)
+        if channel is None:
+            return
+        try:
+            channel.qos.record_unrecorded()
+        except redis.RedisError as exc:  # the reconciler re-sends what no message backs
+            logger.warning("could not record the messages taken whose tasks have not started: %s", exc)
 
 
 def install_gate(app: Any, gate: SlotGate, broker_url: str | None = None) -> None:

@@ -184,10 +184,13 @@ class WorkerRuntime:
         starts (and is held, to be given back if the broker fails), unless the request has ended already."""
         sink = self.sink_for(request_id, frontend)
         acks = self._acks
+        message = acks.message_of(request_id) if acks else None
         started, delivery = Delivery.start(
             self.requests, sink, request_id, task_type.value, worker,
-            message=acks.message_of(request_id) if acks else None, on_acknowledged=acks.acknowledged if acks else None,
+            message=message, on_acknowledged=acks.acknowledged if acks else None,
         )  # fmt: skip
+        if acks is not None and message is not None:
+            acks.recorded(message)  # the start recorded it, if it was not yet
         if started.cancelled:
             through_outage(lambda: end_cancelled(sink, self.requests, request_id, task_type.value), what="a cancel")
             return Ended(RequestStatus.CANCELLED)

@@ -19,7 +19,7 @@ from scalablejob.host.processes import WORKER_NAME_ENV, forbid_inspection
 from scalablejob.host.worker_limits import LimitsReport, apply_worker_limits
 from scalablejob.model.config import ServiceConfig
 from scalablejob.model.errors import HandlerError, UserCodeError
-from scalablejob.model.routing import TaskType, queue_for
+from scalablejob.model.routing import TaskType, queue_for, task_name_for
 from scalablejob.store.limits import record_limits
 from scalablejob.store.outage import through_outage
 from scalablejob.store.redis_url import connect
@@ -172,8 +172,14 @@ def prepare_service(
     unhandled = UnhandledMessages(presence.put_back, gate.hold_off)
     quiet_put_backs()
     register_tasks(app, runtime, lambda: _stop_if_dead(server), unhandled)
-    named = {**register_named_tasks(app, runtime, job, unhandled), **install_celery_calls(app, runtime, job, unhandled,
-                                                                                          client)}  # fmt: skip
+    handlers = register_named_tasks(app, runtime, job, unhandled)
+    calls = install_celery_calls(app, runtime, job, unhandled, client)
+    named = {**handlers, **calls}
+    # the tasks that only requests run, each starting through its request's start: that start records the message as
+    # unacknowledged, in the same round trip (transport.acks); a Celery task (which a Celery call runs without any
+    # request start) is recorded on receipt
+    generic = {task_name_for(task_type) for task_type in TaskType}
+    acks.record_at_start = frozenset(generic | (set(handlers) - set(calls)))
     fail_unknown_tasks(runtime, known=sorted(named))
     # a worker started while the broker refuses writes (a full disk: MISCONF) or is away waits for it, as a running one
     # does, instead of ending with a traceback that the scaler would answer with another worker

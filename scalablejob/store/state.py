@@ -100,6 +100,8 @@ class UnackedMessage:
     tag: str
     unacked_key: str = "unacked"
     unacked_index_key: str = "unacked_index"
+    record: str | None = None  # the message as kombu stores it, while not recorded yet: the start records it
+    delivered_at: float = 0.0  # when it was taken (its score in the unacked index)
 
 
 class RequestStatus(str, Enum):
@@ -209,12 +211,19 @@ class RequestStore:
         or if that delivery is no longer current."""
         return bool(self._update(keys=[self._key(request_id)], args=[_attempt_arg(attempt), *_pairs(fields)]))
 
-    def mark_running(self, request_id: str, worker: str, now: float | None = None) -> int:
+    def mark_running(
+        self, request_id: str, worker: str, now: float | None = None, message: UnackedMessage | None = None
+    ) -> int:
         """Start a delivery of the request on `worker`; returns its attempt number, which fences every earlier one
         (0: the request is gone; -1: it has ended; -2: it was cancelled while queued: this delivery must not run).
-        A start is counted, its wait kept, for the dashboard (scalablejob.model.history)."""
-        activity = [keys.activity_counts(self.service), keys.activity_timings(self.service)]
-        return int(self._start(keys=[self._key(request_id), *activity], args=[worker, _now(now), TIMINGS_CAP]))
+        A start is counted, its wait kept, for the dashboard (scalablejob.model.history). A `message` with a record
+        (taken and not recorded yet) is recorded as unacknowledged in the same step, whatever the start finds."""
+        call_keys = [self._key(request_id), keys.activity_counts(self.service), keys.activity_timings(self.service)]
+        args: list[Any] = [worker, _now(now), TIMINGS_CAP]
+        if message is not None and message.record is not None:
+            call_keys += [message.unacked_index_key, message.unacked_key]
+            args += [message.tag, message.delivered_at, message.record]
+        return int(self._start(keys=call_keys, args=args))
 
     def requeued(self, request_id: str, reason: str, attempt: int | None = None) -> bool:
         """Back to queued after a worker could not finish it (delivery `attempt`, if the worker itself gives it

@@ -4,11 +4,14 @@ The service's Celery app names it for every broker connection (api.celery_app), 
 commands, Flower and the scaler's recovery all run the same code. On top of kombu's Redis transport it:
 - gates the consumer's BRPOP (idle first): while a gate is attached (workers/gate.py), each BRPOP listens only to the
   queues the gate has room for, with a short timeout while some queue is left out, and tells a watcher (workers/
-  wake.py) which connection it blocks on, so a freed slot can end the wait at once;
+  wake.py) which connection it blocks on, so a freed slot can end the wait at once (and which holds such a BRPOP
+  back for a moment first, so that a short task's slot frees before it goes out);
 - builds one Redis client per channel for all its synchronous calls: kombu builds a new one (and its table of a few
   hundred response callbacks) for each message received and acknowledged, a fifth of a short task's CPU here;
 - records a received message as unacknowledged with one script call (unacked_record.lua) instead of a MULTI of two
-  commands: the same keys and format, so kombu's restore and ack work on it unchanged;
+  commands: the same keys and format, so kombu's restore and ack work on it unchanged; on the worker's task channel,
+  the message of a task that only runs as a request is recorded by that task's start instead, in the same round trip
+  (transport.acks.FinishAcks), and until then an ack needs nothing in Redis and a requeue writes the record first;
 - on the worker's task channel, keeps unacknowledged messages where they are when the connection drops (no restore
   on close: a training job that
   rides out a Redis restart would also run again elsewhere, and a restore against a broker that is away can crash
@@ -32,6 +35,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from kombu.utils.json import dumps as kombu_dumps
@@ -78,6 +82,10 @@ class BrpopWatcher(Protocol):
 
     def returned(self) -> None: ...
 
+    def hold_back(self, hidden: bool) -> bool:
+        """Whether to send no BRPOP now, while some queue is `hidden`: the event loop ticks again when a slot frees."""
+        ...
+
 
 class QoS(kombu_redis.QoS):
     """kombu's Redis QoS, recording in one script call, and acknowledging after the channel closed."""
@@ -94,19 +102,36 @@ class QoS(kombu_redis.QoS):
         delivery = message.delivery_info
         # kombu's JSON, as its QoS writes: the message as decoded may hold what only kombu's JSON writes (a datetime)
         stored = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        self._record(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, time.time(), stored])
+        task = (message.headers or {}).get("task")
+        if self.finish_acks is not None and task in self.finish_acks.record_at_start:
+            self.finish_acks.hold(delivery_tag, time.time(), stored)  # recorded by its task's start (transport.acks)
+        else:
+            self._record(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, time.time(), stored])
         virtual.QoS.append(self, message, delivery_tag)  # the channel's bookkeeping, without kombu's MULTI
 
+    def record_unrecorded(self, delivery_tag: str | None = None) -> None:
+        """Write the unacknowledged record of a message taken whose task has not started (of all of them, if no tag
+        is given), as `append` writes it."""
+        waiting = self.finish_acks.unrecorded(delivery_tag) if self.finish_acks is not None else {}
+        for tag, (delivered_at, stored) in waiting.items():
+            assert self._record is not None  # registered by the append that held it
+            self._record(keys=[self.unacked_index_key, self.unacked_key], args=[tag, delivered_at, stored])
+
     def ack(self, delivery_tag: str) -> None:
-        if self._acknowledged_by_finish(delivery_tag):
-            virtual.QoS.ack(self, delivery_tag)
+        if self._acknowledged_by_finish(delivery_tag) or self._unrecorded(delivery_tag):
+            virtual.QoS.ack(self, delivery_tag)  # nothing of it in Redis
         elif self.channel.connection is not None or self.direct_acks is None:
             super().ack(delivery_tag)
         else:
             self.direct_acks.ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if self._acknowledged_by_finish(delivery_tag):
+        if requeue:
+            try:
+                self.record_unrecorded(delivery_tag)  # a requeue restores the message from its record
+            except redis.RedisError as exc:  # the reconciler re-sends a request that no message backs
+                logger.warning("could not record message %s to put it back: %s", delivery_tag, exc)
+        if self._acknowledged_by_finish(delivery_tag) or self._unrecorded(delivery_tag):
             virtual.QoS.ack(self, delivery_tag)
         elif self.channel.connection is not None or self.direct_acks is None:
             super().reject(delivery_tag, requeue=requeue)
@@ -117,6 +142,10 @@ class QoS(kombu_redis.QoS):
 
     def _acknowledged_by_finish(self, delivery_tag: str) -> bool:
         return self.finish_acks is not None and self.finish_acks.take(delivery_tag)
+
+    def _unrecorded(self, delivery_tag: str) -> bool:
+        """The message was never recorded in Redis (its task did not start): forgotten, nothing to remove."""
+        return self.finish_acks is not None and bool(self.finish_acks.unrecorded(delivery_tag))
 
 
 class _GatedCycle:
@@ -215,6 +244,11 @@ class ChannelMixin:
             # would find nothing pending and the freed slot would wait for the fallback timeout
             watcher.sent(self.brpop_client_id())
         hidden = gate.before_brpop()
+        if watcher is not None and watcher.hold_back(hidden):
+            hidden = gate.before_brpop()  # a slot that freed before the hold began woke nothing: ask again
+            if hidden:
+                return None  # nothing sent: kombu asks again at the loop's next tick
+            watcher.hold_back(False)  # every queue is heard after all: the next hidden period is held back again
         if hidden:
             timeout = GATED_BRPOP_TIMEOUT_S
         cycle = self._queue_cycle

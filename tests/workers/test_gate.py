@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+import redis
 from celery.worker import state as worker_state
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
@@ -234,3 +235,30 @@ def test_release_says_when_it_reopens_a_hidden_queue() -> None:
     assert gate.release("q2") is False  # it was open already
     assert gate.release("c1") is True
     assert gate.release("unknown") is False
+
+
+@pytest.mark.integration
+def test_the_gate_step_records_on_stop_the_messages_whose_tasks_have_not_started(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # given the worker's task channel, whose starts record the messages taken, and a message taken
+    acks = FinishAcks({}.get, record_at_start={"request.task"})
+    app = SimpleNamespace(conf=SimpleNamespace(broker_url=redis_url), scalablejob_waker=None, scalablejob_acks=acks)
+    with Connection(redis_url, transport=Transport) as connection:
+        channel = connection.channel()
+        queue = Queue(COMMAND_QUEUE, Exchange(COMMAND_QUEUE, type="direct"), routing_key=COMMAND_QUEUE)
+        consumer = SimpleNamespace(task_consumer=SimpleNamespace(channel=channel), app=app)
+        step = GateStep(consumer, gate=make_gate())
+        step.start(consumer)
+        headers = {"task": "request.task"}
+        Producer(channel).publish("taken", exchange=queue.exchange, routing_key=COMMAND_QUEUE, declare=[queue],
+                                  headers=headers)  # fmt: skip
+        message = channel.basic_get(COMMAND_QUEUE, no_ack=False)
+        assert not redis_client.hexists("unacked", message.delivery_tag)
+
+        # when the consumer stops before its task started
+        step.stop(consumer)
+
+        # then it is recorded as unacknowledged, for the scaler to put back if this worker does not run it
+        assert redis_client.hexists("unacked", message.delivery_tag)
+        assert redis_client.zscore("unacked_index", message.delivery_tag) is not None

@@ -5,6 +5,14 @@
 -- it was cancelled while queued (it must not run; nothing is changed). One call, so a task starts in one round trip;
 -- it reads the hash once and writes it once (every state hash has a status: none means there is no hash).
 -- The bump fences every earlier delivery (fence.lua): from now on only this one writes.
+-- With KEYS[4], KEYS[5] (kombu's unacked index and hash) and ARGV[4..6] (delivery tag, delivered at, the message as
+-- kombu stores it), the message the request was taken from is first recorded as unacknowledged, as
+-- unacked_record.lua records it, whatever the start then finds: a worker that takes a message records it in the
+-- same round trip as it starts its task (scalablejob.transport.acks.FinishAcks).
+if KEYS[5] then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('HSET', KEYS[5], ARGV[4], ARGV[6])
+end
 local state = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'queued_at', 'attempt')
 if not state[1] then return 0 end
 if state[1] == 'done' or state[1] == 'failed' or state[1] == 'cancelled' then return -1 end

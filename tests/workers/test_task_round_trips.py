@@ -1,0 +1,47 @@
+"""What a short task costs Redis on a real worker (issue 26): one BRPOP, as plain Celery's, since a BRPOP that would
+leave a full type's queue out is held back until the slot frees (workers/wake.py), so no CLIENT UNBLOCK; and three
+script calls, the put, the start (which records the message as unacknowledged) and the finish (which acknowledges
+it), where a fourth recorded the message on receipt. Every message ends acknowledged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from conftest import service_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TASKS = 40
+
+
+@pytest.fixture
+def drained(start_worker: Any, client_for: Any, redis_client: redis.Redis) -> dict[str, Any]:
+    """Redis' command counts over a drain of TASKS short queries by a worker with one query slot (its command slot
+    free, so a running query leaves the query queue out), after one query warmed it up."""
+    start_worker(service_config("roundtrips", **{"rpc.worker_threads": 1}))
+    client = client_for("roundtrips")
+    client.result(client.put(b"{}", {"taskType": "query"})[1], timeout=30)
+    redis_client.config_resetstat()
+    ids = [client.put(b"{}", {"taskType": "query"})[1] for _ in range(TASKS)]
+    for request_id in ids:
+        client.result(request_id, timeout=30)
+    stats: Any = redis_client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): row["calls"] for name, row in stats.items()}
+
+
+def test_a_short_querys_slot_frees_without_a_gated_brpop_to_unblock(drained: dict[str, Any]) -> None:
+    unblocks = drained.get("client|unblock", drained.get("client", 0))
+    assert unblocks <= TASKS // 4, drained  # (most) slots freed while the BRPOP was held back
+    assert drained.get("brpop", 0) <= TASKS * 1.5, drained  # about one per task
+
+
+def test_a_short_query_costs_three_script_calls_and_leaves_nothing_unacknowledged(
+    drained: dict[str, Any], redis_client: redis.Redis
+) -> None:
+    scripts = drained.get("evalsha", 0) + drained.get("eval", 0)
+    # and one for the client's read of each result; a few for what the worker does once a second
+    assert TASKS * 4 <= scripts <= TASKS * 4 + 3, drained
+    assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
