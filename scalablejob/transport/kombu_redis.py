@@ -106,7 +106,7 @@ class QoS(kombu_redis.QoS):
         if self.finish_acks is not None and task in self.finish_acks.record_at_start:
             self.finish_acks.hold(delivery_tag, time.time(), stored)  # recorded by its task's start (transport.acks)
         else:
-            self._record(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, time.time(), stored])
+            self._write_record(delivery_tag, time.time(), stored)
         virtual.QoS.append(self, message, delivery_tag)  # the channel's bookkeeping, without kombu's MULTI
 
     def record_unrecorded(self, delivery_tag: str | None = None) -> None:
@@ -114,8 +114,12 @@ class QoS(kombu_redis.QoS):
         is given), as `append` writes it."""
         waiting = self.finish_acks.unrecorded(delivery_tag) if self.finish_acks is not None else {}
         for tag, (delivered_at, stored) in waiting.items():
-            assert self._record is not None  # registered by the append that held it
-            self._record(keys=[self.unacked_index_key, self.unacked_key], args=[tag, delivered_at, stored])
+            self._write_record(tag, delivered_at, stored)
+
+    def _write_record(self, delivery_tag: str, delivered_at: float, stored: str) -> None:
+        """The message's unacknowledged record, in kombu's keys and format (unacked_record.lua)."""
+        assert self._record is not None  # registered by the first append
+        self._record(keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag, delivered_at, stored])
 
     def ack(self, delivery_tag: str) -> None:
         if self._acknowledged_by_finish(delivery_tag) or self._unrecorded(delivery_tag):

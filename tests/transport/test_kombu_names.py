@@ -18,7 +18,8 @@ from scalablejob.upstream.check import UpstreamChanged, installed_version, requi
 
 # what scalablejob adds to kombu's classes; every other name they define overrides one of kombu's
 OWN_NAMES = {
-    ours.QoS: {"finish_acks", "direct_acks", "_record", "_acknowledged_by_finish", "_unrecorded", "record_unrecorded"},
+    ours.QoS: {"finish_acks", "direct_acks", "_record", "_acknowledged_by_finish", "_unrecorded", "record_unrecorded",
+              "_write_record"},
     ours.ChannelMixin: {
         "gate_dispatch", "keep_unacked", "client_for_calls", "brpop_client_id", "requeue_unacked", "drop_unacked",
         "_gate",
