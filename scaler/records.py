@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import redis
 
-from scalablejob.host.processes import holder_alive
+from scalablejob.host.processes import holder_alive, holder_identity
 from scalablejob.model import keys
 from scalablejob.model.errors import ScalerError
 from scalablejob.store.lua import lua_script
@@ -76,7 +76,7 @@ class ScalerStore:
         self._status_key = keys.scaler_status(service, host)
         pid, create_time = this_process()
         # the nonce tells this store's lease from another store's of the same process (tests run two)
-        self._me = json.dumps({"pid": pid, "create_time": create_time, "nonce": secrets.token_hex(8)})
+        self._me = holder_identity(pid, create_time, nonce=secrets.token_hex(8))
         self._lease_ms = int(LEASE_TTL_S * 1000)
         self._take = client.register_script(lua_script("lease_take.lua", "scalablejob.scaler"))
         self._renew = client.register_script(lua_script("lease_renew.lua", "scalablejob.scaler"))

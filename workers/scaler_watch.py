@@ -17,7 +17,6 @@ for ever. A scaler restarted during an outage loses such a worker (its running t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -29,7 +28,7 @@ from collections.abc import Callable
 import psutil
 import redis
 
-from scalablejob.host.processes import WORKER_NAME_ENV, holder_alive
+from scalablejob.host.processes import WORKER_NAME_ENV, holder_alive, holder_identity
 from scalablejob.model import keys
 from scalablejob.model.freshness import held_since
 from scalablejob.store.presence import scaler_host_of
@@ -107,6 +106,6 @@ def _parent_identity() -> bytes | None:
     """The process that started this worker, as a lease names its holder: the scaler (or its fork server)."""
     try:
         parent = psutil.Process(os.getppid())
-        return json.dumps({"pid": parent.pid, "create_time": parent.create_time()}).encode()
+        return holder_identity(parent.pid, parent.create_time()).encode()
     except psutil.Error:
         return None

@@ -48,6 +48,11 @@ def is_same_process(pid: int, create_time: float) -> bool:
         return False
 
 
+def holder_identity(pid: int, create_time: float, **extra: str) -> str:
+    """How a lease names the process that holds it, as `holder_alive` reads it: its pid and its start time."""
+    return json.dumps({"pid": pid, "create_time": create_time, **extra})
+
+
 def holder_alive(raw: bytes | str | None) -> bool:
     """Whether a lease's value (JSON {"pid", "create_time"}, as a scaler writes its lease) names a process of this
     host that still runs."""
