@@ -11,14 +11,15 @@ counters are read:
 - cmd: INFO commandstats' usec summed over every command per task. Redis counts a command a script runs twice: in
   its own row and in the script's (EVALSHA) row, so for us this sum is an upper bound; Celery runs no scripts;
 - calls: commands per task (commandstats calls, those run inside scripts included), and script calls per task.
+- round trips: read events Redis served per task (INFO stats total_reads_processed), the bench's own polls included.
 The bench's own calls (INFO, CONFIG, OBJECT: commands the measured parts never send) are left out. Completion is
 polled with OBJECT ENCODING on the queue's lists and kombu's unacked hash (gone once the last task is acknowledged).
 Memory: with no worker, INFO memory's used_memory before and after MEMORY_REQUESTS puts of a BODY_BYTES body, per
 request (a FLUSHALL before each).
 Scripts: commandstats lumps every script into one EVALSHA row, so each script a task runs (the put's, the start
-with the message's unacknowledged record, the finish with its ack) is replayed alone, SCRIPT_CALLS times with no
-worker, and its usec per call taken as the least of SCRIPT_REPEATS rounds (a preempted round on a busy machine only
-inflates), with the commands it runs.
+with the message's unacknowledged record, the finish with its ack; the last two as a worker runs them, the dashboard
+counted apart) is replayed alone, SCRIPT_CALLS times with no worker, and its usec per call taken as the least of
+SCRIPT_REPEATS rounds (a preempted round on a busy machine only inflates), with the commands it runs.
 Medians of --runs N (the machine is shared and noisy); ratios ours / Celery's. `--top K` prints the K commands
 that cost the most per task of each kind (from the median run's counters).
 Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|query|command|memory|scripts] [--json FILE]
@@ -51,9 +52,10 @@ from scalablejob import JobClient
 from scalablejob.api.celery_app import make_app
 from scalablejob.local.redis_server import RedisServer
 from scalablejob.local.scaler_process import RUN_MARKER_ENV, kill_marked, poll
+from scalablejob.model.history import ActivityTally
 from scalablejob.model.routing import TaskType, service_queues
 from scalablejob.store.queues import priority_lists
-from scalablejob.store.state import RequestStatus, UnackedMessage
+from scalablejob.store.state import RequestStatus, RequestStore, UnackedMessage
 
 RUNS = 3
 TASKS = 2000
@@ -85,6 +87,8 @@ class Drain:
     cpu_us: float  # main thread CPU, user + sys
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # command -> calls, usec
     worker_cpu_us: float = 0.0  # the worker's processes (pool children and reaped jobs included), user + sys
+    reads: float = 0.0  # read events Redis served (INFO stats): about one per round trip, the bench's polls included
+    writes: float = 0.0  # replies written to a socket (INFO stats)
 
     @property
     def calls(self) -> float:
@@ -100,12 +104,19 @@ class Drain:
 
     def per_task(self) -> dict[str, float]:
         return {"cpu_us": self.cpu_us / self.tasks, "cmd_us": self.cmd_us, "calls": self.calls,
-                "scripts": self.scripts, "worker_cpu_us": self.worker_cpu_us / self.tasks}  # fmt: skip
+                "scripts": self.scripts, "worker_cpu_us": self.worker_cpu_us / self.tasks,
+                "reads": self.reads / self.tasks, "writes": self.writes / self.tasks}  # fmt: skip
 
 
 def main_thread_cpu_us(client: redis.Redis) -> float:
     info: Any = client.info("cpu")
     return (float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])) * 1e6
+
+
+def socket_events(client: redis.Redis) -> tuple[float, float]:
+    """(reads, writes) Redis has processed: its round trips, whatever their commands."""
+    info: Any = client.info("stats")
+    return float(info["total_reads_processed"]), float(info["total_writes_processed"])
 
 
 def command_stats(client: redis.Redis) -> dict[str, dict[str, float]]:
@@ -135,13 +146,15 @@ def measure(client: redis.Redis, put_all: Callable[[], None], lists: list[str], 
     """Reset the counters, put the tasks, wait until they are drained (seen twice, so a message between its BRPOP
     and its unacked record is not missed), settle, read the counters (Redis' and the worker's CPU)."""
     client.config_resetstat()
-    cpu, worker_cpu = main_thread_cpu_us(client), tree_cpu_us(worker_pid)
+    cpu, worker_cpu, (reads, writes) = main_thread_cpu_us(client), tree_cpu_us(worker_pid), socket_events(client)
     put_all()
     poll(lambda: drained(client, lists), TIMEOUT_S, f"{tasks} tasks drained", interval=0.05)
     time.sleep(0.3)
     poll(lambda: drained(client, lists), TIMEOUT_S, f"{tasks} tasks drained (again)", interval=0.05)
     time.sleep(SETTLE_S)
-    return Drain(tasks, main_thread_cpu_us(client) - cpu, command_stats(client), tree_cpu_us(worker_pid) - worker_cpu)
+    after = socket_events(client)
+    return Drain(tasks, main_thread_cpu_us(client) - cpu, command_stats(client), tree_cpu_us(worker_pid) - worker_cpu,
+                 after[0] - reads, after[1] - writes)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,7 @@ def script_costs(rig: Rig) -> dict[str, tuple[float, float]]:
     best: dict[str, tuple[float, float]] = {}
     stored = json.dumps([{"body": "x" * 1000}, "", "costscripts.query"])  # about a message as kombu stores it
     with JobClient("costscripts", rig.url) as jobs, redis.Redis.from_url(rig.url) as client:
+        worker = RequestStore(client, "costscripts", ActivityTally())  # as a worker's: the dashboard counted apart
 
         def take(name: str) -> None:
             stats = command_stats(client)
@@ -257,11 +271,11 @@ def script_costs(rig: Rig) -> dict[str, tuple[float, float]]:
             take("state_create (put)")
             for request_id in ids:
                 held = UnackedMessage(request_id, record=stored, delivered_at=1.0)
-                jobs.requests.mark_running(request_id, "cost@bench", message=held)
+                worker.mark_running(request_id, "cost@bench", message=held)
             take("state_start (+ record)")
             for request_id in ids:
-                jobs.requests.finish(jobs.sink, request_id, RequestStatus.DONE, b"", {"requestId": request_id},
-                                     attempt=1, message=UnackedMessage(request_id))  # fmt: skip
+                worker.finish(jobs.sink, request_id, RequestStatus.DONE, b"", {"requestId": request_id}, attempt=1,
+                              message=UnackedMessage(request_id))  # fmt: skip
             take("state_finish (+ ack)")
     return best
 
@@ -290,15 +304,17 @@ def report(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"celery": celery.__version__, "cores": os.cpu_count(), "kinds": {}, "scripts": scripts}
     medians = {kind: {metric: statistics.median(d.per_task()[metric] for d in drains)
-                      for metric in ("cpu_us", "cmd_us", "calls", "scripts", "worker_cpu_us")}
+                      for metric in ("cpu_us", "cmd_us", "calls", "scripts", "worker_cpu_us", "reads")}
                for kind, drains in figures.items()}  # fmt: skip
     base = medians.get("celery")
     print(f"{'per task':<10} {'Redis CPU us':>12} {'cmdstats us':>12} {'commands':>9} {'scripts':>8}"
-          f" {'CPU ratio':>10} {'cmd ratio':>10} {'calls ratio':>11} {'worker CPU us':>14}")  # fmt: skip
+          f" {'CPU ratio':>10} {'cmd ratio':>10} {'calls ratio':>11} {'worker CPU us':>14}"
+          f" {'round trips':>12}")  # fmt: skip
     for kind, row in medians.items():
         ratios = [row[m] / base[m] if base and base[m] else float("nan") for m in ("cpu_us", "cmd_us", "calls")]
         print(f"{kind:<10} {row['cpu_us']:>12.1f} {row['cmd_us']:>12.1f} {row['calls']:>9.1f} {row['scripts']:>8.2f}"
-              f" {ratios[0]:>10.2f} {ratios[1]:>10.2f} {ratios[2]:>11.2f} {row['worker_cpu_us']:>14.1f}")  # fmt: skip
+              f" {ratios[0]:>10.2f} {ratios[1]:>10.2f} {ratios[2]:>11.2f} {row['worker_cpu_us']:>14.1f}"
+              f" {row['reads']:>12.2f}")  # fmt: skip
         result["kinds"][kind] = {**row, "ratio_cpu": ratios[0], "ratio_cmd": ratios[1], "ratio_calls": ratios[2],
                                  "runs": [d.per_task() for d in figures[kind]]}  # fmt: skip
     if mem:

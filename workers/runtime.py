@@ -16,6 +16,7 @@ from scalablejob.host.job_user import job_user
 from scalablejob.model.config import ScalableJobConfig
 from scalablejob.model.errors import HandlerError, ModelServerError, RequestError
 from scalablejob.model.exits import exit_error, oom_tags
+from scalablejob.model.history import ActivityTally
 from scalablejob.model.routing import TaskType
 from scalablejob.model.task_result import encode_value, encoding_tags, error_tags, error_text
 from scalablejob.store.cancel import WHILE_RUNNING, end_cancelled
@@ -102,12 +103,13 @@ class WorkerRuntime:
         settings: ScalableJobConfig | None = None,
         container_env: Mapping[str, str] | None = None,
         acks: FinishAcks | None = None,
+        activity: ActivityTally | None = None,
     ) -> None:
         self.service = service
         self._redis = client
         self._acks = acks  # with it, a request's final entry acknowledges the message it came from
         self._sinks: dict[str, Sink] = {}
-        self.requests = RequestStore(client, service)
+        self.requests = RequestStore(client, service, activity)  # with a tally, counted off the task's path
         self.query_runner = query_runner or _no_query_runner(service)
         self.settings = settings or ScalableJobConfig()
         self.container_env = dict(container_env or {})

@@ -26,6 +26,7 @@ from scalablejob.store.redis_url import connect
 from scalablejob.store.task_registry import record_tasks
 from scalablejob.transport.acks import FinishAcks
 from scalablejob.upstream.celery_worker_internals import stop_worker
+from scalablejob.workers.activity import install_activity
 from scalablejob.workers.celery_calls import install_celery_calls
 from scalablejob.workers.event_batches import EventBatchStep
 from scalablejob.workers.gate import SlotGate, install_gate
@@ -166,7 +167,7 @@ def prepare_service(
     client = connect(broker_url)
     runtime = WorkerRuntime(
         config.name, client, query_runner=runner, settings=config.scalable_job, container_env=container_env,
-        acks=acks,
+        acks=acks, activity=install_activity(client, config.name),
     )  # fmt: skip
     # a message of a newer release goes back on its queue, for a worker of that release (said once, counted)
     unhandled = UnhandledMessages(presence.put_back, gate.hold_off)

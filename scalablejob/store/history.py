@@ -18,7 +18,9 @@ from redis import asyncio as aioredis
 from scalablejob.model import keys
 from scalablejob.model.history import (
     MAX_SAMPLES,
+    TIMINGS_CAP,
     WINDOW_S,
+    ActivityBatch,
     Counts,
     Sample,
     decode_sample,
@@ -91,6 +93,21 @@ class HistoryStore:
         """Every stored sample, oldest first (for tests and tools; the front end reads the window only)."""
         items: Any = self._client.xrange(self._history)
         return decoded(items)
+
+
+def write_activity(client: redis.Redis, service: str, batch: ActivityBatch, timings_cap: int = TIMINGS_CAP) -> None:
+    """Add a worker's counted activity to the service's counters and timings list in one round trip, as the state
+    scripts would have task by task (the list kept to its cap)."""
+    with client.pipeline(transaction=False) as pipe:
+        counts_key = keys.activity_counts(service)
+        for name, count in zip(_COUNTERS, batch.counts.as_tuple(), strict=True):
+            if count:
+                pipe.hincrby(counts_key, name, count)
+        if batch.timings:
+            timings_key = keys.activity_timings(service)
+            pipe.lpush(timings_key, *batch.timings)
+            pipe.ltrim(timings_key, 0, timings_cap - 1)
+        pipe.execute()
 
 
 class HistoryReader:

@@ -18,7 +18,7 @@ from redis import asyncio as aioredis
 
 from scalablejob.model import keys
 from scalablejob.model.errors import QueueFull, RequestError
-from scalablejob.model.history import FAILURES_CAP, TIMINGS_CAP
+from scalablejob.model.history import FAILURES_CAP, TIMINGS_CAP, ActivityTally
 from scalablejob.model.protocol import PROTOCOL_VERSION, RECORD_FIELD, version_of
 from scalablejob.model.routing import TaskType
 from scalablejob.store.limits import Limit
@@ -154,11 +154,15 @@ class RequestState:
 
 
 class RequestStore:
-    """Reads and writes the state of a service's requests. The client must not decode responses."""
+    """Reads and writes the state of a service's requests. The client must not decode responses. With an `activity`
+    tally (a worker's), the starts and finishes this store writes are counted there for the dashboard, to be written
+    in batches, instead of by each start's and finish's script."""
 
-    def __init__(self, client: redis.Redis, service: str) -> None:
+    def __init__(self, client: redis.Redis, service: str, activity: ActivityTally | None = None) -> None:
         self._redis = client
         self.service = service
+        self._activity = activity
+        self._timings_cap: int | str = TIMINGS_CAP if activity is None else ""  # '': the scripts count nothing
         self._create = client.register_script(lua_script("state_create.lua"))
         self._start = client.register_script(lua_script("capped_list.lua") + lua_script("state_start.lua"))
         self._outcome = client.register_script(lua_script("state_outcome.lua"))
@@ -218,12 +222,19 @@ class RequestStore:
         (0: the request is gone; -1: it has ended; -2: it was cancelled while queued: this delivery must not run).
         A start is counted, its wait kept, for the dashboard (scalablejob.model.history). A `message` with a record
         (taken and not recorded yet) is recorded as unacknowledged in the same step, whatever the start finds."""
+        started_at = _now(now)
         call_keys = [self._key(request_id), keys.activity_counts(self.service), keys.activity_timings(self.service)]
-        args: list[Any] = [worker, _now(now), TIMINGS_CAP]
+        args: list[Any] = [worker, started_at, self._timings_cap]
         if message is not None and message.record is not None:
             call_keys += [message.unacked_index_key, message.unacked_key]
             args += [message.tag, message.delivered_at, message.record]
-        return int(self._start(keys=call_keys, args=args))
+        reply: Any = self._start(keys=call_keys, args=args)
+        if not isinstance(reply, list):
+            return int(reply)
+        attempt, queued_at = reply
+        if self._activity is not None:
+            self._activity.started(_since(queued_at, started_at))
+        return int(attempt)
 
     def requeued(self, request_id: str, reason: str, attempt: int | None = None) -> bool:
         """Back to queued after a worker could not finish it (delivery `attempt`, if the worker itself gives it
@@ -272,10 +283,16 @@ class RequestStore:
         ]  # fmt: skip
         args = [
             data, encode_tags(tags), finished_at, *retention_defaults(), keys.input_index_prefix(self.service),
-            _attempt_arg(attempt), "1" if unless_cancelled else "", message.tag if message else "", TIMINGS_CAP,
+            _attempt_arg(attempt), "1" if unless_cancelled else "", message.tag if message else "", self._timings_cap,
             FAILURES_CAP, *_pairs(fields),
         ]  # fmt: skip
-        return int(self._finish(keys=entry_keys, args=args))
+        reply: Any = self._finish(keys=entry_keys, args=args)
+        if not isinstance(reply, list):
+            return int(reply)
+        index, started_at = reply
+        if self._activity is not None:
+            self._activity.finished(_since(started_at, finished_at), failed=status is RequestStatus.FAILED)
+        return int(index)
 
     def input_streams(self) -> list[str]:
         """The input streams of the service's front ends, where its open requests are listed."""
@@ -450,3 +467,8 @@ def _new_index(index: Any, request_id: str, frontend: str) -> int:
 
 def _now(now: float | None) -> float:
     return now if now is not None else time.time()
+
+
+def _since(then: bytes | None, now: float) -> float | None:
+    """Seconds from a time the state recorded (None: it has none) to `now`."""
+    return None if then is None else now - float(then)

@@ -11,6 +11,7 @@ from scalablejob.model.history import (
     FAILURES_CAP,
     MAX_SAMPLES,
     TIMINGS_CAP,
+    ActivityTally,
     Counts,
     HostWorkers,
     Percentiles,
@@ -24,7 +25,7 @@ from scalablejob.model.history import (
     summarize,
     task_type_of_queue,
 )
-from scalablejob.store.history import HistoryStore
+from scalablejob.store.history import HistoryStore, write_activity
 from scalablejob.store.sink import Sink
 from scalablejob.store.state import RequestStatus, RequestStore
 
@@ -107,11 +108,11 @@ def client() -> fakeredis.FakeRedis:
 
 
 def run_one(client: fakeredis.FakeRedis, request_id: str, *, queued: float, started: float, finished: float,
-            status: RequestStatus = RequestStatus.DONE) -> None:  # fmt: skip
-    store = RequestStore(client, SERVICE)
+            status: RequestStatus = RequestStatus.DONE, tally: ActivityTally | None = None) -> None:  # fmt: skip
+    store = RequestStore(client, SERVICE, tally)
     store.create(request_id, "command", now=queued)
-    store.mark_running(request_id, "w1", now=started)
-    store.finish(Sink(client, SERVICE), request_id, status, b"", {}, now=finished, error="boom")
+    assert store.mark_running(request_id, "w1", now=started) == 1
+    assert store.finish(Sink(client, SERVICE), request_id, status, b"", {}, now=finished, error="boom") > 0
 
 
 def test_starts_and_finishes_are_counted_and_their_wait_and_run_times_drained_once(client):
@@ -151,6 +152,42 @@ def test_the_timings_and_failures_lists_are_capped(client):
     assert client.llen(keys.recent_failures(SERVICE)) == FAILURES_CAP
     assert client.lindex(keys.recent_failures(SERVICE), 0) == f"r{FAILURES_CAP + 1}".encode()
     assert client.lindex(keys.activity_timings(SERVICE), 0) == b"r1.000"
+
+
+def test_a_workers_tally_takes_the_counting_off_the_scripts_and_one_write_reads_as_theirs(client):
+    # given the same two requests run through a store that counts in the scripts and one with a worker's tally
+    counted_here = fakeredis.FakeRedis()
+    run_one(counted_here, "a", queued=T0, started=T0 + 0.5, finished=T0 + 2.0)
+    run_one(counted_here, "b", queued=T0, started=T0 + 1.25, finished=T0 + 1.5, status=RequestStatus.FAILED)
+    tally = ActivityTally()
+    run_one(client, "a", queued=T0, started=T0 + 0.5, finished=T0 + 2.0, tally=tally)
+    run_one(client, "b", queued=T0, started=T0 + 1.25, finished=T0 + 1.5, status=RequestStatus.FAILED, tally=tally)
+
+    # then with the tally the scripts wrote no counter and no timing, only the failure's id (the table shows it now)
+    assert not client.exists(keys.activity_counts(SERVICE), keys.activity_timings(SERVICE))
+    assert client.lrange(keys.recent_failures(SERVICE), 0, -1) == [b"b"]
+
+    # and once the tally is written, the scaler drains what the scripts would have recorded, and nothing twice
+    write_activity(client, SERVICE, tally.take())
+    assert not tally.take()
+    mine, theirs = HistoryStore(client, SERVICE).drain_activity(), HistoryStore(counted_here, SERVICE).drain_activity()
+    assert mine.counts == theirs.counts == Counts(started=2, finished=2, failed=1)
+    assert (sorted(mine.waits), sorted(mine.runs)) == (sorted(theirs.waits), sorted(theirs.runs))
+
+
+def test_a_tally_a_write_could_not_take_is_counted_again_and_its_timings_stay_capped():
+    tally = ActivityTally(timings_cap=3)
+    tally.started(0.25)
+    tally.finished(1.0, failed=True)
+    batch = tally.take()
+    assert (batch.counts, batch.timings) == (Counts(1, 1, 1), ("w0.250", "r1.000"))
+    # when the write failed and more came meanwhile, then the next batch holds both, the oldest timings kept
+    tally.started(None)
+    tally.started(2.0)
+    tally.give_back(batch)
+    again = tally.take()
+    assert (again.counts, again.timings) == (Counts(3, 1, 1), ("w0.250", "r1.000", "w2.000"))
+    assert not tally.take()
 
 
 def test_the_history_stream_keeps_30_minutes_of_samples_and_no_more(client):

@@ -1,7 +1,8 @@
 """What a short task costs Redis on a real worker (issue 26): one BRPOP, as plain Celery's, since a BRPOP that would
 leave a full type's queue out is held back until the slot frees (workers/wake.py), so no CLIENT UNBLOCK; and three
 script calls, the put, the start (which records the message as unacknowledged) and the finish (which acknowledges
-it), where a fourth recorded the message on receipt. Every message ends acknowledged."""
+it), where a fourth recorded the message on receipt. Every message ends acknowledged. The dashboard's counters and
+timings are written a few times a second by the worker (workers/activity.py), not by each start and finish."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import service_config
+from conftest import service_config, wait_until
+from scalablejob.model import keys
+from scalablejob.model.history import split_timings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -45,3 +48,20 @@ def test_a_short_query_costs_three_script_calls_and_leaves_nothing_unacknowledge
     # and one for the client's read of each result; a few for what the worker does once a second
     assert TASKS * 4 <= scripts <= TASKS * 4 + 3, drained
     assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
+
+
+def test_the_dashboards_counts_are_written_in_batches_and_count_every_task(
+    drained: dict[str, Any], redis_client: redis.Redis
+) -> None:
+    # a start and a finish each counted itself and pushed its time: four commands per task on its path
+    assert drained.get("hincrby", 0) + drained.get("lpush", 0) <= TASKS + 10, drained  # the puts' LPUSH, and flushes
+
+    # and every task shows on the dashboard once its worker flushed: the warm-up's and the drain's
+    def counted() -> bool:
+        started, finished = redis_client.hmget(keys.activity_counts("roundtrips"), ["started", "finished"])
+        return int(started or 0) == int(finished or 0) == TASKS + 1
+
+    wait_until(counted, 10, "the worker's activity counts")
+    waits, runs = split_timings(redis_client.lrange(keys.activity_timings("roundtrips"), 0, -1))
+    assert len(waits) == len(runs) == TASKS + 1
+    assert all(0 <= seconds < 30 for seconds in waits + runs), (waits, runs)

@@ -22,7 +22,9 @@
 -- passed: standalone Redis.)
 -- A finish is counted (a failure too, its id pushed on the newest failures), and its run time (now - started at)
 -- pushed on the timings list, both kept to their caps (push_capped, from capped_list.lua before this script), for
--- the dashboard.
+-- the dashboard. With no timings cap (ARGV[11] '') the caller counts the finish itself (a worker's ActivityTally):
+-- only a failure's id is pushed here, and a write returns {index, started at} instead of the index, so the caller
+-- knows the run time.
 -- The hash is read once (one HMGET for what the checks and the dashboard need) and written once; every state hash
 -- has a status, so none means there is no hash.
 local state = redis.call('HMGET', KEYS[3], 'status', 'attempt', 'cancel_requested', 'index', 'started_at',
@@ -37,7 +39,8 @@ local max_age = tonumber(limits[2] or ARGV[5])
 redis.call('XADD', KEYS[1], index .. '-0', 'data', ARGV[1], 'tags', ARGV[2], 'final', '1')
 trim_to_max_length(KEYS[1], KEYS[9], tonumber(limits[1] or ARGV[4]))
 trim_to_max_age(KEYS[1], KEYS[6], index, tonumber(ARGV[3]), max_age, tonumber(ARGV[6]))
-redis.call('HINCRBY', KEYS[10], 'finished', 1)
+local counted = ARGV[11] ~= ''
+if counted then redis.call('HINCRBY', KEYS[10], 'finished', 1) end
 if exists then
   redis.call('HSET', KEYS[3], 'result_index', index, unpack(ARGV, 13))
   redis.call('EXPIRE', KEYS[3], max_age)
@@ -46,7 +49,7 @@ if exists then
     redis.call('XDEL', KEYS[4], input .. '-0')
     redis.call('EXPIRE', ARGV[7] .. input, max_age)
   end
-  if state[5] then
+  if counted and state[5] then
     local run = math.max(0, tonumber(ARGV[3]) - tonumber(state[5]))
     push_capped(KEYS[11], 'r' .. string.format('%.3f', run), tonumber(ARGV[11]))
   end
@@ -55,7 +58,7 @@ if exists then
     if ARGV[i] == 'status' then status = ARGV[i + 1] end
   end
   if status == 'failed' then
-    redis.call('HINCRBY', KEYS[10], 'failed', 1)
+    if counted then redis.call('HINCRBY', KEYS[10], 'failed', 1) end
     push_capped(KEYS[12], state[6], tonumber(ARGV[12]))
   end
 end
@@ -63,4 +66,5 @@ if ARGV[10] ~= '' then
   redis.call('HDEL', KEYS[7], ARGV[10])
   redis.call('ZREM', KEYS[8], ARGV[10])
 end
+if not counted then return {index, state[5]} end
 return index
