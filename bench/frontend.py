@@ -7,7 +7,7 @@ One redis-server, one worker with a no-op query handler, one `scalablejob fronte
 - latency: LATENCY_REQUESTS sequential no-op queries, each put then waited for: over HTTP a get of the output
   queue by requestId that waits for it (as QueueClient.get(request_id=...) does, with auto delete); straight to
   Redis JobClient.put + JobClient.result.
-Medians over RUNS runs, with ratios front end / direct. Run: python bench/frontend.py
+Medians over RUNS runs, with ratios front end / direct. Run: python bench/frontend.py [--scale [--json FILE]]
 
 `--scale` measures instead what the front end costs and how it grows with processes (issue 26 goal 3), each
 figure the median of `--runs` runs, puts of a 2-byte query into a service with no worker:
@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import psutil
@@ -215,8 +216,10 @@ def clients(url: str, count: int, puts: int) -> tuple[float, float]:
     return count * puts / took, took
 
 
-def scale(broker: str, config: Path, folder: Path, raw: redis.Redis, runs: int, widths: list[int], count: int) -> None:
-    """CPU per put (front end against JobClient.put) and puts per second with 1.. processes."""
+def scale(
+    broker: str, config: Path, folder: Path, raw: redis.Redis, runs: int, widths: list[int], count: int
+) -> dict[str, Any]:
+    """CPU per put (front end against JobClient.put) and puts per second with 1.. processes; returns the figures."""
     cpu_rows, direct_rows, paused_rows, loaded_rows = [], [], [], []
     frontend, url = start_frontend(config, broker, folder / "frontend-1.log")
     try:
@@ -260,6 +263,8 @@ def scale(broker: str, config: Path, folder: Path, raw: redis.Redis, runs: int, 
     print(f"puts per second with {count} client processes, medians of {runs} runs ({os.cpu_count()} cores)")
     for width, rate in rates.items():
         print(f"  --workers {width}   {rate:7.0f}/s   x{rate / rates[widths[0]]:.2f}")
+    return {"frontend_us": fe_cpu * 1e6, "jobclient_us": direct_cpu * 1e6, "jobclient_paused_us": paused_cpu * 1e6,
+            "loaded_us": loaded_cpu * 1e6, "clients": count, "puts_per_s": rates}  # fmt: skip
 
 
 def _us(rows: list[float]) -> str:
@@ -277,14 +282,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--widths", default="1,2,3", help="numbers of front-end processes (--scale)")
     parser.add_argument("--clients", type=int, default=4, help="client processes (--scale)")
+    parser.add_argument("--json", type=Path, help="write the figures to this file (--scale)")
     args = parser.parse_args()
     if args.scale:
         with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis", persistent=False) as server:
             config = Path(name) / "bench.json"
             config.write_text(json.dumps({"metadata": {"name": SERVICE, "type": "ScalableJob", "gpu": 0}}))
             raw = redis.Redis.from_url(server.url)
-            scale(server.url, config, Path(name), raw, args.runs, [int(w) for w in args.widths.split(",")],
-                  args.clients)  # fmt: skip
+            figures = scale(server.url, config, Path(name), raw, args.runs, [int(w) for w in args.widths.split(",")],
+                            args.clients)  # fmt: skip
+        if args.json:
+            args.json.write_text(json.dumps(figures))
         return
     with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis", persistent=False) as server:
         folder = Path(name)

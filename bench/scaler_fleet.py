@@ -18,12 +18,13 @@ capacity (every host at its max-local) and down to 70 % of the workers (busy wor
 Figures are medians over the passes of a run, then over runs; goals: <= 50 ms of Redis time, <= 0.1 s in all.
 Last, per 100 workers and per second (4 passes): the leader's Redis time and CPU, and the Redis time of the fleet's
 own writes (measured the same way around them), for the capacity model.
-Run: python bench/scaler_fleet.py [--workers N ...] [--runs N] [--passes N]
+Run: python bench/scaler_fleet.py [--workers N ...] [--runs N] [--passes N] [--no-split] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -125,18 +126,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--passes", type=int, default=PASSES)
     parser.add_argument("--no-split", action="store_true", help="skip the split checks")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     options = parser.parse_args()
     print(f"medians of {options.runs} run(s) x {options.passes} passes; goals: Redis <= {GOAL_REDIS_MS:g} ms, "
           f"pass <= {GOAL_WALL_S * 1000:g} ms (ratio = figure / goal, <= 1 meets it)")  # fmt: skip
     head = f"{'workers':>8} {'hosts':>6} | {'Redis ms':>9} {'ratio':>6} | {'commands':>8} | {'wall ms':>8} {'ratio':>6}"
     print(f"{head} | with a reconcile: Redis ms, commands, wall ms | split")
     rows = {}
+    figures: dict[int, dict[str, object]] = {}
     for workers in options.workers:
         runs = [one_run(workers, options.passes) for _ in range(options.runs)]
         plain = medians([run.plain for run in runs])
         with_reconcile = [run.reconciling for run in runs if run.reconciling is not None]
         rows[workers] = (plain, statistics.median(run.writes_ms for run in runs))
         split = "-" if options.no_split else ("right" if not (wrong := check_split(workers)) else "; ".join(wrong[:5]))
+        goals = {"goal_redis_ms": GOAL_REDIS_MS, "goal_wall_ms": GOAL_WALL_S * 1e3}
+        figures[workers] = {"redis_ms": plain.redis_ms, "commands": plain.commands, "wall_ms": plain.wall_ms,
+                            "split": split, **goals}  # fmt: skip
         extra = medians(with_reconcile) if with_reconcile else None
         extra_text = f"{extra.redis_ms:8.2f} {extra.commands:6.0f} {extra.wall_ms:8.1f}" if extra else "-"
         print(
@@ -152,6 +158,8 @@ def main() -> None:
         per = 100 / workers * passes_per_s
         leader = f"leader Redis {cost.redis_ms * per:.3f}, leader CPU {cost.wall_ms * per:.2f}"
         print(f"  at {workers:>5} workers: {leader}, fleet's writes Redis {writes_ms * per:.3f}")
+    if options.json:
+        options.json.write_text(json.dumps({"runs": options.runs, "passes": options.passes, "workers": figures}))
 
 
 if __name__ == "__main__":
