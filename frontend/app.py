@@ -49,6 +49,7 @@ from scalablejob.frontend.params import (
     tags_of,
 )
 from scalablejob.frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_list
+from scalablejob.frontend.put_batch import ScriptBatch
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.frontend.status import Inspector, WorkerCensus
 from scalablejob.frontend.watch import READ_BLOCK_MS, WatchSession, group_name
@@ -139,10 +140,11 @@ class FrontEndService:
         await self.watchers.start()
         self.inspector = Inspector(self._redis, WorkerCensus(self._redis, service), self.max_body_bytes)
         self.dashboard.reader = HistoryReader(self._redis, service)
+        put_batch = ScriptBatch(self._put_redis)  # the puts of every front end served
         for fe in self.front_ends:
             client = JobClient(fe.service, self.broker, default_task_type=self.default_task_type, frontend=fe.name)
             self._clients.append(client)
-            self.queues[fe.name] = InputQueue(self._redis, client, fe, self.watchers.removed, self._put_redis)
+            self.queues[fe.name] = InputQueue(self._redis, client, fe, self.watchers.removed, put_batch)
             self.queues[fe.sink_name] = SinkQueue(self._redis, client, fe, self.watchers.removed)
 
     async def stop(self) -> None:

@@ -26,6 +26,7 @@ from scalablejob.frontend.auth import check_scope
 from scalablejob.frontend.binding import FrontEnd
 from scalablejob.frontend.deadline import within
 from scalablejob.frontend.params import GetParams
+from scalablejob.frontend.put_batch import ScriptBatch
 from scalablejob.frontend.tag_scan import TagScan, matches
 from scalablejob.model import keys
 from scalablejob.model.errors import BrokerError, RequestError
@@ -215,18 +216,22 @@ class InputQueue(Queue):
 
     def __init__(
         self, redis: aioredis.Redis, client: JobClient, front_end: FrontEnd, on_removed: Callable[[str], None],
-        put_redis: aioredis.Redis | None = None,
+        put_batch: ScriptBatch | None = None,
     ) -> None:  # fmt: skip
-        """`put_redis`: the client a put is enqueued through (default `redis`); it may have no socket timeout, the
-        put's deadline (PUT_TIMEOUT_S) standing for it. With ?replicas=N a put goes through `redis`, on which the
-        WAIT that follows it must run (WAIT counts the writes of its own connection)."""
+        """`put_batch`: what a put is enqueued through (default: `redis`, each put on its own), with the other puts
+        of the same turn of the loop; its client may have no socket timeout, the put's deadline (PUT_TIMEOUT_S)
+        standing for it. With ?replicas=N a put goes through `redis` on its own, as the WAIT that follows it must run
+        on its connection (WAIT counts the writes of its own connection)."""
         stream = keys.input_stream(front_end.service, front_end.name)
         super().__init__(redis, front_end, front_end.name, stream, on_removed)
         self._client = client
         self._tasks = AsyncRegistryCache(redis, front_end.service)
         self._replicated = parse_broker_url(client.broker).replicas > 0  # read once, not per put
-        put_client = redis if self._replicated or put_redis is None else put_redis
-        self._put_requests = FrontEndRequests(put_client, front_end.service, front_end.name)
+        service, name = front_end.service, front_end.name
+        if self._replicated or put_batch is None:
+            self._put_requests = FrontEndRequests(redis, service, name)
+        else:
+            self._put_requests = FrontEndRequests(put_batch.redis, service, name, put_batch.run)
 
     def _firstindex_of(self, state: RequestState) -> int:
         """A request's input item has the request's index."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import redis
 from redis import asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from scalablejob.model import keys
 from scalablejob.model.errors import QueueFull, RequestError
@@ -340,16 +341,27 @@ class RequestStore:
         return state
 
 
+ScriptSender = Callable[[AsyncScript, Sequence[Any], Sequence[Any]], Awaitable[Any]]  # (script, keys, args) -> reply
+
+
+async def run_alone(script: AsyncScript, call_keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """A script call sent on its own, as the script object sends it."""
+    return await script(keys=call_keys, args=args)
+
+
 class FrontEndRequests:
     """One front end's view of its requests' states, on redis.asyncio: another front end's request is unknown here."""
 
-    def __init__(self, client: aioredis.Redis, service: str, frontend: str) -> None:
+    def __init__(self, client: aioredis.Redis, service: str, frontend: str, send: ScriptSender = run_alone) -> None:
+        """`send`: how a create's script call goes to Redis (`client`'s server), alone by default; the front end
+        sends the calls of one turn of its loop together (frontend/put_batch.py)."""
         self._redis = client
         self.service = service
         self.frontend = frontend
         self._input = keys.input_stream(service, frontend)
         self._withdraw = client.register_script(lua_script("state_withdraw.lua"))
         self._create = client.register_script(lua_script("state_create.lua"))
+        self._send = send
 
     async def create(self, request: NewRequest) -> int:
         """Record and queue a request of this front end in one call, as RequestStore.create_new does; its index."""
@@ -357,7 +369,7 @@ class FrontEndRequests:
             self.service, request.request_id, request.task_type.value, self.frontend, request.body, request.tags,
             None, request.task_name, request.message,
         )  # fmt: skip
-        return _new_index(await self._create(*call), request.request_id, self.frontend)
+        return _new_index(await self._send(self._create, *call), request.request_id, self.frontend)
 
     async def discard(self, request_id: str, index: int) -> None:
         """Forget a request whose enqueue failed, as RequestStore.discard does."""
