@@ -20,9 +20,14 @@ Scripts: commandstats lumps every script into one EVALSHA row, so each script a 
 with the message's unacknowledged record, the finish with its ack; the last two as a worker runs them, the dashboard
 counted apart) is replayed alone, SCRIPT_CALLS times with no worker, and its usec per call taken as the least of
 SCRIPT_REPEATS rounds (a preempted round on a busy machine only inflates), with the commands it runs.
+Where Redis runs matters: sharing its cores with the workers (the default here), each task's scripts run on caches
+that the worker's own work has just cooled, most of all a command task's process start; with `--pin`, Redis has the
+first core to itself and the bench, the workers and the clients the others, as a deployment that gives Redis a core
+of its own runs it. Redis then also idles between tasks, on both sides, and pays a wake-up per round trip.
 Medians of --runs N (the machine is shared and noisy); ratios ours / Celery's. `--top K` prints the K commands
 that cost the most per task of each kind (from the median run's counters).
-Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|query|command|memory|scripts] [--json FILE]
+Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|query|command|memory|scripts] [--pin]
+[--json FILE]
 """
 
 from __future__ import annotations
@@ -335,6 +340,16 @@ def report(
     return result
 
 
+def pin_redis_alone(redis_pid: int | None) -> None:
+    """Redis on the first core of this process's, and this process (so every worker and client it starts) on the
+    others: the layout of a deployment that gives Redis a core of its own."""
+    cores = sorted(os.sched_getaffinity(0))
+    if redis_pid is None or len(cores) < 2:
+        raise SystemExit("--pin needs a Redis of its own and at least 2 cores")
+    os.sched_setaffinity(redis_pid, {cores[0]})
+    os.sched_setaffinity(0, set(cores[1:]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=RUNS)
@@ -342,6 +357,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--only", action="append", choices=[*KINDS, "memory", "scripts"])
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--pin", action="store_true", help="Redis alone on the first core, everything else on the rest")
     args = parser.parse_args()
     chosen = args.only or [*KINDS, "memory", "scripts"]
     marker = uuid.uuid4().hex
@@ -349,6 +365,8 @@ def main() -> None:
     mem: list[tuple[float, float]] = []
     scripts: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as name, RedisServer(Path(name) / "redis", persistent=False) as server:
+        if args.pin:
+            pin_redis_alone(server.pid)
         rig = Rig(server.url, Path(name), marker, args.tasks)
         try:
             if "scripts" in chosen:
@@ -361,7 +379,7 @@ def main() -> None:
                     print(f"run {run + 1}: {kind} {figures[kind][-1].per_task()}", file=sys.stderr)
         finally:
             kill_marked(marker)
-    result = report(figures, mem, scripts, args.top)
+    result = {**report(figures, mem, scripts, args.top), "pinned": args.pin}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
