@@ -4,7 +4,9 @@ queued request against plain Celery (bench/broker_cost.py), the front end's CPU 
 
 Each bench runs as its own process, one after the other (never two at once: they share the machine's cores), with
 `--runs N` and its figures written as JSON; this prints one table of them: goal, figure, anchor, ratio, target,
-met. README's capacity model comes from such a run. Takes about 6 minutes on 2 cores with --runs 3.
+met. The broker's cost is measured twice: with Redis sharing the cores with the workers, and with Redis on a core of
+its own (broker_cost.py --pin). README's capacity model comes from such a run. Takes about 6 minutes on 2 cores
+with --runs 3.
 Run: python bench/scale_goals.py [--runs N] [--json FILE]
 """
 
@@ -52,15 +54,20 @@ def run_bench(script: str, args: list[str], folder: Path) -> dict[str, Any]:
 
 
 def goals(runs: int, folder: Path) -> list[Goal]:
-    broker = run_bench("broker_cost.py", ["--runs", str(runs), "--only", "celery", "--only", "query", "--only",
-                                          "command", "--only", "memory"], folder)  # fmt: skip
+    kinds = ["--only", "celery", "--only", "query", "--only", "command"]
+    broker = run_bench("broker_cost.py", ["--runs", str(runs), *kinds, "--only", "memory"], folder)
+    pinned = run_bench("broker_cost.py", ["--runs", str(runs), *kinds, "--pin"], folder)
     frontend = run_bench("frontend.py", ["--scale", "--runs", str(runs), "--widths", "1"], folder)
     fleet = run_bench("scaler_fleet.py", ["--runs", str(runs), "--workers", str(FLEET_WORKERS), "--no-split"], folder)
     celery_cpu, memory = broker["kinds"]["celery"]["cpu_us"], broker["memory"]
+    alone = pinned["kinds"]
+    alone_celery = alone["celery"]["cpu_us"]
     put_anchor, fleet_pass = frontend["jobclient_us"], fleet["workers"][str(FLEET_WORKERS)]
     return [
         Goal("1. Redis CPU per no-op query", broker["kinds"]["query"]["cpu_us"], celery_cpu, "µs", "Celery", 2.0),
         Goal("1. Redis CPU per no-op command", broker["kinds"]["command"]["cpu_us"], celery_cpu, "µs", "Celery", 2.0),
+        Goal("1. ... query, Redis on its own core", alone["query"]["cpu_us"], alone_celery, "µs", "Celery", 2.0),
+        Goal("1. ... command, Redis on its own core", alone["command"]["cpu_us"], alone_celery, "µs", "Celery", 2.0),
         Goal("2. memory per queued request", memory["ours"], memory["celery"], "B", "Celery", 1.2),
         Goal("3. front-end CPU per put", frontend["frontend_us"], put_anchor, "µs", "JobClient.put", 1.3),
         Goal("3. ... with 4 clients at once", frontend["loaded_us"], put_anchor, "µs", "JobClient.put", 1.3),
@@ -77,12 +84,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scale-goals-") as name:
         rows = goals(options.runs, Path(name))
     print(f"\nissue 26, goals 1-4 from one run (medians of {options.runs})")
-    print(f"{'goal':<42} {'figure':>10} {'anchor':>22} {'ratio':>6} {'target':>7}  met")
+    print(f"{'goal':<46} {'figure':>10} {'anchor':>22} {'ratio':>6} {'target':>7}  met")
     for row in rows:
         anchor = f"{row.anchor_is} {row.anchor:.1f} {row.unit}"
         figure = f"{row.figure:.1f} {row.unit}"
         met = "yes" if row.met else "no"
-        print(f"{row.goal:<42} {figure:>10} {anchor:>22} {row.ratio:>6.2f} {row.target:>7.1f}  {met}")
+        print(f"{row.goal:<46} {figure:>10} {anchor:>22} {row.ratio:>6.2f} {row.target:>7.1f}  {met}")
     if options.json:
         options.json.write_text(json.dumps([{**asdict(row), "ratio": row.ratio, "met": row.met} for row in rows]))
 
