@@ -2,7 +2,7 @@
 
 Each pass of the leader hands over its queue depths, each host's desired / running / busy workers and whether its
 decision changed something; a decision that did is kept as an event for the next sample. At most once a second
-(on the scaler's monotonic clock) the writer drains the activity the state scripts recorded (tasks started,
+(on the scaler's monotonic clock) the writer drains the activity the workers and state scripts recorded (tasks started,
 finished, failed; their waits and run times) and appends a sample (scalablejob.store.history). The first drain of a
 writer only sets its baseline: what happened before it led is not this second's. Followers write nothing.
 """

@@ -3,8 +3,11 @@ batches rather than by each task's start and finish scripts (issue 26: four comm
 
 The request state scripts count nothing for a worker's RequestStore; it counts into an ActivityTally
 (scalablejob.model.history), and this flusher writes what was counted every FLUSH_S, in one round trip, and once
-more when the worker shuts down. The leading scaler samples the counters once a second, so a sample shows a task at
-most FLUSH_S later than it did. A worker killed -9 loses at most FLUSH_S of counts: dashboard figures, never a
+more when the worker shuts down. FLUSH_S is the leading scaler's pass interval and the flushes keep to their own
+beat (no drift): a sample, taken on a pass at most once a second, then holds as many flushes as its own length
+holds beats, and a steady load shows as a steady rate. A sample shows a task at most FLUSH_S later than it did. A
+worker killed -9 loses at most FLUSH_S of counts; a write whose reply was lost may count a flush twice, and a finish
+whose reply was lost and was sent again finds the request ended and is not counted: dashboard figures, never a
 request's state or result.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -22,7 +26,8 @@ from scalablejob.store.history import write_activity
 
 logger = logging.getLogger(__name__)
 
-FLUSH_S = 0.5  # the most a start or finish waits to be counted on the dashboard
+FLUSH_S = 0.25  # the most a start or finish waits to be counted on the dashboard: the scaler's pass interval
+STOP_WAIT_S = 5.0  # the most a worker's shutdown waits for the last flush (a broker that does not answer)
 
 
 class ActivityFlusher:
@@ -41,11 +46,11 @@ class ActivityFlusher:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Write what was counted since the last flush; the thread ends."""
+    def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Write what was counted since the last flush (waiting at most `wait_s` for it); the thread ends."""
         self._stopped.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(wait_s)
         else:
             self.flush()
 
@@ -56,7 +61,7 @@ class ActivityFlusher:
             return
         try:
             write_activity(self._client, self._service, batch)
-        except redis.RedisError as exc:
+        except Exception as exc:  # a broker away, or a bug: the counts wait for the next flush, the thread goes on
             self._tally.give_back(batch)
             if not self._failing:
                 logger.warning("cannot write the dashboard's activity counts (will retry): %s", exc)
@@ -65,7 +70,11 @@ class ActivityFlusher:
             self._failing = False
 
     def _run(self) -> None:
-        while not self._stopped.wait(self._flush_s):
+        beat = time.monotonic()
+        while True:
+            beat = max(beat + self._flush_s, time.monotonic())  # the next beat; one missed is skipped, not caught up
+            if self._stopped.wait(beat - time.monotonic()):
+                break
             self.flush()
         self.flush()
 

@@ -202,7 +202,8 @@ def _percentiles(raw: Any) -> Percentiles | None:
 
 
 def encode_timing(kind: str, seconds: float) -> str:
-    """A timings list entry, as the state scripts write it: TIMING_WAIT or TIMING_RUN, then the seconds (ms digits)."""
+    """A timings list entry as a worker writes it, the state scripts' format: TIMING_WAIT or TIMING_RUN, then the
+    seconds (ms digits)."""
     return f"{kind}{max(0.0, seconds):.3f}"
 
 

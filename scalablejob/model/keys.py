@@ -170,13 +170,14 @@ def history(service: str) -> str:
 
 
 def activity_counts(service: str) -> str:
-    """Hash of counters the request state scripts bump: tasks started, finished and failed since the service began."""
+    """Hash of counters of tasks started, finished and failed since the service began: bumped by the workers' flushes
+    (workers/activity.py) and by the request state scripts of the other parts."""
     return f"{KEY_PREFIX}:{service}:activity:counts"
 
 
 def activity_timings(service: str) -> str:
-    """Capped list of the waits and run times of starts and finishes not yet sampled (state_start.lua and
-    state_finish.lua push, the leading scaler drains it once per sample)."""
+    """Capped list of the waits and run times of starts and finishes not yet sampled (the workers' flushes and the
+    state scripts push, the leading scaler drains it once per sample)."""
     return f"{KEY_PREFIX}:{service}:activity:timings"
 
 

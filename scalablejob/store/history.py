@@ -1,5 +1,6 @@
-"""The scaler's history in Redis: the capped stream of samples, the activity counters and timings the state scripts
-write, and the newest failures. The encoding is scalablejob.model.history; this module only moves it.
+"""The scaler's history in Redis: the capped stream of samples, the activity counters and timings the workers (in
+batches) and the state scripts write, and the newest failures. The encoding is scalablejob.model.history; this
+module only moves it.
 
 The leading scaler appends a sample at most once a second (XADD with MAXLEN: 30 minutes at 1 s, no more) and drains
 the timings list in the same step as it reads the counters (one MULTI), so that no timing is counted twice. The

@@ -290,9 +290,10 @@ class RequestStore:
         reply: Any = self._finish(keys=entry_keys, args=args)
         if not isinstance(reply, list):
             return int(reply)
-        index, started_at = reply
-        if self._activity is not None:
-            self._activity.finished(_since(started_at, finished_at), failed=status is RequestStatus.FAILED)
+        index, started_at, existed = reply
+        if self._activity is not None:  # a failure counts with its state, as the script counts it
+            failed = status is RequestStatus.FAILED and existed == 1
+            self._activity.finished(_since(started_at, finished_at), failed=failed)
         return int(index)
 
     def input_streams(self) -> list[str]:

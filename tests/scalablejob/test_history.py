@@ -184,10 +184,36 @@ def test_a_tally_a_write_could_not_take_is_counted_again_and_its_timings_stay_ca
     # when the write failed and more came meanwhile, then the next batch holds both, the oldest timings kept
     tally.started(None)
     tally.started(2.0)
+    tally.finished(3.0, failed=False)
     tally.give_back(batch)
     again = tally.take()
-    assert (again.counts, again.timings) == (Counts(3, 1, 1), ("w0.250", "r1.000", "w2.000"))
+    assert (again.counts, again.timings) == (Counts(3, 2, 1), ("w0.250", "r1.000", "w2.000"))
     assert not tally.take()
+
+
+def test_a_tally_keeps_no_more_timings_than_its_cap_but_counts_every_task():
+    tally = ActivityTally(timings_cap=2)
+    for seconds in (1.0, 2.0, 3.0):
+        tally.started(seconds)
+    batch = tally.take()
+    assert (batch.counts, batch.timings) == (Counts(3, 0, 0), ("w1.000", "w2.000"))
+
+
+def test_a_failure_whose_state_is_gone_counts_as_the_scripts_count_it(client):
+    # given a request whose state hash went (expired, discarded) while it ran, finished as failed, each way
+    tally = ActivityTally()
+    counted_here = fakeredis.FakeRedis()
+    for redis_client, store in ((client, RequestStore(client, SERVICE, tally)),
+                                (counted_here, RequestStore(counted_here, SERVICE))):  # fmt: skip
+        store.create("gone", "command", now=T0)
+        store.mark_running("gone", "w1", now=T0 + 1)
+        redis_client.delete(keys.request_state(SERVICE, "gone"))
+        assert store.finish(Sink(redis_client, SERVICE), "gone", RequestStatus.FAILED, b"", {}, now=T0 + 2) > 0
+    write_activity(client, SERVICE, tally.take())
+
+    # then both count it finished, and neither counts a failure it could not list
+    mine, theirs = HistoryStore(client, SERVICE).drain_activity(), HistoryStore(counted_here, SERVICE).drain_activity()
+    assert mine.counts == theirs.counts == Counts(started=1, finished=1, failed=0)
 
 
 def test_the_history_stream_keeps_30_minutes_of_samples_and_no_more(client):

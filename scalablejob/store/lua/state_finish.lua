@@ -23,8 +23,9 @@
 -- A finish is counted (a failure too, its id pushed on the newest failures), and its run time (now - started at)
 -- pushed on the timings list, both kept to their caps (push_capped, from capped_list.lua before this script), for
 -- the dashboard. With no timings cap (ARGV[11] '') the caller counts the finish itself (a worker's ActivityTally):
--- only a failure's id is pushed here, and a write returns {index, started at} instead of the index, so the caller
--- knows the run time.
+-- only a failure's id is pushed here, and a write returns {index, started at, 1 if the state existed else 0}
+-- instead of the index, so the caller knows the run time and whether a failure counts (as it does here: only with
+-- its state).
 -- The hash is read once (one HMGET for what the checks and the dashboard need) and written once; every state hash
 -- has a status, so none means there is no hash.
 local state = redis.call('HMGET', KEYS[3], 'status', 'attempt', 'cancel_requested', 'index', 'started_at',
@@ -66,5 +67,5 @@ if ARGV[10] ~= '' then
   redis.call('HDEL', KEYS[7], ARGV[10])
   redis.call('ZREM', KEYS[8], ARGV[10])
 end
-if not counted then return {index, state[5]} end
+if not counted then return {index, state[5], exists and 1 or 0} end
 return index
