@@ -23,6 +23,7 @@ from celery import signals
 
 from scalablejob.model.history import ActivityTally
 from scalablejob.store.history import write_activity
+from scalablejob.store.outage import OutageWarning
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ActivityFlusher:
         self._flush_s = flush_s
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="activity-flush", daemon=True)
-        self._failing = False
+        self._outage = OutageWarning(logger, "cannot write the dashboard's activity counts")
 
     def start(self) -> ActivityFlusher:
         self._thread.start()
@@ -63,11 +64,9 @@ class ActivityFlusher:
             write_activity(self._client, self._service, batch)
         except Exception as exc:  # a broker away, or a bug: the counts wait for the next flush, the thread goes on
             self._tally.give_back(batch)
-            if not self._failing:
-                logger.warning("cannot write the dashboard's activity counts (will retry): %s", exc)
-            self._failing = True
+            self._outage.failed(exc)
         else:
-            self._failing = False
+            self._outage.succeeded()
 
     def _run(self) -> None:
         beat = time.monotonic()

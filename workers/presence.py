@@ -27,6 +27,7 @@ from celery import signals
 
 from scalablejob.host.gpus import own_gpus
 from scalablejob.model import keys
+from scalablejob.store.outage import OutageWarning
 from scalablejob.store.presence import HEARTBEAT_S, Presence, WorkerState
 from scalablejob.store.redis_url import connect
 from scalablejob.workers.held import track_held_tasks
@@ -54,7 +55,7 @@ class PresenceReporter:
         self._lock = threading.Lock()
         self._stop_requested = False  # set from a signal handler: no lock, no I/O there
         self._wake = threading.Event()
-        self._failing = False
+        self._outage = OutageWarning(logger, "cannot publish worker presence")
 
     @property
     def presence(self) -> Presence:
@@ -126,11 +127,9 @@ class PresenceReporter:
         try:
             operation()
         except redis.RedisError as exc:
-            if not self._failing:
-                logger.warning("cannot publish worker presence (will retry): %s", exc)
-            self._failing = True
+            self._outage.failed(exc)
         else:
-            self._failing = False
+            self._outage.succeeded()
 
     def _beat(self) -> None:
         while self._presence.name:

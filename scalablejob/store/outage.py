@@ -38,6 +38,24 @@ _PASSING_CODE = re.compile(rf"(?:^|[\s:])-?({'|'.join(_REFUSALS)})\b")
 _DISK_FULL = "No space left on device"
 
 
+class OutageWarning:
+    """For a background write that must never take its process down and is tried again later: a failure is logged
+    once per outage, on `log`, and nothing more until a write succeeds again."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self._log = log
+        self._what = what  # what failed, as the warning's start says it
+        self._failing = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self._failing:
+            self._log.warning("%s (will retry): %s", self._what, exc)
+        self._failing = True
+
+    def succeeded(self) -> None:
+        self._failing = False
+
+
 class BrokerUnavailable(redis.ConnectionError):
     """The broker stayed away longer than a caller could wait."""
 
