@@ -20,6 +20,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from scalablejob.model.errors import BrokerError
+from scalablejob.store.state import run_alone
 
 # A put's data read in one turn makes its call in the next: two turns gather the puts read while the first caller
 # waits, as well as those read with it. With 4 clients, one turn batched a third to a half of the puts, two turns 9
@@ -61,7 +62,7 @@ class ScriptBatch:
                 await asyncio.sleep(0)
             self._gathering = None
             if len(batch) == 1:
-                return await script(keys=keys, args=args)
+                return await run_alone(script, keys, args)
             replies = await self._send(batch)
         except BaseException as exc:
             if self._gathering is batch:
