@@ -1,11 +1,12 @@
 """The broker's cost per task: Redis time and commands per no-op task, and memory per queued request, against plain
 Celery 5.x (prefetch 1, late acks) on the same redis-server in the same run (issue 26, goals 1 and 2).
 
-Per task, for each kind: plain Celery's no-op task (`celery worker -P prefork -c 1`, tuned, no results), our no-op
-query task (`JobClient.put` and a `scalablejob worker` with rpc.worker_threads 1 whose handler returns at once), and
-our no-op command task (`["true"]`). With the worker warm and idle, Redis' counters are reset (CONFIG RESETSTAT),
-TASKS tasks are put and drained, and after a settle of SETTLE_S (so a batch flushed after the last task counts) the
-counters are read:
+Per task, for each kind: plain Celery's no-op task (`celery worker -P prefork -c 1`, tuned, no results), plain
+Celery's task that runs the no-op command (`true`, by subprocess.run, as a Celery task runs a script: the anchor that
+does in its worker what our command task does), our no-op query task (`JobClient.put` and a `scalablejob worker`
+with rpc.worker_threads 1 whose handler returns at once), and our no-op command task (`["true"]`). With the worker
+warm and idle, Redis' counters are reset (CONFIG RESETSTAT), TASKS tasks are put and drained, and after a settle of
+SETTLE_S (so a batch flushed after the last task counts) the counters are read:
 - cpu: Redis' main thread CPU (INFO cpu, user + sys) per task: what one Redis core spends, parsing and replies
   included; this is the figure that bounds tasks per second per Redis core;
 - cmd: INFO commandstats' usec summed over every command per task. Redis counts a command a script runs twice: in
@@ -26,8 +27,8 @@ first core to itself and the bench, the workers and the clients the others, as a
 of its own runs it. Redis then also idles between tasks, on both sides, and pays a wake-up per round trip.
 Medians of --runs N (the machine is shared and noisy); ratios ours / Celery's. `--top K` prints the K commands
 that cost the most per task of each kind (from the median run's counters).
-Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|query|command|memory|scripts] [--pin]
-[--json FILE]
+Run: python bench/broker_cost.py [--runs N] [--tasks N] [--only celery|celery_command|query|command|memory|scripts]
+[--pin] [--json FILE]
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ TASKS = 2000
 MEMORY_REQUESTS = 2000
 BODY_BYTES = 100
 SCRIPT_CALLS, SCRIPT_REPEATS = 1000, 7
+NO_OP_COMMAND = ["true"]  # the command task: ours, and plain Celery's that runs it
 SETTLE_S = 1.0  # after the last task: batched writes (events, presence) that a task caused still count
 TIMEOUT_S = 300.0
 OWN_COMMANDS = ("info", "config", "object", "flushall", "ping")  # the bench's, never sent by the parts measured
@@ -170,16 +172,17 @@ class Rig:
     tasks: int
 
 
-def celery_drain(rig: Rig) -> Drain:
+def celery_drain(rig: Rig, task: str = "baseline.noop", args: tuple[Any, ...] = ()) -> Drain:
+    """Plain Celery's tasks `task(*args)`: the no-op task, or (`baseline.command`) a command run to its end."""
     with PlainCelery(rig.folder / "celery", rig.url, rig.marker, settings=TUNED) as plain, \
             redis.Redis.from_url(rig.url) as client:  # fmt: skip
         worker = plain.start_worker("cost@bench", "prefork", 1)
         try:
             poll(lambda: plain.answering(["cost@bench"]), TIMEOUT_S, "the Celery worker answering", interval=0.2)
-            noop = plain.task("baseline.noop")
-            warm(noop.delay, client, priority_lists(CELERY_QUEUE))
-            return measure(client, lambda: [noop.delay() for _ in range(rig.tasks)], priority_lists(CELERY_QUEUE),
-                           rig.tasks, worker.pid)  # fmt: skip
+            sent = plain.task(task)
+            warm(lambda: sent.delay(*args), client, priority_lists(CELERY_QUEUE))
+            return measure(client, lambda: [sent.delay(*args) for _ in range(rig.tasks)],
+                           priority_lists(CELERY_QUEUE), rig.tasks, worker.pid)  # fmt: skip
         finally:
             stop([worker])
 
@@ -216,7 +219,7 @@ def our_worker(rig: Rig, service: str) -> Iterator[tuple[JobClient, int]]:
 def our_drain(rig: Rig, task_type: TaskType) -> Drain:
     service = f"cost{task_type.value}"
     body, tags = (b"{}", {"taskType": "query"}) if task_type is TaskType.QUERY else (
-        json.dumps(["true"]), {"taskType": "command"})  # fmt: skip
+        json.dumps(NO_OP_COMMAND), {"taskType": "command"})  # fmt: skip
     lists = [key for queue in service_queues(service) for key in priority_lists(queue)]
     with our_worker(rig, service) as (jobs, pid), redis.Redis.from_url(rig.url) as client:
         warm(lambda: jobs.put(body, tags), client, lists)
@@ -287,6 +290,7 @@ def script_costs(rig: Rig) -> dict[str, tuple[float, float]]:
 
 KINDS: dict[str, Callable[[Rig], Drain]] = {
     "celery": celery_drain,
+    "celery_command": lambda rig: celery_drain(rig, "baseline.command", (NO_OP_COMMAND,)),
     "query": lambda rig: our_drain(rig, TaskType.QUERY),
     "command": lambda rig: our_drain(rig, TaskType.COMMAND),
 }

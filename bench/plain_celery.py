@@ -17,7 +17,7 @@ from scalablejob.local.scaler_process import RUN_MARKER_ENV
 
 BASELINE_APP = '''
 """A plain Celery app: tasks that record when (and in which process) they run; settings from the environment."""
-import json, os, time
+import json, os, subprocess, time
 import redis
 from celery import Celery
 
@@ -45,6 +45,12 @@ def timed(key, seconds, tag):
 @app.task(name="baseline.noop")
 def noop():
     return None
+
+
+@app.task(name="baseline.command")
+def command(argv):
+    """A command line run to its end, as a plain Celery task runs a training script: no shell, output inherited."""
+    subprocess.run(argv, check=True)
 '''
 
 
