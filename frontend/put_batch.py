@@ -4,13 +4,18 @@ With several puts in flight in one front-end process (several connections), each
 a read and a wake-up of its own (issue 26). Here the first call yields GATHER_TURNS turns of the loop, with no timer
 (a lone call waits for no company, only for the loop to go round), and the calls made meanwhile by the other tasks
 join it; it then sends them all in one pipeline. Each caller gets its own reply or its own error. A caller's
-deadline stays its own: one that gives up leaves the others waiting for theirs, and the first caller's giving up
-fails the others' calls at once (their deadlines, begun within the same turns, are as good as passed).
+deadline stays its own: one that gives up leaves the others waiting for theirs. A call whose caller gave up before
+the batch was sent is left out of it, so a put answered 503 was not written (a client retrying it makes no
+duplicate); the same holds for a call sent again after NOSCRIPT. The first caller's giving up while it gathers
+fails the others' calls at once, none of them sent (their deadlines, begun within the same turns, are as good as
+passed). A caller whose deadline passes once its call was sent still gives up, though its call may have run: a put
+answered 503 then may exist, which only a round trip to ask could tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +66,7 @@ class ScriptBatch:
             for _ in range(GATHER_TURNS):  # the tasks ready now, and those woken by what the loop reads next
                 await asyncio.sleep(0)
             self._gathering = None
+            batch = [call for call in batch if waiting(call)]  # the sender's own call first, as it waits
             if len(batch) == 1:
                 return await run_alone(script, keys, args)
             replies = await self._send(batch)
@@ -74,12 +80,13 @@ class ScriptBatch:
 
     async def _send(self, batch: Sequence[ScriptCall]) -> list[Any]:
         """Each call's reply or error, in one pipeline; calls the server had no script for are sent again once it
-        has (they did not run)."""
+        has (they did not run), but for those whose caller gave up meanwhile."""
         replies = await self._pipelined(batch)
         again = [at for at, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if again:
             for script in {id(batch[at].script): batch[at].script for at in again}.values():
                 script.sha = await self.redis.script_load(script.script)
+            again = [at for at in again if waiting(batch[at])]
             for at, reply in zip(again, await self._pipelined([batch[at] for at in again]), strict=True):
                 replies[at] = reply
         return replies
@@ -89,6 +96,12 @@ class ScriptBatch:
             for call in batch:
                 pipe.execute_command(*call.command())
             return list(await pipe.execute(raise_on_error=False))
+
+
+def waiting(call: ScriptCall) -> bool:
+    """Whether the call's caller still waits for it: the sender does, one whose wait was cancelled (its deadline
+    passed) does not, and its call is not to be sent."""
+    return call.reply is None or not call.reply.done()
 
 
 def reply_of(reply: Any) -> Any:
@@ -110,7 +123,22 @@ def settle(calls: Sequence[ScriptCall], replies: Sequence[Any]) -> None:
 
 
 def fail(calls: Sequence[ScriptCall], exc: BaseException) -> None:
-    """The batch could not be sent or read: each waiting caller gets the error (a broker error if the sender was
-    cancelled, by its deadline or a shutdown, which is no error of theirs to raise)."""
-    error = exc if isinstance(exc, Exception) else BrokerError("the batch of calls this one was sent in was cancelled")
-    settle(calls, [error] * len(calls))
+    """The batch could not be sent or read: each waiting caller gets an error of its own to raise, `exc`'s copy (a
+    broker error if the sender was cancelled, by its deadline or a shutdown, which is no error of theirs to raise).
+    One exception object raised in several tasks would have its traceback and context rewritten by each."""
+    settle(calls, [error_for_caller(exc) for _ in calls])
+
+
+def error_for_caller(exc: BaseException) -> Exception:
+    """An exception of `exc`'s type and message for one waiting caller, caused by `exc`; a BrokerError if `exc` is
+    no Exception (a cancellation) or cannot be copied (an __init__ that does not take its own args back)."""
+    if isinstance(exc, Exception):
+        try:
+            error = copy.copy(exc)
+        except Exception:  # any failure to copy: a broker error
+            error = BrokerError(f"the batch of calls this one was sent in failed: {exc!r}")
+    else:
+        error = BrokerError("the batch of calls this one was sent in was cancelled")
+    error.__cause__ = exc
+    error.__suppress_context__ = True
+    return error

@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+import redis
+from redis import asyncio as aioredis
 
 from conftest import service_config
 from scalablejob.frontend import queues
-from scalablejob.frontend.put_batch import ScriptCall, fail, reply_of, settle
+from scalablejob.frontend.deadline import within
+from scalablejob.frontend.put_batch import GATHER_TURNS, ScriptBatch, ScriptCall, fail, reply_of, settle
 from scalablejob.model import keys
 from scalablejob.model.errors import BrokerError
 
@@ -158,6 +161,81 @@ def test_a_batch_sent_to_a_server_that_lost_its_scripts_loads_them_and_puts_each
         connection.close()
 
 
+# ---- Callers that gave up before their call was sent (a ScriptBatch on a real Redis) -----------------------------
+
+SET_KEY = "redis.call('SET', KEYS[1], ARGV[1]) return 1"  # a put's stand-in: what it writes shows it ran
+
+
+async def _in_one_batch(url: str, calls: list[str], on_script_load=None) -> tuple[list[object], list[int]]:
+    """Each of `calls` ("key" or "give up:key") made in one batch, the first the sender: each one's outcome, and
+    which keys exist after. A "give up" call has a deadline that passes in the loop's next turn (`within`, as a put's
+    deadline), or, with `on_script_load`, is cancelled by it when the batch loads the script after NOSCRIPT."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        batch = ScriptBatch(client)
+        script = client.register_script(SET_KEY)
+        if on_script_load is None:
+            await client.script_load(SET_KEY)
+        tasks = []
+        for call in calls:
+            key = call.removeprefix("give up:")
+            made = batch.run(script, [key], ["1"])
+            gives_up = call != key and on_script_load is None
+            tasks.append(asyncio.ensure_future(within(made, 0) if gives_up else made))
+        if on_script_load is not None:
+            load = client.script_load
+            givers_up = [task for task, call in zip(tasks, calls, strict=True) if call.startswith("give up:")]
+
+            async def cancelling_load(text: str) -> str:
+                for task in givers_up:
+                    task.cancel()
+                return await load(text)
+
+            on_script_load(client, cancelling_load)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        written = [await client.exists(call.removeprefix("give up:")) for call in calls]
+        return outcomes, written
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "calls",
+    [["sender", "give up:late"], ["sender", "give up:late", "other"]],
+    ids=["sent-alone-after", "sent-with-another"],
+)
+def test_a_call_whose_deadline_passed_while_its_batch_gathered_is_not_sent(redis_url, calls):
+    # given a batch whose sender gathers for GATHER_TURNS turns, one of whose calls has a deadline that passes in the
+    # loop's next turn (a put that would be answered 503 "could not enqueue")
+    assert GATHER_TURNS >= 2, "the deadline must pass while the batch still gathers"
+    # when the batch is sent
+    outcomes, written = asyncio.run(_in_one_batch(redis_url, calls))
+    # then the caller that gave up got its timeout, and its call was not written (a retry makes no duplicate)
+    late = calls.index("give up:late")
+    assert isinstance(outcomes[late], TimeoutError), outcomes
+    assert written[late] == 0, (calls, written)
+    # and the others' calls ran and got their replies
+    assert [outcome for at, outcome in enumerate(outcomes) if at != late] == [1] * (len(calls) - 1), outcomes
+    assert [count for at, count in enumerate(written) if at != late] == [1] * (len(calls) - 1), written
+
+
+@pytest.mark.integration
+def test_a_call_whose_caller_gave_up_while_the_script_was_loaded_is_not_sent_again(redis_url):
+    # given a server without the script, and a batch of three calls, one of whose callers gives up while the batch
+    # loads the script after the server answered NOSCRIPT to each (none of them ran)
+    def patch(client, cancelling_load) -> None:
+        client.script_load = cancelling_load
+
+    calls = ["sender", "give up:late", "other"]
+    # when the batch sends the calls again
+    outcomes, written = asyncio.run(_in_one_batch(redis_url, calls, on_script_load=patch))
+    # then the caller that gave up was left out: its call never ran; the others ran once each
+    assert isinstance(outcomes[1], asyncio.CancelledError), outcomes
+    assert written == [1, 0, 1], written
+    assert outcomes[0] == 1 and outcomes[2] == 1, outcomes
+
+
 # ---- Handing out replies (no Redis) ------------------------------------------------------------------------------
 
 
@@ -200,16 +278,35 @@ def test_settle_leaves_a_caller_that_gave_up_alone():
         loop.close()
 
 
+class TwoPartError(Exception):
+    """An error whose __init__ does not take its own args back: it cannot be copied."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"{host}:{port} gone")
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
-    [(ConnectionError("gone"), ConnectionError), (asyncio.CancelledError(), BrokerError)],
+    [
+        (ConnectionError("gone"), ConnectionError),
+        (redis.exceptions.ConnectionError("gone"), redis.exceptions.ConnectionError),
+        (redis.exceptions.TimeoutError("slow"), redis.exceptions.TimeoutError),
+        (asyncio.CancelledError(), BrokerError),
+        (TwoPartError("host", 6379), BrokerError),
+    ],
 )
 def test_fail_gives_each_waiting_caller_an_error_of_its_own_to_raise(error, expected):
     loop = asyncio.new_event_loop()
     try:
-        calls = _calls(loop, 2)
+        calls = _calls(loop, 3)
         fail(calls, error)
-        assert all(call.reply is not None and isinstance(call.reply.exception(), expected) for call in calls)
+        errors = [call.reply.exception() for call in calls if call.reply is not None]
+        # each caller its own object (raising one object in several tasks rewrites its traceback and context), of
+        # the type it got before (its HTTP status), its message kept, caused by the batch's error
+        assert len({id(each) for each in errors}) == len(calls), errors
+        assert all(type(each) is expected and each.__cause__ is error for each in errors), errors
+        if expected is not BrokerError:
+            assert all(each.args == error.args for each in errors), errors
     finally:
         loop.close()
 
