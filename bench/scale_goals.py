@@ -1,5 +1,6 @@
 """Issue 26's goals 1-4 in one run, each as a ratio against its anchor: the broker's cost per task and memory per
-queued request against plain Celery (bench/broker_cost.py), the front end's CPU per put against `JobClient.put`
+queued request against plain Celery (bench/broker_cost.py; a command task also against Celery's task that runs the
+same command), the front end's CPU per put against `JobClient.put`
 (bench/frontend.py --scale), and the scaler's pass at 1 000 workers against its budget (bench/scaler_fleet.py).
 
 Each bench runs as its own process, one after the other (never two at once: they share the machine's cores), with
@@ -55,17 +56,20 @@ def run_bench(script: str, args: list[str], folder: Path) -> dict[str, Any]:
 
 def goals(runs: int, folder: Path) -> list[Goal]:
     kinds = ["--only", "celery", "--only", "query", "--only", "command"]
-    broker = run_bench("broker_cost.py", ["--runs", str(runs), *kinds, "--only", "memory"], folder)
+    broker = run_bench("broker_cost.py", ["--runs", str(runs), *kinds, "--only", "celery_command", "--only", "memory"],
+                       folder)  # fmt: skip
     pinned = run_bench("broker_cost.py", ["--runs", str(runs), *kinds, "--pin"], folder)
     frontend = run_bench("frontend.py", ["--scale", "--runs", str(runs), "--widths", "1"], folder)
     fleet = run_bench("scaler_fleet.py", ["--runs", str(runs), "--workers", str(FLEET_WORKERS), "--no-split"], folder)
     celery_cpu, memory = broker["kinds"]["celery"]["cpu_us"], broker["memory"]
     alone = pinned["kinds"]
     alone_celery = alone["celery"]["cpu_us"]
+    command_cpu, celery_true = broker["kinds"]["command"]["cpu_us"], broker["kinds"]["celery_command"]["cpu_us"]
     put_anchor, fleet_pass = frontend["jobclient_us"], fleet["workers"][str(FLEET_WORKERS)]
     return [
         Goal("1. Redis CPU per no-op query", broker["kinds"]["query"]["cpu_us"], celery_cpu, "µs", "Celery", 2.0),
-        Goal("1. Redis CPU per no-op command", broker["kinds"]["command"]["cpu_us"], celery_cpu, "µs", "Celery", 2.0),
+        Goal("1. Redis CPU per no-op command", command_cpu, celery_cpu, "µs", "Celery", 2.0),
+        Goal("1. ... command, against Celery running `true`", command_cpu, celery_true, "µs", "Celery true", 2.0),
         Goal("1. ... query, Redis on its own core", alone["query"]["cpu_us"], alone_celery, "µs", "Celery", 2.0),
         Goal("1. ... command, Redis on its own core", alone["command"]["cpu_us"], alone_celery, "µs", "Celery", 2.0),
         Goal("2. memory per queued request", memory["ours"], memory["celery"], "B", "Celery", 1.2),
@@ -84,12 +88,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scale-goals-") as name:
         rows = goals(options.runs, Path(name))
     print(f"\nissue 26, goals 1-4 from one run (medians of {options.runs})")
-    print(f"{'goal':<46} {'figure':>10} {'anchor':>22} {'ratio':>6} {'target':>7}  met")
+    print(f"{'goal':<50} {'figure':>10} {'anchor':>22} {'ratio':>6} {'target':>7}  met")
     for row in rows:
         anchor = f"{row.anchor_is} {row.anchor:.1f} {row.unit}"
         figure = f"{row.figure:.1f} {row.unit}"
         met = "yes" if row.met else "no"
-        print(f"{row.goal:<46} {figure:>10} {anchor:>22} {row.ratio:>6.2f} {row.target:>7.1f}  {met}")
+        print(f"{row.goal:<50} {figure:>10} {anchor:>22} {row.ratio:>6.2f} {row.target:>7.1f}  {met}")
     if options.json:
         options.json.write_text(json.dumps([{**asdict(row), "ratio": row.ratio, "met": row.met} for row in rows]))
 
