@@ -52,7 +52,7 @@ from scalablejob.frontend.protocol import CONTENT_TYPE, DataFrame, encode_frame_
 from scalablejob.frontend.put_batch import ScriptBatch
 from scalablejob.frontend.queues import InputQueue, Queue, SinkQueue
 from scalablejob.frontend.status import Inspector, WorkerCensus
-from scalablejob.frontend.watch import READ_BLOCK_MS, WatchSession, group_name
+from scalablejob.frontend.watch import READ_BLOCK_MS, WatcherLost, WatchSession, group_name
 from scalablejob.frontend.watcher_ids import Claim, WatcherKey
 from scalablejob.frontend.watcher_registry import WatcherRegistry
 from scalablejob.model.config import DEFAULT_MAX_BODY_BYTES, HttpLimits
@@ -86,6 +86,7 @@ QUEUE_ROOT_BYTES = QUEUE_ROOT.encode("ascii")
 REQUEST_ID_RAW = REQUEST_ID_HEADER.lower().encode("latin-1")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 SESSION_STOP_TIMEOUT_S = 2 * READ_BLOCK_MS / 1000  # a session notices its stop flag within one blocking read
+WATCHER_LOST_CLOSE = 1008  # policy violation: one connection per watcher, and another process holds this one now
 
 
 class TooManyWatchers(QueueServiceError):
@@ -436,6 +437,11 @@ async def until_disconnected(websocket: WebSocket, session: WatchSession) -> Non
     if receiver.done() and not receiver.cancelled():
         receiver.exception()  # retrieved, so that asyncio does not report it as lost
     failure = sender.exception() if sender.done() and not sender.cancelled() else None
+    if isinstance(failure, WatcherLost) and not client_gone:
+        logger.warning("watch of %s: %s; its connection here is closed", websocket.url.path, failure)
+        with contextlib.suppress(Exception):  # one connection per watcher: the client's other one goes on
+            await websocket.close(code=WATCHER_LOST_CLOSE, reason="this watcher is connected to another front end")
+        return
     if isinstance(failure, Exception) and not isinstance(failure, WebSocketDisconnect | OSError) and not client_gone:
         logger.error("watch of %s failed: %s", websocket.url.path, failure, exc_info=failure)
         with contextlib.suppress(Exception):

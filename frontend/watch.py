@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -50,6 +51,11 @@ def group_name(gid: str, filters: Mapping[str, str]) -> str:
     return f"{gid}?{filter_key(filters)}" if filters else gid
 
 
+class WatcherLost(Exception):
+    """This process no longer holds the watcher: its lease lapsed (its loop or Redis stalled) and another connection
+    took the watcher over. Its connection here is closed, and sends nothing more."""
+
+
 class WatchSession:
     """One watcher's connection: deliver, wait for room in the window, adopt orphaned items, repeat."""
 
@@ -60,6 +66,7 @@ class WatchSession:
         self.queue = queue
         self.redis: aioredis.Redis = queue.redis
         self.params = params
+        self.key = key
         self.stream, self.group, self.consumer = key
         self.registry = registry
         self._send = send
@@ -84,12 +91,28 @@ class WatchSession:
         await self._ensure_group()
         await self._deliver(await self._own_pending())
         while not self._stopped:
+            await self._check_held()
             room = self.params.window - await self._outstanding()
             if room <= 0:
                 await self.registry.wait_removed(self.stream, COMMIT_POLL_S)
                 continue
             entries = await self._adopt(room) or await self._read_new(room)
             await self._deliver(entries)
+
+    async def _check_held(self) -> None:
+        if not await self.registry.holds(self.key):
+            raise self._lost()
+
+    def _lost(self) -> WatcherLost:
+        return WatcherLost(f"watcher {self.key} was taken over by another front end while this one's lease lapsed")
+
+    async def _give_back(self, entries: list[SinkEntry]) -> None:
+        """Items read for a watcher this process lost, not sent: pending for a consumer connected nowhere, so the
+        group's watchers adopt them (left with the consumer, whose new connection does not look for them, they
+        would hold places in its window and never be sent)."""
+        if entries:
+            orphan = f"returned-{uuid.uuid4().hex}"
+            await self.redis.xclaim(self.stream, self.group, orphan, 0, [stream_id(entry.index) for entry in entries])
 
     async def _ensure_group(self) -> None:
         start = stream_id(self.params.index - 1) if self.params.index > 1 else "0"
@@ -183,7 +206,10 @@ class WatchSession:
         send fails because the client went away."""
         sent: list[SinkEntry] = []
         try:
-            for entry in entries:
+            for at, entry in enumerate(entries):
+                if not await self.registry.holds(self.key):
+                    await self._give_back(entries[at:])
+                    raise self._lost()
                 data = b"" if self.params.index_only else entry.data
                 await self._send(encode_frame(DataFrame(index=entry.index, data=data, tags=entry.tags)))
                 sent.append(entry)

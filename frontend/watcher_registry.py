@@ -5,7 +5,10 @@ orphan's items adopted only once its consumer is connected nowhere.
 Each process has an id and a lease (a key with an expiry) that a heartbeat renews; a watcher is connected while
 the process that holds it has its lease. A process that dies (kill -9, a lost host) stops renewing, so within
 LEASE_S its watchers count as gone: their uids may connect again elsewhere, their uncommitted items are adopted,
-and they no longer count against the cap; the next heartbeat of any live process sweeps its records. The scripts
+and they no longer count against the cap; the next heartbeat of any live process sweeps its records. A process
+that stalled past its lease (and may have been swept) registers its watchers again on its next heartbeat; those
+another process took meanwhile are no longer held here, and a watcher sends only while `holds` says it still holds
+it, which past the lease's end (by this process's clock) waits for that heartbeat. The scripts
 (watcher_*.lua, beside this module) make every check-and-set atomic. The pure side is watcher_ids.py.
 
 What stays in this process: the wake-ups of its own watchers waiting for room in their window (a commit made
@@ -53,6 +56,8 @@ class WatcherRegistry:
         self.lease_s = lease_s
         self.instance = uuid.uuid4().hex
         self._held: dict[WatcherKey, str] = {}  # watcher -> its front end, as registered by this process
+        self._lease_until = float("-inf")  # by this process's clock, its lease surely lives until then
+        self._renewing = asyncio.Lock()  # one heartbeat at a time: the beat's own, or one a watcher asks for
         self._unreleased: dict[WatcherKey, str] = {}  # released while Redis failed: retried at each heartbeat
         self._removals: dict[str, asyncio.Event] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -81,18 +86,35 @@ class WatcherRegistry:
 
     async def heartbeat(self) -> None:
         """Renew the lease and sweep dead processes' records; if the lease had lapsed (this process may have been
-        swept meanwhile), register its watchers again."""
+        swept meanwhile), register its watchers again: those another process took over meanwhile are no longer
+        held here (`holds`)."""
+        async with self._renewing:
+            await self._renew_lease()
+
+    async def _renew_lease(self) -> None:
         info = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
         args = [self.instance, self._lease_prefix, int(self.lease_s * 1000), keys.frontend_instance_watchers_prefix(
             self.service), info]  # fmt: skip
         for key, front_end in list(self._unreleased.items()):
             await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
             del self._unreleased[key]
+        sent = time.monotonic()  # the lease set now lives lease_s from a moment after this one
         kept = await self._renew(keys=[keys.frontend_instances(self.service), *self._claim_keys[:2]], args=args)
         if not int(kept) and self._held:
             logger.warning("this front end's watcher lease had lapsed (its event loop or Redis stalled for %g s): "
                            "registering its %d watchers again", self.lease_s, len(self._held))  # fmt: skip
             await self._register_again()
+        self._lease_until = sent + self.lease_s
+
+    async def holds(self, key: WatcherKey) -> bool:
+        """Whether this process still holds watcher `key`, so may send to it. Known here while the lease surely
+        lives (renewed less than a lease ago, by this process's clock); past that, its loop or Redis stalled and
+        another process may have taken the watcher over, so a heartbeat settles it first."""
+        if key in self._held and time.monotonic() >= self._lease_until:
+            async with self._renewing:
+                if time.monotonic() >= self._lease_until:  # not renewed by another while this one waited
+                    await self._renew_lease()
+        return key in self._held and time.monotonic() < self._lease_until
 
     async def _keep_alive(self) -> None:
         while True:
@@ -106,6 +128,7 @@ class WatcherRegistry:
         for key, front_end in list(self._held.items()):
             await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
             if Claim(int(await self._claim(key, front_end, _UNCAPPED))) is not Claim.HELD:
+                del self._held[key]  # its connection here ends (watch.WatcherLost) and sends it nothing more
                 logger.warning("watcher %s was taken over by another front end while this one's lease lapsed", key)
 
     async def acquire(self, key: WatcherKey, front_end: str, cap: int, grace_s: float = RECONNECT_GRACE_S) -> Claim:

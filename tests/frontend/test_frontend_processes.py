@@ -9,18 +9,19 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import service_config, wait_until
 from scalablejob.frontend.protocol import decode_frame
 from scalablejob.frontend.watch import ADOPT_INTERVAL_S, ADOPT_MIN_IDLE_MS
-from scalablejob.frontend.watcher_ids import LEASE_S, watcher_id
+from scalablejob.frontend.watcher_ids import LEASE_S, heartbeat_interval_s, watcher_id
 from scalablejob.model import keys
 
 pytest_plugins = ["frontend_fixtures"]
@@ -66,8 +67,18 @@ def _frames(watcher: ClientConnection, count: int, timeout: float) -> list[str]:
     return data
 
 
-def _put(base_url: str, count: int) -> None:
-    for n in range(count):
+def _frames_until_closed(watcher: ClientConnection, count: int, timeout: float) -> list[str]:
+    """As `_frames`, ending early (without raising) if the server closes the connection."""
+    data: list[str] = []
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ConnectionClosed):
+        while len(data) < count and (left := deadline - time.monotonic()) > 0:
+            data += _frames(watcher, 1, left)
+    return data
+
+
+def _put(base_url: str, count: int, first: int = 0) -> None:
+    for n in range(first, first + count):
         answer = httpx.post(f"{base_url}/api/predict/{SINK}", content=f"item-{n}", headers={"Authorization": TOKEN})
         answer.raise_for_status()
 
@@ -130,3 +141,94 @@ def test_a_killed_processes_watchers_are_released_and_their_items_adopted_by_the
         stack.close()
     # and its uid connects anew
     assert _connects(second_url, "holder")
+
+
+@contextlib.contextmanager
+def _frozen(process: Any) -> Iterator[None]:
+    """The process stopped (SIGSTOP) inside the block, as a host whose VM paused or whose loop stalled; resumed
+    after it, even if the test failed."""
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+def _taken(base_url: str, uid: str, timeout: float, **params: str) -> ClientConnection:
+    """A watcher of `uid` on `base_url`, once the process that held it has lost it (refused with 409 until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _watch(base_url, uid, **params)
+        except InvalidStatus:
+            if time.monotonic() > deadline:
+                raise
+
+
+def _closed_within(watcher: ClientConnection, timeout: float) -> list[str]:
+    """The data of every frame the connection gets before the server closes it; fails if it is still open after
+    `timeout`."""
+    data: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            data.append(decode_frame(watcher.recv(timeout=left)).data.decode())
+        except ConnectionClosed:
+            return data
+        except TimeoutError:
+            break
+    pytest.fail(f"the stale watcher was still open {timeout} s after its process resumed (it got {data})")
+
+
+def test_a_stalled_process_whose_watcher_was_taken_over_closes_it_and_sends_it_nothing_more(start_frontend, redis_url):
+    # given a watcher of uid "holder" on the first process, holding 3 items uncommitted (window 10, no auto commit)
+    first, first_url, _, second_url = _two(start_frontend)
+    _put(second_url, 3)
+    with _watch(first_url, "holder", _window_="10") as stale:
+        assert _frames(stale, 3, 10) == ["item-0", "item-1", "item-2"]
+        # when the first process stalls past its lease, and the same uid connects to the second meanwhile
+        with _frozen(first.process):
+            holder = _taken(second_url, "holder", LEASE_S + 10, _window_="10")
+        with holder:
+            # (which gets the 3 items again, as any reconnecting consumer does)
+            assert sorted(_frames(holder, 3, 10)) == ["item-0", "item-1", "item-2"]
+            # and the first process resumes, and more items come
+            _put(second_url, 4, first=3)
+            # then the first process closes its stale watcher within a heartbeat or two, having sent it nothing
+            assert _closed_within(stale, 3 * heartbeat_interval_s() + 2) == []
+            # and the live watcher gets every new item
+            assert sorted(_frames(holder, 4, 10)) == [f"item-{n}" for n in range(3, 7)]
+            # and Redis knows one watcher of the uid, on the second process
+            client = redis.Redis.from_url(redis_url)
+            with contextlib.closing(client):
+                watchers = client.hgetall(keys.frontend_watchers(SERVICE))
+                holder_id = watcher_id((keys.frontend_sink_stream(SERVICE, SERVICE), "eas", "holder")).encode()
+                assert list(watchers) == [holder_id]
+                assert client.sismember(keys.frontend_instance_watchers(SERVICE, watchers[holder_id].decode()),
+                                        holder_id)  # fmt: skip
+
+
+def test_a_stalled_process_whose_watcher_nobody_took_keeps_serving_it(start_frontend, redis_url):
+    # given a watcher on the first process (auto commit)
+    first, first_url, _, second_url = _two(start_frontend)
+    client = redis.Redis.from_url(redis_url)
+    with contextlib.closing(client), contextlib.ExitStack() as stack:
+        watcher = stack.enter_context(_watch(first_url, "holder", _auto_commit_="true"))
+        holder_id = watcher_id((keys.frontend_sink_stream(SERVICE, SERVICE), "eas", "holder"))
+        instance = client.hget(keys.frontend_watchers(SERVICE), holder_id).decode()
+        # when the first process stalls until its lease is gone, and resumes, nobody having taken its watcher
+        with _frozen(first.process):
+            lease = keys.frontend_lease(SERVICE, instance)
+            wait_until(lambda: not client.exists(lease), LEASE_S + 10, "the stalled process's lease never lapsed")
+        _put(second_url, 2)
+        # then it goes on getting items: on the same connection, or, if a read the stall outlasted ended it (1011),
+        # on the one the client opens again, as the SDK does
+        got = _frames_until_closed(watcher, 2, 10)
+        if len(got) < 2 and watcher.close_code == 1011:
+            watcher = stack.enter_context(_watch(first_url, "holder", _auto_commit_="true"))
+            got += _frames(watcher, 2 - len(got), 10)
+        assert got == ["item-0", "item-1"]
+        # and it never closed it as one connected elsewhere: the first process holds it again
+        assert watcher.close_code is None
+        assert "its connection here is closed" not in first.log()
+        assert not _connects(second_url, "holder")

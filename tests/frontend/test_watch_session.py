@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -15,10 +16,11 @@ from scalablejob.frontend.binding import bind
 from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import decode_frame
 from scalablejob.frontend.queues import Queue
-from scalablejob.frontend.watch import WatchSession, group_name
+from scalablejob.frontend.watch import WatcherLost, WatchSession, group_name
+from scalablejob.frontend.watcher_ids import Claim, WatcherKey
 from scalablejob.frontend.watcher_registry import WatcherRegistry
 from scalablejob.model.config import parse_config
-from scalablejob.store.sink import index_of
+from scalablejob.store.sink import as_text, index_of
 
 SERVICE = "session"
 ITEMS = 10
@@ -48,11 +50,19 @@ async def _present(queue: Queue, indexes: list[int]) -> list[int]:
     return [index for index in indexes if await queue.get(index) is not None]
 
 
-def _session(
+async def _held(queue: Queue, registry: WatcherRegistry, key: WatcherKey) -> WatcherKey:
+    """`key` held by this process, as the watch endpoint holds it before its session runs (released first, as the
+    endpoint releases it when a connection of the same watcher ended)."""
+    await registry.release(key)
+    assert await registry.acquire(key, queue.front_end.name, cap=64) is Claim.HELD
+    return key
+
+
+async def _session(
     queue: Queue, registry: WatcherRegistry, send: Callable[[bytes], Awaitable[None]], **params: object
 ) -> WatchSession:
     watch = WatchParams(**{"window": 5, "auto_commit": True, **params})  # type: ignore[arg-type]
-    return WatchSession(queue, watch, (queue.stream, "eas", "client-1"), registry, send)
+    return WatchSession(queue, watch, await _held(queue, registry, (queue.stream, "eas", "client-1")), registry, send)
 
 
 def test_a_session_cancelled_right_after_its_last_frame_still_commits_everything_it_sent(redis_url):
@@ -68,7 +78,7 @@ def test_a_session_cancelled_right_after_its_last_frame_still_commits_everything
                 assert runner is not None
                 runner.cancel()  # the close arrives while the session still has the batch's commit to make
 
-        session = _session(queue, registry, send)
+        session = await _session(queue, registry, send)
         runner = asyncio.ensure_future(session.run())
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(runner, 10)
@@ -92,7 +102,7 @@ def test_a_send_that_fails_mid_batch_commits_what_was_sent_and_leaves_the_rest_t
                 raise ConnectionResetError("client gone")
             sent.append(decode_frame(frame).index)
 
-        session = _session(queue, registry, send)
+        session = await _session(queue, registry, send)
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(session.run(), 10)
         await session.settle(5.0)
@@ -107,7 +117,7 @@ def test_a_send_that_fails_mid_batch_commits_what_was_sent_and_leaves_the_rest_t
 
         with pytest.raises(ConnectionResetError):
             # the same consumer reconnecting gets them again
-            await asyncio.wait_for(_session(queue, registry, receive).run(), 10)
+            await asyncio.wait_for((await _session(queue, registry, receive)).run(), 10)
         assert later == indexes[2:]
 
     asyncio.run(_with_sink(redis_url, scenario))
@@ -131,8 +141,8 @@ def test_a_filtered_session_sends_only_matches_within_its_window_and_passes_over
 
         group = group_name("eas", {"type": "result"})
         session = WatchSession(
-            queue, WatchParams(window=2, filters={"type": "result"}), (queue.stream, group, "client-1"),
-            registry, send,
+            queue, WatchParams(window=2, filters={"type": "result"}),
+            await _held(queue, registry, (queue.stream, group, "client-1")), registry, send,
         )  # fmt: skip
         runner = asyncio.ensure_future(session.run())
         await asyncio.wait_for(two_sent.wait(), 10)
@@ -170,3 +180,38 @@ def test_two_watchers_adopting_the_same_orphan_at_once_send_its_item_once(redis_
 
 async def _ignore(_frame: bytes) -> None:
     return None
+
+
+def test_items_read_for_a_watcher_taken_over_meanwhile_are_not_sent_but_handed_back_to_the_group(redis_url):
+    # given a front-end process (its registry) holding watcher client-1, whose session has read 3 items
+    async def scenario(queue: Queue, other: WatcherRegistry) -> None:
+        stalled = WatcherRegistry(queue.redis, SERVICE, lease_s=0.3)
+        await stalled.heartbeat()  # its lease, never renewed again: the process stalls from now on
+        key = await _held(queue, stalled, (queue.stream, "eas", "client-1"))
+        sent: list[int] = []
+
+        async def send(frame: bytes) -> None:
+            sent.append(decode_frame(frame).index)
+
+        session = WatchSession(queue, WatchParams(window=5), key, stalled, send)
+        indexes = await _put(queue, 3)
+        await session._ensure_group()  # noqa: SLF001 - the test drives the steps itself
+        entries = await session._read_new(5)  # noqa: SLF001
+        assert [entry.index for entry in entries] == indexes
+        # when its lease lapses and another process takes the watcher over
+        deadline = time.monotonic() + 5
+        while await other.acquire(key, queue.front_end.name, cap=64, grace_s=0) is not Claim.HELD:
+            assert time.monotonic() < deadline, "the stalled process's lease never lapsed"
+            await asyncio.sleep(0.05)
+        # then the stalled session sends none of them, and ends
+        with pytest.raises(WatcherLost):
+            await session._deliver(entries)  # noqa: SLF001
+        assert sent == []
+        # and they are pending for a consumer connected nowhere, which the group's watchers adopt, not for client-1
+        pending = await queue.redis.xpending_range(queue.stream, "eas", "-", "+", 10)
+        owners = {as_text(item["consumer"]) for item in pending}
+        assert sorted(index_of(item["message_id"]) for item in pending) == indexes
+        assert len(owners) == 1 and "client-1" not in owners
+        assert await other.live([(queue.stream, "eas", owners.pop())]) == [False]
+
+    asyncio.run(_with_sink(redis_url, scenario))
