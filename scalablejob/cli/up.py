@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 
 import click
+from click.core import ParameterSource
 
 from scalablejob.cli.options import appendfsync_option, broker_option, data_dir_option, reports_errors
 from scalablejob.local.flower import NO_AUTH_ENV as FLOWER_NO_AUTH_ENV
 from scalablejob.local.redis_server import free_port
 from scalablejob.model.config import DEFAULT_FRONTEND_PORT, load_config
+from scalablejob.store.broker import BROKER_ENV
 from scalablejob.store.broker import data_dir as data_folder
 
 DEFAULT_FLOWER_PORT = 5555
@@ -49,9 +51,21 @@ def up(
     """
     from scalablejob.local.up import StackOptions, run_up
 
+    if (warning := environment_broker_warning(click.get_current_context(), data_dir)) is not None:
+        click.echo(warning, err=True)
     options = StackOptions(
         config_path=config, broker=broker, app_spec=app_spec, data_dir=data_folder(data_dir),
         frontend_port=port, flower_port=flower_port, metrics_port=metrics_port or free_port(),
         appendfsync=appendfsync, flower_auth=not flower_no_auth,
     )  # fmt: skip
     sys.exit(run_up(load_config(config), options))
+
+
+def environment_broker_warning(context: click.Context, data_dir: str | None) -> str | None:
+    """A warning when --data-dir is on the command line but the broker comes from the environment (a .env that a
+    Procfile runner loaded): the folder's own Redis is then not started, which the command line does not show."""
+    from_environment = context.get_parameter_source("broker") is ParameterSource.ENVIRONMENT
+    if not from_environment or context.get_parameter_source("data_dir") is not ParameterSource.COMMANDLINE:
+        return None
+    return (f"Warning: using the broker that {BROKER_ENV} names, not a Redis of its own in {data_dir}: unset "
+            f"{BROKER_ENV} (or start honcho with -e /dev/null) for one")  # fmt: skip

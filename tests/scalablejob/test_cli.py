@@ -127,3 +127,31 @@ def test_find_request_takes_a_unique_start_of_an_id_and_refuses_a_short_or_share
         service = "a" if prefix == "fedcba98" else None
         with pytest.raises(RequestError, match=message):
             find_request(client, prefix, service)
+
+
+def test_up_with_a_data_dir_says_when_the_broker_comes_from_the_environment_instead(tmp_path):
+    # given a broker named only in the environment (a .env a Procfile runner loaded), and --data-dir on the line
+    config = tmp_path / "service.json"
+    config.write_text(json.dumps(service_config("envbroker")))
+    env = {"SCALABLEJOB_BROKER": "redis://127.0.0.1:1/0", "SCALABLEJOB_BROKER_WAIT": "0"}
+
+    # when `up` starts
+    result = CliRunner().invoke(main, ["up", str(config), "--data-dir", str(tmp_path / "data")], env=env)
+
+    # then it says, before anything else, which broker it uses and that the folder's own Redis is not started
+    assert result.exit_code == 1
+    first = result.output.splitlines()[0]
+    assert first.startswith("Warning: using the broker that SCALABLEJOB_BROKER names, not a Redis of its own in ")
+    assert str(tmp_path / "data") in first
+    assert "127.0.0.1:1" not in first  # a broker URL may hold its password
+
+
+def test_up_names_no_environment_broker_when_the_broker_is_on_the_line(tmp_path):
+    config = tmp_path / "service.json"
+    config.write_text(json.dumps(service_config("linebroker")))
+    argv = ["up", str(config), "--data-dir", str(tmp_path / "data"), "--broker", "redis://127.0.0.1:1/0"]
+
+    result = CliRunner().invoke(main, argv, env={"SCALABLEJOB_BROKER_WAIT": "0"})
+
+    assert result.exit_code == 1
+    assert "Warning" not in result.output
