@@ -316,12 +316,12 @@ def report(
                       for metric in ("cpu_us", "cmd_us", "calls", "scripts", "worker_cpu_us", "reads")}
                for kind, drains in figures.items()}  # fmt: skip
     base = medians.get("celery")
-    print(f"{'per task':<10} {'Redis CPU us':>12} {'cmdstats us':>12} {'commands':>9} {'scripts':>8}"
+    print(f"{'per task':<14} {'Redis CPU us':>12} {'cmdstats us':>12} {'commands':>9} {'scripts':>8}"
           f" {'CPU ratio':>10} {'cmd ratio':>10} {'calls ratio':>11} {'worker CPU us':>14}"
           f" {'round trips':>12}")  # fmt: skip
     for kind, row in medians.items():
         ratios = [row[m] / base[m] if base and base[m] else float("nan") for m in ("cpu_us", "cmd_us", "calls")]
-        print(f"{kind:<10} {row['cpu_us']:>12.1f} {row['cmd_us']:>12.1f} {row['calls']:>9.1f} {row['scripts']:>8.2f}"
+        print(f"{kind:<14} {row['cpu_us']:>12.1f} {row['cmd_us']:>12.1f} {row['calls']:>9.1f} {row['scripts']:>8.2f}"
               f" {ratios[0]:>10.2f} {ratios[1]:>10.2f} {ratios[2]:>11.2f} {row['worker_cpu_us']:>14.1f}"
               f" {row['reads']:>12.2f}")  # fmt: skip
         result["kinds"][kind] = {**row, "ratio_cpu": ratios[0], "ratio_cmd": ratios[1], "ratio_calls": ratios[2],
