@@ -1,18 +1,22 @@
 """The watcher rules across real front-end processes on one Redis (two `scalablejob frontend` processes on two
 ports, as two hosts behind a balancer would be): one watcher per queue, group and uid over all of them; the
 per-token cap counted over all of them; a process killed with kill -9 releases its watchers within its lease, and
-the survivor adopts what they held uncommitted, never before."""
+the survivor adopts what they held uncommitted, never before (also between the processes of one `--workers 2`); a
+commit made through one process frees a place in the window of a watcher on another."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -20,7 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import service_config, wait_until
 from scalablejob.frontend.protocol import decode_frame
-from scalablejob.frontend.watch import ADOPT_INTERVAL_S, ADOPT_MIN_IDLE_MS
+from scalablejob.frontend.watch import ADOPT_INTERVAL_S, ADOPT_MIN_IDLE_MS, COMMIT_POLL_S
 from scalablejob.frontend.watcher_ids import LEASE_S, heartbeat_interval_s, watcher_id
 from scalablejob.model import keys
 
@@ -30,6 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 SERVICE = "spread"
 SINK = f"{SERVICE}/sink"
 TOKEN = "spread-token"
+MAX_PROBES = 30  # new connections to a `--workers 2` port before concluding that one process never accepts any
 
 
 def _config(**http: object) -> dict:
@@ -232,3 +237,100 @@ def test_a_stalled_process_whose_watcher_nobody_took_keeps_serving_it(start_fron
         assert watcher.close_code is None
         assert "its connection here is closed" not in first.log()
         assert not _connects(second_url, "holder")
+
+
+def test_a_commit_through_another_process_frees_the_window_of_a_watcher_on_the_first(start_frontend):
+    # given a watcher on the first process (window 1, no auto commit) that got the first of 2 items
+    _, first_url, _, second_url = _two(start_frontend)
+    _put(second_url, 2)
+    with _watch(first_url, "reader", _window_="1") as watcher:
+        got = decode_frame(watcher.recv(timeout=10))
+        assert got.data == b"item-0"
+        # and gets nothing more while that one is uncommitted (its window is full)
+        assert _frames(watcher, 1, 2 * COMMIT_POLL_S + 1) == []
+        # when the item is committed through the second process
+        answer = httpx.put(f"{second_url}/api/predict/{SINK}", params={"_indexes_": str(got.index)},
+                           headers={"Authorization": TOKEN})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        # then the watcher on the first gets the second item
+        assert _frames(watcher, 1, 10) == ["item-1"]
+
+
+def _sink_watcher(uid: str) -> str:
+    return watcher_id((keys.frontend_sink_stream(SERVICE, SERVICE), "eas", uid))
+
+
+def _live_processes(client: redis.Redis) -> dict[str, int]:
+    """Instance id -> pid of each front-end process whose lease lives."""
+    live = {}
+    for member in client.smembers(keys.frontend_instances(SERVICE)):
+        lease = client.get(keys.frontend_lease(SERVICE, member.decode()))
+        if lease is not None:
+            live[member.decode()] = json.loads(lease)["pid"]
+    return live
+
+
+def _two_live(client: redis.Redis, but: str = "") -> dict[str, int] | None:
+    live = _live_processes(client)
+    return live if len(live) == 2 and but not in live else None
+
+
+def _children(pid: int) -> set[int]:
+    return {child.pid for child in psutil.Process(pid).children() if child.status() != psutil.STATUS_ZOMBIE}
+
+
+def _watcher_on_another_process(
+    url: str, client: redis.Redis, instance: str, stack: contextlib.ExitStack
+) -> ClientConnection:
+    """A watcher of a new uid (window 3) held by a process other than `instance`: new connections are opened, each
+    accepted by whichever process the kernel wakes, and those `instance` got closed, until another one gets one."""
+    for probe in range(MAX_PROBES):
+        watcher = stack.enter_context(_watch(url, f"probe-{probe}", _window_="3"))
+        holder = client.hget(keys.frontend_watchers(SERVICE), _sink_watcher(f"probe-{probe}"))
+        if holder is not None and holder.decode() != instance:
+            return watcher
+        watcher.close()  # (closing a closed connection again, at the stack's end, does nothing)
+    pytest.fail(f"{MAX_PROBES + 1} watchers all went to process {instance}: the other process never served one")
+
+
+def test_both_workers_serve_watchers_and_a_killed_ones_are_adopted_by_its_sibling_only_once_its_lease_is_over(
+    start_frontend, redis_url
+):
+    # given `scalablejob frontend --workers 2`: two processes on one port, each with a lease of its own
+    frontend = start_frontend(_config(max_watchers_per_token=64), "--workers", "2",
+                              env={"SCALABLEJOB_FRONTEND_TOKEN": TOKEN})  # fmt: skip
+    url, _ = frontend.started()
+    client = redis.Redis.from_url(redis_url)
+    with contextlib.closing(client), contextlib.ExitStack() as stack:
+        live = wait_until(lambda: _two_live(client), 10, "the two processes never both took a lease")
+        assert set(live.values()) == _children(frontend.process.pid)
+        # and a watcher "holder" (window 3, no auto commit) holding 3 items, on whichever process accepted it
+        held = stack.enter_context(_watch(url, "holder", _window_="3"))
+        _put(url, 3)
+        assert _frames(held, 3, 10) == ["item-0", "item-1", "item-2"]
+        victim = client.hget(keys.frontend_watchers(SERVICE), _sink_watcher("holder")).decode()
+        # and a watcher of the same group on the other process
+        sibling = _watcher_on_another_process(url, client, victim, stack)
+        # when the process that holds "holder" is killed with kill -9
+        victim_pid = live[victim]
+        checked_at = time.monotonic()
+        lease_left = client.pttl(keys.frontend_lease(SERVICE, victim)) / 1000  # it ends no sooner than this from now
+        os.kill(victim_pid, signal.SIGKILL)
+        # then the sibling gets exactly the 3 items it held, not before its lease was over (renewed each
+        # heartbeat_interval_s, it had at least LEASE_S less one interval left, less what a late heartbeat lost)
+        adopted = _frames(sibling, 3, LEASE_S + ADOPT_INTERVAL_S + 5)
+        waited = time.monotonic() - checked_at
+        assert sorted(adopted) == ["item-0", "item-1", "item-2"]
+        assert lease_left > 0 and waited >= lease_left, (
+            f"adopted {waited:.2f} s after the kill, its lease ending at {lease_left} s"
+        )
+        held.close_socket()  # its process is gone: no close handshake to wait for
+        # and the supervisor replaced the killed process
+        replacement = re.compile(rf"process {victim_pid} was killed by SIGKILL: replaced by process (\d+)")
+        replaced = wait_until(lambda: replacement.search(frontend.log()), 10, "the killed process was not replaced")
+        # and "holder" connects again on the same port
+        assert _connects(url, "holder")
+        # and two processes live again, the sibling and the new one, and the dead one is swept
+        live_again = wait_until(lambda: _two_live(client, but=victim), 10, "two processes never lived again")
+        assert set(live_again.values()) == set(live.values()) - {victim_pid} | {int(replaced.group(1))}
+        wait_until(lambda: client.scard(keys.frontend_instances(SERVICE)) == 2, 10, "the dead process was never swept")
