@@ -4,12 +4,13 @@ With several puts in flight in one front-end process (several connections), each
 a read and a wake-up of its own (issue 26). Here the first call yields GATHER_TURNS turns of the loop, with no timer
 (a lone call waits for no company, only for the loop to go round), and the calls made meanwhile by the other tasks
 join it; it then sends them all in one pipeline. Each caller gets its own reply or its own error. A caller's
-deadline stays its own: one that gives up leaves the others waiting for theirs. A call whose caller gave up before
-the batch was sent is left out of it, so a put answered 503 was not written (a client retrying it makes no
-duplicate); the same holds for a call sent again after NOSCRIPT. The first caller's giving up while it gathers
-fails the others' calls at once, none of them sent (their deadlines, begun within the same turns, are as good as
-passed). A caller whose deadline passes once its call was sent still gives up, though its call may have run: a put
-answered 503 then may exist, which only a round trip to ask could tell.
+deadline stays its own: one that gives up leaves the others waiting for theirs. A call whose caller gave up by
+the time the batch is made up (after the gathering turns) is left out of it, so a put answered 503 then was not
+written (a client retrying it makes no duplicate); the same holds for a call sent again after NOSCRIPT. The first
+caller's giving up while it gathers fails the others' calls at once, none of them sent (their deadlines, begun
+within the same turns, are as good as passed). A caller whose deadline passes once the batch is made up still gives
+up, though its call may be written and run: a put answered 503 then may exist, which only a round trip to ask could
+tell.
 """
 
 from __future__ import annotations

@@ -96,8 +96,11 @@ class WatchSession:
             if room <= 0:
                 await self.registry.wait_removed(self.stream, COMMIT_POLL_S)
                 continue
-            entries = await self._adopt(room) or await self._read_new(room)
-            await self._deliver(entries)
+            adopted = await self._adopt(room)
+            if adopted:
+                await self._deliver(adopted)
+            else:
+                await self._deliver(await self._read_new(room), read_new=True)
 
     async def _check_held(self) -> None:
         if not await self.registry.holds(self.key):
@@ -106,13 +109,24 @@ class WatchSession:
     def _lost(self) -> WatcherLost:
         return WatcherLost(f"watcher {self.key} was taken over by another front end while this one's lease lapsed")
 
-    async def _give_back(self, entries: list[SinkEntry]) -> None:
-        """Items read for a watcher this process lost, not sent: pending for a consumer connected nowhere, so the
-        group's watchers adopt them (left with the consumer, whose new connection does not look for them, they
-        would hold places in its window and never be sent)."""
-        if entries:
-            orphan = f"returned-{uuid.uuid4().hex}"
-            await self.redis.xclaim(self.stream, self.group, orphan, 0, [stream_id(entry.index) for entry in entries])
+    async def _give_back(self, entries: list[SinkEntry], read_new: bool) -> None:
+        """New items (`read_new`) read for a watcher this process lost, not sent: those that no other connection of
+        the consumer has been sent since (still delivered once) go to a consumer connected nowhere, so the group's
+        watchers adopt them. Left with the consumer, whose connection elsewhere looked for its pending items before
+        they were read here, they would hold places in its window and never be sent. Items read again by that
+        connection (it started after they were read) stay: it has sent them. Items this process had adopted or
+        was sending again stay too (their delivery counts say nothing of who read them last)."""
+        if not read_new or not entries:
+            return
+        ids = {stream_id(entry.index) for entry in entries}
+        first, last = (stream_id(f(entry.index for entry in entries)) for f in (min, max))
+        pending: Any = await self.redis.xpending_range(  # the consumer's others in that range are in its window
+            self.stream, self.group, first, last, len(ids) + self.params.window, consumername=self.consumer
+        )
+        unsent = [item["message_id"] for item in pending
+                  if as_text(item["message_id"]) in ids and item["times_delivered"] == 1]  # fmt: skip
+        if unsent:
+            await self.redis.xclaim(self.stream, self.group, f"returned-{uuid.uuid4().hex}", 0, unsent)
 
     async def _ensure_group(self) -> None:
         start = stream_id(self.params.index - 1) if self.params.index > 1 else "0"
@@ -187,11 +201,16 @@ class WatchSession:
         )
         return await self._existing([(self.stream, claimed)])
 
-    async def _deliver(self, entries: list[SinkEntry]) -> None:
-        """Send `entries` (and commit them, with auto commit) in a task the session's end does not cancel."""
-        if self._stopped or not entries:
-            return  # read for a client that is gone: they stay pending for this consumer, and are not lost
-        delivery = asyncio.ensure_future(self._send_and_commit(entries))
+    async def _deliver(self, entries: list[SinkEntry], read_new: bool = False) -> None:
+        """Send `entries` (and commit them, with auto commit) in a task the session's end does not cancel;
+        `read_new`: they were read as new items (not adopted, not sent before)."""
+        if not entries:
+            return
+        if self._stopped:  # read for a client that is gone: they stay pending for this consumer, and are not lost,
+            if not await self.registry.holds(self.key):  # unless its connection is elsewhere now
+                await self._give_back(entries, read_new)
+            return
+        delivery = asyncio.ensure_future(self._send_and_commit(entries, read_new))
         self._deliveries.add(delivery)
         delivery.add_done_callback(self._delivered)
         await asyncio.shield(delivery)
@@ -201,14 +220,14 @@ class WatchSession:
         if not delivery.cancelled():
             delivery.exception()  # retrieved: a failed send after the session ended is the client going away
 
-    async def _send_and_commit(self, entries: list[SinkEntry]) -> None:
+    async def _send_and_commit(self, entries: list[SinkEntry], read_new: bool) -> None:
         """Send each entry; with auto commit, commit exactly those handed to the connection, even if a later
         send fails because the client went away."""
         sent: list[SinkEntry] = []
         try:
             for at, entry in enumerate(entries):
                 if not await self.registry.holds(self.key):
-                    await self._give_back(entries[at:])
+                    await self._give_back(entries[at:], read_new)
                     raise self._lost()
                 data = b"" if self.params.index_only else entry.data
                 await self._send(encode_frame(DataFrame(index=entry.index, data=data, tags=entry.tags)))

@@ -26,5 +26,11 @@ def watcher_id(key: WatcherKey) -> str:
     return json.dumps(list(key), separators=(",", ":"))
 
 
+def count_field(instance: str, front_end: str) -> str:
+    """The field of the per-process counts hash that holds how many watchers of `front_end` process `instance`
+    holds (the scripts spell it as instance, newline, front end)."""
+    return f"{instance}\n{front_end}"
+
+
 def heartbeat_interval_s(lease_s: float = LEASE_S) -> float:
     return lease_s / HEARTBEATS_PER_LEASE

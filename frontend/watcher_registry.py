@@ -26,12 +26,14 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions
 from redis import asyncio as aioredis
 
+from scalablejob.frontend import watcher_ids
 from scalablejob.frontend.watcher_ids import LEASE_S, Claim, WatcherKey, heartbeat_interval_s, watcher_id
 from scalablejob.model import keys
 from scalablejob.store.lua import lua_script
@@ -58,6 +60,7 @@ class WatcherRegistry:
         self._held: dict[WatcherKey, str] = {}  # watcher -> its front end, as registered by this process
         self._lease_until = float("-inf")  # by this process's clock, its lease surely lives until then
         self._renewing = asyncio.Lock()  # one heartbeat at a time: the beat's own, or one a watcher asks for
+        self._register_pending = False  # a registration again that failed halfway (Redis): the next beat retries it
         self._unreleased: dict[WatcherKey, str] = {}  # released while Redis failed: retried at each heartbeat
         self._removals: dict[str, asyncio.Event] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -103,33 +106,51 @@ class WatcherRegistry:
         if not int(kept) and self._held:
             logger.warning("this front end's watcher lease had lapsed (its event loop or Redis stalled for %g s): "
                            "registering its %d watchers again", self.lease_s, len(self._held))  # fmt: skip
+            self._register_pending = True
+        if self._register_pending:
             await self._register_again()
+            self._register_pending = False
         self._lease_until = sent + self.lease_s
 
     async def holds(self, key: WatcherKey) -> bool:
         """Whether this process still holds watcher `key`, so may send to it. Known here while the lease surely
         lives (renewed less than a lease ago, by this process's clock); past that, its loop or Redis stalled and
         another process may have taken the watcher over, so a heartbeat settles it first."""
-        if key in self._held and time.monotonic() >= self._lease_until:
-            async with self._renewing:
-                if time.monotonic() >= self._lease_until:  # not renewed by another while this one waited
-                    await self._renew_lease()
-        return key in self._held and time.monotonic() < self._lease_until
+        if key not in self._held:
+            return False
+        if time.monotonic() < self._lease_until:
+            return True
+        async with self._renewing:
+            if time.monotonic() >= self._lease_until:  # not renewed by another while this one waited
+                await self._renew_lease()
+        return key in self._held  # as the renewal just left it, however long it took
 
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(heartbeat_interval_s(self.lease_s))
             try:
                 await self.heartbeat()
-            except redis.exceptions.RedisError as exc:
+            except Exception as exc:  # the beat must go on: a watcher's lease rests on it
                 logger.warning("could not renew this front end's watcher lease: %s (retrying)", exc)
 
     async def _register_again(self) -> None:
+        """Hold again what this process held before its lease lapsed (it may have been swept meanwhile). A watcher
+        another process took is no longer held here; one whose connection ended meanwhile is not held again. Each
+        front end's count of this process's watchers is then set to what it holds: the sweep removed it, and the
+        release and claim of each watcher would leave it at one."""
         for key, front_end in list(self._held.items()):
             await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
-            if Claim(int(await self._claim(key, front_end, _UNCAPPED))) is not Claim.HELD:
+            if key not in self._held:  # released meanwhile: its connection ended
+                continue
+            claim = Claim(int(await self._claim(key, front_end, _UNCAPPED)))
+            if key not in self._held:  # released while the claim was under way: let it go again
+                if claim is Claim.HELD:
+                    await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
+            elif claim is not Claim.HELD:
                 del self._held[key]  # its connection here ends (watch.WatcherLost) and sends it nothing more
                 logger.warning("watcher %s was taken over by another front end while this one's lease lapsed", key)
+        for front_end, count in Counter(self._held.values()).items():
+            await self.redis.hset(self._claim_keys[1], watcher_ids.count_field(self.instance, front_end), count)
 
     async def acquire(self, key: WatcherKey, front_end: str, cap: int, grace_s: float = RECONNECT_GRACE_S) -> Claim:
         """Hold `key` for one connection of front end `front_end` (its token's watchers capped at `cap` over all

@@ -17,8 +17,9 @@ from scalablejob.frontend.params import WatchParams
 from scalablejob.frontend.protocol import decode_frame
 from scalablejob.frontend.queues import Queue
 from scalablejob.frontend.watch import WatcherLost, WatchSession, group_name
-from scalablejob.frontend.watcher_ids import Claim, WatcherKey
+from scalablejob.frontend.watcher_ids import Claim, WatcherKey, count_field
 from scalablejob.frontend.watcher_registry import WatcherRegistry
+from scalablejob.model import keys
 from scalablejob.model.config import parse_config
 from scalablejob.store.sink import as_text, index_of
 
@@ -182,8 +183,11 @@ async def _ignore(_frame: bytes) -> None:
     return None
 
 
-def test_items_read_for_a_watcher_taken_over_meanwhile_are_not_sent_but_handed_back_to_the_group(redis_url):
-    # given a front-end process (its registry) holding watcher client-1, whose session has read 3 items
+@pytest.mark.parametrize("sent_again_elsewhere", [False, True])
+def test_items_read_for_a_watcher_taken_over_meanwhile_are_not_sent_and_go_where_they_will_be_sent(
+    redis_url, sent_again_elsewhere
+):
+    # given a front-end process (its registry) holding watcher client-1, whose session has read 3 new items
     async def scenario(queue: Queue, other: WatcherRegistry) -> None:
         stalled = WatcherRegistry(queue.redis, SERVICE, lease_s=0.3)
         await stalled.heartbeat()  # its lease, never renewed again: the process stalls from now on
@@ -203,15 +207,45 @@ def test_items_read_for_a_watcher_taken_over_meanwhile_are_not_sent_but_handed_b
         while await other.acquire(key, queue.front_end.name, cap=64, grace_s=0) is not Claim.HELD:
             assert time.monotonic() < deadline, "the stalled process's lease never lapsed"
             await asyncio.sleep(0.05)
+        if sent_again_elsewhere:  # (its new connection started after the read: it sends the pending items again)
+            await queue.redis.xreadgroup("eas", "client-1", {queue.stream: "0"})
         # then the stalled session sends none of them, and ends
         with pytest.raises(WatcherLost):
-            await session._deliver(entries)  # noqa: SLF001
+            await session._deliver(entries, read_new=True)  # noqa: SLF001
         assert sent == []
-        # and they are pending for a consumer connected nowhere, which the group's watchers adopt, not for client-1
+        # and they are pending for the new connection if it sent them, else for a consumer connected nowhere,
+        # which the group's watchers adopt
         pending = await queue.redis.xpending_range(queue.stream, "eas", "-", "+", 10)
         owners = {as_text(item["consumer"]) for item in pending}
         assert sorted(index_of(item["message_id"]) for item in pending) == indexes
-        assert len(owners) == 1 and "client-1" not in owners
-        assert await other.live([(queue.stream, "eas", owners.pop())]) == [False]
+        assert len(owners) == 1
+        owner = owners.pop()
+        assert (owner == "client-1") is sent_again_elsewhere
+        assert await other.live([(queue.stream, "eas", owner)]) == [sent_again_elsewhere]
+
+    asyncio.run(_with_sink(redis_url, scenario))
+
+
+def test_a_process_swept_while_it_stalled_counts_every_watcher_it_holds_again_against_the_token_cap(redis_url):
+    # given a front-end process holding 3 watchers of one front end (token)
+    async def scenario(queue: Queue, other: WatcherRegistry) -> None:
+        stalled = WatcherRegistry(queue.redis, SERVICE, lease_s=0.3)
+        await stalled.heartbeat()  # its lease, never renewed until the end: the process stalls
+        front_end = queue.front_end.name
+        for uid in ("a", "b", "c"):
+            await _held(queue, stalled, (queue.stream, "eas", uid))
+        counts, field = keys.frontend_watching(SERVICE), count_field(stalled.instance, front_end)
+        assert int(await queue.redis.hget(counts, field)) == 3
+        # when its lease lapses and another process's heartbeat sweeps its records
+        deadline = time.monotonic() + 5
+        while await queue.redis.sismember(keys.frontend_instances(SERVICE), stalled.instance):
+            assert time.monotonic() < deadline, "the stalled process was never swept"
+            await asyncio.sleep(0.05)
+            await other.heartbeat()
+        # and it resumes, and registers its watchers again
+        await stalled.heartbeat()
+        # then all 3 count against the cap again, not 1
+        assert int(await queue.redis.hget(counts, field)) == 3
+        assert await other.live([(queue.stream, "eas", uid) for uid in ("a", "b", "c")]) == [True, True, True]
 
     asyncio.run(_with_sink(redis_url, scenario))
