@@ -123,10 +123,11 @@ class WatchSession:
         pending: Any = await self.redis.xpending_range(  # the consumer's others in that range are in its window
             self.stream, self.group, first, last, len(ids) + self.params.window, consumername=self.consumer
         )
-        unsent = [item["message_id"] for item in pending
-                  if as_text(item["message_id"]) in ids and item["times_delivered"] == 1]  # fmt: skip
-        if unsent:
-            await self.redis.xclaim(self.stream, self.group, f"returned-{uuid.uuid4().hex}", 0, unsent)
+        unsent = [item for item in pending if as_text(item["message_id"]) in ids and item["times_delivered"] == 1]
+        if unsent:  # an item sent again between the two calls has been idle less long since: the claim skips it
+            idle_ms = min(int(item["time_since_delivered"]) for item in unsent)
+            orphan, unsent_ids = f"returned-{uuid.uuid4().hex}", [item["message_id"] for item in unsent]
+            await self.redis.xclaim(self.stream, self.group, orphan, idle_ms, unsent_ids)
 
     async def _ensure_group(self) -> None:
         start = stream_id(self.params.index - 1) if self.params.index > 1 else "0"

@@ -26,14 +26,12 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions
 from redis import asyncio as aioredis
 
-from scalablejob.frontend import watcher_ids
 from scalablejob.frontend.watcher_ids import LEASE_S, Claim, WatcherKey, heartbeat_interval_s, watcher_id
 from scalablejob.model import keys
 from scalablejob.store.lua import lua_script
@@ -42,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_GRACE_S = 1.0  # a client that reconnects may arrive before its old connection is seen closed
 _GRACE_POLL_S = 0.05
-_UNCAPPED = 2**31  # re-registering what this process already holds is never refused by the cap
 
 
 def _script(redis: aioredis.Redis, name: str) -> Any:
@@ -66,6 +63,7 @@ class WatcherRegistry:
         self._heartbeat: asyncio.Task[None] | None = None
         self._acquire = _script(redis, "watcher_acquire.lua")
         self._release = _script(redis, "watcher_release.lua")
+        self._reregister = _script(redis, "watcher_register_again.lua")
         self._renew = _script(redis, "watcher_heartbeat.lua")
         self._live = _script(redis, "watcher_live.lua")
         self._lease_prefix = keys.frontend_lease_prefix(service)
@@ -134,23 +132,20 @@ class WatcherRegistry:
                 logger.warning("could not renew this front end's watcher lease: %s (retrying)", exc)
 
     async def _register_again(self) -> None:
-        """Hold again what this process held before its lease lapsed (it may have been swept meanwhile). A watcher
-        another process took is no longer held here; one whose connection ended meanwhile is not held again. Each
-        front end's count of this process's watchers is then set to what it holds: the sweep removed it, and the
-        release and claim of each watcher would leave it at one."""
-        for key, front_end in list(self._held.items()):
-            await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
+        """Hold again, in one step (watcher_register_again.lua), what this process held before its lease lapsed (it
+        may have been swept meanwhile). A watcher another process took is no longer held here; one whose connection
+        ended while this ran is let go again."""
+        held = list(self._held.items())
+        pairs = [part for key, front_end in held for part in (watcher_id(key), front_end)]
+        args = [self.instance, self._lease_prefix, *pairs]
+        reply: Any = await self._reregister(keys=self._claim_keys, args=args)
+        for (key, front_end), kept in zip(held, reply, strict=True):
             if key not in self._held:  # released meanwhile: its connection ended
-                continue
-            claim = Claim(int(await self._claim(key, front_end, _UNCAPPED)))
-            if key not in self._held:  # released while the claim was under way: let it go again
-                if claim is Claim.HELD:
+                if int(kept):
                     await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
-            elif claim is not Claim.HELD:
+            elif not int(kept):
                 del self._held[key]  # its connection here ends (watch.WatcherLost) and sends it nothing more
                 logger.warning("watcher %s was taken over by another front end while this one's lease lapsed", key)
-        for front_end, count in Counter(self._held.values()).items():
-            await self.redis.hset(self._claim_keys[1], watcher_ids.count_field(self.instance, front_end), count)
 
     async def acquire(self, key: WatcherKey, front_end: str, cap: int, grace_s: float = RECONNECT_GRACE_S) -> Claim:
         """Hold `key` for one connection of front end `front_end` (its token's watchers capped at `cap` over all
