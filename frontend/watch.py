@@ -102,9 +102,17 @@ class WatchSession:
             else:
                 await self._deliver(await self._read_new(room), read_new=True)
 
-    async def _check_held(self) -> None:
-        if not await self.registry.holds(self.key):
+    async def _check_held(self, unsent: list[SinkEntry] | None = None, read_new: bool = False) -> None:
+        """Raise WatcherLost when another connection took the watcher over, first giving back `unsent`."""
+        if await self._let_go_if_lost(unsent or [], read_new):
             raise self._lost()
+
+    async def _let_go_if_lost(self, unsent: list[SinkEntry], read_new: bool) -> bool:
+        """Whether this process no longer holds the watcher; if so, `unsent` new items go back to the group."""
+        if await self.registry.holds(self.key):
+            return False
+        await self._give_back(unsent, read_new)
+        return True
 
     def _lost(self) -> WatcherLost:
         return WatcherLost(f"watcher {self.key} was taken over by another front end while this one's lease lapsed")
@@ -207,9 +215,10 @@ class WatchSession:
         `read_new`: they were read as new items (not adopted, not sent before)."""
         if not entries:
             return
-        if self._stopped:  # read for a client that is gone: they stay pending for this consumer, and are not lost,
-            if not await self.registry.holds(self.key):  # unless its connection is elsewhere now
-                await self._give_back(entries, read_new)
+        if self._stopped:  # read for a client that is gone: they stay pending for this consumer (its next connection
+            # sends them again; the group's watchers adopt them if it never comes back), unless this process holds
+            # the watcher no more (taken over elsewhere, or released after a read that outlasted the session's stop)
+            await self._let_go_if_lost(entries, read_new)
             return
         delivery = asyncio.ensure_future(self._send_and_commit(entries, read_new))
         self._deliveries.add(delivery)
@@ -227,9 +236,7 @@ class WatchSession:
         sent: list[SinkEntry] = []
         try:
             for at, entry in enumerate(entries):
-                if not await self.registry.holds(self.key):
-                    await self._give_back(entries[at:], read_new)
-                    raise self._lost()
+                await self._check_held(entries[at:], read_new)
                 data = b"" if self.params.index_only else entry.data
                 await self._send(encode_frame(DataFrame(index=entry.index, data=data, tags=entry.tags)))
                 sent.append(entry)

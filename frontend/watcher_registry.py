@@ -32,6 +32,7 @@ from typing import Any
 import redis.exceptions
 from redis import asyncio as aioredis
 
+from scalablejob.frontend import watcher_ids
 from scalablejob.frontend.watcher_ids import LEASE_S, Claim, WatcherKey, heartbeat_interval_s, watcher_id
 from scalablejob.model import keys
 from scalablejob.store.lua import lua_script
@@ -97,7 +98,7 @@ class WatcherRegistry:
         args = [self.instance, self._lease_prefix, int(self.lease_s * 1000), keys.frontend_instance_watchers_prefix(
             self.service), info]  # fmt: skip
         for key, front_end in list(self._unreleased.items()):
-            await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
+            await self._release_in_redis(key, front_end)
             del self._unreleased[key]
         sent = time.monotonic()  # the lease set now lives lease_s from a moment after this one
         kept = await self._renew(keys=[keys.frontend_instances(self.service), *self._claim_keys[:2]], args=args)
@@ -129,20 +130,22 @@ class WatcherRegistry:
             try:
                 await self.heartbeat()
             except Exception as exc:  # the beat must go on: a watcher's lease rests on it
-                logger.warning("could not renew this front end's watcher lease: %s (retrying)", exc)
+                unexpected = not isinstance(exc, redis.exceptions.RedisError)  # a bug: its traceback says where
+                logger.warning("could not renew this front end's watcher lease: %s (retrying)", exc,
+                               exc_info=unexpected)  # fmt: skip
 
     async def _register_again(self) -> None:
         """Hold again, in one step (watcher_register_again.lua), what this process held before its lease lapsed (it
         may have been swept meanwhile). A watcher another process took is no longer held here; one whose connection
         ended while this ran is let go again."""
         held = list(self._held.items())
-        pairs = [part for key, front_end in held for part in (watcher_id(key), front_end)]
+        pairs = [part for key, front_end in held for part in (watcher_id(key), self._count_field(front_end))]
         args = [self.instance, self._lease_prefix, *pairs]
         reply: Any = await self._reregister(keys=self._claim_keys, args=args)
         for (key, front_end), kept in zip(held, reply, strict=True):
             if key not in self._held:  # released meanwhile: its connection ended
                 if int(kept):
-                    await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
+                    await self._release_in_redis(key, front_end)
             elif not int(kept):
                 del self._held[key]  # its connection here ends (watch.WatcherLost) and sends it nothing more
                 logger.warning("watcher %s was taken over by another front end while this one's lease lapsed", key)
@@ -170,10 +173,16 @@ class WatcherRegistry:
         if front_end is None:
             return
         try:
-            await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, front_end])
+            await self._release_in_redis(key, front_end)
         except redis.exceptions.RedisError as exc:
             logger.warning("could not release watcher %s: %s (retried at the next heartbeat)", key, exc)
             self._unreleased[key] = front_end
+
+    async def _release_in_redis(self, key: WatcherKey, front_end: str) -> None:
+        await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, self._count_field(front_end)])
+
+    def _count_field(self, front_end: str) -> str:
+        return watcher_ids.count_field(self.instance, front_end)
 
     async def live(self, watchers: Sequence[WatcherKey]) -> list[bool]:
         """Whether each watcher is connected to a live front-end process (this one or any other)."""
