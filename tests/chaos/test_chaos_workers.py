@@ -1,4 +1,5 @@
-"""Chaos: kill -9 of busy workers in the middle of a burst (issue 10): nothing acknowledged is lost or ends twice."""
+"""Chaos: kill -9 of workers (issue 10), busy in the middle of a burst, or holding a message they have not recorded
+yet: nothing acknowledged is lost or ends twice."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import os
 import signal
 
 import pytest
-from chaos_rig import query_body
+from chaos_rig import ChaosRig, poll, query_body
+
+from scalablejob import RequestStatus
+from scalablejob.model.routing import service_queues
+from scalablejob.store.queues import priority_lists
+from scalablejob.store.state import UnackedMessage
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(180)]
 pytest_plugins = ["chaos_fixtures"]
@@ -33,3 +39,46 @@ def test_kill_9_of_two_busy_workers_mid_burst_loses_nothing(chaos):
     chaos.wait(replaced, 30, lambda: f"the killed workers were not replaced:\n{scaler.log()[-2000:]}")
     assert set(before) - set(victims) <= set(scaler.workers())
     chaos.assert_clean_end(rig)
+
+
+def test_a_worker_killed_after_taking_a_message_and_before_recording_it_loses_nothing(chaos):
+    # given one idle worker, frozen (SIGSTOP) while its connection waits in BRPOP
+    rig = chaos.rig("chaos-gap", workers=1)
+    scaler = rig.start_scaler(*chaos.UNBACKED_AFTER)
+    [name] = chaos.ready(rig, 1)
+    pid = rig.presence()[name].pid
+
+    # when a request is put: Redis pops its message into the frozen worker's socket, where no start records it as
+    # unacknowledged (the gap between taking a message and recording it), and the worker is killed -9
+    request_id = _put_while_frozen_in_brpop(rig, pid)
+    os.kill(pid, signal.SIGKILL)
+
+    # then the reconciler sends the message again, a new worker runs the request, and it ends once
+    chaos.assert_delivered(rig)
+    state = rig.client.state(request_id)
+    assert state is not None and state.worker != name, state
+    assert (state.status, state.retries, state.attempt) == (RequestStatus.DONE, 1, 2), state  # a re-send, one start
+    assert f"request {request_id} was sent again: backed by no message" in scaler.log(), scaler.log()[-2000:]
+    chaos.assert_clean_end(rig)
+
+
+def _put_while_frozen_in_brpop(rig: ChaosRig, pid: int, attempts: int = 5) -> str:
+    """Put a request while worker `pid` is stopped with its BRPOP waiting, so Redis hands the message to a process
+    that cannot record it; the request's id once its message has left the queue and nothing records it. A stop that
+    misses the BRPOP (its timeout ran out, or it was between two) is undone, and the request it put runs as usual."""
+    for _ in range(attempts):
+        os.kill(pid, signal.SIGSTOP)
+        if any(client["cmd"] == "brpop" and "b" in client["flags"] for client in rig.raw.client_list()):
+            request_id = rig.ledger.put(rig.client, query_body(0.1), "query")
+            assert request_id is not None, rig.ledger.refused
+            if poll(lambda: not _messages_queued(rig), 2.0):
+                assert not rig.raw.hlen(UnackedMessage.unacked_key), "the frozen worker recorded a message"
+                return request_id
+        os.kill(pid, signal.SIGCONT)
+        poll(lambda: not _messages_queued(rig), 10.0)
+    pytest.fail(f"the worker was never stopped while its BRPOP waited, in {attempts} tries")
+
+
+def _messages_queued(rig: ChaosRig) -> int:
+    lists = [name for queue in service_queues(rig.service) for name in priority_lists(queue)]
+    return sum(rig.raw.llen(name) for name in lists)
