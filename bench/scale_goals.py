@@ -6,7 +6,7 @@ same command), the front end's CPU per put against `JobClient.put`
 Each bench runs as its own process, one after the other (never two at once: they share the machine's cores), with
 `--runs N` and its figures written as JSON; this prints one table of them: goal, figure, anchor, ratio, target,
 met. The broker's cost is measured twice: with Redis sharing the cores with the workers, and with Redis on a core of
-its own (broker_cost.py --pin). README's capacity model comes from such a run. Takes about 6 minutes on 2 cores
+its own (broker_cost.py --pin). README's capacity model comes from such a run. Takes about 4 minutes on 2 cores
 with --runs 3.
 Run: python bench/scale_goals.py [--runs N] [--json FILE]
 """
