@@ -217,7 +217,7 @@ class WatchSession:
             return
         if self._stopped:  # read for a client that is gone: they stay pending for this consumer (its next connection
             # sends them again; the group's watchers adopt them if it never comes back), unless this process holds
-            # the watcher no more (taken over elsewhere, or released after a read that outlasted the session's stop)
+            # the watcher no more (taken over elsewhere, or released after a read that outlasted the session's end)
             await self._let_go_if_lost(entries, read_new)
             return
         delivery = asyncio.ensure_future(self._send_and_commit(entries, read_new))

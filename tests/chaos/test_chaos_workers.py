@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
+import psutil
 import pytest
 from chaos_rig import ChaosRig, poll, query_body
 
@@ -65,18 +66,39 @@ def test_a_worker_killed_after_taking_a_message_and_before_recording_it_loses_no
 def _put_while_frozen_in_brpop(rig: ChaosRig, pid: int, attempts: int = 5) -> str:
     """Put a request while worker `pid` is stopped with its BRPOP waiting, so Redis hands the message to a process
     that cannot record it; the request's id once its message has left the queue and nothing records it. A stop that
-    misses the BRPOP (its timeout ran out, or it was between two) is undone, and the request it put runs as usual."""
+    misses the BRPOP (its timeout ran out, or it was between two) is undone, and the request it put runs as usual:
+    the next try waits until the worker is idle again."""
+    worker = psutil.Process(pid)
+    warm_up = rig.ledger.put(rig.client, query_body(0.0), "query")  # the client connected, the worker's path warm
+    assert warm_up is not None, rig.ledger.refused
     for _ in range(attempts):
+        assert poll(lambda: _idle(rig), 20.0), "the worker never went idle again"
         os.kill(pid, signal.SIGSTOP)
-        if any(client["cmd"] == "brpop" and "b" in client["flags"] for client in rig.raw.client_list()):
+        assert poll(lambda: worker.status() == psutil.STATUS_STOPPED, 5.0), "the worker never stopped"
+        if _waiting_in_brpop(rig, worker):
             request_id = rig.ledger.put(rig.client, query_body(0.1), "query")
             assert request_id is not None, rig.ledger.refused
             if poll(lambda: not _messages_queued(rig), 2.0):
-                assert not rig.raw.hlen(UnackedMessage.unacked_key), "the frozen worker recorded a message"
+                assert not rig.raw.hlen(UnackedMessage.unacked_key), "the stopped worker recorded a message"
                 return request_id
         os.kill(pid, signal.SIGCONT)
-        poll(lambda: not _messages_queued(rig), 10.0)
     pytest.fail(f"the worker was never stopped while its BRPOP waited, in {attempts} tries")
+
+
+def _waiting_in_brpop(rig: ChaosRig, worker: psutil.Process) -> bool:
+    """Whether one of `worker`'s connections to Redis is blocked in BRPOP."""
+    ends = {f"{c.laddr.ip}:{c.laddr.port}" for c in worker.net_connections(kind="tcp") if c.laddr}
+    return any(
+        client["addr"] in ends and client["cmd"] == "brpop" and "b" in client["flags"]
+        for client in rig.raw.client_list()
+    )
+
+
+def _idle(rig: ChaosRig) -> bool:
+    """Every request put so far has ended, and no message is queued or unacknowledged."""
+    states = [rig.client.state(request_id) for request_id in rig.ledger.acknowledged]
+    ended = all(state is not None and state.status.finished for state in states)
+    return ended and not _messages_queued(rig) and not rig.raw.hlen(UnackedMessage.unacked_key)
 
 
 def _messages_queued(rig: ChaosRig) -> int:
