@@ -90,19 +90,20 @@ class PassCost:
     redis_ms: float
     commands: float
     wall_ms: float
+    cpu_ms: float = 0.0  # the pass's own CPU (its thread's): unlike its wall time, the same on a loaded machine
 
 
 def measure(simulation: Simulation, now: float) -> tuple[PassCost, bool]:
     """One pass alone; True when it handed a reconcile (waited for here)."""
     reconciles = simulation.counted.reconciles
     calls, usec = command_stats(simulation.client)
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.thread_time()
     simulation.scaler.tick(now)
-    wall = time.perf_counter() - began
+    wall, cpu = time.perf_counter() - began, time.thread_time() - began_cpu
     if not simulation.recovery.reconciler.wait_idle(RECONCILE_WAIT_S):
         raise RuntimeError(f"a reconcile took over {RECONCILE_WAIT_S} s")
     calls_after, usec_after = command_stats(simulation.client)
-    cost = PassCost((usec_after - usec) / 1000, calls_after - calls, wall * 1000)
+    cost = PassCost((usec_after - usec) / 1000, calls_after - calls, wall * 1000, cpu * 1000)
     return cost, simulation.counted.reconciles > reconciles
 
 
