@@ -32,8 +32,7 @@ from typing import Any
 import redis.exceptions
 from redis import asyncio as aioredis
 
-from scalablejob.frontend import watcher_ids
-from scalablejob.frontend.watcher_ids import LEASE_S, Claim, WatcherKey, heartbeat_interval_s, watcher_id
+from scalablejob.frontend.watcher_ids import LEASE_S, Claim, WatcherKey, count_field, heartbeat_interval_s, watcher_id
 from scalablejob.model import keys
 from scalablejob.store.lua import lua_script
 
@@ -182,7 +181,7 @@ class WatcherRegistry:
         await self._release(keys=self._claim_keys, args=[watcher_id(key), self.instance, self._count_field(front_end)])
 
     def _count_field(self, front_end: str) -> str:
-        return watcher_ids.count_field(self.instance, front_end)
+        return count_field(self.instance, front_end)
 
     async def live(self, watchers: Sequence[WatcherKey]) -> list[bool]:
         """Whether each watcher is connected to a live front-end process (this one or any other)."""

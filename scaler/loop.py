@@ -535,7 +535,10 @@ class Scaler:
         # the reconciler compares its `now` with kombu's delivery times (wall): it gets this host's wall time
         resent = self.parts.recovery.reconcile(found.held, self.parts.wall(), found.orphaned)
         took_s = time.monotonic() - began  # a large backlog takes longer to read: look less often, not longer
-        self._memory.next_reconcile = now + max(RECONCILE_EVERY_S, took_s / RECONCILE_SHARE)
+        next_in_s = max(RECONCILE_EVERY_S, took_s / RECONCILE_SHARE)
+        if found.due_in_s is not None:  # ... but a worker falling silent has its tasks looked at once it is silent
+            next_in_s = min(next_in_s, found.due_in_s)
+        self._memory.next_reconcile = now + next_in_s
         if resent:
             logger.warning("re-sent %d request(s), each logged with its reason: %s", len(resent), resent)
 

@@ -12,7 +12,7 @@ from chaos_rig import ChaosRig, poll, query_body
 
 from scalablejob import RequestStatus
 from scalablejob.model.routing import service_queues
-from scalablejob.store.queues import priority_lists
+from scalablejob.store.queues import queue_depth
 from scalablejob.store.state import UnackedMessage
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(180)]
@@ -102,5 +102,4 @@ def _idle(rig: ChaosRig) -> bool:
 
 
 def _messages_queued(rig: ChaosRig) -> int:
-    lists = [name for queue in service_queues(rig.service) for name in priority_lists(queue)]
-    return sum(rig.raw.llen(name) for name in lists)
+    return sum(queue_depth(rig.raw, queue) for queue in service_queues(rig.service))

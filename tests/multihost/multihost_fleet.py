@@ -263,11 +263,10 @@ class Fleet:
         return sorted(path.name.split(".")[1] for path in self.starts_dir.glob(f"{token}.*"))
 
     def logs(self, limit: int = 3000) -> str:
-        """The end of every log of the scalers and their workers, for a failure."""
-        return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-limit:]}"
-            for path in sorted(self.folder.rglob("*.log"))
-        )
+        """The end of every log of the scalers, then of their workers, for a failure (a CI report that keeps the
+        start of the output keeps the scalers' decisions)."""
+        paths = sorted(self.folder.rglob("*.log"), key=lambda path: (not path.name.startswith("scaler-"), path.name))
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-limit:]}" for path in paths)
 
 
 def settled(document: Mapping[str, Any] | None, request_ids: Sequence[str]) -> bool:

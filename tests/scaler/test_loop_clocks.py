@@ -22,6 +22,14 @@ def membership_of(scaler: Scaler) -> Membership:
     return membership
 
 
+def leader_and_lost(client: fakeredis.FakeRedis) -> tuple[Scaler, Scaler]:
+    """h1, which leads, and h2, which will be lost (capacity 4 each, max 6), both started at T0."""
+    leader, lost = host_scaler(client, "h1", 4), host_scaler(client, "h2", 4)
+    leader.start(T0)
+    lost.start(T0)
+    return leader, lost
+
+
 def worker_on(client: fakeredis.FakeRedis, host: str, beat: int, held: dict[str, str], wall: float) -> str:
     """A worker of `host` (spawned by a scaler that is gone) publishing its `beat`-th record at its host's `wall`."""
     name = f"{SERVICE}-stray@{host}"
@@ -91,9 +99,7 @@ def test_a_host_clock_stepped_back_30_s_does_not_make_its_scaler_kill_its_busy_w
 def test_the_busy_workers_of_a_host_declared_dead_are_not_orphans_and_count_against_max() -> None:
     # given h1 and h2 (capacity 4 each, max 6), h2 running two busy workers
     client = fakeredis.FakeRedis()
-    leader, lost = host_scaler(client, "h1", 4), host_scaler(client, "h2", 4)
-    leader.start(T0)
-    lost.start(T0)
+    leader, lost = leader_and_lost(client)
     enqueue(client, 12)
     leader.tick(T0 + 0.5)
     lost.tick(T0 + 0.5)
@@ -115,9 +121,7 @@ def test_the_busy_workers_of_a_host_declared_dead_are_not_orphans_and_count_agai
 
 def test_a_silent_worker_of_a_dead_host_is_an_orphan_and_the_reason_says_why() -> None:
     client = fakeredis.FakeRedis()
-    leader, lost = host_scaler(client, "h1", 4), host_scaler(client, "h2", 4)
-    leader.start(T0)
-    lost.start(T0)
+    leader, lost = leader_and_lost(client)
     leader.tick(T0 + 0.5)
     lost.tick(T0 + 0.5)
     name = worker_on(client, "h2", 1, {"task-b": "tag-b"}, wall=T0)
@@ -128,3 +132,28 @@ def test_a_silent_worker_of_a_dead_host_is_an_orphan_and_the_reason_says_why() -
     reasons = {task: why for call in recovery_of(leader).orphaned for task, why in call.items()}
     assert "task-b" in reasons
     assert name in reasons["task-b"] and "h2" in reasons["task-b"]
+
+
+def test_a_dead_hosts_worker_that_falls_silent_after_its_host_has_its_tasks_go_back_once_silent_for_the_bound() -> None:
+    # given h2, whose scaler stops writing at T0 + 0.5 while its worker writes on until T0 + 2
+    client = fakeredis.FakeRedis()
+    leader, lost = leader_and_lost(client)
+    lost.tick(T0 + 0.5)
+    last_write = T0 + 2.0
+    bound = leader.fleet.host_stale_after_s
+
+    # when the leader runs its passes, every 0.25 s, until well after both fell silent
+    orphaned_at = None
+    for step in range(2, 4 * 20):
+        now = T0 + step / 4
+        if now <= last_write:
+            worker_on(client, "h2", step, {"task-c": "tag-c"}, wall=now)
+        leader.tick(now)
+        if orphaned_at is None and any("task-c" in call for call in recovery_of(leader).orphaned):
+            orphaned_at = now
+        if now == last_write + bound - 0.25:
+            assert "h2" in membership_of(leader).dead_hosts  # the host first, its worker not yet silent for long
+
+    # then the worker's task went back at its first pass after the bound, not a reconcile period (3 s) later
+    assert orphaned_at is not None, "task-c was never orphaned"
+    assert orphaned_at == last_write + bound, f"orphaned {orphaned_at - last_write} s after its worker's last write"

@@ -90,7 +90,7 @@ class PassCost:
     redis_ms: float
     commands: float
     wall_ms: float
-    cpu_ms: float = 0.0  # the pass's own CPU (its thread's): unlike its wall time, the same on a loaded machine
+    cpu_ms: float  # the pass's own CPU (its thread's): unlike its wall time, the same on a loaded machine
 
 
 def measure(simulation: Simulation, now: float) -> tuple[PassCost, bool]:
