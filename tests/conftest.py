@@ -24,7 +24,8 @@ import redis
 
 from scalablejob import JobClient
 from scalablejob.api.celery_app import make_app
-from scalablejob.local.redis_server import RedisServer, free_port
+from scalablejob.local.ports import free_port
+from scalablejob.local.redis_server import RedisServer
 from scalablejob.local.scaler_process import is_gone
 from scalablejob.store.broker import running_embedded
 
@@ -145,15 +146,18 @@ def max_overlap(spans: list[tuple[float, float]]) -> int:
     return peak
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
-    """Poll `condition` until it returns something truthy; fail the test with `message` after `timeout` s."""
+def wait_until(
+    condition: Callable[[], Any], timeout: float, message: str | Callable[[], str], interval: float = 0.05
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test with `message` after `timeout` s (a callable
+    is called then: a message that quotes a log must quote it at the failure, not as it was before the wait)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s: {message}")
+            pytest.fail(f"timed out after {timeout} s: {message() if callable(message) else message}")
         time.sleep(interval)
 
 
@@ -186,7 +190,9 @@ class WorkerProcess:
                     pytest.fail(f"worker {self.hostname} exited {self.process.returncode}:\n{self.log()}")
                 return bool(app.control.ping(destination=[self.hostname], timeout=0.3))
 
-            wait_until(answers, timeout, f"worker {self.hostname} never answered a ping:\n{self.log()}", interval=0)
+            wait_until(
+                answers, timeout, lambda: f"worker {self.hostname} never answered a ping:\n{self.log()}", interval=0
+            )
         finally:
             app.close()
 

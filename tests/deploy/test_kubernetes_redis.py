@@ -16,7 +16,8 @@ from deploy_facts import DEPLOY
 from kube_objects import Manifests
 
 from conftest import wait_until
-from scalablejob.local.redis_server import free_port, redis_server_binary
+from scalablejob.local.ports import free_port
+from scalablejob.local.redis_server import redis_server_binary
 from scalablejob.store.probe import probe_client
 
 pytestmark = pytest.mark.integration

@@ -118,7 +118,7 @@ def test_during_a_burst_the_page_draws_the_depth_rising_and_the_workers_followin
 ):
     # given a service with its scaler (1 idle worker) and its front end, and the dashboard open in Chromium
     served = serve(burst_config())
-    wait_until(lambda: scaler.count("idle") == 1, 30, f"no idle worker:\n{scaler.log()}")
+    wait_until(lambda: scaler.count("idle") == 1, 30, lambda: f"no idle worker:\n{scaler.log()}")
     log_in(browser, served.url, served.token())
 
     # when a burst of 8 commands of 1.5 s and one that fails comes in
@@ -129,7 +129,7 @@ def test_during_a_burst_the_page_draws_the_depth_rising_and_the_workers_followin
         def finished() -> bool:
             return all(client.state(i).status.finished for i in [*ids, failing])  # type: ignore[union-attr]
 
-        wait_until(finished, 60, f"the burst never finished:\n{scaler.log()}")
+        wait_until(finished, 60, lambda: f"the burst never finished:\n{scaler.log()}")
         assert client.state(failing).status is RequestStatus.FAILED  # type: ignore[union-attr]
 
     # then the page shows 3 workers running and the failure in its table

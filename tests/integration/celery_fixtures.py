@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, WorkerProcess, launch_worker
 from scalablejob import Job
 from scalablejob.api.user_code import import_user_module
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 
 SUPPORT = REPO / "tests" / "support"
 CELERY = str(Path(sys.executable).with_name("celery"))

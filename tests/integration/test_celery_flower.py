@@ -21,7 +21,7 @@ from celery.exceptions import TaskRevokedError
 from conftest import python_command, service_config, wait_until
 from scalablejob.host.processes import wait_for_listener
 from scalablejob.local.flower import flower_env
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.local.up import flower_argv
 from scalablejob.model.routing import service_queues
 

@@ -19,7 +19,8 @@ from full_disk import SmallDisk, kill_redis_servers_in, redis_servers_in, refuse
 from conftest import CLI, REPO, UpProcess, WorkerProcess, launch_worker, python_command, service_config, wait_until
 from scalablejob import JobClient, RequestStatus
 from scalablejob.local.embedded_broker import EmbeddedBroker
-from scalablejob.local.redis_server import RedisServer, free_port
+from scalablejob.local.ports import free_port
+from scalablejob.local.redis_server import RedisServer
 from scalablejob.model.errors import BrokerRefused
 from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV
 from scalablejob.store.outage import is_outage

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, service_config, wait_until
 from scalablejob import RequestStatus
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.store.queues import queue_depth
 from scalablejob.workers.service import EXIT_MODEL_SERVER_DIED
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, wait_until
 from scalablejob.api.celery_app import make_app
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.store.broker import running_embedded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

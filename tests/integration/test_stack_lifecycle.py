@@ -24,7 +24,8 @@ import redis
 
 from conftest import CLI, READY_LINE, UpProcess, wait_until
 from scalablejob.local.embedded_broker import EmbeddedBroker
-from scalablejob.local.redis_server import RedisServer, free_port
+from scalablejob.local.ports import free_port
+from scalablejob.local.redis_server import RedisServer
 from scalablejob.local.stack_record import STACK_RECORD
 from scalablejob.store.broker import BROKER_ENV, BROKER_RECORD, DATA_DIR_ENV, running_embedded
 

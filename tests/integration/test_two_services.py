@@ -22,7 +22,7 @@ import redis
 
 from conftest import CLI, READY_LINE, REPO, TEST_HANDLERS, UpProcess, wait_until
 from scalablejob import JobClient
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.local.stack_record import STACK_RECORD
 from scalablejob.model.keys import KEY_PREFIX
 from scalablejob.store.broker import BROKER_ENV, BROKER_RECORD, BROKER_WAIT_ENV, DATA_DIR_ENV, running_embedded

@@ -23,7 +23,7 @@ import redis
 from conftest import REPO, UpProcess, copy_checkout, python_command, wait_until
 from scalablejob import JobClient, RequestStatus
 from scalablejob.local.flower import flower_login
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV, with_folder_password
 from scalablejob.store.presence import read_presence
 

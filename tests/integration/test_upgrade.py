@@ -203,10 +203,10 @@ def test_a_message_of_a_newer_version_is_put_back_not_failed(
         presence = read_presence(redis_client, SERVICE).get(worker.hostname)
         return presence is not None and presence.put_back >= times
 
-    wait_until(lambda: put_back(1), 20, f"the newer message was never put back:\n{worker.log()}")
+    wait_until(lambda: put_back(1), 20, lambda: f"the newer message was never put back:\n{worker.log()}")
     _, request_id = client.put(QUERY, {"taskType": "query"})
     assert client.result(request_id, timeout=20).data.startswith(b"echo:")
-    wait_until(lambda: put_back(2), 20, f"the newer message was not put back twice:\n{worker.log()}")
+    wait_until(lambda: put_back(2), 20, lambda: f"the newer message was not put back twice:\n{worker.log()}")
 
     # then it never ran or failed: still queued, no entry; its message is on its queue once the worker is gone
     assert worker.stop() == 0

@@ -28,7 +28,7 @@ def idle_pods(rig: KubeRig, scaler: str, count: int) -> dict[str, str]:
         workers = rig.workers(scaler)
         return workers if len(workers) == count and all(state == "idle" for state in workers.values()) else None
 
-    return wait_until(ready, READY_S, f"{count} idle pod(s) never showed up:\n{rig.logs()}")
+    return wait_until(ready, READY_S, lambda: f"{count} idle pod(s) never showed up:\n{rig.logs()}")
 
 
 def passes(rig: KubeRig, scaler: str, count: int) -> None:
@@ -41,7 +41,7 @@ def passes(rig: KubeRig, scaler: str, count: int) -> None:
             seen.append(at)
         return len(seen) > count
 
-    wait_until(counted, 20, f"the scaler {scaler} stopped making passes:\n{rig.logs()}", interval=0.01)
+    wait_until(counted, 20, lambda: f"the scaler {scaler} stopped making passes:\n{rig.logs()}", interval=0.01)
 
 
 def sleeping(seconds: float, mark: Path | None = None) -> str:
@@ -60,7 +60,9 @@ def one_pod_running_a_task(rig: KubeRig, folder: Path) -> tuple[str, JobClient, 
     client = JobClient(rig.service, rig.broker_url)
     mark = folder / "runs.txt"
     _, request_id = client.put(sleeping(2, mark), {"taskType": "command"})
-    wait_until(lambda: mark.exists() and "start" in mark.read_text(), 20, f"the task never started:\n{rig.logs()}")
+    wait_until(
+        lambda: mark.exists() and "start" in mark.read_text(), 20, lambda: f"the task never started:\n{rig.logs()}"
+    )
     return worker, client, request_id, mark
 
 
@@ -92,8 +94,8 @@ def test_a_burst_grows_to_max_pods_and_shrinking_deletes_only_idle_pods(tmp_path
             most = max(most, len(rig.standin.pods()))
             return all(client.state(request_id).status is RequestStatus.DONE for request_id in ids)
 
-        wait_until(all_done, 60, f"the burst never finished:\n{rig.logs()}")
-        wait_until(lambda: len(rig.live_pods()) == 1, 20, f"the pool never went back to 1 pod:\n{rig.logs()}")
+        wait_until(all_done, 60, lambda: f"the burst never finished:\n{rig.logs()}")
+        wait_until(lambda: len(rig.live_pods()) == 1, 20, lambda: f"the pool never went back to 1 pod:\n{rig.logs()}")
 
         # then it grew to 4 pods, never more, and each pod it deleted was idle: no task ran on it at the deletion
         assert most == 4
@@ -117,7 +119,9 @@ def test_kill_9_of_a_pods_worker_fails_the_pod_and_a_new_pod_ends_the_task_once(
         os.kill(rig.standin.pid_of(pod_of(first)), signal.SIGKILL)
 
         # then the pod is Failed (exit 137) and gone, a new pod runs the task again, and it ends once
-        wait_until(lambda: client.state(request_id).status is RequestStatus.DONE, 40, f"never done:\n{rig.logs()}")
+        wait_until(
+            lambda: client.state(request_id).status is RequestStatus.DONE, 40, lambda: f"never done:\n{rig.logs()}"
+        )
         state = client.state(request_id)
         assert pod_of(state.worker) != pod_of(first)
         assert mark.read_text().splitlines() == ["start", "start", "end"]
@@ -136,14 +140,14 @@ def test_a_restarted_scaler_adopts_the_pods_and_starts_no_extra_pod(tmp_path):
         # when it is killed with kill -9 and started again
         first.kill()
         rig.start_scaler("scaler-a")
-        wait_until(lambda: "adopted worker" in rig.scalers[1].log(), 20, f"nothing adopted:\n{rig.logs()}")
+        wait_until(lambda: "adopted worker" in rig.scalers[1].log(), 20, lambda: f"nothing adopted:\n{rig.logs()}")
 
         # then the new scaler holds the same 2 pods, and no pod was created or deleted
         def same_pods() -> bool:
             report = rig.report("scaler-a")
             return report.get("pid") == str(rig.scalers[1].process.pid) and rig.workers("scaler-a") == pods
 
-        wait_until(same_pods, 20, f"the restarted scaler does not report the same pods:\n{rig.logs()}")
+        wait_until(same_pods, 20, lambda: f"the restarted scaler does not report the same pods:\n{rig.logs()}")
         passes(rig, "scaler-a", 5)  # time for a late extra pod to show up, if one would
         assert len(rig.standin.created) == 2
         assert rig.standin.deletions == []
@@ -165,7 +169,7 @@ def test_pods_stuck_pending_count_against_max_and_status_says_why(tmp_path):
             reason = rig.report("scaler-a").get("reason", "")
             return reason if "2 pod(s) Pending" in reason else None
 
-        reason = wait_until(pending_said, 20, f"status never said the pods are Pending:\n{rig.logs()}")
+        reason = wait_until(pending_said, 20, lambda: f"status never said the pods are Pending:\n{rig.logs()}")
         assert "Insufficient nvidia.com/gpu" in reason
         assert sorted(rig.standin.phases().values()) == ["Pending", "Pending", "Running"]
         passes(rig, "scaler-a", 5)  # time for a fourth pod to show up, if one would
@@ -186,7 +190,7 @@ def test_two_scalers_make_one_decision_and_the_standby_takes_over_without_extra_
             standbys = [name for name, reason in reasons.items() if reason.startswith("standby")]
             return (leaders[0], standbys[0]) if len(leaders) == 1 and len(standbys) == 1 else None
 
-        leader, standby = wait_until(leader_and_standby, READY_S, f"no leader and standby:\n{rig.logs()}")
+        leader, standby = wait_until(leader_and_standby, READY_S, lambda: f"no leader and standby:\n{rig.logs()}")
         pods = idle_pods(rig, leader, 2)
         assert rig.workers(standby) == {}
 
@@ -194,7 +198,7 @@ def test_two_scalers_make_one_decision_and_the_standby_takes_over_without_extra_
         rig.scalers[0 if leader == "scaler-a" else 1].kill()
 
         # then the standby leads, holds the same 2 pods, and no pod was ever created beyond them
-        wait_until(lambda: rig.workers(standby) == pods, 20, f"the standby never took the pods:\n{rig.logs()}")
+        wait_until(lambda: rig.workers(standby) == pods, 20, lambda: f"the standby never took the pods:\n{rig.logs()}")
         assert "leader of the pool" in rig.report(standby)["reason"]
         assert len(rig.standin.created) == 2
         assert rig.standin.deletions == []
@@ -209,10 +213,12 @@ def test_a_busy_pod_deleted_by_someone_else_finishes_its_task_warm_and_is_replac
         rig.standin.delete("jobs", pod_of(first), None)
 
         # then the task ends on that pod, run once, the pod goes, and a new pod replaces it
-        wait_until(lambda: client.state(request_id).status is RequestStatus.DONE, 20, f"never done:\n{rig.logs()}")
+        wait_until(
+            lambda: client.state(request_id).status is RequestStatus.DONE, 20, lambda: f"never done:\n{rig.logs()}"
+        )
         assert pod_of(client.state(request_id).worker) == pod_of(first)
         assert mark.read_text().splitlines() == ["start", "end"]
         wait_until(lambda: len(rig.standin.created) == 2 and pod_of(first) not in rig.standin.pods(), 20,
-                   f"the pod was not replaced:\n{rig.logs()}")  # fmt: skip
+                   lambda: f"the pod was not replaced:\n{rig.logs()}")  # fmt: skip
         assert rig.standin.deletions[0].grace_s == 25
         client.close()

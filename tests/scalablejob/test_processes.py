@@ -15,7 +15,7 @@ import pytest
 
 from conftest import wait_until
 from scalablejob.host.processes import dying_with_parent, kill_processes_with_env, stop_group, wait_for_listener
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.local.scaler_process import is_gone
 
 LISTEN = (

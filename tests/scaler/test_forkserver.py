@@ -183,7 +183,9 @@ def warm_scaler(scaler_starter) -> Callable[..., ScalerProcess]:  # noqa: F811 -
         config = scaled_config(name, min=0, max=max, avg=1, grace_s=60, gpu=gpu, instance=0)
         args = ("--app", str(app)) if app else ()
         scaler = scaler_starter(config, *args, env={**PREWARM, "SCALABLEJOB_FAKE_GPUS": "2"})
-        wait_until(lambda: "fork server" in scaler.log(), 60, f"the fork server never reported:\n{scaler.log()}")
+        wait_until(
+            lambda: "fork server" in scaler.log(), 60, lambda: f"the fork server never reported:\n{scaler.log()}"
+        )
         return scaler
 
     return start
@@ -212,7 +214,7 @@ def test_a_forked_worker_finishes_its_task_on_a_warm_stop_and_nothing_is_left(wa
     scaler = warm_scaler("fdrain")
     client = client_for("fdrain")
     _, request_id = client.put(sleeping(2, "print('finished')"), {"taskType": "command"})
-    worker = wait_until(lambda: running_on(client, request_id), 30, f"never started:\n{scaler.log()}")
+    worker = wait_until(lambda: running_on(client, request_id), 30, lambda: f"never started:\n{scaler.log()}")
     server = parent_of(redis_client, "fdrain", worker)
     assert server.pid != scaler.process.pid and FORK_SERVER_ENV in server.environ()
     pid = read_presence(redis_client, "fdrain")[worker].pid
@@ -229,7 +231,7 @@ def test_kill_9_of_a_busy_forked_worker_runs_its_task_again_on_a_new_one(warm_sc
     scaler = warm_scaler("fcrash", max=1)
     client = client_for("fcrash")
     _, request_id = client.put(sleeping(1, "print('ok')"), {"taskType": "command"})
-    victim = wait_until(lambda: running_on(client, request_id), 30, f"never started:\n{scaler.log()}")
+    victim = wait_until(lambda: running_on(client, request_id), 30, lambda: f"never started:\n{scaler.log()}")
 
     os.kill(read_presence(redis_client, "fcrash")[victim].pid, signal.SIGKILL)
 

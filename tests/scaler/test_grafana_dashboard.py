@@ -60,7 +60,7 @@ def test_every_panel_of_the_grafana_dashboard_queries_metrics_the_live_scaler_ex
     scaler = start_scaler(scaled_config("graf", min=1, max=1), "--metrics-port", "0")
     port = wait_until(lambda: re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", scaler.log()), 30,
                       "the scaler never served its metrics")  # fmt: skip
-    wait_until(lambda: scaler.count("idle") == 1, 30, f"no idle worker:\n{scaler.log()}")
+    wait_until(lambda: scaler.count("idle") == 1, 30, lambda: f"no idle worker:\n{scaler.log()}")
 
     # when its /metrics is read
     live = exported(urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=5).read().decode())

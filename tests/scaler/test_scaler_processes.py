@@ -75,7 +75,7 @@ def wait_for_idle(scaler: ScalerProcess, count: int) -> dict[str, str]:
             pytest.fail(f"the scaler exited {scaler.process.returncode}:\n{scaler.log()}")
         return len(scaler.workers()) == count and scaler.count("idle") == count
 
-    wait_until(ready, READY_TIMEOUT_S, f"{count} idle worker(s) never showed up:\n{scaler.log()}")
+    wait_until(ready, READY_TIMEOUT_S, lambda: f"{count} idle worker(s) never showed up:\n{scaler.log()}")
     return scaler.workers()
 
 
@@ -99,12 +99,12 @@ def test_a_burst_grows_the_pool_to_ceil_n_over_avg_capped_by_max_then_back_to_mi
         most = max(most, len(scaler.workers()))
         return all(client.state(request_id).status is RequestStatus.DONE for request_id in ids)
 
-    wait_until(all_done, 60, f"the burst never finished:\n{scaler.log()}")
+    wait_until(all_done, 60, lambda: f"the burst never finished:\n{scaler.log()}")
 
     # then there were 3 workers, never more, all of which ran tasks, and the pool goes back to 1
     assert most == 3
     assert len({client.state(request_id).worker for request_id in ids}) == 3
-    wait_until(lambda: len(scaler.workers()) == 1, 15, f"the pool never went back to min:\n{scaler.log()}")
+    wait_until(lambda: len(scaler.workers()) == 1, 15, lambda: f"the pool never went back to min:\n{scaler.log()}")
     port = re.search(r"Prometheus metrics on http://127\.0\.0\.1:(\d+)/metrics", scaler.log())
     assert port is not None, scaler.log()
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=5).read().decode()
@@ -220,7 +220,7 @@ def test_celery_calls_grow_the_pool_and_a_killed_workers_call_runs_again(
     # when three Celery calls of a command task arrive: the scaler counts them, queued and running
     release = tmp_path / "release"
     calls = [tasks.train.delay(until=str(release)) for _ in range(3)]
-    wait_until(lambda: scaler.count("busy") == 3, 30, f"the pool never ran all three:\n{scaler.log()}")
+    wait_until(lambda: scaler.count("busy") == 3, 30, lambda: f"the pool never ran all three:\n{scaler.log()}")
     # and one busy worker is killed with SIGKILL
     victim = next(presence for presence in read_presence(redis_client, "calls").values() if presence.held)
     os.kill(victim.pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ from security_support import basic, flower_authorization, mode, status_of
 
 from conftest import REPO, UpProcess, wait_until
 from scalablejob.local.flower import LOGIN_FILE, NO_AUTH_ENV, flower_env, flower_login
-from scalablejob.local.redis_server import free_port
+from scalablejob.local.ports import free_port
 from scalablejob.model.errors import ScalableJobError
 from scalablejob.store.broker import BROKER_ENV, DATA_DIR_ENV
 
