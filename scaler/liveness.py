@@ -17,13 +17,10 @@ from scalablejob.store.presence import Presence
 
 @dataclass(frozen=True)
 class Holders:
-    """The tasks live workers hold, and each orphaned task with why it is orphaned; `due_in_s`: how soon a worker
-    falling silent (silent for half the bound, several missed heartbeats) would orphan the tasks it holds, so that
-    they are looked at then, not a reconcile period later (None: no such worker)."""
+    """The tasks live workers hold, and each orphaned task with why it is orphaned."""
 
     held: frozenset[str]
     orphaned: Mapping[str, str]
-    due_in_s: float | None = None
 
 
 def holders(
@@ -34,20 +31,26 @@ def holders(
     changing within `bound_s` (`silent_s(name)`: how long it has not)."""
     held: set[str] = set()
     orphaned: dict[str, str] = {}
-    due_in: list[float] = []  # for each worker falling silent, how soon it will have been silent for the bound
     for name, presence in workers.items():
         silent = silent_s(name)
         if name in own or silent < bound_s:
             held.update(presence.held)
-            if name not in own and presence.held and silent >= bound_s / 2:
-                due_in.append(bound_s - silent)
             continue
         why = f"its worker {name} on host {presence.scaler_host} fell silent for {silent:.0f} s"
         if presence.scaler_host in dead_hosts:
             why = f"its host {presence.scaler_host} was declared dead and {why}"
         orphaned.update(dict.fromkeys(presence.held, why))
-    unheld = {task: why for task, why in orphaned.items() if task not in held}
-    return Holders(frozenset(held), unheld, min(due_in, default=None))
+    return Holders(frozenset(held), {task: why for task, why in orphaned.items() if task not in held})
+
+
+def silent_holders(
+    workers: Mapping[str, Presence], own: Collection[str], silent_s: Callable[[str], float], bound_s: float
+) -> frozenset[str]:
+    """The workers that `holders` judges lost: another host's, holding tasks, silent for the bound. A pass that finds
+    one not found at the last reconcile reconciles at once (scaler.loop)."""
+    return frozenset(
+        name for name, presence in workers.items() if presence.held and name not in own and silent_s(name) >= bound_s
+    )
 
 
 def strays(

@@ -29,7 +29,7 @@ from scalablejob.scaler.backoff import Backoff
 from scalablejob.scaler.exporter import Exporter
 from scalablejob.scaler.history import HistoryWriter
 from scalablejob.scaler.hosts import HostLoad, describe, split, total_capacity, totals
-from scalablejob.scaler.liveness import holders, strays
+from scalablejob.scaler.liveness import holders, silent_holders, strays
 from scalablejob.scaler.membership import HOST_STALE_AFTER_S, Membership, SharePlan
 from scalablejob.scaler.metrics import MetricsSource, Observation
 from scalablejob.scaler.plan import WorkerView, plan
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 MIN_PASS_GAP_S = 0.02
 RECONCILE_EVERY_S = 3.0  # how often the delivery invariant is checked (scaler.reconcile)
-RECONCILE_SHARE = 0.05  # ... or less often, so that it reads every open request in at most this share of the time
 LEFTOVER_BOOKKEEPING_S = 10.0  # stopping, no worker left: how long a broker refusing their bookkeeping is waited for
 _TRANSIENT = (redis.RedisError, OperationalError)  # the broker is away: skip this pass, try again next one
 
@@ -106,6 +105,7 @@ class _Memory:
     history: History = field(default_factory=History)
     backoff: Backoff = field(default_factory=Backoff)
     next_reconcile: float = -math.inf
+    silent_holders: frozenset[str] = frozenset()  # the workers whose tasks the last reconcile was told are orphaned
     last_logged: tuple[int, int, int] | None = None
     heard_since: float | None = None  # since when the broker has answered every pass (heartbeats are judged after)
     hosts: dict[str, HostWorkers] | None = None  # each live host's desired / running / busy, as the leader saw them
@@ -180,9 +180,9 @@ class Scaler:
         self._note_states(observation)
         views = self._views(observation)
         snapshot = self._snapshot(observation, views, now)
+        if self._leads() and self._reconcile_due(observation, now):  # before deciding: the plan that hands a lost
+            self._reconcile(observation, now)  # worker's slot on is published once its tasks are back at the head
         decision = self._decide(snapshot, observation, now)
-        if self._leads() and (now >= self._memory.next_reconcile or self._declared_dead_now()):
-            self._reconcile(observation, now)  # before acting: new workers take the tasks of a lost host first
         acted = self._act(decision, views, now)
         self._report(decision, observation, acted, now)
         return decision
@@ -221,6 +221,18 @@ class Scaler:
         decision = Decision(0, 0, f"standby: {leader} leads the pool and acts on its workers", History(), snapshot)
         self._report(decision, observation, False, now)
         return decision
+
+    def _reconcile_due(self, observation: Observation, now: float) -> bool:
+        """Every few seconds; and at once when a host was just declared dead, or a worker holding tasks has just been
+        silent for the bound: its tasks go back now, not a period later, when the workers started in its place may
+        have taken other tasks."""
+        if now >= self._memory.next_reconcile or self._declared_dead_now():
+            return True
+        return not self._silent_holders(observation, now) <= self._memory.silent_holders
+
+    def _silent_holders(self, observation: Observation, now: float) -> frozenset[str]:
+        silent = functools.partial(self._silent, now=now)
+        return silent_holders(observation.workers, self.workers, silent, self.fleet.host_stale_after_s)
 
     def _declared_dead_now(self) -> bool:
         membership = self.parts.membership
@@ -527,18 +539,14 @@ class Scaler:
     def _reconcile(self, observation: Observation, now: float) -> None:
         """Re-send what is backed by nothing (scaler.reconcile); tasks of workers seen silent are held by nobody, but
         a worker seen changing holds its tasks, whatever its host's record says (scaler.liveness)."""
-        began = time.monotonic()
         membership = self.parts.membership
         dead = membership.dead_hosts if membership is not None else set()
         silent = functools.partial(self._silent, now=now)
         found = holders(observation.workers, self.workers, silent, self.fleet.host_stale_after_s, dead)
+        self._memory.silent_holders = self._silent_holders(observation, now)
         # the reconciler compares its `now` with kombu's delivery times (wall): it gets this host's wall time
         resent = self.parts.recovery.reconcile(found.held, self.parts.wall(), found.orphaned)
-        took_s = time.monotonic() - began  # a large backlog takes longer to read: look less often, not longer
-        next_in_s = max(RECONCILE_EVERY_S, took_s / RECONCILE_SHARE)
-        if found.due_in_s is not None:  # ... but a worker falling silent has its tasks looked at once it is silent
-            next_in_s = min(next_in_s, found.due_in_s)
-        self._memory.next_reconcile = now + next_in_s
+        self._memory.next_reconcile = now + RECONCILE_EVERY_S  # a check that outlasts it is followed by the newest
         if resent:
             logger.warning("re-sent %d request(s), each logged with its reason: %s", len(resent), resent)
 

@@ -24,6 +24,7 @@ from scalablejob.transport.errors import BrokerOperationalError as OperationalEr
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 5.0
+ORPHANS_WAIT_S = 1.0  # how long a pass waits for the re-send of newly orphaned tasks (a few ms, unless at depth)
 _TRANSIENT = (redis.RedisError, OperationalError)  # the broker is away: the next snapshot tries again
 
 
@@ -124,13 +125,20 @@ class BackgroundRecovery:
     def __init__(self, now: Recoverer, background: Recoverer) -> None:
         self._now = now
         self.reconciler = BackgroundReconciler(background)
+        self._orphans_handed: set[str] = set()
 
     def recover(self, worker: str, held: Mapping[str, str], reason: str) -> list[str]:
         return self._now.recover(worker, held, reason)
 
     def reconcile(self, claimed: Collection[str], now: float, orphaned: Mapping[str, str] = NO_ORPHANS) -> list[str]:
+        """Hand the snapshot over; one with new orphans is waited for (up to ORPHANS_WAIT_S): the pass goes on to
+        start workers in their lost workers' place, which must find them back at the head of their queues, not take
+        other tasks first."""
         self.reconciler.start()
         self.reconciler.submit(claimed, now, orphaned)
+        if not set(orphaned) <= self._orphans_handed:
+            self.reconciler.wait_idle(ORPHANS_WAIT_S)
+        self._orphans_handed = set(orphaned)
         return self.reconciler.drain()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:

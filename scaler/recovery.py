@@ -82,19 +82,34 @@ class Recovery:
         pass, which the bound absorbs, as a request must be unbacked on every pass that spans it."""
         with self._app.connection_for_write() as connection:
             channel = connection.default_channel
+            sent = self._put_back_orphans(channel, orphaned)
             open_ids = paging.open_ids(self._requests)  # first: a request created after this is not judged
             queued = paging.queued_ids(self._client, self._lists)
             backing = Backing(queued, set(claimed), self._unacked(channel), self._fresh_orphans(orphaned))
             verdict = reconcile(open_ids, backing, self._unbacked_since, now, self.unbacked_after_s)
             self._unbacked_since = verdict.unbacked_since
-            sent = [task_id for task_id in verdict.due if self._send_again(channel, task_id, backing, orphaned)]
-            self._orphans_sent.update(request_id for request_id in sent if request_id in backing.orphaned)
+            sent += [task_id for task_id in verdict.due if self._send_again(channel, task_id, backing, orphaned)]
+            self._orphans_sent.update(request_id for request_id in sent if request_id in orphaned)
             for request_id in stale_acks(backing, open_ids, now, self.unbacked_after_s):
                 self._drop_if_ended(channel, request_id, backing.unacked[request_id].tag)
             calls = self._calls
             for task_id in lost_calls(calls, set(claimed), now, self.unbacked_after_s):
                 if self._redeliver(channel, task_id, calls[task_id].tag, "its worker is gone"):
                     sent.append(task_id)
+        return sent
+
+    def _put_back_orphans(self, channel: Any, orphaned: Mapping[str, str]) -> list[str]:
+        """Move the unacknowledged messages of new orphans back to the head of their queues before anything else is
+        read: the pass that found them waits for this, and at depth the read of the queues takes a second. One put
+        back is no orphan for the rest of the reconcile: a new worker may have taken it already."""
+        fresh = self._fresh_orphans(orphaned)
+        unacked = self._unacked(channel) if fresh else {}
+        sent = [
+            request_id
+            for request_id in sorted(fresh & unacked.keys())
+            if self._redeliver(channel, request_id, unacked[request_id].tag, orphaned[request_id])
+        ]
+        self._orphans_sent.update(sent)
         return sent
 
     def _fresh_orphans(self, orphaned: Mapping[str, str]) -> set[str]:

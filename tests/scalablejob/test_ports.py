@@ -1,19 +1,21 @@
-"""Free ports are picked where no outgoing connection can take them first: below the kernel's ephemeral range."""
+"""Free ports are picked where no outgoing connection can take them first: below the kernel's ephemeral range
+(and Kubernetes' NodePorts)."""
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
 import pytest
 
-from scalablejob.local.ports import LOWEST_PORT, ephemeral_floor, free_port
+from scalablejob.local.ports import LOWEST_PORT, NODE_PORTS_FROM, ephemeral_floor, free_port
 
 
 def test_a_free_port_is_below_the_ephemeral_range_and_bindable() -> None:
-    floor = ephemeral_floor()
+    highest = min(ephemeral_floor(), NODE_PORTS_FROM)
     ports = [free_port() for _ in range(50)]
-    assert all(LOWEST_PORT <= port < floor for port in ports), (floor, ports)
+    assert all(LOWEST_PORT <= port < highest for port in ports), (highest, ports)
     with socket.socket() as server:
         server.bind(("127.0.0.1", ports[-1]))
 
@@ -28,10 +30,15 @@ def test_a_port_someone_listens_on_is_not_handed_out(monkeypatch: pytest.MonkeyP
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        picks = iter([busy, busy, busy + 1])  # the kernel's own pick: certainly taken
-        monkeypatch.setattr("scalablejob.local.ports.random.randrange", lambda low, high: next(picks))
+        picks = [busy, busy]  # the first two picks: a port in use, then the same again
+
+        def pick(low: int, high: int) -> int:
+            return picks.pop() if picks else random.randrange(low, high)
+
+        monkeypatch.setattr("scalablejob.local.ports._random.randrange", pick)
         monkeypatch.setattr("scalablejob.local.ports.ephemeral_floor", lambda: 65536)
-        assert free_port() == busy + 1
+        port = free_port()
+        assert port != busy and LOWEST_PORT <= port < NODE_PORTS_FROM and not picks
 
 
 def test_the_ephemeral_floor_is_read_from_the_kernel_setting_or_defaults(tmp_path: Path) -> None:

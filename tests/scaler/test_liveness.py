@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalablejob.scaler.liveness import holders, strays
+from scalablejob.scaler.liveness import holders, silent_holders, strays
 from scalablejob.store.presence import Presence, WorkerState
 
 WORKERS = {
@@ -33,13 +33,10 @@ def test_strays_are_live_workers_of_hosts_without_a_live_scaler() -> None:
     assert [presence.name for presence in found] == ["svc-2@h2"]
 
 
-def test_a_worker_falling_silent_makes_its_tasks_due_when_it_will_have_been_silent_for_the_bound() -> None:
-    silent = {"svc-1@h1": 60.0, "svc-2@h2": 1.0, "svc-3@h2": 7.5}
-    found = holders(WORKERS, (), silent.__getitem__, 10.0)
-    assert "c" in found.held and found.due_in_s == 2.5  # svc-3 missed several beats; svc-2 is merely between two
-
-
-def test_nothing_is_due_for_live_workers_own_workers_or_workers_that_hold_nothing() -> None:
+def test_the_silent_holders_are_the_workers_whose_tasks_are_orphaned() -> None:
     idle = {"svc-4@h3": Presence("svc-4@h3", 4, "h3", WorkerState.IDLE, "", {})}
-    silent = {"svc-1@h1": 9.0, "svc-2@h2": 1.0, "svc-3@h2": 0.0, "svc-4@h3": 9.0}
-    assert holders({**WORKERS, **idle}, {"svc-1@h1"}, silent.__getitem__, 10.0).due_in_s is None
+    workers = {**WORKERS, **idle}
+    silent = {"svc-1@h1": 60.0, "svc-2@h2": 9.9, "svc-3@h2": 10.0, "svc-4@h3": 60.0}
+    found = holders(workers, {"svc-1@h1"}, silent.__getitem__, 10.0)
+    assert silent_holders(workers, {"svc-1@h1"}, silent.__getitem__, 10.0) == {"svc-3@h2"}  # not own, idle, or live
+    assert set(found.orphaned) == {"c"}

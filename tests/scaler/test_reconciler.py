@@ -121,3 +121,28 @@ def test_background_recovery_recovers_at_once_and_reconciles_on_its_thread():
 
     assert now.recovered == [("w@h", {"t": "tag"})] and now.reconciled == []
     assert background.reconciled == [{"held"}] and background.orphaned == [{"o": "its worker w@h2 fell silent"}]
+
+
+def test_a_snapshot_with_new_orphans_is_waited_for_and_one_without_is_not(
+    gated: GatedRecovery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the loop's recovery over a reconciler whose reconciles end when the test lets them
+    monkeypatch.setattr("scalablejob.scaler.reconciler.ORPHANS_WAIT_S", WAIT_S)  # a loaded machine cannot outlast it
+    recovery = BackgroundRecovery(FakeRecovery(), gated)
+    gated.resend = ["o"]
+    try:
+        # when a snapshot names an orphan not named before, and its reconcile is let end 0.3 s later
+        threading.Timer(0.3, gated.gate.release).start()
+        sent = recovery.reconcile(set(), 1000.0, {"o": "its worker w@h2 fell silent"})
+
+        # then the pass waited for it (what it re-sent is taken back only once it has ended)
+        assert sent == ["o"]
+
+        # and a later snapshot naming the same orphan is handed over without a wait
+        began = time.monotonic()
+        recovery.reconcile(set(), 1003.0, {"o": "its worker w@h2 fell silent"})
+        assert time.monotonic() - began < WAIT_S / 2 and not recovery.reconciler.wait_idle(0)
+        gated.gate.release()
+    finally:
+        gated.gate.release(10)
+        recovery.stop()

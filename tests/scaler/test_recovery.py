@@ -17,6 +17,7 @@ from scalablejob import JobClient, RequestStatus
 from scalablejob.api.celery_app import make_app
 from scalablejob.model import keys
 from scalablejob.model.protocol import PROTOCOL_VERSION
+from scalablejob.scaler import paging
 from scalablejob.scaler.recovery import Recovery
 from scalablejob.store.queues import priority_lists, queue_depth
 from scalablejob.store.sink import Sink
@@ -197,4 +198,27 @@ def test_an_orphan_is_sent_again_once_though_its_lost_worker_still_lists_it(reco
 
     # then its new delivery is left to its new worker: one retry, not one per pass
     assert where_it_is(redis_client) == (0, 1, 1)
+    assert client.state(request_id).retries == 1
+
+
+def test_an_orphan_is_back_on_its_queue_before_the_queues_are_read(
+    recovery, client, redis_client, redis_url, monkeypatch
+):
+    # given a request taken by a worker that was lost, and a reconcile that notes where it is when it reads the queues
+    _, request_id = client.put(b"echo 1", {"taskType": "command"})
+    take_and_die(redis_url)
+    seen_then: list[tuple[int, int, int]] = []
+    read_queues = paging.queued_ids
+
+    def noting(*args, **kwargs):
+        seen_then.append(where_it_is(redis_client))
+        return read_queues(*args, **kwargs)
+
+    monkeypatch.setattr(paging, "queued_ids", noting)
+
+    # when the reconciler is told it is orphaned
+    assert recovery.reconcile(set(), time.time(), {request_id: "its worker w@h2 fell silent for 10 s"}) == [request_id]
+
+    # then it was back on its queue before the (at depth, long) read of the queues began, and sent once
+    assert seen_then == [(1, 0, 0)]
     assert client.state(request_id).retries == 1
